@@ -1,0 +1,177 @@
+//! Request and event envelopes on the bus. One `Request` shape serves every verb, so the HTTP
+//! front can build the same thing from a URL and both reach the same ApiServer path.
+//!
+//! Replies carry their code in the `Skiff-Code` header and, as payload, the object (as stored:
+//! MessagePack), a list, or a `Status`. Watch events go to the caller's inbox as
+//! `{seq, type, object}`; `seq` counts from 1 per watch, so a gap is visible.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What a request does. The verb is the last token of the request subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verb {
+    /// Read one object.
+    Get,
+    /// Read many objects.
+    List,
+    /// Create one object.
+    Create,
+    /// Replace one object.
+    Update,
+    /// Patch one object.
+    Patch,
+    /// Delete one object.
+    Delete,
+    /// Stream changes to the caller's inbox.
+    Watch,
+}
+
+impl Verb {
+    /// The subject token.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::List => "list",
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+            Verb::Watch => "watch",
+        }
+    }
+
+    /// Parses a subject token.
+    pub fn parse(s: &str) -> Option<Verb> {
+        Some(match s {
+            "get" => Verb::Get,
+            "list" => Verb::List,
+            "create" => Verb::Create,
+            "update" => Verb::Update,
+            "patch" => Verb::Patch,
+            "delete" => Verb::Delete,
+            "watch" => Verb::Watch,
+            _ => return None,
+        })
+    }
+}
+
+/// The patch formats the API server applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PatchType {
+    /// RFC 7386 (`application/merge-patch+json`).
+    Merge,
+    /// RFC 6902 (`application/json-patch+json`).
+    Json,
+    /// Kubernetes strategic merge (`application/strategic-merge-patch+json`).
+    Strategic,
+}
+
+/// List and watch options (`metav1.ListOptions`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ListOptions {
+    /// `labelSelector` query syntax.
+    pub label_selector: Option<String>,
+    /// `fieldSelector` query syntax.
+    pub field_selector: Option<String>,
+    /// Page size (0: as many as fit in one message).
+    pub limit: u64,
+    /// Continue token from the previous page.
+    #[serde(rename = "continue")]
+    pub continue_token: Option<String>,
+    /// For list: serve at this revision; for watch: start after it ("" or "0": now, with the
+    /// current objects first as ADDED).
+    pub resource_version: Option<String>,
+    /// A watch ends after this many seconds.
+    pub timeout_seconds: Option<u64>,
+    /// Send BOOKMARK events (NATS watches always get them as heartbeats).
+    pub allow_watch_bookmarks: bool,
+}
+
+/// Preconditions of a delete.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Preconditions {
+    /// Delete only the object with this uid.
+    pub uid: Option<String>,
+    /// Delete only at this resourceVersion.
+    pub resource_version: Option<String>,
+}
+
+/// `metav1.DeleteOptions`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DeleteOptions {
+    /// Seconds the object may take to terminate (pods); 0 deletes at once.
+    pub grace_period_seconds: Option<i64>,
+    /// Background, Foreground or Orphan.
+    pub propagation_policy: Option<String>,
+    /// Only delete if these still hold.
+    pub preconditions: Option<Preconditions>,
+    /// Legacy: false means Orphan.
+    pub orphan_dependents: Option<bool>,
+}
+
+/// One request on the bus.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Request {
+    /// API group ("" for core).
+    pub group: String,
+    /// Resource plural, e.g. `pods`.
+    pub resource: String,
+    /// Namespace, for namespaced resources (None or "" lists across all namespaces).
+    pub namespace: Option<String>,
+    /// Object name, for single-object verbs.
+    pub name: Option<String>,
+    /// `status`, `scale`, `binding`.
+    pub subresource: Option<String>,
+    /// The object (create, update) or the patch document (patch).
+    pub body: Option<Value>,
+    /// Format of `body` for patch.
+    pub patch_type: Option<PatchType>,
+    /// List and watch options.
+    pub list: ListOptions,
+    /// Delete options.
+    pub delete: Option<DeleteOptions>,
+    /// Watch: the subject events are published to.
+    pub inbox: Option<String>,
+    /// `fieldValidation`: Strict, Warn or Ignore.
+    pub field_validation: Option<String>,
+    /// `dryRun=All`: validate, then answer without storing.
+    pub dry_run: bool,
+}
+
+/// The answer to a watch request: where the stream will arrive from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WatchStarted {
+    /// The watch's id, for cancelling it.
+    pub id: u64,
+    /// The revision the stream starts after.
+    pub resource_version: String,
+}
+
+/// Watch event types, as Kubernetes names them.
+pub mod event_type {
+    pub const ADDED: &str = "ADDED";
+    pub const MODIFIED: &str = "MODIFIED";
+    pub const DELETED: &str = "DELETED";
+    pub const BOOKMARK: &str = "BOOKMARK";
+    pub const ERROR: &str = "ERROR";
+}
+
+/// One event of a watch stream, as a client decodes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    /// Position in this watch's stream, from 1; a jump means an event was lost.
+    #[serde(default)]
+    pub seq: u64,
+    /// ADDED, MODIFIED, DELETED, BOOKMARK or ERROR.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The object; a Status for ERROR; kind, apiVersion and resourceVersion for BOOKMARK.
+    pub object: Value,
+}

@@ -1,0 +1,263 @@
+//! The NATS bridge: the NatsBridge actor subscribes `skiff.req.>` in the API servers' queue
+//! group, turns each message into a `Call` on the ApiServer, and publishes the answer to the
+//! message's reply subject. Watches answer with `WatchStarted`, then stream numbered events to
+//! the caller's inbox until they end, closing with a `CLOSED` event so the caller resumes at
+//! once.
+//!
+//! Nothing a caller sends can stop it: every malformed payload gets a 400 Status.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use async_nats::{HeaderMap, Message};
+use bytes::Bytes;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::{ApiHandle, Call, Credentials, Reply, WatchItem, WatchStream};
+use crate::api::codec::{self, MapWriter};
+use crate::api::subject::{self, HEADER_CODE, HEADER_REQUEST_ID, HEADER_TOKEN, HEADER_TRACEPARENT};
+use crate::api::wire::{event_type, Request, Verb, WatchStarted};
+use crate::api::Status;
+
+/// Room left in a NATS message for the list envelope and headers.
+const ENVELOPE_MARGIN: usize = 64 * 1024;
+
+/// The NatsBridge actor. See the module docs.
+pub struct NatsBridge {
+    /// The API server it feeds.
+    api: ApiHandle,
+    /// The NATS connection replies and events go out on.
+    client: async_nats::Client,
+    /// Requests being served, so shutdown can wait for them.
+    in_flight: Arc<AtomicUsize>,
+    /// The subscription's stream handle, cancelled on shutdown to stop taking requests.
+    subscription: Option<SpawnHandle>,
+    /// Tells running watches to close.
+    closing: watch::Sender<bool>,
+}
+
+impl Actor for NatsBridge {
+    type Context = Context<Self>;
+}
+
+/// Subscribes the request subjects and starts the bridge.
+pub async fn serve_nats(
+    api: ApiHandle,
+    client: async_nats::Client,
+) -> Result<Addr<NatsBridge>, async_nats::SubscribeError> {
+    let sub = client
+        .queue_subscribe(subject::REQUEST_WILDCARD, subject::APISERVER_QUEUE.into())
+        .await?;
+    client.flush().await.ok();
+    let (closing, _) = watch::channel(false);
+    Ok(NatsBridge::create(move |ctx| {
+        let handle = ctx.add_stream(sub);
+        NatsBridge {
+            api,
+            client,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            subscription: Some(handle),
+            closing,
+        }
+    }))
+}
+
+impl StreamHandler<Message> for NatsBridge {
+    fn handle(&mut self, msg: Message, ctx: &mut Context<Self>) {
+        let Some(reply) = msg.reply.clone() else {
+            tracing::debug!(subject = %msg.subject, "request without a reply subject dropped");
+            return;
+        };
+        let api = self.api.clone();
+        let client = self.client.clone();
+        let in_flight = self.in_flight.clone();
+        let closing = self.closing.subscribe();
+        in_flight.fetch_add(1, Ordering::SeqCst);
+        ctx.spawn(
+            async move {
+                serve_one(api, client, msg, reply.to_string(), closing).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+            .into_actor(self),
+        );
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // The subscription ended (shutdown or lost connection): keep the actor alive so
+        // in-flight work can finish; Shutdown stops it.
+        tracing::debug!("request subscription ended");
+    }
+}
+
+/// Stop taking requests, finish those in flight (within `grace`), close watches, flush.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    /// How long in-flight requests may take.
+    pub grace: Duration,
+}
+
+impl Handler<Shutdown> for NatsBridge {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(h) = self.subscription.take() {
+            ctx.cancel_future(h);
+        }
+        self.closing.send_replace(true);
+        let in_flight = self.in_flight.clone();
+        let client = self.client.clone();
+        Box::pin(
+            async move {
+                let deadline = tokio::time::Instant::now() + msg.grace;
+                while in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                if let Err(e) = client.drain().await {
+                    tracing::warn!(error = %e, "draining NATS");
+                }
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        )
+    }
+}
+
+fn header<'a>(msg: &'a Message, name: &str) -> Option<&'a str> {
+    msg.headers.as_ref()?.get(name).map(|v| v.as_str())
+}
+
+/// Serves one request message end to end.
+async fn serve_one(
+    api: ApiHandle,
+    client: async_nats::Client,
+    msg: Message,
+    reply: String,
+    closing: watch::Receiver<bool>,
+) {
+    let request_id = header(&msg, HEADER_REQUEST_ID).map(str::to_string);
+    let traceparent = header(&msg, HEADER_TRACEPARENT).map(str::to_string);
+    let answer = async {
+        let (user, verb) = subject::parse_request(&msg.subject).ok_or_else(|| {
+            Status::bad_request(format!("malformed request subject {}", msg.subject))
+        })?;
+        let verb = Verb::parse(verb)
+            .ok_or_else(|| Status::method_not_allowed(format!("unknown verb {verb:?}")))?;
+        let request: Request =
+            codec::decode(&msg.payload).map_err(|e| Status::bad_request(e.to_string()))?;
+        let inbox = request.inbox.clone();
+        if verb == Verb::Watch && inbox.as_deref().is_none_or(str::is_empty) {
+            return Err(Status::bad_request("a watch needs an inbox"));
+        }
+        let max_bytes = client
+            .server_info()
+            .max_payload
+            .saturating_sub(ENVELOPE_MARGIN)
+            .max(1024);
+        let call = Call {
+            credentials: Credentials {
+                token: header(&msg, HEADER_TOKEN).map(str::to_string),
+                identity: Some(user),
+            },
+            verb,
+            request,
+            max_bytes,
+        };
+        Ok((api.call(call).await?, inbox))
+    }
+    .await;
+    let mut headers = HeaderMap::new();
+    if let Some(id) = &request_id {
+        headers.insert(HEADER_REQUEST_ID, id.as_str());
+    }
+    if let Some(tp) = &traceparent {
+        headers.insert(HEADER_TRACEPARENT, tp.as_str());
+    }
+    match answer {
+        Ok((Reply::Object(bytes), _)) => {
+            headers.insert(HEADER_CODE, "200");
+            publish(&client, reply, headers, bytes).await;
+        }
+        Ok((Reply::Watch(stream), inbox)) => {
+            let id = api.next_watch_id();
+            let started = WatchStarted {
+                id,
+                resource_version: stream.revision().to_string(),
+            };
+            headers.insert(HEADER_CODE, "200");
+            let body = codec::encode(&started).map(Bytes::from).unwrap_or_default();
+            publish(&client, reply, headers, body).await;
+            if let Some(inbox) = inbox {
+                pump(client, *stream, inbox, closing).await;
+            }
+        }
+        Err(status) => {
+            headers.insert(HEADER_CODE, status.code.to_string().as_str());
+            let body = codec::encode(&status).map(Bytes::from).unwrap_or_default();
+            publish(&client, reply, headers, body).await;
+        }
+    }
+}
+
+async fn publish(client: &async_nats::Client, subject: String, headers: HeaderMap, body: Bytes) {
+    if let Err(e) = client.publish_with_headers(subject, headers, body).await {
+        tracing::warn!(error = %e, "publishing a reply");
+    }
+}
+
+/// Encodes one watch event: `{seq, type, object}` with the object spliced in as stored.
+fn event(seq: u64, kind: &str, object: &[u8]) -> Bytes {
+    let mut w = MapWriter::new(3);
+    w.u64("seq", seq).str("type", kind).raw("object", object);
+    Bytes::from(w.finish())
+}
+
+/// Streams a watch to the caller's inbox until it ends or the server shuts down.
+async fn pump(
+    client: async_nats::Client,
+    mut stream: WatchStream,
+    inbox: String,
+    mut closing: watch::Receiver<bool>,
+) {
+    let mut seq = 0u64;
+    let info = stream.info;
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            _ = closing.wait_for(|c| *c) => None,
+        };
+        seq += 1;
+        let payload = match item {
+            Some(WatchItem::Object {
+                event_type, object, ..
+            }) => event(seq, event_type, &object),
+            Some(WatchItem::Bookmark(rev)) => {
+                let obj = json!({"kind": info.kind, "apiVersion": info.api_version(), "metadata": {"resourceVersion": rev.to_string()}});
+                let bytes = codec::value_to_msgpack(&obj).unwrap_or_default();
+                event(seq, event_type::BOOKMARK, &bytes)
+            }
+            Some(WatchItem::Error(status)) => {
+                let bytes = codec::encode(&status).unwrap_or_default();
+                event(seq, event_type::ERROR, &bytes)
+            }
+            None => {
+                let obj = json!({"metadata": {"resourceVersion": stream.revision().to_string()}});
+                let bytes = codec::value_to_msgpack(&obj).unwrap_or_default();
+                let _ = client
+                    .publish(inbox.clone(), event(seq, CLOSED, &bytes))
+                    .await;
+                return;
+            }
+        };
+        if client.publish(inbox.clone(), payload).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The NATS-only event that ends a watch stream (the client resumes from its last revision).
+pub const CLOSED: &str = "CLOSED";

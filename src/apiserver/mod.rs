@@ -1,0 +1,239 @@
+//! The API server: the ApiServer actor (authentication, then the registry), the Store it alone
+//! owns, and the NATS bridge that feeds it requests.
+//!
+//! Module privacy enforces the ownership rule: `store` is a private child of this module, so
+//! nothing outside `apiserver` can name the Store, let alone reach it.
+
+pub mod auth;
+mod bridge;
+mod registry;
+mod store;
+pub mod validation;
+mod watch;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+pub use auth::{Authenticator, UserInfo};
+pub use watch::{WatchItem, WatchStream};
+
+use crate::api::wire::{Request, Verb};
+use crate::api::Status;
+use registry::Registry;
+use store::{EmbeddedBackend, MemoryBackend, Store, StoreConfig};
+
+/// What the API server needs to start.
+#[derive(Debug, Clone)]
+pub struct ApiServerOptions {
+    /// Where the embedded store keeps its file; None keeps everything in memory.
+    pub data_dir: Option<PathBuf>,
+    /// Bearer tokens.
+    pub authenticator: Authenticator,
+    /// Events kept for watch replay and paged lists.
+    pub history: usize,
+    /// Bookmark cadence of watches (the heartbeat clients use to notice silence).
+    pub bookmark_interval: Duration,
+    /// Watch duration when the client asks for none.
+    pub default_watch_timeout: Duration,
+    /// Largest encoded object accepted.
+    pub max_object_bytes: usize,
+}
+
+impl Default for ApiServerOptions {
+    fn default() -> Self {
+        ApiServerOptions {
+            data_dir: None,
+            authenticator: Authenticator::default(),
+            history: 10_000,
+            bookmark_interval: Duration::from_secs(5),
+            default_watch_timeout: Duration::from_secs(1800),
+            max_object_bytes: 1_572_864,
+        }
+    }
+}
+
+/// Who a transport says is calling.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// The bearer token, if any.
+    pub token: Option<String>,
+    /// The identity the transport vouches for (the NATS subject's), which must match the
+    /// token's user.
+    pub identity: Option<String>,
+}
+
+/// A successful answer.
+pub enum Reply {
+    /// An object, list or Status, encoded as MessagePack.
+    Object(Bytes),
+    /// A watch to stream.
+    Watch(Box<WatchStream>),
+}
+
+/// One API call, from any transport.
+#[derive(Message)]
+#[rtype(result = "Result<Reply, Status>")]
+pub struct Call {
+    /// Who is calling.
+    pub credentials: Credentials,
+    /// What to do.
+    pub verb: Verb,
+    /// To what.
+    pub request: Request,
+    /// Largest list page the transport can carry (0: no limit).
+    pub max_bytes: usize,
+}
+
+/// The ApiServer actor: authenticates every call, then runs it through the registry.
+pub struct ApiServer {
+    /// The registry, holding the Store's address.
+    registry: Registry,
+    /// Token to user.
+    auth: Arc<Authenticator>,
+    /// Watch tunables.
+    options: Arc<ApiServerOptions>,
+}
+
+impl Actor for ApiServer {
+    type Context = Context<Self>;
+}
+
+impl Handler<Call> for ApiServer {
+    type Result = ResponseFuture<Result<Reply, Status>>;
+
+    fn handle(&mut self, call: Call, _: &mut Context<Self>) -> Self::Result {
+        let user = match self.auth.authenticate(call.credentials.token.as_deref()) {
+            Ok(u) => u.clone(),
+            Err(s) => return Box::pin(async move { Err(s) }),
+        };
+        if let Some(id) = &call.credentials.identity {
+            if *id != user.name {
+                return Box::pin(async move { Err(Status::unauthorized()) });
+            }
+        }
+        let registry = self.registry.clone();
+        let options = self.options.clone();
+        let span = tracing::debug_span!("ApiServer::Call", verb = call.verb.as_str(), resource = %call.request.resource, user = %user.name);
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let req = &call.request;
+                let bytes = match call.verb {
+                    Verb::Get => registry.get(req).await,
+                    Verb::List => registry.list(req, call.max_bytes).await,
+                    Verb::Create => registry.create(req).await,
+                    Verb::Update => registry.update(req).await,
+                    Verb::Patch => registry.patch(req).await,
+                    Verb::Delete => registry.delete(req).await,
+                    Verb::Watch => {
+                        let (start, filter, info) = registry.watch(req).await?;
+                        let timeout = req
+                            .list
+                            .timeout_seconds
+                            .map(Duration::from_secs)
+                            .unwrap_or(options.default_watch_timeout);
+                        return Ok(Reply::Watch(Box::new(WatchStream::new(
+                            start,
+                            filter,
+                            info,
+                            options.bookmark_interval,
+                            timeout,
+                        ))));
+                    }
+                };
+                bytes.map(Reply::Object)
+            },
+            span,
+        ))
+    }
+}
+
+/// The handle the transports use: a cheap clone around the actor's address.
+#[derive(Clone)]
+pub struct ApiHandle {
+    addr: Addr<ApiServer>,
+    /// Ids for watches, unique in this process.
+    watch_ids: Arc<AtomicU64>,
+}
+
+impl ApiHandle {
+    /// Runs one call.
+    pub async fn call(&self, call: Call) -> Result<Reply, Status> {
+        self.addr
+            .send(call)
+            .await
+            .unwrap_or_else(|e| Err(Status::unavailable(format!("api server: {e}"))))
+    }
+
+    fn next_watch_id(&self) -> u64 {
+        self.watch_ids.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// Why the API server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error("opening the store: {0}")]
+    Store(String),
+    /// NATS could not be reached.
+    #[error("connecting to NATS at {url}: {why}")]
+    Nats {
+        /// The URL tried.
+        url: String,
+        /// The cause.
+        why: String,
+    },
+    /// Seeding failed.
+    #[error("seeding: {0}")]
+    Seed(Box<Status>),
+}
+
+/// Opens the store and starts the ApiServer actor (inside a running actix System).
+pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
+    let config = StoreConfig {
+        history: options.history,
+        max_value_bytes: options.max_object_bytes,
+        ..Default::default()
+    };
+    let dir = options.data_dir.clone();
+    // Opening reads the whole file: off the actor thread.
+    let store = tokio::task::spawn_blocking(move || {
+        let backend: Box<dyn store::Backend> = match dir {
+            Some(d) => {
+                Box::new(EmbeddedBackend::open(&d.join("store.redb")).map_err(|e| e.to_string())?)
+            }
+            None => Box::new(MemoryBackend),
+        };
+        Store::open(backend, config).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| StartError::Store(e.to_string()))?
+    .map_err(StartError::Store)?;
+    let store = store.start();
+    let registry = Registry::new(store);
+    registry
+        .ping()
+        .await
+        .map_err(|s| StartError::Seed(Box::new(s)))?;
+    registry
+        .seed()
+        .await
+        .map_err(|s| StartError::Seed(Box::new(s)))?;
+    let addr = ApiServer {
+        registry,
+        auth: Arc::new(options.authenticator.clone()),
+        options: Arc::new(options),
+    }
+    .start();
+    Ok(ApiHandle {
+        addr,
+        watch_ids: Arc::new(AtomicU64::new(0)),
+    })
+}
+
+pub use bridge::{serve_nats, NatsBridge, Shutdown};

@@ -1,0 +1,1169 @@
+//! The registry: what each verb does to objects, between authentication and the Store.
+//! Defaults on create, strategies on update (spec vs status), graceful delete and finalizers,
+//! subresources (status, scale, binding), selectors and paging. It holds the Store's address
+//! on behalf of the ApiServer actor and is created only by it.
+
+use std::time::Duration;
+
+use actix::Addr;
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::store::{self, KeyValue, Revision, Store, StoreError};
+use super::validation::{self, FieldError};
+use crate::api::codec::{self, MapWriter};
+use crate::api::meta;
+use crate::api::resource::{self, ResourceInfo};
+use crate::api::selector::{FieldSelector, LabelSelector};
+use crate::api::status::{Status, StatusCause};
+use crate::api::wire::{DeleteOptions, ListOptions, PatchType, Request};
+
+/// How many times an unconditional update or a patch is retried on a conflict.
+const MAX_RETRIES: usize = 16;
+
+/// The registry. Cheap to clone: an actor address.
+#[derive(Clone)]
+pub struct Registry {
+    /// The Store: reachable only through here.
+    store: Addr<Store>,
+}
+
+/// A resolved request target.
+struct Target {
+    info: &'static ResourceInfo,
+    namespace: Option<String>,
+}
+
+fn store_down(e: actix::MailboxError) -> Status {
+    Status::unavailable(format!("store unavailable: {e}"))
+}
+
+impl Registry {
+    pub(super) fn new(store: Addr<Store>) -> Self {
+        Registry { store }
+    }
+
+    /// Maps a Store error on one object to its Status.
+    fn status(info: &ResourceInfo, name: &str, e: StoreError) -> Status {
+        match e {
+            StoreError::NotFound => Status::not_found(info.group, info.plural, name),
+            StoreError::AlreadyExists => Status::already_exists(info.group, info.plural, name),
+            StoreError::Conflict { .. } => Status::stale(info.group, info.plural, name),
+            StoreError::Expired { requested, oldest } => {
+                Status::expired(format!("too old resource version: {requested} ({oldest})"))
+            }
+            StoreError::TooLarge { size, limit } => Status::too_large(format!(
+                "Request entity too large: the encoded object is {size} bytes; limit is {limit}"
+            )),
+            StoreError::Encode(e) => Status::internal(format!("encoding object: {e}")),
+            StoreError::Backend(e) => Status::internal(e),
+        }
+    }
+
+    fn target(req: &Request) -> Result<Target, Status> {
+        let info = resource::lookup(&req.group, &req.resource).ok_or_else(|| {
+            Status::failure(
+                404,
+                crate::api::status::reason::NOT_FOUND,
+                format!(
+                    "the server could not find the requested resource ({}{})",
+                    req.resource,
+                    if req.group.is_empty() {
+                        String::new()
+                    } else {
+                        format!(".{}", req.group)
+                    }
+                ),
+            )
+        })?;
+        let namespace = req.namespace.clone().filter(|n| !n.is_empty());
+        Ok(Target { info, namespace })
+    }
+
+    fn name(req: &Request) -> Result<&str, Status> {
+        match req.name.as_deref() {
+            Some(n) if !n.is_empty() => Ok(n),
+            _ => Err(Status::bad_request("a resource name is required")),
+        }
+    }
+
+    fn namespace_of(t: &Target) -> Result<Option<&str>, Status> {
+        if t.info.namespaced {
+            match t.namespace.as_deref() {
+                Some(ns) => Ok(Some(ns)),
+                None => Err(Status::bad_request("a namespace is required")),
+            }
+        } else {
+            Ok(None)
+        }
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<KeyValue>, Status> {
+        let (kv, _) = self
+            .store
+            .send(store::Get {
+                key: key.to_string(),
+            })
+            .await
+            .map_err(store_down)?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(kv)
+    }
+
+    /// GET: the stored bytes, as they are.
+    pub async fn get(&self, req: &Request) -> Result<Bytes, Status> {
+        let t = Self::target(req)?;
+        let name = Self::name(req)?;
+        let ns = Self::namespace_of(&t)?;
+        let kv = self
+            .read(&t.info.key(ns, name))
+            .await?
+            .ok_or_else(|| Status::not_found(t.info.group, t.info.plural, name))?;
+        match req.subresource.as_deref() {
+            None | Some("status") => Ok(kv.value),
+            Some("scale") if t.info.has_scale => {
+                let obj = decode(&kv.value)?;
+                encode_value(&scale_of(t.info, &obj))
+            }
+            Some(other) => Err(Status::not_found(t.info.group, other, name)),
+        }
+    }
+
+    /// LIST: one page, encoded as `<Kind>List` with the raw items spliced in.
+    pub async fn list(&self, req: &Request, max_bytes: usize) -> Result<Bytes, Status> {
+        let t = Self::target(req)?;
+        let opts = &req.list;
+        let filter = Filter::new(t.info, opts)?;
+        let (mut start_after, mut at) = match opts.continue_token.as_deref() {
+            Some(tok) if !tok.is_empty() => {
+                let (rev, key) = decode_continue(tok)?;
+                if !key.starts_with(&t.info.list_prefix(t.namespace.as_deref())) {
+                    return Err(Status::bad_request(
+                        "continue token does not match the request",
+                    ));
+                }
+                (Some(key), Some(rev))
+            }
+            _ => (None, None),
+        };
+        if at.is_none() {
+            at = meta::parse_revision(opts.resource_version.as_deref().unwrap_or(""))
+                .map_err(Status::bad_request)?;
+        }
+        let prefix = t.info.list_prefix(t.namespace.as_deref());
+        let limit = opts.limit as usize;
+        let mut items: Vec<Bytes> = Vec::new();
+        let mut bytes = 0usize;
+        let mut revision;
+        let mut more;
+        loop {
+            let page = self
+                .store
+                .send(store::Range {
+                    prefix: prefix.clone(),
+                    start_after: start_after.clone(),
+                    limit: if limit > 0 { limit - items.len() } else { 0 },
+                    max_bytes: if max_bytes > 0 {
+                        max_bytes.saturating_sub(bytes).max(1)
+                    } else {
+                        0
+                    },
+                    at,
+                })
+                .await
+                .map_err(store_down)?
+                .map_err(|e| match e {
+                    StoreError::Expired { .. } => Status::expired(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    ),
+                    e => Self::status(t.info, "", e),
+                })?;
+            revision = page.revision;
+            at = Some(revision);
+            more = page.more;
+            let fetched = page.kvs.len();
+            for kv in page.kvs {
+                start_after = Some(kv.key.clone());
+                if filter.matches_bytes(&kv.value)? {
+                    bytes += kv.value.len();
+                    items.push(kv.value);
+                }
+            }
+            let full = (limit > 0 && items.len() >= limit)
+                || (max_bytes > 0 && bytes >= max_bytes)
+                || (max_bytes > 0 && fetched > 0 && more && items.len() == fetched && bytes > 0);
+            if !more || full {
+                break;
+            }
+        }
+        let mut md = serde_json::Map::new();
+        md.insert("resourceVersion".into(), json!(revision.to_string()));
+        if more {
+            if let Some(key) = &start_after {
+                md.insert("continue".into(), json!(encode_continue(revision, key)));
+            }
+        }
+        let md = codec::encode(&md).map_err(|e| Status::internal(e.to_string()))?;
+        let mut w = MapWriter::new(4);
+        w.str("kind", &t.info.list_kind())
+            .str("apiVersion", &t.info.api_version())
+            .raw("metadata", &md)
+            .array("items", items.len() as u32);
+        for item in &items {
+            w.raw_item(item);
+        }
+        Ok(Bytes::from(w.finish()))
+    }
+
+    /// CREATE (and the binding subresource, which Kubernetes serves as a create).
+    pub async fn create(&self, req: &Request) -> Result<Bytes, Status> {
+        let t = Self::target(req)?;
+        if req.subresource.as_deref() == Some("binding") && t.info.plural == "pods" {
+            return self.bind(req, &t).await;
+        }
+        if let Some(sub) = &req.subresource {
+            return Err(Status::method_not_allowed(format!(
+                "create is not supported on {}/{sub}",
+                t.info.plural
+            )));
+        }
+        let mut obj = req
+            .body
+            .clone()
+            .ok_or_else(|| Status::bad_request("a body is required"))?;
+        if !obj.is_object() {
+            return Err(Status::bad_request("the body must be a JSON object"));
+        }
+        check_type(t.info, &mut obj)?;
+        let ns = self.check_namespace(&t, &mut obj).await?;
+        // generateName
+        let md = meta::metadata_mut(&mut obj);
+        let has_name = md
+            .get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        if !has_name {
+            match md.get("generateName").and_then(Value::as_str) {
+                Some(g) if !g.is_empty() => {
+                    let name = format!("{g}{}", random_suffix());
+                    md.insert("name".into(), json!(name));
+                }
+                _ => {
+                    return Err(invalid(
+                        t.info,
+                        "",
+                        vec![FieldError {
+                            reason: "FieldValueRequired",
+                            field: "metadata.name".into(),
+                            message: "Required value: name or generateName is required".into(),
+                        }],
+                    ))
+                }
+            }
+        }
+        for k in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
+            md.remove(k);
+        }
+        md.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        md.insert("creationTimestamp".into(), json!(meta::now()));
+        if matches!(t.info.kind, "Pod" | "Deployment" | "ReplicaSet") {
+            md.insert("generation".into(), json!(1));
+        }
+        defaults(t.info, &mut obj);
+        let name = meta::name(&obj).to_string();
+        let errs = validation::validate_create(t.info.kind, t.info.namespaced, &obj);
+        if !errs.is_empty() {
+            return Err(invalid(t.info, &name, errs));
+        }
+        let key = t.info.key(ns.as_deref(), &name);
+        if req.dry_run {
+            return encode_value(&obj);
+        }
+        let kv = self
+            .store
+            .send(store::Create {
+                key,
+                value: encoder(obj),
+            })
+            .await
+            .map_err(store_down)?
+            .map_err(|e| Self::status(t.info, &name, e))?;
+        Ok(kv.value)
+    }
+
+    /// Namespaced creates need the namespace to exist and not be terminating.
+    async fn check_namespace(&self, t: &Target, obj: &mut Value) -> Result<Option<String>, Status> {
+        if !t.info.namespaced {
+            meta::metadata_mut(obj).remove("namespace");
+            return Ok(None);
+        }
+        let body_ns = meta::namespace(obj).to_string();
+        let ns = match (t.namespace.as_deref(), body_ns.as_str()) {
+            (Some(r), b) if !b.is_empty() && r != b => {
+                return Err(Status::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ))
+            }
+            (Some(r), _) => r.to_string(),
+            (None, b) if !b.is_empty() => b.to_string(),
+            (None, _) => return Err(Status::bad_request("a namespace is required")),
+        };
+        meta::metadata_mut(obj).insert("namespace".into(), json!(ns));
+        let nsinfo = resource::lookup("", "namespaces").expect("namespaces are served");
+        match self.read(&nsinfo.key(None, &ns)).await? {
+            None => Err(Status::not_found("", "namespaces", &ns)),
+            Some(kv) => {
+                let nsobj = decode(&kv.value)?;
+                if nsobj.pointer("/metadata/deletionTimestamp").is_some() {
+                    Err(Status::forbidden(format!(
+                        "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                        t.info.plural,
+                        meta::name(obj)
+                    )))
+                } else {
+                    Ok(Some(ns))
+                }
+            }
+        }
+    }
+
+    /// Binds a pod to a node: sets spec.nodeName once, and the PodScheduled condition.
+    async fn bind(&self, req: &Request, t: &Target) -> Result<Bytes, Status> {
+        let name = Self::name(req)?.to_string();
+        let body = req.body.clone().unwrap_or(Value::Null);
+        let node = body
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                invalid(
+                    t.info,
+                    &name,
+                    vec![FieldError {
+                        reason: "FieldValueRequired",
+                        field: "target.name".into(),
+                        message: "Required value".into(),
+                    }],
+                )
+            })?
+            .to_string();
+        let info = t.info;
+        let pod = name.clone();
+        self.modify(t, &pod, None, false, move |obj| {
+            if obj.pointer("/metadata/deletionTimestamp").is_some() {
+                return Err(Status::conflict(
+                    info.group,
+                    info.plural,
+                    &name,
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
+            }
+            match obj.pointer("/spec/nodeName").and_then(Value::as_str) {
+                Some(n) if !n.is_empty() => {
+                    return Err(Status::conflict(
+                        info.group,
+                        info.plural,
+                        &name,
+                        &format!("pod {name} is already assigned to node \"{n}\""),
+                    ))
+                }
+                _ => {}
+            }
+            obj["spec"]["nodeName"] = json!(node);
+            set_condition(obj, "PodScheduled", "True", None);
+            Ok(())
+        })
+        .await?;
+        let status = Status {
+            status: "Success".into(),
+            code: 201,
+            ..Status::success()
+        };
+        encode_value(&serde_json::to_value(status).map_err(|e| Status::internal(e.to_string()))?)
+    }
+
+    /// UPDATE (PUT): replace, honouring resourceVersion, strategies and subresources.
+    pub async fn update(&self, req: &Request) -> Result<Bytes, Status> {
+        let t = Self::target(req)?;
+        let name = Self::name(req)?.to_string();
+        let mut body = req
+            .body
+            .clone()
+            .ok_or_else(|| Status::bad_request("a body is required"))?;
+        if !body.is_object() {
+            return Err(Status::bad_request("the body must be a JSON object"));
+        }
+        let sub = req.subresource.clone();
+        if sub.as_deref() == Some("scale") {
+            return self.update_scale(&t, &name, body, None).await;
+        }
+        check_type(t.info, &mut body)?;
+        let body_name = meta::name(&body);
+        if !body_name.is_empty() && body_name != name {
+            return Err(Status::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let expect =
+            meta::parse_revision(meta::resource_version(&body)).map_err(Status::bad_request)?;
+        let info = t.info;
+        self.modify(&t, &name, expect, req.dry_run, move |obj| {
+            let old = std::mem::replace(obj, body.clone());
+            restrict(info, sub.as_deref(), &old, obj)
+        })
+        .await
+        .map(|(bytes, _)| bytes)
+    }
+
+    /// PATCH: apply the patch to the current object, then update; retried on conflict unless
+    /// the patch pins a resourceVersion.
+    pub async fn patch(&self, req: &Request) -> Result<Bytes, Status> {
+        let t = Self::target(req)?;
+        let name = Self::name(req)?.to_string();
+        let patch = req
+            .body
+            .clone()
+            .ok_or_else(|| Status::bad_request("a patch body is required"))?;
+        let ptype = req.patch_type.unwrap_or(PatchType::Merge);
+        if ptype == PatchType::Strategic {
+            return Err(Status::failure(
+                415,
+                "UnsupportedMediaType",
+                "strategic merge patch is not supported yet; use a merge or JSON patch",
+            ));
+        }
+        if req.subresource.as_deref() == Some("scale") {
+            return self
+                .update_scale(&t, &name, Value::Null, Some((ptype, patch)))
+                .await;
+        }
+        let expect = patch
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(meta::parse_revision)
+            .transpose()
+            .map_err(Status::bad_request)?
+            .flatten();
+        let info = t.info;
+        let sub = req.subresource.clone();
+        self.modify(&t, &name, expect, req.dry_run, move |obj| {
+            let old = obj.clone();
+            apply_patch(obj, ptype, &patch)?;
+            restrict(info, sub.as_deref(), &old, obj)
+        })
+        .await
+        .map(|(b, _)| b)
+    }
+
+    /// Scale subresource writes: `spec.replicas` from a Scale (given, or patched from the
+    /// current one).
+    async fn update_scale(
+        &self,
+        t: &Target,
+        name: &str,
+        body: Value,
+        patch: Option<(PatchType, Value)>,
+    ) -> Result<Bytes, Status> {
+        if !t.info.has_scale {
+            return Err(Status::not_found(t.info.group, "scale", name));
+        }
+        let info = t.info;
+        let (_, obj) = self
+            .modify(t, name, None, false, move |obj| {
+                let mut scale = match &patch {
+                    None => body.clone(),
+                    Some((ptype, p)) => {
+                        let mut s = scale_of(info, obj);
+                        apply_patch(&mut s, *ptype, p)?;
+                        s
+                    }
+                };
+                let replicas = scale
+                    .pointer_mut("/spec/replicas")
+                    .map(Value::take)
+                    .unwrap_or(json!(0));
+                if !replicas
+                    .as_i64()
+                    .is_some_and(|r| (0..=i32::MAX as i64).contains(&r))
+                {
+                    return Err(invalid(
+                        info,
+                        meta::name(obj),
+                        vec![FieldError {
+                            reason: "FieldValueInvalid",
+                            field: "spec.replicas".into(),
+                            message: format!(
+                                "Invalid value: {replicas}: must be greater than or equal to 0"
+                            ),
+                        }],
+                    ));
+                }
+                obj["spec"]["replicas"] = replicas;
+                Ok(())
+            })
+            .await?;
+        encode_value(&scale_of(info, &obj))
+    }
+
+    /// Reads, changes and writes one object with compare-and-swap, retrying conflicts when the
+    /// caller did not pin a revision. Applies the update strategy (immutable metadata, spec vs
+    /// status, generation) and finalizer completion. Returns the stored bytes and object.
+    async fn modify<F>(
+        &self,
+        t: &Target,
+        name: &str,
+        expect: Option<Revision>,
+        dry_run: bool,
+        change: F,
+    ) -> Result<(Bytes, Value), Status>
+    where
+        F: Fn(&mut Value) -> Result<(), Status>,
+    {
+        let ns = Self::namespace_of(t)?;
+        let key = t.info.key(ns, name);
+        let info = t.info;
+        for _ in 0..MAX_RETRIES {
+            let kv = self
+                .read(&key)
+                .await?
+                .ok_or_else(|| Status::not_found(info.group, info.plural, name))?;
+            if let Some(rv) = expect {
+                if rv != kv.mod_revision {
+                    return Err(Status::stale(info.group, info.plural, name));
+                }
+            }
+            let old = decode(&kv.value)?;
+            let mut new = old.clone();
+            change(&mut new)?;
+            if !new.is_object() {
+                return Err(Status::bad_request("the result must be a JSON object"));
+            }
+            check_type(info, &mut new)?;
+            strategy(&old, &mut new);
+            let errs = validation::validate_update(info.kind, info.namespaced, &old, &new);
+            if !errs.is_empty() {
+                return Err(invalid(info, name, errs));
+            }
+            if new == old || dry_run {
+                return Ok((kv.value, new));
+            }
+            let finished = new.pointer("/metadata/deletionTimestamp").is_some()
+                && finalizers_empty(&new)
+                && new
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+                    == 0;
+            let result = if finished {
+                self.store
+                    .send(store::Delete {
+                        key: key.clone(),
+                        expect: kv.mod_revision,
+                        tombstone: encoder(new.clone()),
+                    })
+                    .await
+            } else {
+                self.store
+                    .send(store::Update {
+                        key: key.clone(),
+                        expect: kv.mod_revision,
+                        value: encoder(new.clone()),
+                    })
+                    .await
+            };
+            match result.map_err(store_down)? {
+                Ok(kv) => return Ok((kv.value, new)),
+                Err(StoreError::Conflict { .. }) if expect.is_none() => continue,
+                Err(StoreError::NotFound) if expect.is_none() => continue,
+                Err(e) => return Err(Self::status(info, name, e)),
+            }
+        }
+        Err(Status::conflict(
+            info.group,
+            info.plural,
+            name,
+            "too many concurrent changes; retry",
+        ))
+    }
+
+    /// DELETE: graceful for scheduled pods, deferred while finalizers remain, immediate
+    /// otherwise. Answers the object as it was deleted (or as it now waits).
+    pub async fn delete(&self, req: &Request) -> Result<Bytes, Status> {
+        let t = Self::target(req)?;
+        let name = Self::name(req)?.to_string();
+        let ns = Self::namespace_of(&t)?;
+        let key = t.info.key(ns, &name);
+        let info = t.info;
+        let opts = req.delete.clone().unwrap_or_default();
+        for _ in 0..MAX_RETRIES {
+            let kv = self
+                .read(&key)
+                .await?
+                .ok_or_else(|| Status::not_found(info.group, info.plural, &name))?;
+            let mut obj = decode(&kv.value)?;
+            check_preconditions(info, &name, &opts, &obj)?;
+            let grace = grace_period(info, &obj, &opts);
+            let orphan = opts.propagation_policy.as_deref() == Some("Orphan")
+                || opts.orphan_dependents == Some(true);
+            let foreground = opts.propagation_policy.as_deref() == Some("Foreground");
+            let already = obj.pointer("/metadata/deletionTimestamp").is_some();
+            // Finalizers the propagation policy asks the garbage collector to honour.
+            let mut added = false;
+            if !already
+                && (orphan || foreground)
+                && matches!(info.kind, "Deployment" | "ReplicaSet")
+            {
+                let f = if orphan {
+                    "orphan"
+                } else {
+                    "foregroundDeletion"
+                };
+                let list = meta::metadata_mut(&mut obj)
+                    .entry("finalizers")
+                    .or_insert_with(|| json!([]));
+                if let Some(a) = list.as_array_mut() {
+                    if !a.iter().any(|x| x == f) {
+                        a.push(json!(f));
+                        added = true;
+                    }
+                }
+            }
+            let ns_finalizers = info.kind == "Namespace"
+                && obj
+                    .pointer("/spec/finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty());
+            let wait = !finalizers_empty(&obj) || ns_finalizers || grace > 0;
+            if req.dry_run {
+                return Ok(kv.value);
+            }
+            let result = if wait {
+                let current_grace = obj
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64);
+                if already && !added && current_grace.is_none_or(|g| g <= grace) {
+                    // Nothing to change: deletion is already under way.
+                    return Ok(kv.value);
+                }
+                let md = meta::metadata_mut(&mut obj);
+                if !already {
+                    md.insert("deletionTimestamp".into(), json!(meta::now_plus(grace)));
+                }
+                md.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                if info.kind == "Namespace" {
+                    obj["status"]["phase"] = json!("Terminating");
+                }
+                self.store
+                    .send(store::Update {
+                        key: key.clone(),
+                        expect: kv.mod_revision,
+                        value: encoder(obj),
+                    })
+                    .await
+            } else {
+                self.store
+                    .send(store::Delete {
+                        key: key.clone(),
+                        expect: kv.mod_revision,
+                        tombstone: encoder(obj),
+                    })
+                    .await
+            };
+            match result.map_err(store_down)? {
+                Ok(kv) => return Ok(kv.value),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(Self::status(info, &name, e)),
+            }
+        }
+        Err(Status::conflict(
+            info.group,
+            info.plural,
+            &name,
+            "too many concurrent changes; retry",
+        ))
+    }
+
+    /// Starts a store watch for a resource request; the caller turns it into a stream.
+    pub(super) async fn watch(
+        &self,
+        req: &Request,
+    ) -> Result<(store::WatchStart, Filter, &'static ResourceInfo), Status> {
+        let t = Self::target(req)?;
+        let filter = Filter::new(t.info, &req.list)?;
+        let after = meta::parse_revision(req.list.resource_version.as_deref().unwrap_or(""))
+            .map_err(Status::bad_request)?;
+        let start = self
+            .store
+            .send(store::Watch {
+                prefix: t.info.list_prefix(t.namespace.as_deref()),
+                after,
+            })
+            .await
+            .map_err(store_down)?
+            .map_err(|e| Self::status(t.info, "", e))?;
+        Ok((start, filter, t.info))
+    }
+
+    /// Seeds the namespaces every cluster has.
+    pub(super) async fn seed(&self) -> Result<(), Status> {
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let req = Request {
+                resource: "namespaces".into(),
+                body: Some(
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                ),
+                ..Default::default()
+            };
+            match self.create(&req).await {
+                Ok(_) => {}
+                Err(s) if s.is(crate::api::status::reason::ALREADY_EXISTS) => {}
+                Err(s) => return Err(s),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits briefly for the store to answer (used at start-up).
+    pub(super) async fn ping(&self) -> Result<Revision, Status> {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            self.store.send(store::CurrentRevision),
+        )
+        .await
+        .map_err(|_| Status::unavailable("store did not answer"))?
+        .map_err(store_down)
+    }
+}
+
+/// Label and field selectors of a list or watch.
+pub(super) struct Filter {
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    fn new(info: &ResourceInfo, opts: &ListOptions) -> Result<Self, Status> {
+        let labels = LabelSelector::parse(opts.label_selector.as_deref().unwrap_or(""))
+            .map_err(|e| Status::bad_request(format!("unable to parse requirement: {e}")))?;
+        let fields = FieldSelector::parse(opts.field_selector.as_deref().unwrap_or(""))
+            .map_err(|e| Status::bad_request(e.to_string()))?;
+        fields
+            .check_supported(&info.field_labels())
+            .map_err(|e| Status::bad_request(format!("{e} for {}", info.kind)))?;
+        Ok(Filter { labels, fields })
+    }
+
+    /// True when the filter selects everything.
+    pub(super) fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
+    pub(super) fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches_object(obj) && self.fields.matches(obj)
+    }
+
+    pub(super) fn matches_bytes(&self, bytes: &[u8]) -> Result<bool, Status> {
+        if self.is_empty() {
+            return Ok(true);
+        }
+        Ok(self.matches(&decode(bytes)?))
+    }
+}
+
+/// Decodes a stored object.
+pub(super) fn decode(bytes: &[u8]) -> Result<Value, Status> {
+    codec::msgpack_to_value(bytes).map_err(|e| Status::internal(format!("stored object: {e}")))
+}
+
+fn encode_value(v: &Value) -> Result<Bytes, Status> {
+    codec::value_to_msgpack(v)
+        .map(Bytes::from)
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+/// The encoder the Store calls with the revision it assigns.
+fn encoder(mut obj: Value) -> store::Encoder {
+    Box::new(move |rev| {
+        meta::metadata_mut(&mut obj).insert("resourceVersion".into(), json!(rev.to_string()));
+        codec::value_to_msgpack(&obj).map_err(|e| e.to_string())
+    })
+}
+
+fn invalid(info: &ResourceInfo, name: &str, errs: Vec<FieldError>) -> Status {
+    Status::invalid(
+        info.group,
+        info.kind,
+        name,
+        errs.into_iter()
+            .map(|e| StatusCause {
+                reason: e.reason.into(),
+                message: e.message,
+                field: e.field,
+            })
+            .collect(),
+    )
+}
+
+/// Fills apiVersion/kind and refuses a body of another kind.
+fn check_type(info: &ResourceInfo, obj: &mut Value) -> Result<(), Status> {
+    let api_version = info.api_version();
+    let map = obj
+        .as_object_mut()
+        .ok_or_else(|| Status::bad_request("the body must be a JSON object"))?;
+    let kind = map.get("kind").and_then(Value::as_str).unwrap_or("");
+    let av = map.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    if (!kind.is_empty() && kind != info.kind) || (!av.is_empty() && av != api_version) {
+        return Err(Status::bad_request(format!(
+            "the API version in the data ({av}) and kind ({kind}) do not match the resource {} ({api_version}, {})",
+            info.plural, info.kind
+        )));
+    }
+    map.insert("kind".into(), json!(info.kind));
+    map.insert("apiVersion".into(), json!(api_version));
+    Ok(())
+}
+
+fn finalizers_empty(obj: &Value) -> bool {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(|a| a.is_empty())
+}
+
+fn check_preconditions(
+    info: &ResourceInfo,
+    name: &str,
+    opts: &DeleteOptions,
+    obj: &Value,
+) -> Result<(), Status> {
+    if let Some(p) = &opts.preconditions {
+        if let Some(uid) = p.uid.as_deref().filter(|u| !u.is_empty()) {
+            if uid != meta::uid(obj) {
+                return Err(Status::conflict(
+                    info.group,
+                    info.plural,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta::uid(obj)
+                    ),
+                ));
+            }
+        }
+        if let Some(rv) = p.resource_version.as_deref().filter(|u| !u.is_empty()) {
+            if rv != meta::resource_version(obj) {
+                return Err(Status::conflict(info.group, info.plural, name, &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    meta::resource_version(obj)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Seconds a delete waits: only scheduled pods terminate gracefully.
+fn grace_period(info: &ResourceInfo, obj: &Value, opts: &DeleteOptions) -> i64 {
+    if info.kind != "Pod" {
+        return 0;
+    }
+    let scheduled = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let terminal = matches!(
+        obj.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !scheduled || terminal {
+        return 0;
+    }
+    opts.grace_period_seconds
+        .or_else(|| {
+            obj.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30)
+        .max(0)
+}
+
+/// The update strategy: what a write may change, and generation bookkeeping.
+fn strategy(old: &Value, new: &mut Value) {
+    let old_md = old.get("metadata").cloned().unwrap_or(json!({}));
+    {
+        let md = meta::metadata_mut(new);
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+            "name",
+        ] {
+            match old_md.get(k) {
+                Some(v) if k != "name" && k != "namespace" => {
+                    md.insert(k.into(), v.clone());
+                }
+                None if k != "name" && k != "namespace" => {
+                    md.remove(k);
+                }
+                _ => {}
+            }
+        }
+        md.remove("resourceVersion");
+        if let Some(rv) = old_md.get("resourceVersion") {
+            md.insert("resourceVersion".into(), rv.clone());
+        }
+    }
+    if old.get("spec") != new.get("spec") {
+        if let Some(g) = old_md.get("generation").and_then(Value::as_i64) {
+            meta::metadata_mut(new).insert("generation".into(), json!(g + 1));
+        }
+    }
+}
+
+/// Keeps each write path to its half of the object: the main resource may not change status
+/// (for kinds with a status subresource), the status subresource may change only status.
+fn restrict(
+    info: &ResourceInfo,
+    sub: Option<&str>,
+    old: &Value,
+    new: &mut Value,
+) -> Result<(), Status> {
+    match sub {
+        None if info.has_status => match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(m) = new.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        },
+        None => {}
+        Some("status") if info.has_status => {
+            let status = new.get("status").cloned();
+            *new = old.clone();
+            match status {
+                Some(s) => new["status"] = s,
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+        }
+        Some(other) => {
+            return Err(Status::not_found(
+                info.group,
+                &format!("{}/{other}", info.plural),
+                meta::name(old),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Applies a merge or JSON patch.
+fn apply_patch(obj: &mut Value, ptype: PatchType, patch: &Value) -> Result<(), Status> {
+    match ptype {
+        PatchType::Merge => {
+            if !patch.is_object() {
+                return Err(Status::bad_request("a merge patch must be a JSON object"));
+            }
+            json_patch::merge(obj, patch);
+            Ok(())
+        }
+        PatchType::Json => {
+            let p: json_patch::Patch = serde_json::from_value(patch.clone())
+                .map_err(|e| Status::bad_request(format!("invalid JSON patch: {e}")))?;
+            json_patch::patch(obj, &p).map_err(|e| {
+                Status::failure(
+                    422,
+                    "Invalid",
+                    format!("the JSON patch could not be applied: {e}"),
+                )
+            })
+        }
+        PatchType::Strategic => Err(Status::failure(
+            415,
+            "UnsupportedMediaType",
+            "strategic merge patch is not supported yet",
+        )),
+    }
+}
+
+/// autoscaling/v1 Scale of a Deployment or ReplicaSet.
+fn scale_of(_info: &ResourceInfo, obj: &Value) -> Value {
+    let selector = obj
+        .pointer("/spec/selector")
+        .map(|s| {
+            LabelSelector::from_json(s)
+                .map(|l| l.to_string())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta::name(obj),
+            "namespace": meta::namespace(obj),
+            "uid": meta::uid(obj),
+            "resourceVersion": meta::resource_version(obj),
+            "creationTimestamp": obj.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+/// Sets or replaces a status condition.
+pub(super) fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: Option<&str>) {
+    let now = meta::now();
+    if !obj.get("status").is_some_and(Value::is_object) {
+        obj["status"] = json!({});
+    }
+    let conds = obj["status"]
+        .as_object_mut()
+        .expect("status is an object")
+        .entry("conditions")
+        .or_insert_with(|| json!([]));
+    if !conds.is_array() {
+        *conds = json!([]);
+    }
+    let list = conds.as_array_mut().expect("conditions is an array");
+    let mut c =
+        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
+    if let Some(r) = reason {
+        c["reason"] = json!(r);
+    }
+    match list.iter_mut().find(|c| c["type"] == kind) {
+        Some(existing) => *existing = c,
+        None => list.push(c),
+    }
+}
+
+/// Defaults on create, as Kubernetes' defaulters set them.
+fn defaults(info: &ResourceInfo, obj: &mut Value) {
+    match info.kind {
+        "Namespace" => {
+            if obj.pointer("/spec/finalizers").is_none() {
+                obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            }
+            obj["status"] = json!({"phase": "Active"});
+        }
+        "Pod" => {
+            if let Some(spec) = obj.get_mut("spec") {
+                pod_spec_defaults(spec);
+            }
+            obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+            if obj
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty())
+            {
+                set_condition(obj, "PodScheduled", "True", None);
+            }
+        }
+        "Deployment" | "ReplicaSet" => {
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.entry("replicas").or_insert(json!(1));
+                if info.kind == "Deployment" {
+                    spec.entry("revisionHistoryLimit").or_insert(json!(10));
+                    spec.entry("progressDeadlineSeconds").or_insert(json!(600));
+                    let strategy = spec
+                        .entry("strategy")
+                        .or_insert_with(|| json!({"type": "RollingUpdate"}));
+                    if strategy.get("type").is_none() {
+                        strategy["type"] = json!("RollingUpdate");
+                    }
+                    if strategy["type"] == "RollingUpdate"
+                        && strategy.get("rollingUpdate").is_none()
+                    {
+                        strategy["rollingUpdate"] =
+                            json!({"maxSurge": "25%", "maxUnavailable": "25%"});
+                    }
+                }
+            }
+            if let Some(spec) = obj.pointer_mut("/spec/template/spec") {
+                pod_spec_defaults(spec);
+            }
+            obj["status"] = json!({});
+        }
+        "Secret" if obj.get("type").is_none() => {
+            obj["type"] = json!("Opaque");
+        }
+        _ => {}
+    }
+}
+
+fn pod_spec_defaults(spec: &mut Value) {
+    let Some(s) = spec.as_object_mut() else {
+        return;
+    };
+    s.entry("restartPolicy").or_insert(json!("Always"));
+    s.entry("terminationGracePeriodSeconds")
+        .or_insert(json!(30));
+    s.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
+    s.entry("schedulerName")
+        .or_insert(json!("default-scheduler"));
+    s.entry("securityContext").or_insert(json!({}));
+    for list in ["containers", "initContainers"] {
+        if let Some(cs) = s.get_mut(list).and_then(Value::as_array_mut) {
+            for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                c.entry("terminationMessagePath")
+                    .or_insert(json!("/dev/termination-log"));
+                c.entry("terminationMessagePolicy").or_insert(json!("File"));
+                c.entry("resources").or_insert(json!({}));
+                let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+                let latest = !image.rsplit('/').next().unwrap_or("").contains(':')
+                    || image.ends_with(":latest");
+                c.entry("imagePullPolicy").or_insert(json!(if latest {
+                    "Always"
+                } else {
+                    "IfNotPresent"
+                }));
+            }
+        }
+    }
+}
+
+fn random_suffix() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn encode_continue(rev: Revision, key: &str) -> String {
+    let raw = format!("{rev}/{key}");
+    raw.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_continue(tok: &str) -> Result<(Revision, String), Status> {
+    let bad = || Status::bad_request("invalid continue token");
+    if !tok.len().is_multiple_of(2) || tok.len() > 4096 {
+        return Err(bad());
+    }
+    let bytes = (0..tok.len())
+        .step_by(2)
+        .map(|i| {
+            tok.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(bad)?;
+    let raw = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (rev, key) = raw.split_once('/').ok_or_else(bad)?;
+    Ok((rev.parse().map_err(|_| bad())?, key.to_string()))
+}

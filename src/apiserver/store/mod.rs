@@ -1,0 +1,758 @@
+//! The Store actor: a key-value store with etcd semantics, owned by the ApiServer alone.
+//!
+//! - One global revision; each key keeps `create_revision` and `mod_revision`.
+//! - Creates fail when the key exists; updates and deletes compare-and-swap on mod_revision.
+//! - Ranges by prefix with a limit, a start key and an optional past revision (served by
+//!   undoing the history window), so paged lists are consistent snapshots.
+//! - Watches from a revision replay the history window; older revisions get `Expired`.
+//! - Group commit: writes are checked and numbered at once against the committed state plus
+//!   the not-yet-durable ones, then handed to a writer thread in batches. While one batch is
+//!   being fsynced the next one gathers, so 64 writers share one fsync instead of queueing
+//!   for 64. A write is acknowledged, and becomes visible to reads and watches, only after
+//!   its batch is durable.
+//!
+//! This module is private to `apiserver`: nothing else in the crate can name the Store.
+
+mod backend;
+mod embedded;
+mod memory;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+pub use backend::{Backend, BackendError, Change};
+pub use embedded::EmbeddedBackend;
+pub use memory::MemoryBackend;
+
+/// A revision of the store: `resourceVersion` of the objects.
+pub type Revision = u64;
+
+/// One live key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The full key, e.g. `/registry/pods/default/web-1`.
+    pub key: String,
+    /// The encoded object (MessagePack), its resourceVersion already set to mod_revision.
+    pub value: Bytes,
+    /// Revision that created the key.
+    pub create_revision: Revision,
+    /// Revision of the last change.
+    pub mod_revision: Revision,
+}
+
+/// What happened to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Created or changed.
+    Put,
+    /// Removed.
+    Delete,
+}
+
+/// One change as watchers see it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Put or delete.
+    pub kind: EventKind,
+    /// For a put, the new value; for a delete, the tombstone (last value, re-encoded with the
+    /// delete's revision) with mod_revision = the delete's revision.
+    pub kv: KeyValue,
+    /// The value before the change, if the key existed: lets a filtered watch turn a change
+    /// that leaves its selector into a DELETED event, and lets ranges undo history.
+    pub prev: Option<KeyValue>,
+}
+
+impl Event {
+    /// The revision of the change.
+    pub fn revision(&self) -> Revision {
+        self.kv.mod_revision
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The key does not exist.
+    #[error("key not found")]
+    NotFound,
+    /// Create of a key that exists.
+    #[error("key already exists")]
+    AlreadyExists,
+    /// The key's mod_revision is not the one expected.
+    #[error("revision mismatch: key is at {current}")]
+    Conflict {
+        /// The key's current mod_revision (0 if absent).
+        current: Revision,
+    },
+    /// The requested revision is older than the history kept.
+    #[error("revision {requested} has been compacted; oldest available is {oldest}")]
+    Expired {
+        /// What the caller asked for.
+        requested: Revision,
+        /// The oldest revision that can still be served.
+        oldest: Revision,
+    },
+    /// The encoded value is larger than the store takes.
+    #[error("value of {size} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The value could not be encoded.
+    #[error("encode: {0}")]
+    Encode(String),
+    /// The disk failed; nothing of the batch was committed.
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// Produces the bytes to store once the revision is known, so the object can carry its own
+/// resourceVersion without a second encode on every read.
+pub type Encoder = Box<dyn FnOnce(Revision) -> Result<Vec<u8>, String> + Send>;
+
+/// Tunables of the Store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// How many events the watch history keeps; watches and snapshot ranges older than that
+    /// answer Expired.
+    pub history: usize,
+    /// Largest encoded value accepted (etcd's default request limit is 1.5 MiB).
+    pub max_value_bytes: usize,
+    /// Capacity of each watcher's channel beyond its replay; a watcher that falls this far
+    /// behind is dropped and resumes from its last revision.
+    pub watch_buffer: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            history: 10_000,
+            max_value_bytes: 1_572_864,
+            watch_buffer: 4096,
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A write waiting for its batch to become durable.
+struct Pending {
+    change: Change,
+    event: Event,
+    reply: Reply<KeyValue>,
+}
+
+/// A registered watcher.
+struct Watcher {
+    prefix: String,
+    tx: mpsc::Sender<Arc<Event>>,
+}
+
+/// The Store actor. See the module docs.
+pub struct Store {
+    /// Committed, durable, visible state.
+    state: BTreeMap<String, KeyValue>,
+    /// Last durable revision: what reads and watches see.
+    revision: Revision,
+    /// Last revision handed out (>= revision while a batch is in flight).
+    assigned: Revision,
+    /// Latest not-yet-durable state per key, with the revision that set it: CAS checks look
+    /// here first so writes can be numbered before their batch is durable.
+    overlay: HashMap<String, (Revision, Option<KeyValue>)>,
+    /// Writes gathering for the next batch.
+    gathering: Vec<Pending>,
+    /// The batch the writer thread is making durable.
+    in_flight: Vec<Pending>,
+    /// Channel to the writer thread.
+    writer: Option<std::sync::mpsc::Sender<(Vec<Change>, Revision)>>,
+    /// The backend, until `started` moves it onto the writer thread.
+    backend: Option<Box<dyn Backend>>,
+    /// Recent events for watch replay and snapshot ranges.
+    history: VecDeque<Arc<Event>>,
+    /// Events up to this revision are gone from history.
+    compacted: Revision,
+    /// Registered watchers by id.
+    watchers: HashMap<u64, Watcher>,
+    /// Next watcher id.
+    next_watcher: u64,
+    /// Tunables.
+    config: StoreConfig,
+    /// Latest durable revision, for watchers that want to send bookmarks.
+    progress: tokio::sync::watch::Sender<Revision>,
+}
+
+impl Store {
+    /// Opens a Store over `backend`, loading what it holds. Blocking (reads the disk): call it
+    /// before the actor system serves requests.
+    pub fn open(mut backend: Box<dyn Backend>, config: StoreConfig) -> Result<Self, BackendError> {
+        let loaded = backend.load()?;
+        let state = loaded
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key.clone(), kv))
+            .collect::<BTreeMap<_, _>>();
+        let (progress, _) = tokio::sync::watch::channel(loaded.revision);
+        Ok(Store {
+            state,
+            revision: loaded.revision,
+            assigned: loaded.revision,
+            overlay: HashMap::new(),
+            gathering: Vec::new(),
+            in_flight: Vec::new(),
+            writer: None,
+            backend: Some(backend),
+            history: VecDeque::new(),
+            compacted: loaded.revision,
+            watchers: HashMap::new(),
+            next_watcher: 1,
+            config,
+            progress,
+        })
+    }
+
+    /// The current value of a key including writes not yet durable (for CAS checks).
+    fn latest(&self, key: &str) -> Option<&KeyValue> {
+        match self.overlay.get(key) {
+            Some((_, v)) => v.as_ref(),
+            None => self.state.get(key),
+        }
+    }
+
+    /// Numbers a write, records it in the overlay and queues it for the next batch.
+    fn stage(&mut self, ctx: &mut Context<Self>, pending: Pending) {
+        let rev = pending.event.kv.mod_revision;
+        let entry = match &pending.change {
+            Change::Put(kv) => Some(kv.clone()),
+            Change::Delete(_) => None,
+        };
+        self.overlay
+            .insert(pending.event.kv.key.clone(), (rev, entry));
+        self.gathering.push(pending);
+        self.flush(ctx);
+    }
+
+    /// Sends the gathered writes to the writer thread unless a batch is already in flight.
+    fn flush(&mut self, _ctx: &mut Context<Self>) {
+        if !self.in_flight.is_empty() || self.gathering.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.gathering);
+        let changes = batch.iter().map(|p| p.change.clone()).collect();
+        let last = batch.last().map(|p| p.event.kv.mod_revision).unwrap_or(0);
+        self.in_flight = batch;
+        let sent = self
+            .writer
+            .as_ref()
+            .map(|w| w.send((changes, last)).is_ok())
+            .unwrap_or(false);
+        if !sent {
+            self.fail_all(StoreError::Backend("store writer is gone".into()));
+        }
+    }
+
+    /// Fails every write not yet durable and forgets their revisions (none was visible).
+    fn fail_all(&mut self, error: StoreError) {
+        for p in self.in_flight.drain(..).chain(self.gathering.drain(..)) {
+            let _ = p.reply.send(Err(error.clone()));
+        }
+        self.overlay.clear();
+        self.assigned = self.revision;
+    }
+
+    /// Applies a durable batch: state, history, watchers, then the replies.
+    fn commit(&mut self, ctx: &mut Context<Self>) {
+        let batch = std::mem::take(&mut self.in_flight);
+        for p in batch {
+            let rev = p.event.kv.mod_revision;
+            let key = p.event.kv.key.clone();
+            match p.change {
+                Change::Put(kv) => {
+                    self.state.insert(key.clone(), kv);
+                }
+                Change::Delete(_) => {
+                    self.state.remove(&key);
+                }
+            }
+            if self
+                .overlay
+                .get(&key)
+                .map(|(r, _)| *r == rev)
+                .unwrap_or(false)
+            {
+                self.overlay.remove(&key);
+            }
+            self.revision = rev;
+            let event = Arc::new(p.event);
+            self.notify(&event);
+            self.history.push_back(event.clone());
+            while self.history.len() > self.config.history {
+                if let Some(old) = self.history.pop_front() {
+                    self.compacted = old.revision();
+                }
+            }
+            // The put's value, or the delete's tombstone.
+            let _ = p.reply.send(Ok(event.kv.clone()));
+        }
+        self.progress.send_replace(self.revision);
+        self.flush(ctx);
+    }
+
+    /// Hands an event to every watcher of a matching prefix; a watcher that is full or gone
+    /// is dropped (its stream ends and it resumes from its last revision).
+    fn notify(&mut self, event: &Arc<Event>) {
+        self.watchers.retain(|_, w| {
+            !event.kv.key.starts_with(&w.prefix) || w.tx.try_send(event.clone()).is_ok()
+        });
+    }
+
+    /// The values of the keys in `[from, to)` changed after `at`, as they were at `at`
+    /// (None: the key did not exist then).
+    fn undo_since(&self, at: Revision) -> BTreeMap<String, Option<KeyValue>> {
+        let mut undo = BTreeMap::new();
+        for e in self.history.iter().rev() {
+            if e.revision() <= at {
+                break;
+            }
+            undo.insert(e.kv.key.clone(), e.prev.clone());
+        }
+        undo
+    }
+
+    fn check_window(&self, at: Revision) -> Result<(), StoreError> {
+        if at < self.compacted {
+            return Err(StoreError::Expired {
+                requested: at,
+                oldest: self.compacted,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Actor for Store {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // The writer thread owns the backend: fsync never runs on an actor's thread.
+        let Some(mut backend) = self.backend.take() else {
+            return;
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<(Vec<Change>, Revision)>();
+        let addr = ctx.address();
+        let spawned = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || {
+                while let Ok((changes, revision)) = rx.recv() {
+                    let result = backend.persist(&changes, revision);
+                    addr.do_send(Persisted(result.map_err(|e| e.to_string())));
+                }
+            });
+        match spawned {
+            Ok(_) => self.writer = Some(tx),
+            Err(e) => tracing::error!(error = %e, "cannot start the store writer thread"),
+        }
+    }
+}
+
+/// The writer thread finished a batch.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Persisted(Result<(), String>);
+
+impl Handler<Persisted> for Store {
+    type Result = ();
+
+    fn handle(&mut self, msg: Persisted, ctx: &mut Context<Self>) {
+        match msg.0 {
+            Ok(()) => self.commit(ctx),
+            Err(e) => {
+                tracing::error!(error = %e, "store batch failed; failing its writes");
+                self.fail_all(StoreError::Backend(e));
+                self.flush(ctx);
+            }
+        }
+    }
+}
+
+/// Reads one key.
+#[derive(Message)]
+#[rtype(result = "Result<(Option<KeyValue>, Revision), StoreError>")]
+pub struct Get {
+    /// The key.
+    pub key: String,
+}
+
+impl Handler<Get> for Store {
+    type Result = Result<(Option<KeyValue>, Revision), StoreError>;
+
+    fn handle(&mut self, msg: Get, _: &mut Context<Self>) -> Self::Result {
+        Ok((self.state.get(&msg.key).cloned(), self.revision))
+    }
+}
+
+/// Reads keys under a prefix, in key order.
+#[derive(Message)]
+#[rtype(result = "Result<RangeResult, StoreError>")]
+pub struct Range {
+    /// Keys must start with this.
+    pub prefix: String,
+    /// Start after this key (the continue point of a paged list).
+    pub start_after: Option<String>,
+    /// At most this many keys (0: no limit).
+    pub limit: usize,
+    /// Stop adding keys once their values add up to this many bytes (0: no limit); at least
+    /// one key is always returned, so one NATS message can carry the page.
+    pub max_bytes: usize,
+    /// Serve the range as of this revision (None: now).
+    pub at: Option<Revision>,
+}
+
+/// A page of a range.
+#[derive(Debug, Clone)]
+pub struct RangeResult {
+    /// The keys in order.
+    pub kvs: Vec<KeyValue>,
+    /// The revision the range was served at.
+    pub revision: Revision,
+    /// More keys follow the last one.
+    pub more: bool,
+}
+
+impl Handler<Range> for Store {
+    type Result = Result<RangeResult, StoreError>;
+
+    fn handle(&mut self, msg: Range, _: &mut Context<Self>) -> Self::Result {
+        let at = match msg.at {
+            Some(at) if at < self.revision => {
+                self.check_window(at)?;
+                at
+            }
+            _ => self.revision,
+        };
+        let undo = if at < self.revision {
+            self.undo_since(at)
+        } else {
+            BTreeMap::new()
+        };
+        let start = match &msg.start_after {
+            Some(k) if k.as_str() >= msg.prefix.as_str() => Bound::Excluded(k.clone()),
+            _ => Bound::Included(msg.prefix.clone()),
+        };
+        let mut current = self
+            .state
+            .range((start.clone(), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(&msg.prefix))
+            .peekable();
+        let mut past = undo
+            .range((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(&msg.prefix))
+            .peekable();
+        let mut kvs = Vec::new();
+        let mut bytes = 0usize;
+        let mut more = false;
+        loop {
+            // Merge the live keys with the keys as they were at `at`.
+            let next = match (current.peek(), past.peek()) {
+                (None, None) => break,
+                (Some((ck, _)), Some((pk, _))) if pk <= ck => {
+                    if pk == ck {
+                        current.next();
+                    }
+                    past.next().and_then(|(_, v)| v.clone())
+                }
+                (Some(_), _) => current.next().map(|(_, v)| v.clone()),
+                (None, Some(_)) => past.next().and_then(|(_, v)| v.clone()),
+            };
+            let Some(kv) = next else { continue };
+            let full = (msg.limit > 0 && kvs.len() >= msg.limit)
+                || (msg.max_bytes > 0 && !kvs.is_empty() && bytes + kv.value.len() > msg.max_bytes);
+            if full {
+                more = true;
+                break;
+            }
+            bytes += kv.value.len();
+            kvs.push(kv);
+        }
+        Ok(RangeResult {
+            kvs,
+            revision: at,
+            more,
+        })
+    }
+}
+
+/// Creates a key that must not exist.
+#[derive(Message)]
+#[rtype(result = "Result<KeyValue, StoreError>")]
+pub struct Create {
+    /// The key.
+    pub key: String,
+    /// Encodes the value once its revision is known.
+    pub value: Encoder,
+}
+
+/// Replaces a key's value if its mod_revision is still `expect`.
+#[derive(Message)]
+#[rtype(result = "Result<KeyValue, StoreError>")]
+pub struct Update {
+    /// The key.
+    pub key: String,
+    /// The mod_revision the caller read.
+    pub expect: Revision,
+    /// Encodes the value once its revision is known.
+    pub value: Encoder,
+}
+
+/// Removes a key if its mod_revision is still `expect`.
+#[derive(Message)]
+#[rtype(result = "Result<KeyValue, StoreError>")]
+pub struct Delete {
+    /// The key.
+    pub key: String,
+    /// The mod_revision the caller read.
+    pub expect: Revision,
+    /// Encodes the tombstone watchers see (the last value, with the delete's revision).
+    pub tombstone: Encoder,
+}
+
+impl Store {
+    /// Encodes a value at the next revision, or explains why not. Does not consume the
+    /// revision unless the value is accepted.
+    fn encode(&self, value: Encoder) -> Result<(Revision, Bytes), StoreError> {
+        let rev = self.assigned + 1;
+        let bytes = value(rev).map_err(StoreError::Encode)?;
+        if bytes.len() > self.config.max_value_bytes {
+            return Err(StoreError::TooLarge {
+                size: bytes.len(),
+                limit: self.config.max_value_bytes,
+            });
+        }
+        Ok((rev, Bytes::from(bytes)))
+    }
+
+    /// Stages a put (create or update) and returns the receiver of its acknowledgment.
+    fn put(
+        &mut self,
+        ctx: &mut Context<Self>,
+        key: String,
+        prev: Option<KeyValue>,
+        value: Encoder,
+    ) -> oneshot::Receiver<Result<KeyValue, StoreError>> {
+        let (tx, rx) = oneshot::channel();
+        match self.encode(value) {
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+            Ok((rev, value)) => {
+                self.assigned = rev;
+                let kv = KeyValue {
+                    key,
+                    value,
+                    create_revision: prev.as_ref().map(|p| p.create_revision).unwrap_or(rev),
+                    mod_revision: rev,
+                };
+                let pending = Pending {
+                    change: Change::Put(kv.clone()),
+                    event: Event {
+                        kind: EventKind::Put,
+                        kv,
+                        prev,
+                    },
+                    reply: tx,
+                };
+                self.stage(ctx, pending);
+            }
+        }
+        rx
+    }
+}
+
+/// Waits for a staged write's acknowledgment.
+fn ack(
+    rx: oneshot::Receiver<Result<KeyValue, StoreError>>,
+) -> ResponseFuture<Result<KeyValue, StoreError>> {
+    Box::pin(async move {
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError::Backend("store stopped".into())))
+    })
+}
+
+fn ready<T: 'static>(v: Result<T, StoreError>) -> ResponseFuture<Result<T, StoreError>> {
+    Box::pin(async move { v })
+}
+
+impl Handler<Create> for Store {
+    type Result = ResponseFuture<Result<KeyValue, StoreError>>;
+
+    fn handle(&mut self, msg: Create, ctx: &mut Context<Self>) -> Self::Result {
+        if self.latest(&msg.key).is_some() {
+            return ready(Err(StoreError::AlreadyExists));
+        }
+        ack(self.put(ctx, msg.key, None, msg.value))
+    }
+}
+
+impl Handler<Update> for Store {
+    type Result = ResponseFuture<Result<KeyValue, StoreError>>;
+
+    fn handle(&mut self, msg: Update, ctx: &mut Context<Self>) -> Self::Result {
+        let prev = match self.latest(&msg.key) {
+            None => return ready(Err(StoreError::NotFound)),
+            Some(kv) if kv.mod_revision != msg.expect => {
+                return ready(Err(StoreError::Conflict {
+                    current: kv.mod_revision,
+                }))
+            }
+            Some(kv) => kv.clone(),
+        };
+        ack(self.put(ctx, msg.key, Some(prev), msg.value))
+    }
+}
+
+impl Handler<Delete> for Store {
+    type Result = ResponseFuture<Result<KeyValue, StoreError>>;
+
+    fn handle(&mut self, msg: Delete, ctx: &mut Context<Self>) -> Self::Result {
+        let prev = match self.latest(&msg.key) {
+            None => return ready(Err(StoreError::NotFound)),
+            Some(kv) if kv.mod_revision != msg.expect => {
+                return ready(Err(StoreError::Conflict {
+                    current: kv.mod_revision,
+                }))
+            }
+            Some(kv) => kv.clone(),
+        };
+        let (rev, tombstone) = match self.encode(msg.tombstone) {
+            Ok(v) => v,
+            Err(e) => return ready(Err(e)),
+        };
+        self.assigned = rev;
+        let (tx, rx) = oneshot::channel();
+        let kv = KeyValue {
+            key: msg.key.clone(),
+            value: tombstone,
+            create_revision: prev.create_revision,
+            mod_revision: rev,
+        };
+        self.stage(
+            ctx,
+            Pending {
+                change: Change::Delete(msg.key),
+                event: Event {
+                    kind: EventKind::Delete,
+                    kv,
+                    prev: Some(prev),
+                },
+                reply: tx,
+            },
+        );
+        ack(rx)
+    }
+}
+
+/// Starts a watch on a prefix.
+#[derive(Message)]
+#[rtype(result = "Result<WatchStart, StoreError>")]
+pub struct Watch {
+    /// Keys must start with this.
+    pub prefix: String,
+    /// Replay events after this revision. None: send the current keys as the snapshot and
+    /// stream what follows.
+    pub after: Option<Revision>,
+}
+
+/// A started watch.
+pub struct WatchStart {
+    /// The keys at `revision`, when the watch asked for a snapshot.
+    pub snapshot: Vec<KeyValue>,
+    /// The revision the watch starts after.
+    pub revision: Revision,
+    /// Events after `revision`, in order. Ends when the watcher falls too far behind.
+    pub events: mpsc::Receiver<Arc<Event>>,
+    /// The store's durable revision, for bookmarks.
+    pub progress: tokio::sync::watch::Receiver<Revision>,
+}
+
+impl Handler<Watch> for Store {
+    type Result = Result<WatchStart, StoreError>;
+
+    fn handle(&mut self, msg: Watch, _: &mut Context<Self>) -> Self::Result {
+        let (snapshot, after) = match msg.after {
+            Some(after) => {
+                self.check_window(after)?;
+                (Vec::new(), after)
+            }
+            None => (
+                self.state
+                    .range(msg.prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&msg.prefix))
+                    .map(|(_, v)| v.clone())
+                    .collect(),
+                self.revision,
+            ),
+        };
+        let replay: Vec<_> = self
+            .history
+            .iter()
+            .filter(|e| e.revision() > after && e.kv.key.starts_with(&msg.prefix))
+            .cloned()
+            .collect();
+        let (tx, rx) = mpsc::channel(replay.len() + self.config.watch_buffer);
+        for e in replay {
+            let _ = tx.try_send(e);
+        }
+        let id = self.next_watcher;
+        self.next_watcher += 1;
+        self.watchers.insert(
+            id,
+            Watcher {
+                prefix: msg.prefix,
+                tx,
+            },
+        );
+        Ok(WatchStart {
+            snapshot,
+            revision: after.max(if msg.after.is_none() {
+                self.revision
+            } else {
+                after
+            }),
+            events: rx,
+            progress: self.progress.subscribe(),
+        })
+    }
+}
+
+/// Drops watchers whose receivers are gone (called periodically and on demand).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Sweep;
+
+impl Handler<Sweep> for Store {
+    type Result = usize;
+
+    fn handle(&mut self, _: Sweep, _: &mut Context<Self>) -> usize {
+        self.watchers.retain(|_, w| !w.tx.is_closed());
+        self.watchers.len()
+    }
+}
+
+/// The current durable revision.
+#[derive(Message)]
+#[rtype(result = "Revision")]
+pub struct CurrentRevision;
+
+impl Handler<CurrentRevision> for Store {
+    type Result = Revision;
+
+    fn handle(&mut self, _: CurrentRevision, _: &mut Context<Self>) -> Revision {
+        self.revision
+    }
+}

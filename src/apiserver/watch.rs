@@ -1,0 +1,157 @@
+//! Turning a Store watch into Kubernetes watch events: the initial ADDED snapshot, selector
+//! filtering (a change that leaves the selector becomes DELETED, one that enters it ADDED),
+//! bookmarks carrying a revision that is safe to resume from, and the watch's timeout.
+//! Transports (NATS, later HTTP) only frame what `next` yields.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::registry::{decode, Filter};
+use super::store::{Event, EventKind, KeyValue, Revision};
+use crate::api::resource::ResourceInfo;
+use crate::api::wire::event_type;
+use crate::api::Status;
+
+/// One item of a watch stream.
+#[derive(Debug, Clone)]
+pub enum WatchItem {
+    /// ADDED, MODIFIED or DELETED with the object as stored (MessagePack).
+    Object {
+        /// One of the `event_type` constants.
+        event_type: &'static str,
+        /// The encoded object.
+        object: Bytes,
+        /// Its revision.
+        revision: Revision,
+    },
+    /// Every event up to this revision has been delivered.
+    Bookmark(Revision),
+    /// The watch failed.
+    Error(Box<Status>),
+}
+
+/// A running watch. See the module docs.
+pub struct WatchStream {
+    /// Objects to announce as ADDED first (watch without a revision).
+    snapshot: std::vec::IntoIter<KeyValue>,
+    /// Events from the Store.
+    events: mpsc::Receiver<Arc<Event>>,
+    /// The Store's durable revision.
+    progress: watch::Receiver<Revision>,
+    /// Selectors.
+    filter: Filter,
+    /// Last revision delivered or bookmarked.
+    last: Revision,
+    /// What is being watched (for bookmarks' kind and apiVersion).
+    pub info: &'static ResourceInfo,
+    /// Bookmark cadence.
+    every: Duration,
+    /// When the next bookmark is due.
+    next_bookmark: Instant,
+    /// When the watch ends.
+    deadline: Instant,
+}
+
+impl WatchStream {
+    pub(super) fn new(
+        start: super::store::WatchStart,
+        filter: Filter,
+        info: &'static ResourceInfo,
+        every: Duration,
+        timeout: Duration,
+    ) -> Self {
+        let now = Instant::now();
+        WatchStream {
+            snapshot: start.snapshot.into_iter(),
+            events: start.events,
+            progress: start.progress,
+            filter,
+            last: start.revision,
+            info,
+            every,
+            next_bookmark: now + every,
+            deadline: now + timeout,
+        }
+    }
+
+    /// The revision the stream has reached.
+    pub fn revision(&self) -> Revision {
+        self.last
+    }
+
+    /// The next item, or None when the watch ends (timeout, or the Store dropped a watcher
+    /// that fell behind: the client resumes from its last revision).
+    pub async fn next(&mut self) -> Option<WatchItem> {
+        for kv in self.snapshot.by_ref() {
+            match self.filter.matches_bytes(&kv.value) {
+                Ok(true) => {
+                    return Some(WatchItem::Object {
+                        event_type: event_type::ADDED,
+                        object: kv.value,
+                        revision: kv.mod_revision,
+                    })
+                }
+                Ok(false) => {}
+                Err(s) => return Some(WatchItem::Error(Box::new(s))),
+            }
+        }
+        loop {
+            tokio::select! {
+                ev = self.events.recv() => {
+                    let ev = ev?;
+                    self.last = self.last.max(ev.revision());
+                    match self.classify(&ev) {
+                        Ok(Some(t)) => {
+                            self.next_bookmark = Instant::now() + self.every;
+                            return Some(WatchItem::Object {
+                                event_type: t,
+                                object: ev.kv.value.clone(),
+                                revision: ev.revision(),
+                            });
+                        }
+                        Ok(None) => {}
+                        Err(s) => return Some(WatchItem::Error(Box::new(s))),
+                    }
+                }
+                _ = tokio::time::sleep_until(self.next_bookmark) => {
+                    // Read progress before looking at the channel: the Store queues events
+                    // before it publishes progress, so an empty channel means every event up
+                    // to `p` has been seen.
+                    let p = *self.progress.borrow();
+                    if self.events.is_empty() {
+                        self.last = self.last.max(p);
+                    }
+                    self.next_bookmark = Instant::now() + self.every;
+                    return Some(WatchItem::Bookmark(self.last));
+                }
+                _ = tokio::time::sleep_until(self.deadline) => return None,
+            }
+        }
+    }
+
+    /// The event type this watcher sees for a change, if any.
+    fn classify(&self, ev: &Event) -> Result<Option<&'static str>, Status> {
+        if self.filter.is_empty() {
+            return Ok(Some(match (ev.kind, &ev.prev) {
+                (EventKind::Delete, _) => event_type::DELETED,
+                (EventKind::Put, None) => event_type::ADDED,
+                (EventKind::Put, Some(_)) => event_type::MODIFIED,
+            }));
+        }
+        let was = match &ev.prev {
+            Some(p) => self.filter.matches(&decode(&p.value)?),
+            None => false,
+        };
+        let is = ev.kind == EventKind::Put && self.filter.matches(&decode(&ev.kv.value)?);
+        Ok(match (was, is) {
+            (false, true) => Some(event_type::ADDED),
+            (true, true) => Some(event_type::MODIFIED),
+            (true, false) => Some(event_type::DELETED),
+            (false, false) => None,
+        })
+    }
+}

@@ -1,0 +1,330 @@
+//! `ApiClient`: the one way the scheduler, controllers and kubelets talk to the API server —
+//! even inside `skiff up` — over NATS request/reply, as MessagePack.
+//!
+//! Every failure comes back as a Kubernetes `Status`: the server's own, or one made here for
+//! transport faults (503 when no API server answers, 504 on a timeout).
+
+mod informer;
+mod watcher;
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use serde_json::Value;
+
+pub use informer::{Cache, Informer, Notification};
+pub use watcher::Watcher;
+
+use crate::api::codec;
+use crate::api::subject::{self, HEADER_CODE, HEADER_REQUEST_ID, HEADER_TOKEN};
+use crate::api::wire::{DeleteOptions, ListOptions, PatchType, Request, Verb};
+use crate::api::Status;
+
+/// How to reach the API server.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// NATS server URL.
+    pub nats_url: String,
+    /// The user name the token belongs to (the identity written into subjects).
+    pub user: String,
+    /// Bearer token.
+    pub token: String,
+    /// NATS user credentials, when the server requires them.
+    pub nats_user: Option<(String, String)>,
+    /// Request timeout.
+    pub timeout: Duration,
+    /// Silence after which a watch resumes (a few bookmark intervals).
+    pub watch_silence: Duration,
+}
+
+impl ClientOptions {
+    /// Options with the defaults for everything but the address and identity.
+    pub fn new(nats_url: &str, user: &str, token: &str) -> Self {
+        ClientOptions {
+            nats_url: nats_url.into(),
+            user: user.into(),
+            token: token.into(),
+            nats_user: None,
+            timeout: Duration::from_secs(10),
+            watch_silence: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A client of the API server. Cheap to clone: a NATS connection handle and a few strings.
+#[derive(Clone)]
+pub struct ApiClient {
+    /// The connection.
+    nats: async_nats::Client,
+    /// The identity written into request subjects.
+    user: String,
+    /// `Bearer <token>`.
+    authorization: String,
+    /// Request timeout.
+    timeout: Duration,
+    /// Silence after which a watch resumes.
+    watch_silence: Duration,
+}
+
+/// Why a client could not connect.
+#[derive(Debug, thiserror::Error)]
+#[error("connecting to NATS at {url}: {why}")]
+pub struct ConnectError {
+    /// The URL tried.
+    pub url: String,
+    /// The cause.
+    pub why: String,
+}
+
+/// A page of a list.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectList {
+    /// The objects.
+    pub items: Vec<Value>,
+    /// The revision the list was served at.
+    pub resource_version: String,
+    /// Token for the next page, if any.
+    pub continue_token: Option<String>,
+}
+
+impl ApiClient {
+    /// Connects to NATS and returns a client acting as `options.user`.
+    pub async fn connect(options: ClientOptions) -> Result<Self, ConnectError> {
+        let mut connect = async_nats::ConnectOptions::new()
+            .custom_inbox_prefix(subject::inbox_prefix(&options.user))
+            .request_timeout(Some(options.timeout))
+            .name(format!("skiff {}", options.user));
+        if let Some((u, p)) = &options.nats_user {
+            connect = connect.user_and_password(u.clone(), p.clone());
+        }
+        let nats = connect
+            .connect(options.nats_url.as_str())
+            .await
+            .map_err(|e| ConnectError {
+                url: options.nats_url.clone(),
+                why: e.to_string(),
+            })?;
+        Ok(Self::from_nats(nats, &options))
+    }
+
+    /// Wraps an existing connection.
+    pub fn from_nats(nats: async_nats::Client, options: &ClientOptions) -> Self {
+        ApiClient {
+            nats,
+            user: options.user.clone(),
+            authorization: format!("Bearer {}", options.token),
+            timeout: options.timeout,
+            watch_silence: options.watch_silence,
+        }
+    }
+
+    /// The underlying NATS connection.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    /// A handle on one resource (`group` "" for core), in `namespace` if namespaced.
+    pub fn api(&self, group: &str, resource: &str, namespace: Option<&str>) -> Api {
+        Api {
+            client: self.clone(),
+            group: group.into(),
+            resource: resource.into(),
+            namespace: namespace.map(String::from),
+        }
+    }
+
+    /// Sends one request and returns the raw reply payload, or the Status of a failure.
+    pub async fn call_raw(&self, verb: Verb, request: &Request) -> Result<Bytes, Status> {
+        let payload = codec::encode(request).map_err(|e| Status::bad_request(e.to_string()))?;
+        self.send(verb.as_str(), Bytes::from(payload)).await
+    }
+
+    /// Sends a payload to a verb's subject: also the way tests send malformed bytes.
+    pub async fn send(&self, verb: &str, payload: Bytes) -> Result<Bytes, Status> {
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_TOKEN, self.authorization.as_str());
+        headers.insert(HEADER_REQUEST_ID, self.nats.new_inbox().as_str());
+        let subject = subject::request(&self.user, verb);
+        let reply = tokio::time::timeout(
+            self.timeout,
+            self.nats.request_with_headers(subject, headers, payload),
+        )
+        .await
+        .map_err(|_| Status::timeout("no answer from the API server in time"))?
+        .map_err(|e| match e.kind() {
+            async_nats::RequestErrorKind::NoResponders => {
+                Status::unavailable("no API server is serving requests")
+            }
+            async_nats::RequestErrorKind::TimedOut => {
+                Status::timeout("no answer from the API server in time")
+            }
+            _ => Status::unavailable(format!("NATS: {e}")),
+        })?;
+        let code = reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(HEADER_CODE))
+            .and_then(|v| v.as_str().parse::<u16>().ok())
+            .unwrap_or(500);
+        if code >= 300 {
+            let status: Status = codec::decode(&reply.payload).unwrap_or_else(|e| {
+                Status::internal(format!("undecodable error reply ({code}): {e}"))
+            });
+            return Err(status);
+        }
+        Ok(reply.payload)
+    }
+
+    /// Sends one request and decodes the reply as JSON.
+    pub async fn call(&self, verb: Verb, request: &Request) -> Result<Value, Status> {
+        let bytes = self.call_raw(verb, request).await?;
+        codec::msgpack_to_value(&bytes).map_err(|e| Status::internal(format!("reply: {e}")))
+    }
+}
+
+/// One resource (in one namespace, or all), like kube-rs' `Api<K>` over JSON objects.
+#[derive(Clone)]
+pub struct Api {
+    client: ApiClient,
+    group: String,
+    resource: String,
+    namespace: Option<String>,
+}
+
+impl Api {
+    pub(crate) fn request(&self, name: Option<&str>) -> Request {
+        Request {
+            group: self.group.clone(),
+            resource: self.resource.clone(),
+            namespace: self.namespace.clone(),
+            name: name.map(String::from),
+            ..Default::default()
+        }
+    }
+
+    /// The client behind this handle.
+    pub fn client(&self) -> &ApiClient {
+        &self.client
+    }
+
+    /// GET one object.
+    pub async fn get(&self, name: &str) -> Result<Value, Status> {
+        self.client.call(Verb::Get, &self.request(Some(name))).await
+    }
+
+    /// GET a subresource (`status`, `scale`).
+    pub async fn get_subresource(&self, name: &str, sub: &str) -> Result<Value, Status> {
+        let mut r = self.request(Some(name));
+        r.subresource = Some(sub.into());
+        self.client.call(Verb::Get, &r).await
+    }
+
+    /// One page of a list.
+    pub async fn list(&self, options: &ListOptions) -> Result<ObjectList, Status> {
+        let mut r = self.request(None);
+        r.list = options.clone();
+        let v = self.client.call(Verb::List, &r).await?;
+        Ok(ObjectList {
+            items: v
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            resource_version: v
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            continue_token: v
+                .pointer("/metadata/continue")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+        })
+    }
+
+    /// Every page of a list, as one consistent snapshot.
+    pub async fn list_all(&self, options: &ListOptions) -> Result<ObjectList, Status> {
+        let mut opts = options.clone();
+        let mut all = self.list(&opts).await?;
+        while let Some(token) = all.continue_token.take() {
+            opts.continue_token = Some(token);
+            let page = self.list(&opts).await?;
+            all.items.extend(page.items);
+            all.continue_token = page.continue_token;
+        }
+        Ok(all)
+    }
+
+    /// POST a new object.
+    pub async fn create(&self, obj: &Value) -> Result<Value, Status> {
+        let mut r = self.request(None);
+        r.body = Some(obj.clone());
+        self.client.call(Verb::Create, &r).await
+    }
+
+    /// POST to a subresource of an object (`binding`).
+    pub async fn create_subresource(
+        &self,
+        name: &str,
+        sub: &str,
+        obj: &Value,
+    ) -> Result<Value, Status> {
+        let mut r = self.request(Some(name));
+        r.subresource = Some(sub.into());
+        r.body = Some(obj.clone());
+        self.client.call(Verb::Create, &r).await
+    }
+
+    /// PUT an object (its metadata.resourceVersion, if set, must be current).
+    pub async fn update(&self, obj: &Value) -> Result<Value, Status> {
+        let name = crate::api::meta::name(obj).to_string();
+        let mut r = self.request(Some(&name));
+        r.body = Some(obj.clone());
+        self.client.call(Verb::Update, &r).await
+    }
+
+    /// PUT a subresource (`status`, `scale`).
+    pub async fn update_subresource(
+        &self,
+        name: &str,
+        sub: &str,
+        obj: &Value,
+    ) -> Result<Value, Status> {
+        let mut r = self.request(Some(name));
+        r.subresource = Some(sub.into());
+        r.body = Some(obj.clone());
+        self.client.call(Verb::Update, &r).await
+    }
+
+    /// PATCH an object, or a subresource when `sub` is given.
+    pub async fn patch(
+        &self,
+        name: &str,
+        sub: Option<&str>,
+        patch_type: PatchType,
+        patch: &Value,
+    ) -> Result<Value, Status> {
+        let mut r = self.request(Some(name));
+        r.subresource = sub.map(String::from);
+        r.patch_type = Some(patch_type);
+        r.body = Some(patch.clone());
+        self.client.call(Verb::Patch, &r).await
+    }
+
+    /// DELETE an object; answers the object as deleted, or as it now waits for its
+    /// finalizers or grace period.
+    pub async fn delete(&self, name: &str, options: &DeleteOptions) -> Result<Value, Status> {
+        let mut r = self.request(Some(name));
+        r.delete = Some(options.clone());
+        self.client.call(Verb::Delete, &r).await
+    }
+
+    /// Watches from `options.resource_version` ("" for the current objects first, as
+    /// ADDED), resuming by itself after gaps, silences and server restarts. Ends with an
+    /// Expired error when the revision is no longer in history: relist then.
+    pub fn watch(&self, options: &ListOptions) -> Watcher {
+        Watcher::new(self.clone(), options.clone(), self.client.watch_silence)
+    }
+}

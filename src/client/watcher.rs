@@ -1,0 +1,200 @@
+//! A watch that resumes by itself. It is a small state machine:
+//!
+//! - **Start**: subscribe a fresh inbox, ask the API server to watch after the last revision
+//!   seen (none at first: the current objects arrive as ADDED).
+//! - **Stream**: events must arrive numbered 1, 2, 3… A jump (a lost message: core NATS is
+//!   at-most-once), a silence longer than a few bookmark intervals, or a `CLOSED` event sends
+//!   it back to Start from the last revision, so nothing is missed or repeated.
+//! - **Expired**: the server no longer has that revision (410). The watcher yields the error
+//!   and ends; the caller relists (the informer does so by itself).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::Api;
+use crate::api::codec;
+use crate::api::status::reason;
+use crate::api::wire::{event_type, ListOptions, Verb, WatchEvent, WatchStarted};
+use crate::api::Status;
+
+/// The NATS-only event that ends a stream (see the bridge).
+const CLOSED: &str = "CLOSED";
+
+/// A resuming watch. See the module docs.
+pub struct Watcher {
+    /// Where to watch.
+    api: Api,
+    /// Selectors and the starting revision.
+    options: ListOptions,
+    /// Silence after which the watch resumes.
+    silence: Duration,
+    /// The live subscription and the next expected sequence number.
+    stream: Option<(async_nats::Subscriber, u64)>,
+    /// The revision to resume after; None before anything past the initial snapshot.
+    last: Option<String>,
+    /// Revision the initial snapshot was taken at, while it is still streaming.
+    snapshot_at: Option<u64>,
+    /// Resumes so far (gaps, silences, closes), for tests and metrics.
+    pub resumes: u64,
+    /// Set once Expired was yielded.
+    done: bool,
+    /// Yield bookmarks to the caller too.
+    pub yield_bookmarks: bool,
+}
+
+fn rv_of(obj: &serde_json::Value) -> Option<String> {
+    obj.pointer("/metadata/resourceVersion")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+}
+
+impl Watcher {
+    pub(super) fn new(api: Api, options: ListOptions, silence: Duration) -> Self {
+        let last = options
+            .resource_version
+            .clone()
+            .filter(|rv| !rv.is_empty() && rv != "0");
+        Watcher {
+            api,
+            options,
+            silence,
+            stream: None,
+            last,
+            snapshot_at: None,
+            resumes: 0,
+            done: false,
+            yield_bookmarks: false,
+        }
+    }
+
+    /// The revision the watch would resume from.
+    pub fn resource_version(&self) -> Option<&str> {
+        self.last.as_deref()
+    }
+
+    async fn start(&mut self) -> Result<(), Status> {
+        let client = self.api.client();
+        let inbox = client.nats().new_inbox();
+        let sub = client
+            .nats()
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| Status::unavailable(format!("NATS subscribe: {e}")))?;
+        let mut req = self.api.request(None);
+        req.list = self.options.clone();
+        req.list.resource_version = self.last.clone();
+        req.inbox = Some(inbox);
+        let bytes = client.call_raw(Verb::Watch, &req).await?;
+        let started: WatchStarted =
+            codec::decode(&bytes).map_err(|e| Status::internal(e.to_string()))?;
+        if self.last.is_none() {
+            self.snapshot_at = started.resource_version.parse().ok();
+        }
+        self.stream = Some((sub, 1));
+        Ok(())
+    }
+
+    fn resume(&mut self) {
+        self.stream = None;
+        self.resumes += 1;
+    }
+
+    /// The next event; None only after an Expired error was yielded.
+    pub async fn next(&mut self) -> Option<Result<WatchEvent, Status>> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if self.done {
+                return None;
+            }
+            if self.stream.is_none() {
+                match self.start().await {
+                    Ok(()) => backoff = Duration::from_millis(100),
+                    Err(s) if s.is(reason::EXPIRED) || s.code == 410 => {
+                        self.done = true;
+                        return Some(Err(s));
+                    }
+                    Err(s) if s.code == 503 || s.code == 504 || s.code >= 500 => {
+                        tracing::debug!(error = %s, "watch start failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                    Err(s) => {
+                        self.done = true;
+                        return Some(Err(s));
+                    }
+                }
+            }
+            let Some((sub, expected)) = self.stream.as_mut() else {
+                continue;
+            };
+            let msg = match tokio::time::timeout(self.silence, sub.next()).await {
+                Ok(Some(msg)) => msg,
+                _ => {
+                    tracing::debug!("watch silent; resuming");
+                    self.resume();
+                    continue;
+                }
+            };
+            let ev: WatchEvent = match codec::decode(&msg.payload) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::warn!(error = %e, "undecodable watch event; resuming");
+                    self.resume();
+                    continue;
+                }
+            };
+            if ev.seq != *expected {
+                tracing::debug!(expected = *expected, got = ev.seq, "watch gap; resuming");
+                self.resume();
+                continue;
+            }
+            *expected += 1;
+            match ev.event_type.as_str() {
+                CLOSED => {
+                    if self.snapshot_at.is_none() {
+                        if let Some(rv) = rv_of(&ev.object) {
+                            self.last = Some(rv);
+                        }
+                    }
+                    self.resume();
+                    continue;
+                }
+                event_type::BOOKMARK => {
+                    self.snapshot_at = None;
+                    if let Some(rv) = rv_of(&ev.object) {
+                        self.last = Some(rv);
+                    }
+                    if self.yield_bookmarks {
+                        return Some(Ok(ev));
+                    }
+                }
+                event_type::ERROR => {
+                    let status: Status = serde_json::from_value(ev.object)
+                        .unwrap_or_else(|e| Status::internal(e.to_string()));
+                    if status.code == 410 {
+                        self.done = true;
+                    } else {
+                        self.resume();
+                    }
+                    return Some(Err(status));
+                }
+                _ => {
+                    let rv = rv_of(&ev.object);
+                    let rv_num = rv.as_deref().and_then(|r| r.parse::<u64>().ok());
+                    match (self.snapshot_at, rv_num) {
+                        // Still inside the initial snapshot: a resume must start it over.
+                        (Some(at), Some(r)) if r <= at => {}
+                        _ => {
+                            self.snapshot_at = None;
+                            self.last = rv;
+                        }
+                    }
+                    return Some(Ok(ev));
+                }
+            }
+        }
+    }
+}

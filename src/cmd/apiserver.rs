@@ -1,0 +1,170 @@
+//! `skiff apiserver`: load config, open the store, serve NATS, stop gracefully on SIGTERM or
+//! SIGINT (stop taking requests, finish those in flight, drain NATS).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args as ClapArgs;
+
+use crate::apiserver::{self, Authenticator};
+use crate::config::{self, env, ApiServerConfig, ConfigError};
+
+/// Flags of `skiff apiserver`; each overrides the config file.
+#[derive(Debug, Clone, Default, ClapArgs)]
+pub struct Args {
+    /// Config file (TOML, `[apiserver]` table).
+    #[arg(long, env = env::CONFIG)]
+    pub config: Option<PathBuf>,
+    /// NATS server URL.
+    #[arg(long, env = env::NATS_URL)]
+    pub nats_url: Option<String>,
+    /// NATS user.
+    #[arg(long, env = env::NATS_USER)]
+    pub nats_user: Option<String>,
+    /// NATS password.
+    #[arg(long, env = env::NATS_PASSWORD, hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// Data directory (store file, tokens).
+    #[arg(long, env = env::DATA_DIR)]
+    pub data_dir: Option<PathBuf>,
+    /// `embedded` or `memory`.
+    #[arg(long, env = env::STORE)]
+    pub store: Option<String>,
+    /// Token file (`token,user,uid,"group1,group2"`).
+    #[arg(long, env = env::TOKEN_FILE)]
+    pub token_file: Option<PathBuf>,
+    /// Events kept for watch replay and paged lists.
+    #[arg(long, env = env::HISTORY)]
+    pub history: Option<usize>,
+    /// Seconds between watch bookmarks.
+    #[arg(long, env = env::BOOKMARK_INTERVAL)]
+    pub bookmark_interval_seconds: Option<u64>,
+    /// Seconds in-flight requests get on shutdown.
+    #[arg(long, env = env::SHUTDOWN_GRACE)]
+    pub shutdown_grace_seconds: Option<u64>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl Args {
+    /// The effective configuration: file, then environment and flags.
+    pub fn resolve(&self) -> Result<ApiServerConfig, ConfigError> {
+        let mut c = config::load_file(self.config.as_deref())?.apiserver;
+        if let Some(v) = &self.nats_url {
+            c.nats_url = v.clone();
+        }
+        if let Some(v) = &self.nats_user {
+            c.nats_user = Some(v.clone());
+        }
+        if let Some(v) = &self.nats_password {
+            c.nats_password = Some(v.clone());
+        }
+        if let Some(v) = &self.data_dir {
+            c.data_dir = v.clone();
+        }
+        if let Some(v) = &self.store {
+            c.store = v.clone();
+        }
+        if let Some(v) = &self.token_file {
+            c.token_file = Some(v.clone());
+        }
+        if let Some(v) = self.history {
+            c.history = v;
+        }
+        if let Some(v) = self.bookmark_interval_seconds {
+            c.bookmark_interval_seconds = v;
+        }
+        if let Some(v) = self.shutdown_grace_seconds {
+            c.shutdown_grace_seconds = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Writes a token file with a fresh admin token when there is none (like k3s' first start).
+pub fn ensure_token_file(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    std::fs::write(path, format!("{token},admin,admin,\"system:masters\"\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    tracing::info!(path = %path.display(), "wrote a token file with an admin token");
+    Ok(())
+}
+
+/// Runs the API server until SIGTERM or SIGINT.
+pub fn run(config: ApiServerConfig) -> anyhow::Result<()> {
+    let token_file = config.token_file();
+    if config.token_file.is_none() {
+        ensure_token_file(&token_file)?;
+    }
+    let authenticator = Authenticator::from_file(&token_file)?;
+    let options = apiserver::ApiServerOptions {
+        data_dir: (config.store == "embedded").then(|| config.data_dir.clone()),
+        authenticator,
+        history: config.history,
+        bookmark_interval: Duration::from_secs(config.bookmark_interval_seconds),
+        ..Default::default()
+    };
+    let system = actix::System::new();
+    system.block_on(async move {
+        let api = apiserver::start(options).await?;
+        let mut connect = async_nats::ConnectOptions::new().name("skiff apiserver");
+        if let (Some(u), Some(p)) = (&config.nats_user, &config.nats_password) {
+            connect = connect.user_and_password(u.clone(), p.clone());
+        }
+        let nats = connect
+            .connect(config.nats_url.as_str())
+            .await
+            .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+        let bridge = apiserver::serve_nats(api, nats)
+            .await
+            .context("subscribing the request subjects")?;
+        tracing::info!(nats = %config.nats_url, store = %config.store, data_dir = %config.data_dir.display(), "skiff apiserver ready");
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        bridge
+            .send(apiserver::Shutdown {
+                grace: Duration::from_secs(config.shutdown_grace_seconds),
+            })
+            .await
+            .ok();
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

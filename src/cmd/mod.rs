@@ -1,0 +1,32 @@
+//! The subcommands of the `skiff` binary. Each parses its own flags over the layered config
+//! and runs one component.
+
+pub mod apiserver;
+pub mod up;
+
+use clap::{Parser, Subcommand};
+
+/// Command line of `skiff`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "skiff",
+    version,
+    about = "A Kubernetes-style control plane on NATS"
+)]
+pub struct Cli {
+    /// Log filter (also RUST_LOG), e.g. `info,skiff=debug`.
+    #[arg(long, global = true, env = "SKIFF_LOG", default_value = "info")]
+    pub log: String,
+    /// The component to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// One component per subcommand, so each can be scaled on its own.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The API server: the only owner of the store, serving requests over NATS.
+    Apiserver(apiserver::Args),
+    /// Everything on one machine: a nats-server child and the API server, embedded store.
+    Up(up::Args),
+}

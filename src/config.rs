@@ -1,0 +1,156 @@
+//! Configuration, layered: built-in defaults < the config file (`--config`, `SKIFF_CONFIG`, or
+//! `config/skiff.toml` when present) < `SKIFF_*` environment < flags. `--print-config` shows
+//! the result. Every environment key is a named constant here.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Environment keys.
+pub mod env {
+    pub const CONFIG: &str = "SKIFF_CONFIG";
+    pub const NATS_URL: &str = "SKIFF_NATS_URL";
+    pub const NATS_USER: &str = "SKIFF_NATS_USER";
+    pub const NATS_PASSWORD: &str = "SKIFF_NATS_PASSWORD";
+    pub const DATA_DIR: &str = "SKIFF_DATA_DIR";
+    pub const TOKEN_FILE: &str = "SKIFF_TOKEN_FILE";
+    pub const HISTORY: &str = "SKIFF_HISTORY";
+    pub const BOOKMARK_INTERVAL: &str = "SKIFF_BOOKMARK_INTERVAL_SECONDS";
+    pub const SHUTDOWN_GRACE: &str = "SKIFF_SHUTDOWN_GRACE_SECONDS";
+    pub const STORE: &str = "SKIFF_STORE";
+}
+
+/// The config file read when none is named and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "config/skiff.toml";
+
+/// Options of `skiff apiserver`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiServerConfig {
+    /// NATS server URL.
+    pub nats_url: String,
+    /// NATS user name, when the server requires one.
+    pub nats_user: Option<String>,
+    /// NATS password.
+    pub nats_password: Option<String>,
+    /// Where the store file, tokens and (later) certificates live.
+    pub data_dir: PathBuf,
+    /// `embedded` (a redb file in data_dir) or `memory`.
+    pub store: String,
+    /// Token file (`token,user,uid,"groups"`); default `<data_dir>/tokens.csv`, created with
+    /// an admin token on first start.
+    pub token_file: Option<PathBuf>,
+    /// Events kept for watch replay and consistent paging.
+    pub history: usize,
+    /// Seconds between watch bookmarks (heartbeats).
+    pub bookmark_interval_seconds: u64,
+    /// Seconds in-flight requests get on shutdown.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ApiServerConfig {
+    fn default() -> Self {
+        ApiServerConfig {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            nats_user: None,
+            nats_password: None,
+            data_dir: PathBuf::from("/var/lib/skiff"),
+            store: "embedded".into(),
+            token_file: None,
+            history: 10_000,
+            bookmark_interval_seconds: 5,
+            shutdown_grace_seconds: 10,
+        }
+    }
+}
+
+/// The whole config file: one table per component.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[apiserver]`.
+    pub apiserver: ApiServerConfig,
+}
+
+/// Why configuration could not be loaded (the binary exits 64 on these).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("parsing {path}: {why}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A value is out of range.
+    #[error("invalid {key}: {why}")]
+    Invalid {
+        /// The option.
+        key: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// Loads the config file: the one named, else the default file if present, else defaults.
+pub fn load_file(named: Option<&Path>) -> Result<FileConfig, ConfigError> {
+    let path = match named {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = PathBuf::from(DEFAULT_CONFIG_FILE);
+            if !p.exists() {
+                return Ok(FileConfig::default());
+            }
+            p
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        why: e.to_string(),
+    })
+}
+
+impl ApiServerConfig {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(self.store.as_str(), "embedded" | "memory") {
+            return Err(ConfigError::Invalid {
+                key: "store",
+                why: format!("{:?}: want embedded or memory", self.store),
+            });
+        }
+        if self.history == 0 {
+            return Err(ConfigError::Invalid {
+                key: "history",
+                why: "must be at least 1".into(),
+            });
+        }
+        if self.bookmark_interval_seconds == 0 {
+            return Err(ConfigError::Invalid {
+                key: "bookmark_interval_seconds",
+                why: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The token file in effect.
+    pub fn token_file(&self) -> PathBuf {
+        self.token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("tokens.csv"))
+    }
+}

@@ -1,0 +1,21 @@
+//! Skiff: a Kubernetes-style control plane whose components are actix actors talking over NATS.
+//!
+//! # Layout
+//! - `api`: wire and object types only — the `Status` error model, the resource table, NATS
+//!   subjects and envelopes, the guarded MessagePack codec, label and field selectors.
+//! - `apiserver`: the ApiServer actor (authentication, registry, validation, watch streams),
+//!   the Store actor it alone owns (`apiserver::store`, private), and the NATS bridge.
+//! - `client`: `ApiClient`, the one way every other component talks to the API server —
+//!   CRUD, resuming watches and the informer.
+//! - `config`: the layered configuration (file, `SKIFF_*` environment, flags).
+//! - `cmd`: the subcommands of the `skiff` binary.
+
+// `Status` is the error of every API call and is deliberately the whole Kubernetes shape;
+// boxing it everywhere would cost more than the moves it saves.
+#![allow(clippy::result_large_err)]
+
+pub mod api;
+pub mod apiserver;
+pub mod client;
+pub mod cmd;
+pub mod config;

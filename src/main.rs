@@ -1,0 +1,41 @@
+//! The `skiff` binary: parse arguments, set up logging, run the chosen component.
+//! Bad configuration exits with 64 (EX_USAGE) before anything is bound.
+
+use clap::Parser;
+use skiff::cmd::{self, Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Apiserver(args) => match args.resolve() {
+            Err(e) => {
+                eprintln!("skiff apiserver: {e}");
+                return std::process::ExitCode::from(64);
+            }
+            Ok(config) if args.print_config => {
+                match toml::to_string_pretty(&skiff::config::FileConfig { apiserver: config }) {
+                    Ok(s) => {
+                        print!("{s}");
+                        Ok(())
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Ok(config) => cmd::apiserver::run(config),
+        },
+        Command::Up(args) => cmd::up::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skiff: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

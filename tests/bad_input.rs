@@ -1,0 +1,138 @@
+//! Bad input on the bus: every malformed request gets an error Status, and the server keeps
+//! serving the next good one.
+
+mod common;
+
+use bytes::Bytes;
+use serde_json::json;
+use skiff::api::codec;
+use skiff::api::subject;
+use skiff::api::wire::Request;
+use skiff::api::Status;
+
+use common::*;
+
+fn good() -> Request {
+    Request {
+        resource: "namespaces".into(),
+        name: Some("default".into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_payloads_get_statuses_and_the_server_keeps_serving() {
+    let cluster = Cluster::start();
+    let c = cluster.client().await;
+    let good_bytes = Bytes::from(codec::encode(&good()).unwrap());
+
+    // 10,000 nested one-element arrays around a nil.
+    let mut deep = vec![0x91u8; 10_000];
+    deep.push(0xc0);
+    let mut deep_map = Vec::new();
+    for _ in 0..10_000 {
+        deep_map.extend_from_slice(&[0x81, 0xa1, b'k']);
+    }
+    deep_map.push(0xc0);
+    let mut seed = 0x2545F4914F6CDD1Du64;
+    let random: Vec<u8> = (0..4096)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("empty", vec![], 400),
+        (
+            "truncated",
+            good_bytes[..good_bytes.len() / 2].to_vec(),
+            400,
+        ),
+        ("random", random, 400),
+        (
+            "wrong types",
+            codec::encode(&json!({"resource": 5, "name": ["x"]})).unwrap(),
+            400,
+        ),
+        (
+            "not a map",
+            codec::encode(&json!("just a string")).unwrap(),
+            400,
+        ),
+        ("deep arrays", deep, 400),
+        ("deep maps", deep_map, 400),
+        (
+            "gigabyte string",
+            vec![
+                0x81, 0xa8, b'r', b'e', b's', b'o', b'u', b'r', b'c', b'e', 0xdb, 0xff, 0xff, 0xff,
+                0xf0,
+            ],
+            400,
+        ),
+        (
+            "gigabyte array",
+            vec![0xdd, 0x7f, 0xff, 0xff, 0xff, 0xc0],
+            400,
+        ),
+        (
+            "json instead of msgpack",
+            br#"{"resource":"pods"}"#.to_vec(),
+            400,
+        ),
+    ];
+    for (what, payload, code) in cases {
+        let e = c.send("get", Bytes::from(payload)).await.unwrap_err();
+        assert_eq!(e.code, code, "{what}: {e}");
+        assert_eq!(e.kind, "Status");
+        // The next good request is served.
+        let ok = c
+            .send("get", good_bytes.clone())
+            .await
+            .unwrap_or_else(|e| panic!("after {what}: {e}"));
+        assert_eq!(
+            codec::msgpack_to_value(&ok).unwrap()["metadata"]["name"],
+            "default"
+        );
+    }
+
+    let e = c.send("frobnicate", good_bytes.clone()).await.unwrap_err();
+    assert_eq!((e.code, e.reason.as_str()), (405, "MethodNotAllowed"));
+    let e = c
+        .send(
+            "get",
+            Bytes::from(
+                codec::encode(&Request {
+                    resource: "widgets".into(),
+                    name: Some("x".into()),
+                    ..Default::default()
+                })
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, 404);
+
+    // No token at all, and a wrong one.
+    let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
+    let reply = nats
+        .request(subject::request("admin", "get"), good_bytes.clone())
+        .await
+        .unwrap();
+    let status: Status = codec::decode(&reply.payload).unwrap();
+    assert_eq!((status.code, status.reason.as_str()), (401, "Unauthorized"));
+    let wrong = client_for(&cluster.nats.url(), "admin", "nope").await;
+    let e = wrong.send("get", good_bytes.clone()).await.unwrap_err();
+    assert_eq!(e.code, 401);
+    // A subject that is not a request subject at all.
+    let reply = nats
+        .request("skiff.req.a%zz.get", good_bytes.clone())
+        .await
+        .unwrap();
+    let status: Status = codec::decode(&reply.payload).unwrap();
+    assert_eq!(status.code, 400);
+
+    assert!(c.send("get", good_bytes).await.is_ok(), "still serving");
+}

@@ -1,0 +1,219 @@
+//! Test harness: a real nats-server on a free port (killed on drop), an API server started
+//! in-process (its own actix System on a thread) or as a real `skiff apiserver` process, and
+//! clients with the test's tokens.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod proxy;
+
+use skiff::apiserver::{self, ApiServerOptions, Authenticator};
+use skiff::client::{ApiClient, ClientOptions};
+
+/// The token file every test cluster uses.
+pub const TOKENS: &str =
+    "admin-token,admin,1,\"system:masters\"\nnode1-token,system:node:n1,2,\"system:nodes\"\n";
+pub const ADMIN: (&str, &str) = ("admin", "admin-token");
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A nats-server child process, killed on drop.
+pub struct NatsServer {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> NatsServer {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = free_port();
+            let child = Command::new("nats-server")
+                .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server on PATH (the test command installs it)");
+            let mut server = NatsServer {
+                child,
+                port,
+                _dir: dir,
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return server;
+                }
+                if let Ok(Some(_)) = server.child.try_wait() {
+                    break; // port taken meanwhile: try another
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("nats-server did not start")
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An API server running in this process on its own actix System thread.
+pub struct InProcess {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcess {
+    pub fn start(nats_url: &str, mut options: ApiServerOptions) -> InProcess {
+        options.authenticator = Authenticator::parse(TOKENS).unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let url = nats_url.to_string();
+        let thread = std::thread::spawn(move || {
+            let system = actix::System::new();
+            system.block_on(async move {
+                let api = apiserver::start(options).await.expect("api server starts");
+                let nats = async_nats::connect(url.as_str()).await.expect("nats");
+                let bridge = apiserver::serve_nats(api, nats).await.expect("bridge");
+                ready_tx.send(()).unwrap();
+                let _ = stop_rx.await;
+                let _ = bridge
+                    .send(apiserver::Shutdown {
+                        grace: Duration::from_secs(2),
+                    })
+                    .await;
+            });
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("api server ready");
+        InProcess {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A NATS server plus an in-process API server.
+pub struct Cluster {
+    pub api: InProcess,
+    pub nats: NatsServer,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        Self::with(ApiServerOptions::default())
+    }
+
+    pub fn with(options: ApiServerOptions) -> Cluster {
+        let nats = NatsServer::start();
+        let api = InProcess::start(&nats.url(), options);
+        Cluster { api, nats }
+    }
+
+    pub async fn client(&self) -> ApiClient {
+        client_for(&self.nats.url(), ADMIN.0, ADMIN.1).await
+    }
+}
+
+pub async fn client_for(url: &str, user: &str, token: &str) -> ApiClient {
+    let mut o = ClientOptions::new(url, user, token);
+    o.watch_silence = Duration::from_secs(3);
+    ApiClient::connect(o).await.expect("client connects")
+}
+
+/// The `skiff` binary built for these tests.
+pub fn skiff_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_skiff"))
+}
+
+/// A real `skiff apiserver` process.
+pub struct ApiProcess {
+    pub child: Child,
+}
+
+impl ApiProcess {
+    pub fn start(nats_url: &str, data_dir: &Path, extra: &[&str]) -> ApiProcess {
+        let tokens = data_dir.join("test-tokens.csv");
+        std::fs::create_dir_all(data_dir).unwrap();
+        std::fs::write(&tokens, TOKENS).unwrap();
+        let child = Command::new(skiff_bin())
+            .arg("apiserver")
+            .arg("--nats-url")
+            .arg(nats_url)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--token-file")
+            .arg(&tokens)
+            .args(extra)
+            .env("SKIFF_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("skiff apiserver starts");
+        ApiProcess { child }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls until `f` returns Some, or panics after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

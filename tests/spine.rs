@@ -1,0 +1,660 @@
+//! Acceptance tests of the spine against a real nats-server: CRUD for every kind, the error
+//! Statuses, optimistic concurrency, watches that resume, and the informer's relist.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use skiff::api::wire::{DeleteOptions, ListOptions, PatchType};
+use skiff::apiserver::ApiServerOptions;
+use skiff::client::{ApiClient, Notification};
+
+use common::*;
+
+/// (group, resource, namespaced, a valid object, a merge patch for it)
+fn samples() -> Vec<(&'static str, &'static str, bool, Value)> {
+    vec![
+        (
+            "",
+            "namespaces",
+            false,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}),
+        ),
+        (
+            "",
+            "nodes",
+            false,
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1.example"}, "spec": {}}),
+        ),
+        (
+            "",
+            "pods",
+            true,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-0", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "main", "image": "busybox:1", "command": ["sleep", "3600"]}]}}),
+        ),
+        (
+            "apps",
+            "replicasets",
+            true,
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web-rs"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "main", "image": "busybox:1"}]}}}}),
+        ),
+        (
+            "apps",
+            "deployments",
+            true,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "main", "image": "busybox:1"}]}}}}),
+        ),
+        (
+            "",
+            "events",
+            true,
+            json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "web-0.1"},
+            "involvedObject": {"kind": "Pod", "name": "web-0", "namespace": "default"}, "reason": "Scheduled", "message": "assigned", "type": "Normal"}),
+        ),
+        (
+            "coordination.k8s.io",
+            "leases",
+            true,
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "n1"},
+            "spec": {"holderIdentity": "n1", "leaseDurationSeconds": 40}}),
+        ),
+        (
+            "",
+            "configmaps",
+            true,
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"a": "1"}}),
+        ),
+        (
+            "",
+            "secrets",
+            true,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "data": {"password": "aHVudGVyMg=="}}),
+        ),
+    ]
+}
+
+fn rv(v: &Value) -> u64 {
+    v["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crud_round_trip_for_every_kind() {
+    let cluster = Cluster::start();
+    let c = cluster.client().await;
+    for (group, resource, namespaced, obj) in samples() {
+        let ns = namespaced.then_some("default");
+        let api = c.api(group, resource, ns);
+        let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+        let created = api
+            .create(&obj)
+            .await
+            .unwrap_or_else(|e| panic!("create {resource}: {e}"));
+        assert!(
+            !created["metadata"]["uid"].as_str().unwrap().is_empty(),
+            "{resource} uid"
+        );
+        assert!(
+            created["metadata"]["creationTimestamp"].is_string(),
+            "{resource} timestamp"
+        );
+        let got = api.get(&name).await.unwrap();
+        assert_eq!(got, created, "{resource}: get returns what create answered");
+
+        let dup = api.create(&obj).await.unwrap_err();
+        assert_eq!(
+            (dup.code, dup.reason.as_str()),
+            (409, "AlreadyExists"),
+            "{resource}"
+        );
+
+        let list = api.list(&ListOptions::default()).await.unwrap();
+        assert!(
+            list.items
+                .iter()
+                .any(|i| i["metadata"]["name"] == name.as_str()),
+            "{resource} listed"
+        );
+        assert!(rv(&created) <= list.resource_version.parse::<u64>().unwrap());
+
+        // Update with the current resourceVersion succeeds; the same again is stale.
+        let mut changed = got.clone();
+        changed["metadata"]["labels"] = json!({"touched": "yes"});
+        let updated = api
+            .update(&changed)
+            .await
+            .unwrap_or_else(|e| panic!("update {resource}: {e}"));
+        assert!(rv(&updated) > rv(&got));
+        assert_eq!(updated["metadata"]["labels"]["touched"], "yes");
+        let stale = api.update(&changed).await.unwrap_err();
+        assert_eq!(
+            (stale.code, stale.reason.as_str()),
+            (409, "Conflict"),
+            "{resource}"
+        );
+
+        // Merge patch and JSON patch.
+        let patched = api
+            .patch(
+                &name,
+                None,
+                PatchType::Merge,
+                &json!({"metadata": {"annotations": {"note": "merge"}}}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(patched["metadata"]["annotations"]["note"], "merge");
+        let patched = api
+            .patch(
+                &name,
+                None,
+                PatchType::Json,
+                &json!([{"op": "add", "path": "/metadata/labels/json", "value": "patch"}]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(patched["metadata"]["labels"]["json"], "patch");
+        assert_eq!(patched["metadata"]["labels"]["touched"], "yes");
+
+        // Delete; then NotFound.
+        api.delete(&name, &DeleteOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete {resource}: {e}"));
+        if resource != "namespaces" {
+            let gone = api.get(&name).await.unwrap_err();
+            assert_eq!(
+                (gone.code, gone.reason.as_str()),
+                (404, "NotFound"),
+                "{resource}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_come_back_as_statuses() {
+    let cluster = Cluster::start();
+    let c = cluster.client().await;
+    let pods = c.api("", "pods", Some("default"));
+
+    let e = pods.get("missing").await.unwrap_err();
+    assert_eq!((e.code, e.reason.as_str()), (404, "NotFound"));
+    assert_eq!(e.message, "pods \"missing\" not found");
+
+    let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "Bad_Name"},
+        "spec": {"containers": [{"name": "c"}]}});
+    let e = pods.create(&bad).await.unwrap_err();
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    let causes = e.details.as_ref().unwrap().causes.clone();
+    assert!(
+        causes.iter().any(|c| c.field == "metadata.name"),
+        "{causes:?}"
+    );
+    assert!(
+        causes.iter().any(|c| c.field == "spec.containers[0].image"),
+        "{causes:?}"
+    );
+    assert!(e.message.contains("is invalid"), "{}", e.message);
+
+    let e = c
+        .api("", "pods", Some("nope"))
+        .create(&json!({"metadata": {"name": "x"},
+        "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+        .await
+        .unwrap_err();
+    assert_eq!((e.code, e.reason.as_str()), (404, "NotFound"), "{e}");
+
+    let stranger = client_for(&cluster.nats.url(), "admin", "wrong-token").await;
+    let e = stranger
+        .api("", "pods", Some("default"))
+        .get("x")
+        .await
+        .unwrap_err();
+    assert_eq!((e.code, e.reason.as_str()), (401, "Unauthorized"));
+    // A valid token used under someone else's identity is refused too.
+    let impostor = client_for(&cluster.nats.url(), "system:node:n1", "admin-token").await;
+    let e = impostor
+        .api("", "pods", Some("default"))
+        .get("x")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, 401);
+
+    // Graceful pod delete: a scheduled pod waits for its kubelet; an unscheduled one goes.
+    let pod = json!({"metadata": {"name": "p1"}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}});
+    pods.create(&pod).await.unwrap();
+    let deleting = pods.delete("p1", &DeleteOptions::default()).await.unwrap();
+    assert!(deleting["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(deleting["metadata"]["deletionGracePeriodSeconds"], 30);
+    pods.delete(
+        "p1",
+        &DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(pods.get("p1").await.unwrap_err().code, 404);
+
+    // Finalizers hold a delete until they are removed.
+    let cms = c.api("", "configmaps", Some("default"));
+    cms.create(&json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}}))
+        .await
+        .unwrap();
+    let held = cms.delete("held", &DeleteOptions::default()).await.unwrap();
+    assert!(held["metadata"]["deletionTimestamp"].is_string());
+    assert!(cms.get("held").await.is_ok());
+    cms.patch(
+        "held",
+        None,
+        PatchType::Merge,
+        &json!({"metadata": {"finalizers": null}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(cms.get("held").await.unwrap_err().code, 404);
+
+    // Binding sets the node once; status and scale subresources.
+    pods.create(
+        &json!({"metadata": {"name": "p2"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+    )
+    .await
+    .unwrap();
+    pods.create_subresource("p2", "binding", &json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p2"}, "target": {"kind": "Node", "name": "n1"}})).await.unwrap();
+    let bound = pods.get("p2").await.unwrap();
+    assert_eq!(bound["spec"]["nodeName"], "n1");
+    let again = pods
+        .create_subresource("p2", "binding", &json!({"target": {"name": "n2"}}))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code, 409);
+    let mut st = bound.clone();
+    st["status"]["phase"] = json!("Running");
+    st["spec"]["activeDeadlineSeconds"] = json!(5);
+    let after = pods.update_subresource("p2", "status", &st).await.unwrap();
+    assert_eq!(after["status"]["phase"], "Running");
+    assert!(
+        after["spec"].get("activeDeadlineSeconds").is_none(),
+        "status writes leave spec alone"
+    );
+    let deploys = c.api("apps", "deployments", Some("default"));
+    let d = samples()
+        .into_iter()
+        .find(|s| s.1 == "deployments")
+        .unwrap()
+        .3;
+    deploys.create(&d).await.unwrap();
+    let scale = deploys
+        .patch(
+            "web",
+            Some("scale"),
+            PatchType::Merge,
+            &json!({"spec": {"replicas": 5}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 5);
+    assert_eq!(scale["status"]["selector"], "app=web");
+    let d = deploys.get("web").await.unwrap();
+    assert_eq!(d["spec"]["replicas"], 5);
+    assert_eq!(d["metadata"]["generation"], 2);
+
+    // Label and field selectors, generateName.
+    for i in 0..3 {
+        pods.create(&json!({"metadata": {"generateName": "gen-", "labels": {"tier": if i == 0 {"front"} else {"back"}}},
+            "spec": {"nodeName": format!("n{i}"), "containers": [{"name": "c", "image": "i"}]}})).await.unwrap();
+    }
+    let front = pods
+        .list(&ListOptions {
+            label_selector: Some("tier=front".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(front.items.len(), 1);
+    assert!(front.items[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("gen-"));
+    let on_n2 = pods
+        .list(&ListOptions {
+            field_selector: Some("spec.nodeName=n2".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(on_n2.items.len(), 1);
+    let e = pods
+        .list(&ListOptions {
+            field_selector: Some("spec.bogus=x".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_updates_one_wins() {
+    let cluster = Cluster::start();
+    let c = cluster.client().await;
+    let cms = c.api("", "configmaps", Some("default"));
+    let base = cms
+        .create(&json!({"metadata": {"name": "race"}, "data": {"v": "0"}}))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let cms = cms.clone();
+        let mut obj = base.clone();
+        obj["data"]["v"] = json!(format!("writer-{i}"));
+        tasks.push(tokio::spawn(async move { cms.update(&obj).await }));
+    }
+    let (mut ok, mut conflicts) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) if e.code == 409 && e.reason == "Conflict" => conflicts += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((ok, conflicts), (1, 99));
+}
+
+/// Collects watch events until `n` object events arrived.
+async fn collect(w: &mut skiff::client::Watcher, n: usize) -> Vec<(String, u64, String)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let ev = tokio::time::timeout(Duration::from_secs(30), w.next())
+            .await
+            .expect("watch keeps delivering")
+            .expect("watch open")
+            .expect("no watch error");
+        out.push((
+            ev.event_type.clone(),
+            rv(&ev.object),
+            ev.object["metadata"]["name"].as_str().unwrap().to_string(),
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_is_ordered_complete_and_resumes_after_a_cut() {
+    let cluster = Cluster::start();
+    let writer = cluster.client().await;
+    let proxy = proxy::Proxy::start(cluster.nats.port).await;
+    let watcher_client: ApiClient = client_for(&proxy.url(), ADMIN.0, ADMIN.1).await;
+    let cms = writer.api("", "configmaps", Some("default"));
+    let start = cms
+        .list(&ListOptions::default())
+        .await
+        .unwrap()
+        .resource_version;
+    let mut w = watcher_client
+        .api("", "configmaps", Some("default"))
+        .watch(&ListOptions {
+            resource_version: Some(start.clone()),
+            ..Default::default()
+        });
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        expected.push(rv(&cms
+            .create(&json!({"metadata": {"name": format!("a{i}")}}))
+            .await
+            .unwrap()));
+    }
+    let mut seen = collect(&mut w, 20).await;
+    // Cut the watcher off NATS: whatever is published meanwhile is lost to it.
+    proxy.cut();
+    for i in 0..20 {
+        expected.push(rv(&cms
+            .patch(
+                &format!("a{i}"),
+                None,
+                PatchType::Merge,
+                &json!({"data": {"x": "y"}}),
+            )
+            .await
+            .unwrap()));
+    }
+    for i in 0..5 {
+        expected.push(rv(&cms
+            .delete(&format!("a{i}"), &DeleteOptions::default())
+            .await
+            .unwrap()));
+    }
+    proxy.heal();
+    for i in 20..30 {
+        expected.push(rv(&cms
+            .create(&json!({"metadata": {"name": format!("a{i}")}}))
+            .await
+            .unwrap()));
+    }
+    seen.extend(collect(&mut w, 35).await);
+    let revs: Vec<u64> = seen.iter().map(|s| s.1).collect();
+    assert_eq!(
+        revs, expected,
+        "every change exactly once, in revision order"
+    );
+    assert!(w.resumes >= 1, "the watcher resumed after the cut");
+    assert_eq!(seen[20].0, "MODIFIED");
+    assert_eq!(seen[40].0, "DELETED");
+    assert_eq!(seen[45].0, "ADDED");
+    // A watch's own timeout ends it; the client resumes without losing anything either.
+    let mut short = writer
+        .api("", "configmaps", Some("default"))
+        .watch(&ListOptions {
+            resource_version: Some(expected.last().unwrap().to_string()),
+            timeout_seconds: Some(1),
+            ..Default::default()
+        });
+    let reader = tokio::spawn(async move {
+        let got: Vec<u64> = collect(&mut short, 6).await.iter().map(|s| s.1).collect();
+        (got, short.resumes)
+    });
+    let mut more = Vec::new();
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        more.push(rv(&cms
+            .create(&json!({"metadata": {"name": format!("b{i}")}}))
+            .await
+            .unwrap()));
+    }
+    let (got, resumes) = reader.await.unwrap();
+    assert_eq!(got, more);
+    assert!(
+        resumes >= 1,
+        "the server ended the 1 s watch and the client resumed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_watch_gets_410_and_informer_relists() {
+    let cluster = Cluster::with(ApiServerOptions {
+        history: 20,
+        ..Default::default()
+    });
+    let writer = cluster.client().await;
+    let cms = writer.api("", "configmaps", Some("default"));
+    for i in 0..5 {
+        cms.create(&json!({"metadata": {"name": format!("old{i}")}}))
+            .await
+            .unwrap();
+    }
+    let old = cms
+        .list(&ListOptions::default())
+        .await
+        .unwrap()
+        .resource_version;
+    for i in 0..30 {
+        cms.create(&json!({"metadata": {"name": format!("fill{i}")}}))
+            .await
+            .unwrap();
+    }
+    let mut w = cms.watch(&ListOptions {
+        resource_version: Some(old.clone()),
+        ..Default::default()
+    });
+    let e = w.next().await.unwrap().unwrap_err();
+    assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
+    assert!(w.next().await.is_none());
+    // A paged list whose snapshot fell out of history is Expired too.
+    let e = cms
+        .list(&ListOptions {
+            resource_version: Some(old),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, 410);
+
+    // The informer, cut off while more than the history window changes, relists.
+    let proxy = proxy::Proxy::start(cluster.nats.port).await;
+    let ic = client_for(&proxy.url(), ADMIN.0, ADMIN.1).await;
+    let mut inf = skiff::client::Informer::start(
+        ic.api("", "configmaps", Some("default")),
+        ListOptions::default(),
+    );
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), inf.notifications.recv())
+            .await
+            .unwrap()
+        {
+            Some(Notification::Synced) => break,
+            Some(_) => {}
+            None => panic!("informer stopped"),
+        }
+    }
+    assert_eq!(inf.cache.len(), 35);
+    proxy.cut();
+    for i in 0..5 {
+        cms.delete(&format!("old{i}"), &DeleteOptions::default())
+            .await
+            .unwrap();
+    }
+    for i in 0..40 {
+        cms.create(&json!({"metadata": {"name": format!("new{i}")}}))
+            .await
+            .unwrap();
+    }
+    cms.patch(
+        "fill0",
+        None,
+        PatchType::Merge,
+        &json!({"data": {"k": "v"}}),
+    )
+    .await
+    .unwrap();
+    proxy.heal();
+    let mut deleted = BTreeSet::new();
+    let mut updated = false;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), inf.notifications.recv())
+            .await
+            .unwrap()
+        {
+            Some(Notification::Synced) => break,
+            Some(Notification::Deleted(o)) => {
+                deleted.insert(o["metadata"]["name"].as_str().unwrap().to_string());
+            }
+            Some(Notification::Updated(_, n)) => updated |= n["metadata"]["name"] == "fill0",
+            Some(_) => {}
+            None => panic!("informer stopped"),
+        }
+    }
+    assert_eq!(
+        deleted.len(),
+        5,
+        "relist reports the deletions it missed: {deleted:?}"
+    );
+    assert!(updated, "relist reports the update it missed");
+    let fresh = cms.list_all(&ListOptions::default()).await.unwrap();
+    let want: BTreeSet<(String, String)> = fresh
+        .items
+        .iter()
+        .map(|o| {
+            (
+                o["metadata"]["name"].as_str().unwrap().into(),
+                o["metadata"]["resourceVersion"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let have: BTreeSet<(String, String)> = inf
+        .cache
+        .list()
+        .iter()
+        .map(|o| {
+            (
+                o["metadata"]["name"].as_str().unwrap().into(),
+                o["metadata"]["resourceVersion"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(have, want, "the informer converged to a fresh LIST");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_lists_are_paged_consistently() {
+    let cluster = Cluster::start();
+    let c = cluster.client().await;
+    let cms = c.api("", "configmaps", Some("default"));
+    // ~40 KiB each: 60 of them exceed one 1 MiB NATS message.
+    let blob = "x".repeat(40 * 1024);
+    for i in 0..60 {
+        cms.create(&json!({"metadata": {"name": format!("big{i:02}")}, "data": {"blob": blob}}))
+            .await
+            .unwrap();
+    }
+    let first = cms.list(&ListOptions::default()).await.unwrap();
+    assert!(
+        first.continue_token.is_some(),
+        "one message cannot hold them all"
+    );
+    assert!(first.items.len() < 60);
+    // Changes after the first page do not leak into the later pages.
+    cms.delete("big59", &DeleteOptions::default())
+        .await
+        .unwrap();
+    let all = cms.list_all(&ListOptions::default()).await.unwrap();
+    assert_eq!(all.items.len(), 59);
+    let mut paged = first.items.clone();
+    let mut token = first.continue_token.clone();
+    while let Some(t) = token {
+        let page = cms
+            .list(&ListOptions {
+                continue_token: Some(t),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.resource_version, first.resource_version);
+        paged.extend(page.items);
+        token = page.continue_token;
+    }
+    assert_eq!(
+        paged.len(),
+        60,
+        "pages are served at the first page's revision"
+    );
+    let limited = cms
+        .list(&ListOptions {
+            limit: 7,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited.items.len(), 7);
+}
