@@ -37,6 +37,9 @@ pub struct NatsBridge {
     subscription: Option<SpawnHandle>,
     /// Tells running watches to close.
     closing: watch::Sender<bool>,
+    /// Largest list page one reply can carry (the server's max_payload less the envelope),
+    /// read once: `server_info()` clones the whole INFO block.
+    max_bytes: usize,
 }
 
 impl Actor for NatsBridge {
@@ -53,6 +56,11 @@ pub async fn serve_nats(
         .await?;
     client.flush().await.ok();
     let (closing, _) = watch::channel(false);
+    let max_bytes = client
+        .server_info()
+        .max_payload
+        .saturating_sub(ENVELOPE_MARGIN)
+        .max(1024);
     Ok(NatsBridge::create(move |ctx| {
         let handle = ctx.add_stream(sub);
         NatsBridge {
@@ -61,6 +69,7 @@ pub async fn serve_nats(
             in_flight: Arc::new(AtomicUsize::new(0)),
             subscription: Some(handle),
             closing,
+            max_bytes,
         }
     }))
 }
@@ -75,10 +84,11 @@ impl StreamHandler<Message> for NatsBridge {
         let client = self.client.clone();
         let in_flight = self.in_flight.clone();
         let closing = self.closing.subscribe();
+        let max_bytes = self.max_bytes;
         in_flight.fetch_add(1, Ordering::SeqCst);
         ctx.spawn(
             async move {
-                serve_one(api, client, msg, reply.to_string(), closing).await;
+                serve_one(api, client, msg, reply.to_string(), closing, max_bytes).await;
                 in_flight.fetch_sub(1, Ordering::SeqCst);
             }
             .into_actor(self),
@@ -138,6 +148,7 @@ async fn serve_one(
     msg: Message,
     reply: String,
     closing: watch::Receiver<bool>,
+    max_bytes: usize,
 ) {
     let request_id = header(&msg, HEADER_REQUEST_ID).map(str::to_string);
     let traceparent = header(&msg, HEADER_TRACEPARENT).map(str::to_string);
@@ -153,11 +164,6 @@ async fn serve_one(
         if verb == Verb::Watch && inbox.as_deref().is_none_or(str::is_empty) {
             return Err(Status::bad_request("a watch needs an inbox"));
         }
-        let max_bytes = client
-            .server_info()
-            .max_payload
-            .saturating_sub(ENVELOPE_MARGIN)
-            .max(1024);
         let call = Call {
             credentials: Credentials {
                 token: header(&msg, HEADER_TOKEN).map(str::to_string),

@@ -20,6 +20,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 pub use auth::{Authenticator, UserInfo};
+pub use store::StoreStats;
 pub use watch::{WatchItem, WatchStream};
 
 use crate::api::wire::{Request, Verb};
@@ -42,6 +43,8 @@ pub struct ApiServerOptions {
     pub default_watch_timeout: Duration,
     /// Largest encoded object accepted.
     pub max_object_bytes: usize,
+    /// Most writes per durable commit (1: no group commit).
+    pub max_batch: usize,
 }
 
 impl Default for ApiServerOptions {
@@ -53,6 +56,7 @@ impl Default for ApiServerOptions {
             bookmark_interval: Duration::from_secs(5),
             default_watch_timeout: Duration::from_secs(1800),
             max_object_bytes: 1_572_864,
+            max_batch: 4096,
         }
     }
 }
@@ -152,6 +156,20 @@ impl Handler<Call> for ApiServer {
     }
 }
 
+/// Asks the ApiServer for the Store's counters.
+#[derive(Message)]
+#[rtype(result = "Result<StoreStats, Status>")]
+struct GetStats;
+
+impl Handler<GetStats> for ApiServer {
+    type Result = ResponseFuture<Result<StoreStats, Status>>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        let registry = self.registry.clone();
+        Box::pin(async move { registry.stats().await })
+    }
+}
+
 /// The handle the transports use: a cheap clone around the actor's address.
 #[derive(Clone)]
 pub struct ApiHandle {
@@ -165,6 +183,14 @@ impl ApiHandle {
     pub async fn call(&self, call: Call) -> Result<Reply, Status> {
         self.addr
             .send(call)
+            .await
+            .unwrap_or_else(|e| Err(Status::unavailable(format!("api server: {e}"))))
+    }
+
+    /// The Store's counters (commits, writes, revision, watchers).
+    pub async fn store_stats(&self) -> Result<StoreStats, Status> {
+        self.addr
+            .send(GetStats)
             .await
             .unwrap_or_else(|e| Err(Status::unavailable(format!("api server: {e}"))))
     }
@@ -198,6 +224,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
     let config = StoreConfig {
         history: options.history,
         max_value_bytes: options.max_object_bytes,
+        max_batch: options.max_batch,
         ..Default::default()
     };
     let dir = options.data_dir.clone();
@@ -214,8 +241,9 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
     .await
     .map_err(|e| StartError::Store(e.to_string()))?
     .map_err(StartError::Store)?;
+    let reader = store.reader();
     let store = store.start();
-    let registry = Registry::new(store);
+    let registry = Registry::new(store, reader);
     registry
         .ping()
         .await

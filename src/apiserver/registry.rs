@@ -18,14 +18,20 @@ use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::status::{Status, StatusCause};
 use crate::api::wire::{DeleteOptions, ListOptions, PatchType, Request};
 
-/// How many times an unconditional update or a patch is retried on a conflict.
-const MAX_RETRIES: usize = 16;
+/// How many times an unconditional update, a patch or a delete is retried on a conflict:
+/// each retry waits for the write it lost to, so under contention every round lets one
+/// writer through and N contenders need N rounds (Kubernetes' GuaranteedUpdate loops too).
+const MAX_RETRIES: usize = 1000;
+/// How long a retry waits for the write it lost to become visible.
+const CONFLICT_WAIT: Duration = Duration::from_secs(5);
 
 /// The registry. Cheap to clone: an actor address.
 #[derive(Clone)]
 pub struct Registry {
     /// The Store: reachable only through here.
     store: Addr<Store>,
+    /// Its committed state, read without a round trip (GET and read-modify-write).
+    reader: store::Reader,
 }
 
 /// A resolved request target.
@@ -39,8 +45,8 @@ fn store_down(e: actix::MailboxError) -> Status {
 }
 
 impl Registry {
-    pub(super) fn new(store: Addr<Store>) -> Self {
-        Registry { store }
+    pub(super) fn new(store: Addr<Store>, reader: store::Reader) -> Self {
+        Registry { store, reader }
     }
 
     /// Maps a Store error on one object to its Status.
@@ -98,16 +104,9 @@ impl Registry {
         }
     }
 
-    async fn read(&self, key: &str) -> Result<Option<KeyValue>, Status> {
-        let (kv, _) = self
-            .store
-            .send(store::Get {
-                key: key.to_string(),
-            })
-            .await
-            .map_err(store_down)?
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(kv)
+    /// The committed value of a key, read directly (no message to the Store).
+    fn read(&self, key: &str) -> Option<KeyValue> {
+        self.reader.get(key)
     }
 
     /// GET: the stored bytes, as they are.
@@ -117,7 +116,6 @@ impl Registry {
         let ns = Self::namespace_of(&t)?;
         let kv = self
             .read(&t.info.key(ns, name))
-            .await?
             .ok_or_else(|| Status::not_found(t.info.group, t.info.plural, name))?;
         match req.subresource.as_deref() {
             None | Some("status") => Ok(kv.value),
@@ -315,7 +313,7 @@ impl Registry {
         };
         meta::metadata_mut(obj).insert("namespace".into(), json!(ns));
         let nsinfo = resource::lookup("", "namespaces").expect("namespaces are served");
-        match self.read(&nsinfo.key(None, &ns)).await? {
+        match self.read(&nsinfo.key(None, &ns)) {
             None => Err(Status::not_found("", "namespaces", &ns)),
             Some(kv) => {
                 let nsobj = decode(&kv.value)?;
@@ -530,7 +528,6 @@ impl Registry {
         for _ in 0..MAX_RETRIES {
             let kv = self
                 .read(&key)
-                .await?
                 .ok_or_else(|| Status::not_found(info.group, info.plural, name))?;
             if let Some(rv) = expect {
                 if rv != kv.mod_revision {
@@ -578,7 +575,10 @@ impl Registry {
             };
             match result.map_err(store_down)? {
                 Ok(kv) => return Ok((kv.value, new)),
-                Err(StoreError::Conflict { .. }) if expect.is_none() => continue,
+                Err(StoreError::Conflict { current }) if expect.is_none() => {
+                    self.reader.wait_for(current, CONFLICT_WAIT).await;
+                    continue;
+                }
                 Err(StoreError::NotFound) if expect.is_none() => continue,
                 Err(e) => return Err(Self::status(info, name, e)),
             }
@@ -603,7 +603,6 @@ impl Registry {
         for _ in 0..MAX_RETRIES {
             let kv = self
                 .read(&key)
-                .await?
                 .ok_or_else(|| Status::not_found(info.group, info.plural, &name))?;
             let mut obj = decode(&kv.value)?;
             check_preconditions(info, &name, &opts, &obj)?;
@@ -676,7 +675,10 @@ impl Registry {
             };
             match result.map_err(store_down)? {
                 Ok(kv) => return Ok(kv.value),
-                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::Conflict { current }) => {
+                    self.reader.wait_for(current, CONFLICT_WAIT).await;
+                    continue;
+                }
                 Err(e) => return Err(Self::status(info, &name, e)),
             }
         }
@@ -726,6 +728,11 @@ impl Registry {
             }
         }
         Ok(())
+    }
+
+    /// The Store's counters.
+    pub(super) async fn stats(&self) -> Result<store::StoreStats, Status> {
+        self.store.send(store::Stats).await.map_err(store_down)
     }
 
     /// Waits briefly for the store to answer (used at start-up).

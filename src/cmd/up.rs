@@ -70,7 +70,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (_nats, nats_url) = match &args.nats_url {
         Some(url) => (None, url.clone()),
         None => {
-            eprintln!("skiff up: starting nats-server on 127.0.0.1:{}", args.nats_port);
+            eprintln!(
+                "skiff up: starting nats-server on 127.0.0.1:{}",
+                args.nats_port
+            );
             let child = start_nats(args.nats_port, &data_dir)?;
             (Some(child), format!("nats://127.0.0.1:{}", args.nats_port))
         }

@@ -82,6 +82,8 @@ impl Drop for NatsServer {
 
 /// An API server running in this process on its own actix System thread.
 pub struct InProcess {
+    /// The API server's handle (for its store counters).
+    pub handle: apiserver::ApiHandle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -97,8 +99,10 @@ impl InProcess {
             system.block_on(async move {
                 let api = apiserver::start(options).await.expect("api server starts");
                 let nats = async_nats::connect(url.as_str()).await.expect("nats");
-                let bridge = apiserver::serve_nats(api, nats).await.expect("bridge");
-                ready_tx.send(()).unwrap();
+                let bridge = apiserver::serve_nats(api.clone(), nats)
+                    .await
+                    .expect("bridge");
+                ready_tx.send(api).unwrap();
                 let _ = stop_rx.await;
                 let _ = bridge
                     .send(apiserver::Shutdown {
@@ -107,10 +111,11 @@ impl InProcess {
                     .await;
             });
         });
-        ready_rx
+        let handle = ready_rx
             .recv_timeout(Duration::from_secs(30))
             .expect("api server ready");
         InProcess {
+            handle,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
