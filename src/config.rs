@@ -18,6 +18,7 @@ pub mod env {
     pub const BOOKMARK_INTERVAL: &str = "SKIFF_BOOKMARK_INTERVAL_SECONDS";
     pub const SHUTDOWN_GRACE: &str = "SKIFF_SHUTDOWN_GRACE_SECONDS";
     pub const STORE: &str = "SKIFF_STORE";
+    pub const CHECKPOINT_BYTES: &str = "SKIFF_CHECKPOINT_BYTES";
 }
 
 /// The config file read when none is named and it exists.
@@ -46,6 +47,8 @@ pub struct ApiServerConfig {
     pub bookmark_interval_seconds: u64,
     /// Seconds in-flight requests get on shutdown.
     pub shutdown_grace_seconds: u64,
+    /// Write-ahead log bytes after which the embedded store checkpoints into its redb file.
+    pub checkpoint_bytes: u64,
 }
 
 impl Default for ApiServerConfig {
@@ -60,6 +63,7 @@ impl Default for ApiServerConfig {
             history: 10_000,
             bookmark_interval_seconds: 5,
             shutdown_grace_seconds: 10,
+            checkpoint_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -135,6 +139,12 @@ impl ApiServerConfig {
         if self.history == 0 {
             return Err(ConfigError::Invalid {
                 key: "history",
+                why: "must be at least 1".into(),
+            });
+        }
+        if self.checkpoint_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                key: "checkpoint_bytes",
                 why: "must be at least 1".into(),
             });
         }

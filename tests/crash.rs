@@ -15,9 +15,19 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_loses_no_acknowledged_create() {
+    kill_during_creates(&[]).await;
+}
+
+/// The same with checkpoints into redb every 64 KiB of log, so the kill lands among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_during_checkpoints_loses_nothing() {
+    kill_during_creates(&["--checkpoint-bytes", "65536"]).await;
+}
+
+async fn kill_during_creates(flags: &[&str]) {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut server = ApiProcess::start(&nats.url(), dir.path(), &[]);
+    let mut server = ApiProcess::start(&nats.url(), dir.path(), flags);
     let c = client_for(&nats.url(), ADMIN.0, ADMIN.1).await;
     let cms = c.api("", "configmaps", Some("default"));
     wait_for(Duration::from_secs(30), "api server", || {
@@ -72,7 +82,7 @@ async fn kill_dash_nine_loses_no_acknowledged_create() {
     );
     let max_acked = *acked.values().max().unwrap();
 
-    let _server = ApiProcess::start(&nats.url(), dir.path(), &[]);
+    let _server = ApiProcess::start(&nats.url(), dir.path(), flags);
     let list = wait_for(Duration::from_secs(30), "restarted api server", || {
         let cms = cms.clone();
         async move { cms.list_all(&ListOptions::default()).await.ok() }

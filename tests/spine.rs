@@ -378,18 +378,31 @@ async fn concurrent_patches_without_a_version_all_apply() {
     let cluster = Cluster::start();
     let c = cluster.client().await;
     let cms = c.api("", "configmaps", Some("default"));
-    cms.create(&json!({"metadata": {"name": "shared"}})).await.unwrap();
+    cms.create(&json!({"metadata": {"name": "shared"}}))
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for i in 0..50 {
         let cms = cms.clone();
         tasks.push(tokio::spawn(async move {
-            cms.patch("shared", None, PatchType::Merge, &json!({"data": {format!("k{i}"): "v"}})).await
+            cms.patch(
+                "shared",
+                None,
+                PatchType::Merge,
+                &json!({"data": {format!("k{i}"): "v"}}),
+            )
+            .await
         }));
     }
     for t in tasks {
-        t.await.unwrap().expect("an unconditional patch retries until it applies");
+        t.await
+            .unwrap()
+            .expect("an unconditional patch retries until it applies");
     }
-    let data = cms.get("shared").await.unwrap()["data"].as_object().unwrap().len();
+    let data = cms.get("shared").await.unwrap()["data"]
+        .as_object()
+        .unwrap()
+        .len();
     assert_eq!(data, 50, "no patch was lost");
 }
 

@@ -5,6 +5,8 @@
 //! nothing outside `apiserver` can name the Store, let alone reach it.
 
 pub mod auth;
+#[doc(hidden)]
+pub mod bench;
 mod bridge;
 mod registry;
 mod store;
@@ -45,6 +47,8 @@ pub struct ApiServerOptions {
     pub max_object_bytes: usize,
     /// Most writes per durable commit (1: no group commit).
     pub max_batch: usize,
+    /// Log bytes after which the embedded store checkpoints into its redb file.
+    pub checkpoint_bytes: u64,
 }
 
 impl Default for ApiServerOptions {
@@ -57,6 +61,7 @@ impl Default for ApiServerOptions {
             default_watch_timeout: Duration::from_secs(1800),
             max_object_bytes: 1_572_864,
             max_batch: 4096,
+            checkpoint_bytes: store::DEFAULT_CHECKPOINT_BYTES,
         }
     }
 }
@@ -228,12 +233,13 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         ..Default::default()
     };
     let dir = options.data_dir.clone();
+    let checkpoint_bytes = options.checkpoint_bytes;
     // Opening reads the whole file: off the actor thread.
     let store = tokio::task::spawn_blocking(move || {
         let backend: Box<dyn store::Backend> = match dir {
-            Some(d) => {
-                Box::new(EmbeddedBackend::open(&d.join("store.redb")).map_err(|e| e.to_string())?)
-            }
+            Some(d) => Box::new(
+                EmbeddedBackend::open_with(&d, checkpoint_bytes).map_err(|e| e.to_string())?,
+            ),
             None => Box::new(MemoryBackend),
         };
         Store::open(backend, config).map_err(|e| e.to_string())

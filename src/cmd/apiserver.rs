@@ -43,6 +43,9 @@ pub struct Args {
     /// Seconds in-flight requests get on shutdown.
     #[arg(long, env = env::SHUTDOWN_GRACE)]
     pub shutdown_grace_seconds: Option<u64>,
+    /// Write-ahead log bytes between checkpoints of the embedded store.
+    #[arg(long, env = env::CHECKPOINT_BYTES)]
+    pub checkpoint_bytes: Option<u64>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -78,6 +81,9 @@ impl Args {
         }
         if let Some(v) = self.shutdown_grace_seconds {
             c.shutdown_grace_seconds = v;
+        }
+        if let Some(v) = self.checkpoint_bytes {
+            c.checkpoint_bytes = v;
         }
         c.validate()?;
         Ok(c)
@@ -116,6 +122,7 @@ pub fn run(config: ApiServerConfig) -> anyhow::Result<()> {
         authenticator,
         history: config.history,
         bookmark_interval: Duration::from_secs(config.bookmark_interval_seconds),
+        checkpoint_bytes: config.checkpoint_bytes,
         ..Default::default()
     };
     let system = actix::System::new();

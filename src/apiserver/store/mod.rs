@@ -26,7 +26,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 pub use backend::{Backend, BackendError, Change};
-pub use embedded::EmbeddedBackend;
+pub use embedded::{EmbeddedBackend, DEFAULT_CHECKPOINT_BYTES};
 pub use memory::MemoryBackend;
 
 /// A revision of the store: `resourceVersion` of the objects.
@@ -172,10 +172,13 @@ pub struct Store {
     overlay: HashMap<String, (Revision, Option<KeyValue>)>,
     /// Writes gathering for the next batch.
     gathering: Vec<Pending>,
-    /// The batch the writer thread is making durable.
-    in_flight: Vec<Pending>,
+    /// Batches handed to the writer thread, oldest first, with when they were handed over.
+    in_flight: VecDeque<(Vec<Pending>, std::time::Instant)>,
     /// Channel to the writer thread.
-    writer: Option<std::sync::mpsc::Sender<(Vec<Change>, Revision)>>,
+    writer: Option<std::sync::mpsc::Sender<Batch>>,
+    /// Bumped when a batch fails: the writer fails every later batch of the old epoch
+    /// unwritten (they may build on the failed one), and their late answers are ignored.
+    epoch: u64,
     /// The backend, until `started` moves it onto the writer thread.
     backend: Option<Box<dyn Backend>>,
     /// Recent events for watch replay and snapshot ranges.
@@ -192,8 +195,17 @@ pub struct Store {
     progress: tokio::sync::watch::Sender<Revision>,
     /// Commit counters.
     stats: StoreStats,
-    /// When the batch in flight was handed to the writer.
-    flushed_at: Option<std::time::Instant>,
+}
+
+/// Batches handed to the writer thread at once: while one is being fsynced the next is
+/// already queued, so the writer never waits for a wake-up between commits.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// One batch for the writer thread.
+struct Batch {
+    epoch: u64,
+    changes: Vec<Change>,
+    revision: Revision,
 }
 
 /// Counters of the Store, for benchmarks and metrics.
@@ -228,8 +240,9 @@ impl Store {
             assigned: loaded.revision,
             overlay: HashMap::new(),
             gathering: Vec::new(),
-            in_flight: Vec::new(),
+            in_flight: VecDeque::new(),
             writer: None,
+            epoch: 0,
             backend: Some(backend),
             history: VecDeque::new(),
             compacted: loaded.revision,
@@ -238,7 +251,6 @@ impl Store {
             config,
             progress,
             stats: StoreStats::default(),
-            flushed_at: None,
         })
     }
 
@@ -280,45 +292,54 @@ impl Store {
         self.flush(ctx);
     }
 
-    /// Sends the gathered writes to the writer thread unless a batch is already in flight.
+    /// Hands gathered writes to the writer thread while fewer than MAX_IN_FLIGHT batches are
+    /// there.
     fn flush(&mut self, _ctx: &mut Context<Self>) {
-        if !self.in_flight.is_empty() || self.gathering.is_empty() {
-            return;
-        }
-        let take = self.gathering.len().min(self.config.max_batch.max(1));
-        let rest = self.gathering.split_off(take);
-        let batch = std::mem::replace(&mut self.gathering, rest);
-        self.flushed_at = Some(std::time::Instant::now());
-        let changes = batch.iter().map(|p| p.change.clone()).collect();
-        let last = batch.last().map(|p| p.event.kv.mod_revision).unwrap_or(0);
-        self.in_flight = batch;
-        let sent = self
-            .writer
-            .as_ref()
-            .map(|w| w.send((changes, last)).is_ok())
-            .unwrap_or(false);
-        if !sent {
-            self.fail_all(StoreError::Backend("store writer is gone".into()));
+        while self.in_flight.len() < MAX_IN_FLIGHT && !self.gathering.is_empty() {
+            let take = self.gathering.len().min(self.config.max_batch.max(1));
+            let rest = self.gathering.split_off(take);
+            let batch = std::mem::replace(&mut self.gathering, rest);
+            let changes = batch.iter().map(|p| p.change.clone()).collect();
+            let revision = batch.last().map(|p| p.event.kv.mod_revision).unwrap_or(0);
+            self.in_flight.push_back((batch, std::time::Instant::now()));
+            let sent = self
+                .writer
+                .as_ref()
+                .map(|w| {
+                    w.send(Batch {
+                        epoch: self.epoch,
+                        changes,
+                        revision,
+                    })
+                    .is_ok()
+                })
+                .unwrap_or(false);
+            if !sent {
+                self.fail_all(StoreError::Backend("store writer is gone".into()));
+                return;
+            }
         }
     }
 
     /// Fails every write not yet durable and forgets their revisions (none was visible).
     fn fail_all(&mut self, error: StoreError) {
-        for p in self.in_flight.drain(..).chain(self.gathering.drain(..)) {
+        let in_flight = self.in_flight.drain(..).flat_map(|(b, _)| b);
+        for p in in_flight.chain(self.gathering.drain(..)) {
             let _ = p.reply.send(Err(error.clone()));
         }
         self.overlay.clear();
         self.assigned = self.revision;
+        self.epoch += 1;
     }
 
     /// Applies a durable batch: state, history, watchers, then the replies.
     fn commit(&mut self, ctx: &mut Context<Self>) {
-        let batch = std::mem::take(&mut self.in_flight);
+        let Some((batch, flushed_at)) = self.in_flight.pop_front() else {
+            return;
+        };
         self.stats.commits += 1;
         self.stats.writes += batch.len() as u64;
-        if let Some(t) = self.flushed_at.take() {
-            self.stats.commit_seconds += t.elapsed().as_secs_f64();
-        }
+        self.stats.commit_seconds += flushed_at.elapsed().as_secs_f64();
         for p in batch {
             let rev = p.event.kv.mod_revision;
             let key = p.event.kv.key.clone();
@@ -394,14 +415,27 @@ impl Actor for Store {
         let Some(mut backend) = self.backend.take() else {
             return;
         };
-        let (tx, rx) = std::sync::mpsc::channel::<(Vec<Change>, Revision)>();
+        let (tx, rx) = std::sync::mpsc::channel::<Batch>();
         let addr = ctx.address();
         let spawned = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                while let Ok((changes, revision)) = rx.recv() {
-                    let result = backend.persist(&changes, revision);
-                    addr.do_send(Persisted(result.map_err(|e| e.to_string())));
+                let mut failed_epoch = None;
+                while let Ok(batch) = rx.recv() {
+                    let result = if failed_epoch == Some(batch.epoch) {
+                        Err("an earlier batch failed".to_string())
+                    } else {
+                        backend
+                            .persist(&batch.changes, batch.revision)
+                            .map_err(|e| e.to_string())
+                    };
+                    if result.is_err() {
+                        failed_epoch = Some(batch.epoch);
+                    }
+                    addr.do_send(Persisted {
+                        epoch: batch.epoch,
+                        result,
+                    });
                 }
             });
         match spawned {
@@ -414,13 +448,21 @@ impl Actor for Store {
 /// The writer thread finished a batch.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Persisted(Result<(), String>);
+struct Persisted {
+    /// The epoch the batch was sent in.
+    epoch: u64,
+    /// Whether it is durable.
+    result: Result<(), String>,
+}
 
 impl Handler<Persisted> for Store {
     type Result = ();
 
     fn handle(&mut self, msg: Persisted, ctx: &mut Context<Self>) {
-        match msg.0 {
+        if msg.epoch != self.epoch {
+            return; // a batch already failed with its epoch
+        }
+        match msg.result {
             Ok(()) => self.commit(ctx),
             Err(e) => {
                 tracing::error!(error = %e, "store batch failed; failing its writes");
@@ -847,5 +889,127 @@ impl Handler<CurrentRevision> for Store {
 
     fn handle(&mut self, _: CurrentRevision, _: &mut Context<Self>) -> Revision {
         self.revision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Fails every persist while `fail` is set.
+    struct Flaky {
+        fail: Arc<AtomicBool>,
+    }
+
+    impl Backend for Flaky {
+        fn load(&mut self) -> Result<backend::Loaded, BackendError> {
+            Ok(Default::default())
+        }
+        fn persist(&mut self, _: &[Change], _: Revision) -> Result<(), BackendError> {
+            if self.fail.load(Ordering::SeqCst) {
+                Err(BackendError("disk on fire".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn value(v: &'static str) -> Encoder {
+        Box::new(move |_| Ok(v.as_bytes().to_vec()))
+    }
+
+    #[actix_rt::test]
+    async fn failed_batches_fail_their_writes_and_hide_their_revisions() {
+        let fail = Arc::new(AtomicBool::new(false));
+        let store = Store::open(Box::new(Flaky { fail: fail.clone() }), StoreConfig::default())
+            .unwrap()
+            .start();
+        let a = store
+            .send(Create {
+                key: "/a".into(),
+                value: value("1"),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.mod_revision, 1);
+        fail.store(true, Ordering::SeqCst);
+        let mut pending = Vec::new();
+        for i in 0..10 {
+            pending.push(store.send(Create {
+                key: format!("/f{i}"),
+                value: value("x"),
+            }));
+        }
+        for p in pending {
+            assert!(matches!(p.await.unwrap(), Err(StoreError::Backend(_))));
+        }
+        fail.store(false, Ordering::SeqCst);
+        let b = store
+            .send(Create {
+                key: "/b".into(),
+                value: value("2"),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.mod_revision, 2, "failed writes never consumed a visible revision");
+        let (f0, _) = store.send(Get { key: "/f0".into() }).await.unwrap().unwrap();
+        assert!(f0.is_none(), "nothing of a failed batch is visible");
+    }
+
+    #[actix_rt::test]
+    async fn compare_and_swap_and_snapshot_ranges() {
+        let store = Store::open(Box::new(MemoryBackend), StoreConfig::default())
+            .unwrap()
+            .start();
+        let a = store
+            .send(Create {
+                key: "/p/a".into(),
+                value: value("a1"),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let stale = store
+            .send(Update {
+                key: "/p/a".into(),
+                expect: a.mod_revision + 5,
+                value: value("a2"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(stale, Err(StoreError::Conflict { current: 1 }));
+        store
+            .send(Update {
+                key: "/p/a".into(),
+                expect: 1,
+                value: value("a2"),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .send(Create {
+                key: "/p/b".into(),
+                value: value("b1"),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let range = |at| Range {
+            prefix: "/p/".into(),
+            start_after: None,
+            limit: 0,
+            max_bytes: 0,
+            at,
+        };
+        let now = store.send(range(None)).await.unwrap().unwrap();
+        assert_eq!(now.kvs.len(), 2);
+        let then = store.send(range(Some(1))).await.unwrap().unwrap();
+        assert_eq!(then.revision, 1);
+        assert_eq!(then.kvs.len(), 1);
+        assert_eq!(&then.kvs[0].value[..], b"a1", "the value as it was at revision 1");
     }
 }
