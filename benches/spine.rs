@@ -221,7 +221,7 @@ async fn durable_creates() {
     let (mone, _, _) = create_run(ApiServerOptions::default(), 1, 400).await;
     let (mmany, _, _) = create_run(ApiServerOptions::default(), 64, 150).await;
     println!(
-        "## Durable creates through the API server (embedded redb store, acknowledged after fsync)"
+        "## Durable creates through the API server (embedded store: log + redb checkpoint, acknowledged after fdatasync)"
     );
     println!("| measure | value |");
     println!("|---|---|");
@@ -259,7 +259,7 @@ fn store_level() {
         let many = run(64, 300, 4096).await;
         let off = run(64, 60, 1).await;
         let mem = skiff::apiserver::bench::store_creates(None, 64, 300, 600, 4096).await.unwrap();
-        println!("## Durable creates at the Store (600-byte values, redb file, acknowledged after fsync)");
+        println!("## Durable creates at the Store (600-byte values, embedded backend, acknowledged after fdatasync)");
         println!("| measure | value |");
         println!("|---|---|");
         println!("| creates/s, 1 writer | {:.0} ({} commits) |", one.per_second, one.commits);

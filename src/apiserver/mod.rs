@@ -113,26 +113,32 @@ impl Actor for ApiServer {
 }
 
 impl Handler<Call> for ApiServer {
-    type Result = ResponseFuture<Result<Reply, Status>>;
+    type Result = Response<Result<Reply, Status>>;
 
     fn handle(&mut self, call: Call, _: &mut Context<Self>) -> Self::Result {
         let user = match self.auth.authenticate(call.credentials.token.as_deref()) {
-            Ok(u) => u.clone(),
-            Err(s) => return Box::pin(async move { Err(s) }),
+            Ok(u) => u,
+            Err(s) => return Response::reply(Err(s)),
         };
         if let Some(id) = &call.credentials.identity {
             if *id != user.name {
-                return Box::pin(async move { Err(Status::unauthorized()) });
+                return Response::reply(Err(Status::unauthorized()));
             }
         }
+        if call.verb == Verb::Get {
+            // Reads come from the Store's view: answer inline, no future to spawn.
+            let _span = tracing::debug_span!("ApiServer::Get", resource = %call.request.resource, user = %user.name).entered();
+            return Response::reply(self.registry.get(&call.request).map(Reply::Object));
+        }
+        let user = user.clone();
         let registry = self.registry.clone();
         let options = self.options.clone();
         let span = tracing::debug_span!("ApiServer::Call", verb = call.verb.as_str(), resource = %call.request.resource, user = %user.name);
-        Box::pin(tracing::Instrument::instrument(
+        Response::fut(tracing::Instrument::instrument(
             async move {
                 let req = &call.request;
                 let bytes = match call.verb {
-                    Verb::Get => registry.get(req).await,
+                    Verb::Get => registry.get(req),
                     Verb::List => registry.list(req, call.max_bytes).await,
                     Verb::Create => registry.create(req).await,
                     Verb::Update => registry.update(req).await,

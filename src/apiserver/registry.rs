@@ -110,7 +110,8 @@ impl Registry {
     }
 
     /// GET: the stored bytes, as they are.
-    pub async fn get(&self, req: &Request) -> Result<Bytes, Status> {
+    /// Synchronous: served from the Store's read view, so the ApiServer answers it inline.
+    pub fn get(&self, req: &Request) -> Result<Bytes, Status> {
         let t = Self::target(req)?;
         let name = Self::name(req)?;
         let ns = Self::namespace_of(&t)?;

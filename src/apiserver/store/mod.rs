@@ -922,9 +922,12 @@ mod tests {
     #[actix_rt::test]
     async fn failed_batches_fail_their_writes_and_hide_their_revisions() {
         let fail = Arc::new(AtomicBool::new(false));
-        let store = Store::open(Box::new(Flaky { fail: fail.clone() }), StoreConfig::default())
-            .unwrap()
-            .start();
+        let store = Store::open(
+            Box::new(Flaky { fail: fail.clone() }),
+            StoreConfig::default(),
+        )
+        .unwrap()
+        .start();
         let a = store
             .send(Create {
                 key: "/a".into(),
@@ -954,8 +957,15 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(b.mod_revision, 2, "failed writes never consumed a visible revision");
-        let (f0, _) = store.send(Get { key: "/f0".into() }).await.unwrap().unwrap();
+        assert_eq!(
+            b.mod_revision, 2,
+            "failed writes never consumed a visible revision"
+        );
+        let (f0, _) = store
+            .send(Get { key: "/f0".into() })
+            .await
+            .unwrap()
+            .unwrap();
         assert!(f0.is_none(), "nothing of a failed batch is visible");
     }
 
@@ -1010,6 +1020,10 @@ mod tests {
         let then = store.send(range(Some(1))).await.unwrap().unwrap();
         assert_eq!(then.revision, 1);
         assert_eq!(then.kvs.len(), 1);
-        assert_eq!(&then.kvs[0].value[..], b"a1", "the value as it was at revision 1");
+        assert_eq!(
+            &then.kvs[0].value[..],
+            b"a1",
+            "the value as it was at revision 1"
+        );
     }
 }
