@@ -19,6 +19,9 @@ pub mod env {
     pub const SHUTDOWN_GRACE: &str = "SKIFF_SHUTDOWN_GRACE_SECONDS";
     pub const STORE: &str = "SKIFF_STORE";
     pub const CHECKPOINT_BYTES: &str = "SKIFF_CHECKPOINT_BYTES";
+    pub const HTTPS_BIND: &str = "SKIFF_HTTPS_BIND";
+    pub const TLS_SANS: &str = "SKIFF_TLS_SANS";
+    pub const SERVER_URL: &str = "SKIFF_SERVER_URL";
 }
 
 /// The config file read when none is named and it exists.
@@ -49,6 +52,12 @@ pub struct ApiServerConfig {
     pub shutdown_grace_seconds: u64,
     /// Write-ahead log bytes after which the embedded store checkpoints into its redb file.
     pub checkpoint_bytes: u64,
+    /// Where the HTTPS Kubernetes API listens ("" turns it off).
+    pub https_bind: String,
+    /// Extra names and addresses for the serving certificate.
+    pub tls_sans: Vec<String>,
+    /// The server URL written into the kubeconfig (default: https://127.0.0.1:<port>).
+    pub server_url: Option<String>,
 }
 
 impl Default for ApiServerConfig {
@@ -64,6 +73,9 @@ impl Default for ApiServerConfig {
             bookmark_interval_seconds: 5,
             shutdown_grace_seconds: 10,
             checkpoint_bytes: 32 * 1024 * 1024,
+            https_bind: "0.0.0.0:6443".into(),
+            tls_sans: Vec::new(),
+            server_url: None,
         }
     }
 }
@@ -140,6 +152,12 @@ impl ApiServerConfig {
             return Err(ConfigError::Invalid {
                 key: "history",
                 why: "must be at least 1".into(),
+            });
+        }
+        if !self.https_bind.is_empty() && self.https_bind.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid {
+                key: "https_bind",
+                why: format!("{:?}: want host:port, e.g. 0.0.0.0:6443", self.https_bind),
             });
         }
         if self.checkpoint_bytes == 0 {

@@ -30,6 +30,7 @@ fn main() -> std::process::ExitCode {
             Ok(config) => cmd::apiserver::run(config),
         },
         Command::Up(args) => cmd::up::run(args),
+        Command::Kubeconfig(args) => cmd::kubeconfig::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

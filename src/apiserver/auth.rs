@@ -127,6 +127,17 @@ impl Authenticator {
         }
     }
 
+    /// A token of a member of `group` (the kubeconfig written on start uses an admin's).
+    pub fn token_for_group(&self, group: &str) -> Option<(&str, &UserInfo)> {
+        let mut found: Vec<_> = self
+            .tokens
+            .iter()
+            .filter(|(_, u)| u.groups.iter().any(|g| g == group))
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(b.0));
+        found.first().map(|(t, u)| (t.as_str(), *u))
+    }
+
     /// Number of known tokens.
     pub fn len(&self) -> usize {
         self.tokens.len()

@@ -168,6 +168,7 @@ async fn serve_one(
             credentials: Credentials {
                 token: header(&msg, HEADER_TOKEN).map(str::to_string),
                 identity: Some(user),
+                certificate: None,
             },
             verb,
             request,

@@ -8,6 +8,8 @@ pub mod auth;
 #[doc(hidden)]
 pub mod bench;
 mod bridge;
+pub mod certs;
+pub mod http;
 mod registry;
 mod store;
 pub mod validation;
@@ -74,6 +76,9 @@ pub struct Credentials {
     /// The identity the transport vouches for (the NATS subject's), which must match the
     /// token's user.
     pub identity: Option<String>,
+    /// A client certificate the TLS layer verified against Skiff's CA (CN = user, O =
+    /// groups); used when there is no token.
+    pub certificate: Option<UserInfo>,
 }
 
 /// A successful answer.
@@ -116,14 +121,12 @@ impl Handler<Call> for ApiServer {
     type Result = Response<Result<Reply, Status>>;
 
     fn handle(&mut self, call: Call, _: &mut Context<Self>) -> Self::Result {
-        let user = match self.auth.authenticate(call.credentials.token.as_deref()) {
+        let user = match authenticate(&self.auth, &call.credentials) {
             Ok(u) => u,
             Err(s) => return Response::reply(Err(s)),
         };
-        if let Some(id) = &call.credentials.identity {
-            if *id != user.name {
-                return Response::reply(Err(Status::unauthorized()));
-            }
+        if let Err(s) = authorize(&user, call.verb, &call.request) {
+            return Response::reply(Err(s));
         }
         if call.verb == Verb::Get {
             // Reads come from the Store's view: answer inline, no future to spawn.
@@ -151,13 +154,15 @@ impl Handler<Call> for ApiServer {
                             .timeout_seconds
                             .map(Duration::from_secs)
                             .unwrap_or(options.default_watch_timeout);
-                        return Ok(Reply::Watch(Box::new(WatchStream::new(
+                        let mut stream = WatchStream::new(
                             start,
                             filter,
                             info,
                             options.bookmark_interval,
                             timeout,
-                        ))));
+                        );
+                        stream.allow_bookmarks = req.list.allow_watch_bookmarks;
+                        return Ok(Reply::Watch(Box::new(stream)));
                     }
                 };
                 bytes.map(Reply::Object)
@@ -181,15 +186,67 @@ impl Handler<GetStats> for ApiServer {
     }
 }
 
+/// Who is calling: the token's user (which must match an identity the transport vouches
+/// for), else a verified client certificate's; 401 otherwise.
+fn authenticate(auth: &Authenticator, c: &Credentials) -> Result<UserInfo, Status> {
+    let has_token = c.token.as_deref().is_some_and(|t| !t.trim().is_empty());
+    let user = match (&c.certificate, has_token) {
+        (Some(cert), false) => cert.clone(),
+        _ => auth.authenticate(c.token.as_deref())?.clone(),
+    };
+    if let Some(id) = &c.identity {
+        if *id != user.name {
+            return Err(Status::unauthorized());
+        }
+    }
+    Ok(user)
+}
+
+/// The group whose members may do everything.
+pub const ADMIN_GROUP: &str = "system:masters";
+
+/// Authorization: admins may do everything; other callers may read (finer rules, like the
+/// node authorizer, come with the components that need them).
+fn authorize(user: &UserInfo, verb: Verb, req: &Request) -> Result<(), Status> {
+    if user.groups.iter().any(|g| g == ADMIN_GROUP)
+        || matches!(verb, Verb::Get | Verb::List | Verb::Watch)
+    {
+        return Ok(());
+    }
+    let resource = match &req.subresource {
+        Some(sub) => format!("{}/{sub}", req.resource),
+        None => req.resource.clone(),
+    };
+    let scope = match req.namespace.as_deref().filter(|n| !n.is_empty()) {
+        Some(ns) => format!(" in the namespace \"{ns}\""),
+        None => " at the cluster scope".into(),
+    };
+    Err(Status::forbidden(format!(
+        "{} \"{}\" is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\"{scope}",
+        req.resource,
+        req.name.as_deref().unwrap_or(""),
+        user.name,
+        verb.as_str(),
+        req.group,
+    )))
+}
+
 /// The handle the transports use: a cheap clone around the actor's address.
 #[derive(Clone)]
 pub struct ApiHandle {
     addr: Addr<ApiServer>,
+    /// Token to user, for transports that check credentials before reading a body.
+    auth: Arc<Authenticator>,
     /// Ids for watches, unique in this process.
     watch_ids: Arc<AtomicU64>,
 }
 
 impl ApiHandle {
+    /// Checks credentials without running a call (discovery documents need a caller too).
+    pub fn authenticate(&self, credentials: &Credentials) -> Result<UserInfo, Status> {
+        authenticate(&self.auth, credentials)
+    }
+
     /// Runs one call.
     pub async fn call(&self, call: Call) -> Result<Reply, Status> {
         self.addr
@@ -264,14 +321,16 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         .seed()
         .await
         .map_err(|s| StartError::Seed(Box::new(s)))?;
+    let auth = Arc::new(options.authenticator.clone());
     let addr = ApiServer {
         registry,
-        auth: Arc::new(options.authenticator.clone()),
+        auth: auth.clone(),
         options: Arc::new(options),
     }
     .start();
     Ok(ApiHandle {
         addr,
+        auth,
         watch_ids: Arc::new(AtomicU64::new(0)),
     })
 }

@@ -54,6 +54,8 @@ pub struct WatchStream {
     next_bookmark: Instant,
     /// When the watch ends.
     deadline: Instant,
+    /// The caller asked for BOOKMARK events (HTTP); NATS watches always get them.
+    pub allow_bookmarks: bool,
 }
 
 impl WatchStream {
@@ -75,6 +77,7 @@ impl WatchStream {
             every,
             next_bookmark: now + every,
             deadline: now + timeout,
+            allow_bookmarks: false,
         }
     }
 

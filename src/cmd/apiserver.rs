@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args as ClapArgs;
 
+use crate::apiserver::certs::{self, Pki};
 use crate::apiserver::{self, Authenticator};
 use crate::config::{self, env, ApiServerConfig, ConfigError};
 
@@ -46,6 +47,15 @@ pub struct Args {
     /// Write-ahead log bytes between checkpoints of the embedded store.
     #[arg(long, env = env::CHECKPOINT_BYTES)]
     pub checkpoint_bytes: Option<u64>,
+    /// HTTPS listen address ("" turns the Kubernetes API off).
+    #[arg(long, env = env::HTTPS_BIND)]
+    pub https_bind: Option<String>,
+    /// Extra names or addresses for the serving certificate (comma-separated).
+    #[arg(long, env = env::TLS_SANS, value_delimiter = ',')]
+    pub tls_san: Option<Vec<String>>,
+    /// Server URL written into the kubeconfig.
+    #[arg(long, env = env::SERVER_URL)]
+    pub server_url: Option<String>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -85,6 +95,15 @@ impl Args {
         if let Some(v) = self.checkpoint_bytes {
             c.checkpoint_bytes = v;
         }
+        if let Some(v) = &self.https_bind {
+            c.https_bind = v.clone();
+        }
+        if let Some(v) = &self.tls_san {
+            c.tls_sans = v.clone();
+        }
+        if let Some(v) = &self.server_url {
+            c.server_url = Some(v.clone());
+        }
         c.validate()?;
         Ok(c)
     }
@@ -110,6 +129,17 @@ pub fn ensure_token_file(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes a file only its owner can read (kubeconfigs hold credentials).
+pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 /// Runs the API server until SIGTERM or SIGINT.
 pub fn run(config: ApiServerConfig) -> anyhow::Result<()> {
     let token_file = config.token_file();
@@ -125,9 +155,44 @@ pub fn run(config: ApiServerConfig) -> anyhow::Result<()> {
         checkpoint_bytes: config.checkpoint_bytes,
         ..Default::default()
     };
+    let https = if config.https_bind.is_empty() {
+        None
+    } else {
+        let pki =
+            Pki::ensure(&config.data_dir, &config.tls_sans).context("preparing certificates")?;
+        let bind: std::net::SocketAddr = config.https_bind.parse()?;
+        Some(apiserver::http::HttpOptions {
+            bind,
+            pki,
+            workers: 2,
+        })
+    };
+    let admin = options
+        .authenticator
+        .token_for_group(apiserver::ADMIN_GROUP)
+        .map(|(t, _)| t.to_string());
     let system = actix::System::new();
     system.block_on(async move {
         let api = apiserver::start(options).await?;
+        let http = match https {
+            None => None,
+            Some(opts) => {
+                let ca = opts.pki.ca_cert.clone();
+                let (server, addr) = apiserver::http::serve_https(api.clone(), opts)
+                    .context("starting the HTTPS API")?;
+                let url = config
+                    .server_url
+                    .clone()
+                    .unwrap_or_else(|| format!("https://127.0.0.1:{}", addr.port()));
+                let path = config.data_dir.join("kubeconfig");
+                let text = certs::kubeconfig(&url, &ca, admin.as_deref(), None);
+                write_private(&path, &text)?;
+                tracing::info!(%addr, kubeconfig = %path.display(), "Kubernetes API (HTTPS) ready");
+                let handle = server.handle();
+                actix::spawn(server);
+                Some(handle)
+            }
+        };
         let mut connect = async_nats::ConnectOptions::new().name("skiff apiserver");
         if let (Some(u), Some(p)) = (&config.nats_user, &config.nats_password) {
             connect = connect.user_and_password(u.clone(), p.clone());
@@ -142,6 +207,9 @@ pub fn run(config: ApiServerConfig) -> anyhow::Result<()> {
         tracing::info!(nats = %config.nats_url, store = %config.store, data_dir = %config.data_dir.display(), "skiff apiserver ready");
         wait_for_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
+        if let Some(h) = http {
+            h.stop(true).await;
+        }
         bridge
             .send(apiserver::Shutdown {
                 grace: Duration::from_secs(config.shutdown_grace_seconds),

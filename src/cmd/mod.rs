@@ -2,6 +2,7 @@
 //! and runs one component.
 
 pub mod apiserver;
+pub mod kubeconfig;
 pub mod up;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// The API server: the only owner of the store, serving requests over NATS.
     Apiserver(apiserver::Args),
+    /// Print a kubeconfig for this cluster (admin token, or a new client certificate).
+    Kubeconfig(kubeconfig::Args),
     /// Everything on one machine: a nats-server child and the API server, embedded store.
     Up(up::Args),
 }

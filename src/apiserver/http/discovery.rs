@@ -1,0 +1,155 @@
+//! Discovery documents: `/version`, `/api`, `/apis` and the per-group-version resource lists,
+//! built from the resource table so a new kind shows up everywhere at once.
+
+use serde_json::{json, Value};
+
+use crate::api::resource::{ResourceInfo, RESOURCES};
+
+/// The Kubernetes minor version Skiff answers as (the kubectl dispatcher picks by it).
+pub const KUBE_MINOR: &str = "33";
+
+/// `/version`.
+pub fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": KUBE_MINOR,
+        "gitVersion": format!("v1.{KUBE_MINOR}.0"),
+        "gitCommit": concat!("skiff-", env!("CARGO_PKG_VERSION")),
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "go1.24.0",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}
+
+/// The API groups other than core, with their versions.
+fn groups() -> Vec<&'static str> {
+    let mut g: Vec<&str> = RESOURCES
+        .iter()
+        .map(|r| r.group)
+        .filter(|g| !g.is_empty())
+        .collect();
+    g.dedup();
+    g.sort();
+    g.dedup();
+    g
+}
+
+/// `/api`: the core group's versions.
+pub fn api_versions(server: &str) -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server}],
+    })
+}
+
+/// `/apis`: every named group.
+pub fn api_group_list() -> Value {
+    let groups: Vec<Value> = groups()
+        .into_iter()
+        .map(|g| {
+            let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `/apis/<group>`: one group.
+pub fn api_group(group: &str) -> Option<Value> {
+    groups().contains(&group).then(|| {
+        let gv = json!({"groupVersion": format!("{group}/v1"), "version": "v1"});
+        json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv.clone()], "preferredVersion": gv})
+    })
+}
+
+fn verbs(r: &ResourceInfo) -> Vec<&'static str> {
+    let _ = r;
+    vec![
+        "create", "delete", "get", "list", "patch", "update", "watch",
+    ]
+}
+
+fn row(r: &ResourceInfo) -> Value {
+    let mut v = json!({
+        "name": r.plural,
+        "singularName": r.singular,
+        "namespaced": r.namespaced,
+        "kind": r.kind,
+        "verbs": verbs(r),
+    });
+    if !r.short_names.is_empty() {
+        v["shortNames"] = json!(r.short_names);
+    }
+    if matches!(r.kind, "Pod" | "Deployment" | "ReplicaSet") {
+        v["categories"] = json!(["all"]);
+    }
+    v
+}
+
+fn sub(r: &ResourceInfo, name: &str, kind: &str, verbs: &[&str]) -> Value {
+    json!({"name": format!("{}/{name}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs})
+}
+
+/// `/api/v1` or `/apis/<group>/v1`: the APIResourceList of one group version.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let rows: Vec<&ResourceInfo> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let mut resources = Vec::new();
+    for r in rows {
+        resources.push(row(r));
+        if r.has_status {
+            resources.push(sub(r, "status", r.kind, &["get", "patch", "update"]));
+        }
+        if r.has_scale {
+            let mut s = sub(r, "scale", "Scale", &["get", "patch", "update"]);
+            s["group"] = json!("autoscaling");
+            s["version"] = json!("v1");
+            resources.push(s);
+        }
+        if r.kind == "Pod" {
+            resources.push(sub(r, "binding", "Binding", &["create"]));
+            let mut e = sub(r, "eviction", "Eviction", &["create"]);
+            e["group"] = json!("policy");
+            e["version"] = json!("v1");
+            resources.push(e);
+            resources.push(sub(r, "log", "Pod", &["get"]));
+        }
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_list_has_pods_and_eviction() {
+        let v = resource_list("", "v1").unwrap();
+        let names: Vec<&str> = v["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"pods") && names.contains(&"pods/eviction"));
+        let apps = resource_list("apps", "v1").unwrap();
+        assert!(apps.to_string().contains("deployments/scale"));
+        assert!(resource_list("nope", "v1").is_none());
+        assert_eq!(api_group_list()["groups"].as_array().unwrap().len(), 2);
+    }
+}

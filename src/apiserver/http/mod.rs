@@ -1,0 +1,594 @@
+//! The HTTPS front: the Kubernetes REST API that kubectl and other clients speak, served by
+//! actix-web over rustls. Every request becomes the same `Call` the NATS bridge makes, so
+//! authentication, validation and storage have one path; this module only translates URLs,
+//! query parameters, JSON and Tables.
+
+mod discovery;
+pub mod table;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use super::auth::UserInfo;
+use super::certs::Pki;
+use super::{ApiHandle, Call, Credentials, Reply, WatchItem, WatchStream};
+use crate::api::codec;
+use crate::api::resource::{self, ResourceInfo};
+use crate::api::wire::{event_type, DeleteOptions, ListOptions, PatchType, Request, Verb};
+use crate::api::Status;
+
+/// Largest request body accepted (kube-apiserver's limit is 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// What the HTTPS front needs.
+#[derive(Clone)]
+pub struct HttpOptions {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// Certificates.
+    pub pki: Pki,
+    /// Worker threads.
+    pub workers: usize,
+}
+
+/// Shared state of the handlers.
+struct State {
+    api: ApiHandle,
+    /// `host:port` clients use, for `/api`'s serverAddressByClientCIDRs.
+    server_address: String,
+}
+
+/// The verified client certificate of a connection, if it presented one.
+#[derive(Clone)]
+struct PeerIdentity(UserInfo);
+
+/// Reads CN (user) and O (groups) from a client certificate already verified by rustls.
+fn identity_of(der: &[u8]) -> Option<UserInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(String::from))
+        .collect();
+    Some(UserInfo {
+        name,
+        uid: String::new(),
+        groups,
+    })
+}
+
+/// Builds the rustls configuration: our serving certificate, and client certificates
+/// verified against our CA when presented (optional: tokens work too).
+fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = CertificateDer::pem_slice_iter(pki.server_cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(pki.server_key.as_bytes())?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(pki.ca_cert.as_bytes()) {
+        roots.add(ca?)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    Ok(config)
+}
+
+/// Starts the HTTPS server (inside a running actix System). Returns the server handle and
+/// the address it bound (port 0 picks a free one).
+pub fn serve_https(
+    api: ApiHandle,
+    options: HttpOptions,
+) -> anyhow::Result<(actix_web::dev::Server, SocketAddr)> {
+    let config = tls_config(&options.pki)?;
+    let listener = std::net::TcpListener::bind(options.bind)?;
+    let addr = listener.local_addr()?;
+    let server_address = format!("{}:{}", addr.ip(), addr.port());
+    let state = web::Data::new(State {
+        api,
+        server_address,
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .default_service(web::to(dispatch))
+    })
+    .on_connect(|conn, ext| {
+        use actix_tls::accept::rustls_0_23::TlsStream;
+        if let Some(tls) = conn.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>() {
+            let (_, session) = tls.get_ref();
+            if let Some(id) = session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| identity_of(c))
+            {
+                ext.insert(PeerIdentity(id));
+            }
+        }
+    })
+    .workers(options.workers.max(1))
+    .shutdown_timeout(5)
+    .disable_signals()
+    .listen_rustls_0_23(listener, config)?
+    .run();
+    Ok((server, addr))
+}
+
+/// A Status as an HTTP response.
+fn status_response(s: &Status) -> HttpResponse {
+    let code = StatusCode::from_u16(s.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(code)
+        .content_type("application/json")
+        .body(serde_json::to_vec(s).unwrap_or_default())
+}
+
+fn json_response(code: StatusCode, v: &Value) -> HttpResponse {
+    HttpResponse::build(code)
+        .content_type("application/json")
+        .body(serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// The parsed target of a resource URL.
+struct Target {
+    info: &'static ResourceInfo,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+/// Parses `/api/v1/...` and `/apis/<group>/<version>/...` resource paths.
+fn parse_path(path: &str) -> Result<Option<Target>, Status> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Ok(None),
+    };
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    let not_found = || {
+        Status::failure(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, r, tail @ ..] if !matches!(*r, "status" | "finalize") => (
+            Some(ns.to_string()),
+            std::iter::once(*r)
+                .chain(tail.iter().copied())
+                .collect::<Vec<_>>(),
+        ),
+        other => (None, other.to_vec()),
+    };
+    let info = resource::RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == rest[0])
+        .ok_or_else(not_found)?;
+    if namespace.is_some() && !info.namespaced {
+        return Err(not_found());
+    }
+    let name = rest.get(1).map(|s| s.to_string());
+    let subresource = rest.get(2).map(|s| s.to_string());
+    if rest.len() > 3 {
+        return Err(not_found());
+    }
+    Ok(Some(Target {
+        info,
+        namespace,
+        name,
+        subresource,
+    }))
+}
+
+fn query(req: &HttpRequest) -> Vec<(String, String)> {
+    url_decode_pairs(req.query_string())
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 3;
+                }
+                Err(_) => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn url_decode_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (percent_decode(k), percent_decode(v)),
+            None => (percent_decode(p), String::new()),
+        })
+        .collect()
+}
+
+fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn truthy(v: Option<&str>) -> bool {
+    matches!(v, Some("true" | "1" | "True" | "TRUE"))
+}
+
+/// Reads the body up to MAX_BODY; 413 beyond.
+async fn read_body(mut payload: web::Payload) -> Result<Bytes, Status> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| Status::bad_request(format!("reading the body: {e}")))?;
+        if buf.len() + chunk.len() > MAX_BODY {
+            return Err(Status::too_large(format!(
+                "Request entity too large: limit is {MAX_BODY}"
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, Status> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Status::bad_request("a request body is required"));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Status::bad_request(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({e})"
+        ))
+    })
+}
+
+fn wants_table(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
+}
+
+/// One request: discovery, health, or a resource call.
+async fn dispatch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> HttpResponse {
+    let path = req.path().to_string();
+    match (req.method(), path.trim_end_matches('/')) {
+        (&Method::GET, "/version") => return json_response(StatusCode::OK, &discovery::version()),
+        (&Method::GET, p)
+            if ["/healthz", "/livez", "/readyz"]
+                .iter()
+                .any(|h| p == *h || p.starts_with(&format!("{h}/"))) =>
+        {
+            return HttpResponse::Ok()
+                .content_type("text/plain; charset=utf-8")
+                .body("ok")
+        }
+        _ => {}
+    }
+    let credentials = Credentials {
+        token: req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
+        identity: None,
+        certificate: req.conn_data::<PeerIdentity>().map(|p| p.0.clone()),
+    };
+    // Everything past health and version needs an authenticated caller.
+    if let Err(s) = state.api.authenticate(&credentials) {
+        return status_response(&s);
+    }
+    if req.method() == Method::GET {
+        let trimmed = path.trim_end_matches('/');
+        let doc = match trimmed {
+            "/api" => Some(discovery::api_versions(&state.server_address)),
+            "/apis" => Some(discovery::api_group_list()),
+            "/api/v1" => discovery::resource_list("", "v1"),
+            p => match p
+                .strip_prefix("/apis/")
+                .map(|r| r.split('/').collect::<Vec<_>>())
+            {
+                Some(parts) if parts.len() == 1 => discovery::api_group(parts[0]),
+                Some(parts) if parts.len() == 2 => discovery::resource_list(parts[0], parts[1]),
+                _ => None,
+            },
+        };
+        if let Some(doc) = doc {
+            return json_response(StatusCode::OK, &doc);
+        }
+    }
+    let target = match parse_path(&path) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return status_response(&Status::failure(
+                404,
+                "NotFound",
+                format!("the server could not find the requested resource ({path})"),
+            ))
+        }
+        Err(s) => return status_response(&s),
+    };
+    match resource_call(&req, payload, &state, target, credentials).await {
+        Ok(resp) => resp,
+        Err(s) => status_response(&s),
+    }
+}
+
+async fn resource_call(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &State,
+    t: Target,
+    credentials: Credentials,
+) -> Result<HttpResponse, Status> {
+    let q = query(req);
+    let body = read_body(payload).await?;
+    let mut request = Request {
+        group: t.info.group.into(),
+        resource: t.info.plural.into(),
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
+        subresource: t.subresource.clone(),
+        dry_run: param(&q, "dryRun").is_some_and(|v| v == "All"),
+        field_validation: param(&q, "fieldValidation").map(String::from),
+        list: ListOptions {
+            label_selector: param(&q, "labelSelector").map(String::from),
+            field_selector: param(&q, "fieldSelector").map(String::from),
+            limit: param(&q, "limit").and_then(|v| v.parse().ok()).unwrap_or(0),
+            continue_token: param(&q, "continue").map(String::from),
+            resource_version: param(&q, "resourceVersion").map(String::from),
+            timeout_seconds: param(&q, "timeoutSeconds").and_then(|v| v.parse().ok()),
+            allow_watch_bookmarks: truthy(param(&q, "allowWatchBookmarks")),
+        },
+        ..Default::default()
+    };
+    let verb = match (req.method().clone(), &t.name) {
+        (Method::GET, None) if truthy(param(&q, "watch")) => Verb::Watch,
+        (Method::GET, None) => Verb::List,
+        (Method::GET, Some(_)) if truthy(param(&q, "watch")) => {
+            // Watch of one object: a list watch narrowed by name.
+            request.list.field_selector = Some(format!(
+                "metadata.name={}",
+                t.name.clone().unwrap_or_default()
+            ));
+            request.name = None;
+            Verb::Watch
+        }
+        (Method::GET, Some(_)) => Verb::Get,
+        (Method::POST, _) => {
+            request.body = Some(parse_json(&body)?);
+            Verb::Create
+        }
+        (Method::PUT, Some(_)) => {
+            request.body = Some(parse_json(&body)?);
+            Verb::Update
+        }
+        (Method::PATCH, Some(_)) => {
+            let ctype = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            request.patch_type = Some(match ctype.split(';').next().unwrap_or("").trim() {
+                "application/merge-patch+json" => PatchType::Merge,
+                "application/json-patch+json" => PatchType::Json,
+                "application/strategic-merge-patch+json" => PatchType::Strategic,
+                other => {
+                    return Err(Status::failure(
+                        415,
+                        "UnsupportedMediaType",
+                        format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"),
+                    ))
+                }
+            });
+            request.body = Some(parse_json(&body)?);
+            Verb::Patch
+        }
+        (Method::DELETE, Some(_)) => {
+            let mut opts: DeleteOptions = if body.iter().all(u8::is_ascii_whitespace) {
+                DeleteOptions::default()
+            } else {
+                serde_json::from_slice(&body)
+                    .map_err(|e| Status::bad_request(format!("invalid DeleteOptions: {e}")))?
+            };
+            if let Some(g) = param(&q, "gracePeriodSeconds").and_then(|v| v.parse().ok()) {
+                opts.grace_period_seconds = Some(g);
+            }
+            if let Some(p) = param(&q, "propagationPolicy") {
+                opts.propagation_policy = Some(p.into());
+            }
+            request.delete = Some(opts);
+            Verb::Delete
+        }
+        (m, _) => {
+            return Err(Status::method_not_allowed(format!(
+                "{m} is not supported on {}",
+                req.path()
+            )))
+        }
+    };
+    let table = wants_table(req);
+    let include = table::Include::parse(param(&q, "includeObject"));
+    let call = Call {
+        credentials,
+        verb,
+        request,
+        max_bytes: 0,
+    };
+    match state.api.call(call).await? {
+        Reply::Object(bytes) => {
+            let mut v = codec::msgpack_to_value(&bytes)
+                .map_err(|e| Status::internal(format!("encoding the answer: {e}")))?;
+            if table && matches!(verb, Verb::Get | Verb::List) && t.subresource.is_none() {
+                let (objects, meta) = match verb {
+                    Verb::List => (
+                        v.get_mut("items")
+                            .map(Value::take)
+                            .and_then(|i| match i {
+                                Value::Array(a) => Some(a),
+                                _ => None,
+                            })
+                            .unwrap_or_default(),
+                        v.get("metadata").cloned().unwrap_or(json!({})),
+                    ),
+                    _ => (
+                        vec![v.clone()],
+                        json!({"resourceVersion": v.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""))}),
+                    ),
+                };
+                v = table::table(t.info, &objects, meta, include);
+            }
+            let code = if verb == Verb::Create {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(json_response(code, &v))
+        }
+        Reply::Watch(stream) => Ok(watch_response(*stream, table, include, state.api.clone())),
+    }
+}
+
+/// Streams a watch as JSON lines, flushed per event.
+fn watch_response(
+    stream: WatchStream,
+    table: bool,
+    include: table::Include,
+    _api: ApiHandle,
+) -> HttpResponse {
+    let bookmarks = stream.allow_bookmarks;
+    let info = stream.info;
+    let body = futures::stream::unfold(Some(stream), move |state| async move {
+        let mut stream = state?;
+        loop {
+            let item = stream.next().await?;
+            let line = match item {
+                WatchItem::Object {
+                    event_type, object, ..
+                } => {
+                    let mut obj = codec::msgpack_to_value(&object).unwrap_or(Value::Null);
+                    if table {
+                        obj = table::table(
+                            info,
+                            std::slice::from_ref(&obj),
+                            json!({"resourceVersion": obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""))}),
+                            include,
+                        );
+                    }
+                    json!({"type": event_type, "object": obj})
+                }
+                WatchItem::Bookmark(rev) => {
+                    if !bookmarks {
+                        continue;
+                    }
+                    json!({"type": event_type::BOOKMARK, "object": {"kind": info.kind, "apiVersion": info.api_version(), "metadata": {"resourceVersion": rev.to_string()}}})
+                }
+                WatchItem::Error(status) => json!({"type": event_type::ERROR, "object": *status}),
+            };
+            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+            bytes.push(b'\n');
+            return Some((Ok::<_, actix_web::Error>(Bytes::from(bytes)), Some(stream)));
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, private"),
+        ))
+        .streaming(body)
+}
+
+/// How long `skiff` waits for in-flight HTTP requests on shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse_like_kube_apiserver() {
+        let t = parse_path("/api/v1/namespaces/default/pods/web/status")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                t.info.plural,
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.subresource.as_deref()
+            ),
+            ("pods", Some("default"), Some("web"), Some("status"))
+        );
+        let t = parse_path("/api/v1/namespaces/kube-system")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (t.info.plural, t.name.as_deref()),
+            ("namespaces", Some("kube-system"))
+        );
+        let t = parse_path("/api/v1/namespaces/x/status").unwrap().unwrap();
+        assert_eq!(
+            (t.info.plural, t.name.as_deref(), t.subresource.as_deref()),
+            ("namespaces", Some("x"), Some("status"))
+        );
+        let t = parse_path("/apis/apps/v1/deployments").unwrap().unwrap();
+        assert_eq!((t.info.plural, t.namespace), ("deployments", None));
+        assert!(parse_path("/api/v1/widgets").is_err());
+        assert!(parse_path("/api/v1/namespaces/a/nodes").is_err());
+        assert!(parse_path("/metrics").unwrap().is_none());
+        assert_eq!(
+            url_decode_pairs("labelSelector=app%3Dweb&watch=1&x"),
+            vec![
+                ("labelSelector".into(), "app=web".into()),
+                ("watch".into(), "1".into()),
+                ("x".into(), "".into())
+            ]
+        );
+    }
+}
