@@ -74,6 +74,12 @@ pub fn parse_request(subject: &str) -> Option<(String, &str)> {
     Some((user, verb))
 }
 
+/// The subject the API server sends `verb` requests for a node's kubelet to (logs, later
+/// exec): `skiff.node.<escaped node name>.<verb>`.
+pub fn node(node: &str, verb: &str) -> String {
+    format!("skiff.node.{}.{verb}", escape(node))
+}
+
 /// The inbox prefix a caller's watch streams arrive on (`_INBOX.<identity>`), so NATS
 /// permissions can let each component read only its own.
 pub fn inbox_prefix(user: &str) -> String {

@@ -142,6 +142,30 @@ pub struct Request {
     pub field_validation: Option<String>,
     /// `dryRun=All`: validate, then answer without storing.
     pub dry_run: bool,
+    /// Logs: the container.
+    pub container: Option<String>,
+    /// Logs: only the last N lines.
+    pub tail_lines: Option<i64>,
+}
+
+/// What the API server asks a kubelet for `kubectl logs` (on `skiff.node.<node>.log`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LogRequest {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod.
+    pub pod: String,
+    /// The container ("" when the pod has one).
+    pub container: String,
+    /// Keep streaming (not yet served over NATS).
+    pub follow: bool,
+    /// Only the last N lines.
+    pub tail_lines: Option<i64>,
+    /// The previous instance's log.
+    pub previous: bool,
+    /// Prefix lines with timestamps.
+    pub timestamps: bool,
 }
 
 /// The answer to a watch request: where the stream will arrive from.

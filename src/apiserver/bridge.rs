@@ -189,6 +189,11 @@ async fn serve_one(
             headers.insert(HEADER_CODE, "200");
             publish(&client, reply, headers, bytes).await;
         }
+        Ok((Reply::Text(bytes), _)) => {
+            headers.insert(HEADER_CODE, "200");
+            headers.insert("Content-Type", "text/plain");
+            publish(&client, reply, headers, bytes).await;
+        }
         Ok((Reply::Watch(stream), inbox)) => {
             let id = api.next_watch_id();
             let started = WatchStarted {

@@ -51,6 +51,8 @@ pub struct ApiServerOptions {
     pub max_batch: usize,
     /// Log bytes after which the embedded store checkpoints into its redb file.
     pub checkpoint_bytes: u64,
+    /// The NATS connection requests to kubelets (logs) go out on.
+    pub node_nats: Option<async_nats::Client>,
 }
 
 impl Default for ApiServerOptions {
@@ -64,6 +66,7 @@ impl Default for ApiServerOptions {
             max_object_bytes: 1_572_864,
             max_batch: 4096,
             checkpoint_bytes: store::DEFAULT_CHECKPOINT_BYTES,
+            node_nats: None,
         }
     }
 }
@@ -87,6 +90,8 @@ pub enum Reply {
     Object(Bytes),
     /// A watch to stream.
     Watch(Box<WatchStream>),
+    /// Plain text (pod logs).
+    Text(Bytes),
 }
 
 /// One API call, from any transport.
@@ -128,7 +133,7 @@ impl Handler<Call> for ApiServer {
         if let Err(s) = authorize(&user, call.verb, &call.request) {
             return Response::reply(Err(s));
         }
-        if call.verb == Verb::Get {
+        if call.verb == Verb::Get && call.request.subresource.as_deref() != Some("log") {
             // Reads come from the Store's view: answer inline, no future to spawn.
             let _span = tracing::debug_span!("ApiServer::Get", resource = %call.request.resource, user = %user.name).entered();
             return Response::reply(self.registry.get(&call.request).map(Reply::Object));
@@ -141,6 +146,9 @@ impl Handler<Call> for ApiServer {
             async move {
                 let req = &call.request;
                 let bytes = match call.verb {
+                    Verb::Get if req.subresource.as_deref() == Some("log") => {
+                        return registry.log(req).await.map(Reply::Text);
+                    }
                     Verb::Get => registry.get(req),
                     Verb::List => registry.list(req, call.max_bytes).await,
                     Verb::Create => registry.create(req).await,
@@ -312,7 +320,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
     .map_err(StartError::Store)?;
     let reader = store.reader();
     let store = store.start();
-    let registry = Registry::new(store, reader);
+    let registry = Registry::new(store, reader, options.node_nats.clone());
     registry
         .ping()
         .await

@@ -32,6 +32,8 @@ pub struct Registry {
     store: Addr<Store>,
     /// Its committed state, read without a round trip (GET and read-modify-write).
     reader: store::Reader,
+    /// NATS, for requests to kubelets (logs).
+    nodes: Option<async_nats::Client>,
 }
 
 /// A resolved request target.
@@ -45,8 +47,97 @@ fn store_down(e: actix::MailboxError) -> Status {
 }
 
 impl Registry {
-    pub(super) fn new(store: Addr<Store>, reader: store::Reader) -> Self {
-        Registry { store, reader }
+    pub(super) fn new(
+        store: Addr<Store>,
+        reader: store::Reader,
+        nodes: Option<async_nats::Client>,
+    ) -> Self {
+        Registry {
+            store,
+            reader,
+            nodes,
+        }
+    }
+
+    /// `pods/<name>/log`: asks the kubelet of the pod's node over NATS; 503 when none answers.
+    pub async fn log(&self, req: &Request) -> Result<Bytes, Status> {
+        let t = Self::target(req)?;
+        if t.info.plural != "pods" {
+            return Err(Status::not_found(
+                t.info.group,
+                "log",
+                req.name.as_deref().unwrap_or(""),
+            ));
+        }
+        let name = Self::name(req)?;
+        let ns = Self::namespace_of(&t)?.unwrap_or_default().to_string();
+        let kv = self
+            .read(&t.info.key(Some(&ns), name))
+            .ok_or_else(|| Status::not_found("", "pods", name))?;
+        let pod = decode(&kv.value)?;
+        let node = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                Status::bad_request(format!("pod {name} does not have a host assigned"))
+            })?;
+        let containers: Vec<&str> = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
+            .unwrap_or_default();
+        let container = match req.container.as_deref().filter(|c| !c.is_empty()) {
+            Some(c) if containers.contains(&c) => c.to_string(),
+            Some(c) => {
+                return Err(Status::bad_request(format!(
+                    "container {c} is not valid for pod {name}"
+                )))
+            }
+            None if containers.len() == 1 => containers[0].to_string(),
+            None => {
+                return Err(Status::bad_request(format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    containers.join(" ")
+                )))
+            }
+        };
+        let nats = self
+            .nodes
+            .as_ref()
+            .ok_or_else(|| Status::unavailable("no NATS connection to reach kubelets"))?;
+        let ask = crate::api::wire::LogRequest {
+            namespace: ns,
+            pod: name.to_string(),
+            container,
+            tail_lines: req.tail_lines,
+            ..Default::default()
+        };
+        let payload = codec::encode(&ask).map_err(|e| Status::internal(e.to_string()))?;
+        let subject = crate::api::subject::node(node, "log");
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            nats.request(subject, payload.into()),
+        )
+        .await
+        {
+            Ok(Ok(msg)) => {
+                let code = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(crate::api::subject::HEADER_CODE))
+                    .and_then(|v| v.as_str().parse::<u16>().ok())
+                    .unwrap_or(200);
+                if code >= 300 {
+                    return Err(codec::decode(&msg.payload)
+                        .unwrap_or_else(|_| Status::internal("kubelet answered an error")));
+                }
+                Ok(msg.payload)
+            }
+            _ => Err(Status::unavailable(format!(
+                "the kubelet of node \"{node}\" did not answer for the logs of pod {name}"
+            ))),
+        }
     }
 
     /// Maps a Store error on one object to its Status.
@@ -220,6 +311,9 @@ impl Registry {
         if req.subresource.as_deref() == Some("binding") && t.info.plural == "pods" {
             return self.bind(req, &t).await;
         }
+        if req.subresource.as_deref() == Some("eviction") && t.info.plural == "pods" {
+            return self.evict(req).await;
+        }
         if let Some(sub) = &req.subresource {
             return Err(Status::method_not_allowed(format!(
                 "create is not supported on {}/{sub}",
@@ -378,6 +472,39 @@ impl Registry {
             Ok(())
         })
         .await?;
+        let status = Status {
+            status: "Success".into(),
+            code: 201,
+            ..Status::success()
+        };
+        encode_value(&serde_json::to_value(status).map_err(|e| Status::internal(e.to_string()))?)
+    }
+
+    /// Eviction (policy/v1): a delete that disruption budgets could refuse with 429. Skiff
+    /// serves no PodDisruptionBudgets yet, so every eviction is allowed.
+    async fn evict(&self, req: &Request) -> Result<Bytes, Status> {
+        let body = req.body.clone().unwrap_or(Value::Null);
+        let kind = body
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("Eviction");
+        if kind != "Eviction" {
+            return Err(Status::bad_request(format!(
+                "expected an Eviction, got {kind}"
+            )));
+        }
+        let options: DeleteOptions = match body.get("deleteOptions") {
+            Some(o) if !o.is_null() => serde_json::from_value(o.clone())
+                .map_err(|e| Status::bad_request(format!("invalid deleteOptions: {e}")))?,
+            _ => DeleteOptions::default(),
+        };
+        let delete = Request {
+            subresource: None,
+            body: None,
+            delete: Some(options),
+            ..req.clone()
+        };
+        self.delete(&delete).await?;
         let status = Status {
             status: "Success".into(),
             code: 201,

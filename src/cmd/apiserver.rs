@@ -173,6 +173,16 @@ pub fn run(config: ApiServerConfig) -> anyhow::Result<()> {
         .map(|(t, _)| t.to_string());
     let system = actix::System::new();
     system.block_on(async move {
+        let mut connect = async_nats::ConnectOptions::new().name("skiff apiserver");
+        if let (Some(u), Some(p)) = (&config.nats_user, &config.nats_password) {
+            connect = connect.user_and_password(u.clone(), p.clone());
+        }
+        let nats = connect
+            .connect(config.nats_url.as_str())
+            .await
+            .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+        let mut options = options;
+        options.node_nats = Some(nats.clone());
         let api = apiserver::start(options).await?;
         let http = match https {
             None => None,
@@ -193,14 +203,6 @@ pub fn run(config: ApiServerConfig) -> anyhow::Result<()> {
                 Some(handle)
             }
         };
-        let mut connect = async_nats::ConnectOptions::new().name("skiff apiserver");
-        if let (Some(u), Some(p)) = (&config.nats_user, &config.nats_password) {
-            connect = connect.user_and_password(u.clone(), p.clone());
-        }
-        let nats = connect
-            .connect(config.nats_url.as_str())
-            .await
-            .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
         let bridge = apiserver::serve_nats(api, nats)
             .await
             .context("subscribing the request subjects")?;

@@ -97,8 +97,10 @@ impl InProcess {
         let thread = std::thread::spawn(move || {
             let system = actix::System::new();
             system.block_on(async move {
-                let api = apiserver::start(options).await.expect("api server starts");
                 let nats = async_nats::connect(url.as_str()).await.expect("nats");
+                let mut options = options;
+                options.node_nats = Some(nats.clone());
+                let api = apiserver::start(options).await.expect("api server starts");
                 let bridge = apiserver::serve_nats(api.clone(), nats)
                     .await
                     .expect("bridge");

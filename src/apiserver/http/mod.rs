@@ -272,6 +272,23 @@ async fn read_body(mut payload: web::Payload) -> Result<Bytes, Status> {
     Ok(buf.freeze())
 }
 
+/// Refuses bodies Skiff cannot read (protobuf) with 415, which makes client-go retry in JSON.
+fn check_content_type(req: &HttpRequest) -> Result<(), Status> {
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ctype.contains("protobuf") {
+        return Err(Status::failure(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json (got {ctype})"),
+        ));
+    }
+    Ok(())
+}
+
 fn parse_json(body: &[u8]) -> Result<Value, Status> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Status::bad_request("a request body is required"));
@@ -367,6 +384,7 @@ async fn resource_call(
     credentials: Credentials,
 ) -> Result<HttpResponse, Status> {
     let q = query(req);
+    check_content_type(req)?;
     let body = read_body(payload).await?;
     let mut request = Request {
         group: t.info.group.into(),
@@ -375,6 +393,8 @@ async fn resource_call(
         name: t.name.clone(),
         subresource: t.subresource.clone(),
         dry_run: param(&q, "dryRun").is_some_and(|v| v == "All"),
+        container: param(&q, "container").map(String::from),
+        tail_lines: param(&q, "tailLines").and_then(|v| v.parse().ok()),
         field_validation: param(&q, "fieldValidation").map(String::from),
         list: ListOptions {
             label_selector: param(&q, "labelSelector").map(String::from),
@@ -491,6 +511,7 @@ async fn resource_call(
             Ok(json_response(code, &v))
         }
         Reply::Watch(stream) => Ok(watch_response(*stream, table, include, state.api.clone())),
+        Reply::Text(text) => Ok(HttpResponse::Ok().content_type("text/plain").body(text)),
     }
 }
 

@@ -1,0 +1,549 @@
+//! Acceptance tests of the Kubernetes REST API with the real `kubectl` on PATH, against a
+//! real `skiff apiserver` process (HTTPS, its own CA) and a real nats-server.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A running API server with HTTPS, and a kubectl pointed at it.
+struct Kube {
+    _nats: NatsServer,
+    _api: ApiProcess,
+    dir: tempfile::TempDir,
+    cache: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Kube {
+    fn start() -> Kube {
+        let nats = NatsServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let api = ApiProcess::start(
+            &nats.url(),
+            dir.path(),
+            &["--https-bind", &format!("127.0.0.1:{port}")],
+        );
+        let kube = Kube {
+            _nats: nats,
+            _api: api,
+            dir,
+            cache: tempfile::tempdir().unwrap(),
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if kube.kubeconfig().exists() {
+                let out = kube.run(&["get", "--raw", "/healthz"]);
+                if out.status.success() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "API server did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        kube
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs kubectl with this cluster's kubeconfig and a fresh cache dir.
+    fn run_with(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        match stdin {
+            None => cmd.stdin(Stdio::null()).output().expect("kubectl on PATH"),
+            Some(text) => {
+                use std::io::Write;
+                cmd.stdin(Stdio::piped());
+                let mut child = cmd.spawn().expect("kubectl on PATH");
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(text.as_bytes())
+                    .unwrap();
+                child.wait_with_output().unwrap()
+            }
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with(&self.kubeconfig(), args, None)
+    }
+
+    /// Runs kubectl and returns stdout, failing the test on a non-zero exit.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn apply_stdin(&self, verb: &str, manifest: &str) -> Output {
+        self.run_with(&self.kubeconfig(), &[verb, "-f", "-"], Some(manifest))
+    }
+
+    /// kubectl expecting failure: returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "kubectl {args:?} should have failed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: python:3.11
+        command: ["python3", "-m", "http.server", "8080"]
+        ports:
+        - containerPort: 8080
+"#;
+
+fn pod(name: &str, labels: &str, node: Option<&str>) -> String {
+    let node = node
+        .map(|n| format!("  nodeName: {n}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {labels}\nspec:\n{node}  containers:\n  - name: main\n    image: busybox:1.36\n    command: [\"sleep\", \"3600\"]\n"
+    )
+}
+
+#[test]
+fn discovery_health_and_namespaces() {
+    let k = Kube::start();
+    let resources = k.ok(&["api-resources"]);
+    for row in [
+        "pods",
+        "deployments",
+        "replicasets",
+        "nodes",
+        "namespaces",
+        "leases",
+        "configmaps",
+    ] {
+        assert!(
+            resources.contains(row),
+            "api-resources lists {row}:\n{resources}"
+        );
+    }
+    assert!(resources.contains("deploy") && resources.contains("apps/v1"));
+    assert_eq!(k.ok(&["get", "--raw", "/healthz"]), "ok");
+    let ns = k.ok(&["get", "ns"]);
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(ns.contains(n), "{ns}");
+    }
+    assert!(ns.starts_with("NAME") && ns.contains("STATUS") && ns.contains("Active"));
+    let version = k.ok(&["version", "-o", "json"]);
+    assert!(version.contains("\"minor\": \"33\""), "{version}");
+}
+
+#[test]
+fn get_output_formats_selectors_and_watch() {
+    let k = Kube::start();
+    assert!(k
+        .apply_stdin("create", &pod("web-1", "{app: web}", Some("n1")))
+        .status
+        .success());
+    assert!(k
+        .apply_stdin("create", &pod("db-1", "{app: db}", Some("n2")))
+        .status
+        .success());
+    assert!(k
+        .apply_stdin(
+            "create",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: other\n"
+        )
+        .status
+        .success());
+    let out = k.run_with(
+        &k.kubeconfig(),
+        &["create", "-n", "other", "-f", "-"],
+        Some(&pod("web-2", "{app: web}", None)),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let wide = k.ok(&["get", "pods", "-o", "wide"]);
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        &header[..7],
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"],
+        "{wide}"
+    );
+    assert!(
+        wide.lines().any(|l| l.starts_with("web-1")
+            && l.contains("0/1")
+            && l.contains("Pending")
+            && l.contains("n1")),
+        "{wide}"
+    );
+    let yaml = k.ok(&["get", "pod", "web-1", "-o", "yaml"]);
+    assert!(
+        yaml.contains("kind: Pod") && yaml.contains("nodeName: n1") && yaml.contains("uid:"),
+        "{yaml}"
+    );
+    let json = k.ok(&["get", "pod", "web-1", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["spec"]["containers"][0]["image"], "busybox:1.36");
+    assert_eq!(
+        k.ok(&["get", "pod", "web-1", "-o", "jsonpath={.spec.nodeName}"]),
+        "n1"
+    );
+    let all = k.ok(&["get", "pods", "-A"]);
+    assert!(
+        all.contains("other") && all.contains("web-2") && all.contains("db-1"),
+        "{all}"
+    );
+    let labelled = k.ok(&["get", "pods", "-A", "-l", "app=web", "-o", "name"]);
+    assert_eq!(labelled.lines().count(), 2, "{labelled}");
+    let on_n2 = k.ok(&[
+        "get",
+        "pods",
+        "--field-selector",
+        "spec.nodeName=n2",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(on_n2.trim(), "pod/db-1");
+
+    // get -w prints rows as they happen: ADDED (existing), MODIFIED, DELETED.
+    let mut watch = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(k.kubeconfig())
+        .arg("--cache-dir")
+        .arg(k.cache.path())
+        .args([
+            "get",
+            "pods",
+            "-w",
+            "--output-watch-events",
+            "--request-timeout=20s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    k.ok(&["label", "pod", "db-1", "tier=backend"]);
+    k.ok(&["delete", "pod", "db-1", "--grace-period=0", "--force"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = watch.kill();
+    let out = watch.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ADDED") && l.contains("db-1")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("MODIFIED") && l.contains("db-1")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("DELETED") && l.contains("db-1")),
+        "{text}"
+    );
+}
+
+#[test]
+fn create_apply_scale_label_and_delete_a_deployment() {
+    let k = Kube::start();
+    let out = k.apply_stdin("create", DEPLOYMENT);
+    assert!(
+        out.status.success(),
+        "create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    k.ok(&["delete", "deployment", "web"]);
+    let out = k.apply_stdin("apply", DEPLOYMENT);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("deployment.apps/web created"),
+        "{out:?}"
+    );
+    let out = k.apply_stdin("apply", DEPLOYMENT);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("unchanged"),
+        "{out:?}"
+    );
+    let changed = DEPLOYMENT.replace("python:3.11", "python:3.12");
+    let out = k.apply_stdin("apply", &changed);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("configured"),
+        "{out:?}"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ]),
+        "python:3.12"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].ports[0].containerPort}"
+        ]),
+        "8080"
+    );
+
+    k.ok(&["scale", "deployment", "web", "--replicas=5"]);
+    assert_eq!(
+        k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "5"
+    );
+    k.ok(&["label", "deployment", "web", "tier=front"]);
+    k.ok(&["annotate", "deployment", "web", "owner=team-a"]);
+    let d: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "deploy", "web", "-o", "json"])).unwrap();
+    assert_eq!(d["metadata"]["labels"]["tier"], "front");
+    assert_eq!(d["metadata"]["annotations"]["owner"], "team-a");
+    let table = k.ok(&["get", "deploy", "-o", "wide"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ]
+    );
+    k.ok(&["delete", "deployment", "web"]);
+    assert!(k.fails(&["get", "deployment", "web"]).contains("NotFound"));
+}
+
+#[test]
+fn nodes_cordon_describe_and_wait() {
+    let k = Kube::start();
+    let node = "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n  labels: {node-role.kubernetes.io/worker: \"\"}\n";
+    assert!(k.apply_stdin("create", node).status.success());
+    k.ok(&["cordon", "n1"]);
+    assert_eq!(
+        k.ok(&["get", "node", "n1", "-o", "jsonpath={.spec.unschedulable}"]),
+        "true"
+    );
+    assert!(k.ok(&["get", "nodes"]).contains("SchedulingDisabled"));
+    k.ok(&["uncordon", "n1"]);
+    assert_eq!(
+        k.ok(&["get", "node", "n1", "-o", "jsonpath={.spec.unschedulable}"]),
+        ""
+    );
+
+    assert!(k
+        .apply_stdin("create", &pod("p1", "{app: p}", Some("n1")))
+        .status
+        .success());
+    let event = "apiVersion: v1\nkind: Event\nmetadata:\n  name: p1.scheduled\ninvolvedObject:\n  kind: Pod\n  name: p1\n  namespace: default\nreason: Scheduled\nmessage: Successfully assigned default/p1 to n1\ntype: Normal\nsource:\n  component: default-scheduler\n";
+    let out = k.apply_stdin("create", event);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let describe = k.ok(&["describe", "pod", "p1"]);
+    assert!(
+        describe.contains("Successfully assigned default/p1 to n1"),
+        "{describe}"
+    );
+    assert!(describe.contains("Node:") && describe.contains("n1"));
+
+    // wait --for=condition=Ready returns once the status subresource says so.
+    let waiter = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(k.kubeconfig())
+        .arg("--cache-dir")
+        .arg(k.cache.path())
+        .args(["wait", "--for=condition=Ready", "pod/p1", "--timeout=30s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let status =
+        r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#;
+    k.ok(&[
+        "patch",
+        "pod",
+        "p1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ]);
+    let out = waiter.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "wait: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
+
+    // delete returns once the object is gone (the kubelet's part is played by --force here).
+    k.ok(&["delete", "pod", "p1", "--grace-period=0", "--force"]);
+    assert!(k.fails(&["get", "pod", "p1"]).contains("NotFound"));
+}
+
+#[test]
+fn errors_read_as_kubectl_users_expect() {
+    let k = Kube::start();
+    let bad = pod("Bad_Name", "{app: x}", None);
+    let out = k.apply_stdin("create", &bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is invalid"), "{err}");
+    let unknown = pod("typo", "{app: x}", None).replace("image:", "imagee: x\n    image:");
+    let out = k.apply_stdin("create", &unknown);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("imagee"),
+        "strict validation names the field: {err}"
+    );
+
+    let wrong = k.data_dir().join("wrong-kubeconfig");
+    let text = std::fs::read_to_string(k.kubeconfig())
+        .unwrap()
+        .replace("token: admin-token", "token: not-a-token");
+    std::fs::write(&wrong, text).unwrap();
+    let out = k.run_with(&wrong, &["get", "pods"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("You must be logged in to the server"),
+        "{err}"
+    );
+
+    let big = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n  blob: \"{}\"\n",
+        "x".repeat(4 * 1024 * 1024)
+    );
+    let out = k.run_with(
+        &k.kubeconfig(),
+        &["create", "-f", "-", "--validate=false"],
+        Some(&big),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && (err.contains("too large") || err.contains("413")),
+        "{err}"
+    );
+    assert!(
+        k.fails(&["get", "configmap", "big"]).contains("NotFound"),
+        "nothing was written"
+    );
+}
+
+#[test]
+fn client_certificates_signed_by_the_cluster_ca_work_and_others_do_not() {
+    let k = Kube::start();
+    let skiff = skiff_bin();
+    let server = format!("https://127.0.0.1:{}", k.port);
+    let make = |user: &str, group: &str, dir: &Path| {
+        let out = Command::new(&skiff)
+            .args(["kubeconfig", "--data-dir"])
+            .arg(dir)
+            .args(["--server", &server, "--user", user, "--group", group])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let good = k.data_dir().join("jane.kubeconfig");
+    std::fs::write(&good, make("jane", "system:masters", k.data_dir())).unwrap();
+    let out = k.run_with(&good, &["get", "ns"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ns = |name: &str| format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n");
+    let out = k.run_with(&good, &["create", "-f", "-"], Some(&ns("janes")));
+    assert!(
+        out.status.success(),
+        "an admin certificate may write: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A reader (no admin group) may read but gets 403 on writes.
+    let reader = k.data_dir().join("reader.kubeconfig");
+    std::fs::write(&reader, make("rita", "readers", k.data_dir())).unwrap();
+    assert!(k.run_with(&reader, &["get", "ns"], None).status.success());
+    let out = k.run_with(
+        &reader,
+        &["create", "-f", "-", "--validate=false"],
+        Some(&ns("ritas")),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Forbidden"), "{err}");
+
+    // A certificate from another CA is refused, whatever it claims.
+    let other = tempfile::tempdir().unwrap();
+    let mut forged = make("mallory", "system:masters", other.path());
+    // Trust the real server CA so TLS gets as far as the client certificate.
+    let real_ca = std::fs::read_to_string(k.kubeconfig()).unwrap();
+    let ca_line = |t: &str| {
+        t.lines()
+            .find(|l| l.contains("certificate-authority-data"))
+            .unwrap()
+            .to_string()
+    };
+    forged = forged.replace(&ca_line(&forged), &ca_line(&real_ca));
+    let forged_path = k.data_dir().join("forged.kubeconfig");
+    std::fs::write(&forged_path, forged).unwrap();
+    let out = k.run_with(&forged_path, &["get", "ns"], None);
+    assert!(
+        !out.status.success(),
+        "a foreign certificate must not get in"
+    );
+}

@@ -1,0 +1,68 @@
+"""The official Python `kubernetes` client against Skiff, with client-side validation on.
+
+Run by tests/python_client.rs with KUBECONFIG pointing at a running `skiff apiserver`.
+Prints 'python client: ok' on success; any failure raises.
+"""
+import os
+import threading
+import time
+
+from kubernetes import client, config, watch
+
+config.load_kube_config(os.environ["KUBECONFIG"])
+conf = client.Configuration.get_default_copy()
+assert conf.client_side_validation, "the client validates models"
+core = client.CoreV1Api()
+NS = "py-" + str(os.getpid())
+
+print("version:", client.VersionApi().get_code().git_version)
+core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NS)))
+names = [n.metadata.name for n in core.list_namespace().items]
+assert NS in names, names
+
+
+def pod(name, label):
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, labels={"app": label}),
+        spec=client.V1PodSpec(
+            containers=[client.V1Container(name="main", image="busybox:1.36", command=["sleep", "60"])]
+        ),
+    )
+
+
+events = []
+
+
+def watcher():
+    w = watch.Watch()
+    for ev in w.stream(core.list_namespaced_pod, NS, timeout_seconds=10):
+        events.append((ev["type"], ev["object"].metadata.name))
+        if ev["type"] == "DELETED" and ev["object"].metadata.name == "b":
+            w.stop()
+
+
+t = threading.Thread(target=watcher)
+t.start()
+time.sleep(1)
+core.create_namespaced_pod(NS, pod("a", "web"))
+core.create_namespaced_pod(NS, pod("b", "db"))
+pods = core.list_namespaced_pod(NS)
+assert sorted(p.metadata.name for p in pods.items) == ["a", "b"], pods
+assert [p.metadata.name for p in core.list_namespaced_pod(NS, label_selector="app=web").items] == ["a"]
+
+patched = core.patch_namespaced_pod("a", NS, {"metadata": {"labels": {"patched": "yes"}}})
+assert patched.metadata.labels["patched"] == "yes", patched.metadata.labels
+assert patched.metadata.labels["app"] == "web"
+
+core.delete_namespaced_pod("a", NS)
+core.delete_namespaced_pod("b", NS)
+t.join(15)
+assert ("ADDED", "a") in events and ("ADDED", "b") in events, events
+assert ("MODIFIED", "a") in events, events
+assert ("DELETED", "b") in events, events
+try:
+    core.read_namespaced_pod("a", NS)
+    raise AssertionError("pod a should be gone")
+except client.exceptions.ApiException as e:
+    assert e.status == 404, e
+print("python client: ok")
