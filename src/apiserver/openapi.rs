@@ -333,7 +333,8 @@ pub fn document(served: &[Served], group: &str, version: &str) -> Option<Value> 
     let mut schemas = closure(&catalog.schemas, roots);
     // Like Kubernetes, DeleteOptions is registered in every group version.
     if let Some(Value::Object(delete_options)) = schemas.get_mut(DELETE_OPTIONS) {
-        let versions: BTreeSet<(&str, &str)> = served.iter().map(|s| (s.group, s.version)).collect();
+        let versions: BTreeSet<(&str, &str)> =
+            served.iter().map(|s| (s.group, s.version)).collect();
         let gvks: Vec<Value> = versions
             .into_iter()
             .map(|(g, v)| gvk(g, v, "DeleteOptions"))
@@ -539,7 +540,11 @@ fn add_paths(paths: &mut Map<String, Value>, s: &Served, names: &KindNames) {
         format!("/apis/{}/{}", s.group, s.version)
     };
     let tag = format!("{}_{}", group_short(s.group), s.version);
-    let id_gv = format!("{}{}", upper_first(group_short(s.group)), upper_first(s.version));
+    let id_gv = format!(
+        "{}{}",
+        upper_first(group_short(s.group)),
+        upper_first(s.version)
+    );
     let scope = if s.namespaced { "Namespaced" } else { "" };
     let kind = s.kind;
     let this_gvk = gvk(s.group, s.version, kind);
@@ -577,7 +582,12 @@ fn add_paths(paths: &mut Map<String, Value>, s: &Served, names: &KindNames) {
     let list = operation(Op {
         params: list_params(),
         responses: responses(&[("200", "OK")], &names.list),
-        ..op("list", "list", "", format!("list or watch objects of kind {kind}"))
+        ..op(
+            "list",
+            "list",
+            "",
+            format!("list or watch objects of kind {kind}"),
+        )
     });
     let create = operation(Op {
         params: write_params(),
@@ -608,13 +618,23 @@ fn add_paths(paths: &mut Map<String, Value>, s: &Served, names: &KindNames) {
         params: write_params(),
         request: Some(body(&names.schema)),
         responses: responses(&[("200", "OK"), ("201", "Created")], &names.schema),
-        ..op("put", "replace", "", format!("replace the specified {kind}"))
+        ..op(
+            "put",
+            "replace",
+            "",
+            format!("replace the specified {kind}"),
+        )
     });
     let patch = operation(Op {
         params: patch_params.clone(),
         request: Some(patch_body()),
         responses: responses(&[("200", "OK"), ("201", "Created")], &names.schema),
-        ..op("patch", "patch", "", format!("partially update the specified {kind}"))
+        ..op(
+            "patch",
+            "patch",
+            "",
+            format!("partially update the specified {kind}"),
+        )
     });
     let delete = operation(Op {
         params: vec![
@@ -636,7 +656,12 @@ fn add_paths(paths: &mut Map<String, Value>, s: &Served, names: &KindNames) {
             id: format!("list{id_gv}{kind}ForAllNamespaces"),
             params: list_params(),
             responses: responses(&[("200", "OK")], &names.list),
-            ..op("list", "list", "", format!("list or watch objects of kind {kind}"))
+            ..op(
+                "list",
+                "list",
+                "",
+                format!("list or watch objects of kind {kind}"),
+            )
         });
         paths.insert(
             format!("{prefix}/{}", s.plural),
@@ -658,13 +683,21 @@ fn add_paths(paths: &mut Map<String, Value>, s: &Served, names: &KindNames) {
             params: write_params(),
             request: Some(body(SCALE)),
             responses: responses(&[("200", "OK"), ("201", "Created")], SCALE),
-            ..scale_op("put", "replace", format!("replace scale of the specified {kind}"))
+            ..scale_op(
+                "put",
+                "replace",
+                format!("replace scale of the specified {kind}"),
+            )
         });
         let patch = operation(Op {
             params: patch_params,
             request: Some(patch_body()),
             responses: responses(&[("200", "OK"), ("201", "Created")], SCALE),
-            ..scale_op("patch", "patch", format!("partially update scale of the specified {kind}"))
+            ..scale_op(
+                "patch",
+                "patch",
+                format!("partially update scale of the specified {kind}"),
+            )
         });
         paths.insert(
             format!("{item}/scale"),
@@ -717,7 +750,12 @@ struct Shape<'a> {
     free_form: bool,
 }
 
-fn flatten<'a>(defs: &'a Map<String, Value>, schema: &'a Value, shape: &mut Shape<'a>, budget: &mut usize) {
+fn flatten<'a>(
+    defs: &'a Map<String, Value>,
+    schema: &'a Value,
+    shape: &mut Shape<'a>,
+    budget: &mut usize,
+) {
     if *budget == 0 {
         return;
     }
@@ -735,7 +773,10 @@ fn flatten<'a>(defs: &'a Map<String, Value>, schema: &'a Value, shape: &mut Shap
             flatten(defs, resolved, shape, budget);
         }
     }
-    for flag in ["x-kubernetes-preserve-unknown-fields", "x-kubernetes-int-or-string"] {
+    for flag in [
+        "x-kubernetes-preserve-unknown-fields",
+        "x-kubernetes-int-or-string",
+    ] {
         if map.get(flag) == Some(&Value::Bool(true)) {
             shape.free_form = true;
         }
@@ -865,12 +906,18 @@ mod tests {
             assert!(!hash.is_empty() && hash.chars().all(|c| c.is_ascii_hexdigit()));
         }
         // The hash follows the document.
-        let fewer: Vec<Served> = served().into_iter().filter(|s| s.kind != "Secret").collect();
+        let fewer: Vec<Served> = served()
+            .into_iter()
+            .filter(|s| s.kind != "Secret")
+            .collect();
         assert_ne!(
             index["paths"]["api/v1"],
             super::index(&fewer)["paths"]["api/v1"]
         );
-        assert_eq!(index["paths"]["apis/apps/v1"], super::index(&fewer)["paths"]["apis/apps/v1"]);
+        assert_eq!(
+            index["paths"]["apis/apps/v1"],
+            super::index(&fewer)["paths"]["apis/apps/v1"]
+        );
     }
 
     #[test]
@@ -896,7 +943,9 @@ mod tests {
             schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]["items"]["$ref"],
             "#/components/schemas/io.k8s.api.core.v1.Container"
         );
-        assert!(schemas.get("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta").is_some());
+        assert!(schemas
+            .get("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")
+            .is_some());
         assert!(schemas.get(STATUS).is_some() && schemas.get(DELETE_OPTIONS).is_some());
         // Schemas of other group versions stay out.
         assert!(schemas.get("io.k8s.api.apps.v1.Deployment").is_none());
@@ -912,7 +961,10 @@ mod tests {
             assert!(!refs.is_empty());
             for r in refs {
                 let name = ref_name(&r).unwrap_or_else(|| panic!("foreign ref {r}"));
-                assert!(schemas.contains_key(name), "{group}/{version}: dangling {r}");
+                assert!(
+                    schemas.contains_key(name),
+                    "{group}/{version}: dangling {r}"
+                );
             }
         }
     }
@@ -923,14 +975,22 @@ mod tests {
         let pods = &core["paths"]["/api/v1/namespaces/{namespace}/pods"];
         assert_eq!(pods["get"]["x-kubernetes-action"], "list");
         assert_eq!(pods["post"]["x-kubernetes-action"], "post");
-        assert_eq!(pods["post"][GVK_EXT], json!({ "group": "", "version": "v1", "kind": "Pod" }));
+        assert_eq!(
+            pods["post"][GVK_EXT],
+            json!({ "group": "", "version": "v1", "kind": "Pod" })
+        );
         assert!(core["paths"]["/api/v1/pods"]["get"].is_object());
         assert!(core["paths"]["/api/v1/nodes/{name}"]["patch"].is_object());
         assert!(core["paths"]["/api/v1/namespaces/{namespace}/nodes"].is_null());
 
         let apps = document(&served(), "apps", "v1").expect("apps/v1");
         let item = &apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"];
-        for (method, action) in [("get", "get"), ("put", "put"), ("patch", "patch"), ("delete", "delete")] {
+        for (method, action) in [
+            ("get", "get"),
+            ("put", "put"),
+            ("patch", "patch"),
+            ("delete", "delete"),
+        ] {
             assert_eq!(item[method]["x-kubernetes-action"], action);
             assert_eq!(
                 item[method][GVK_EXT],
@@ -980,8 +1040,12 @@ mod tests {
                 ".spec.template.spec.containers[0].imagee".to_owned()
             ]
         );
-        let pod = json!({ "metadata": { "name": "p", "labelz": {} }, "spec": { "containers": [] } });
-        assert_eq!(unknown_fields("Pod", "v1", &pod), vec![".metadata.labelz".to_owned()]);
+        let pod =
+            json!({ "metadata": { "name": "p", "labelz": {} }, "spec": { "containers": [] } });
+        assert_eq!(
+            unknown_fields("Pod", "v1", &pod),
+            vec![".metadata.labelz".to_owned()]
+        );
     }
 
     #[test]
@@ -1033,7 +1097,10 @@ mod tests {
         assert!(unknown_fields("ConfigMap", "v1", &config_map).is_empty());
 
         let list = json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{ "metadata": { "nam": "x" } }] });
-        assert_eq!(unknown_fields("PodList", "v1", &list), vec![".items[0].metadata.nam".to_owned()]);
+        assert_eq!(
+            unknown_fields("PodList", "v1", &list),
+            vec![".items[0].metadata.nam".to_owned()]
+        );
     }
 
     #[test]
@@ -1041,7 +1108,10 @@ mod tests {
         assert!(unknown_fields("Nope", "v9", &json!({ "x": 1 })).is_empty());
         assert!(unknown_fields("Pod", "", &json!(null)).is_empty());
         assert!(unknown_fields("Pod", "v1", &json!([1, "x", {}])).is_empty());
-        assert_eq!(unknown_fields("Pod", "v1", &json!({ "spec": "not an object" })), Vec::<String>::new());
+        assert_eq!(
+            unknown_fields("Pod", "v1", &json!({ "spec": "not an object" })),
+            Vec::<String>::new()
+        );
         // Deep nesting through a free-form field and through an unknown one.
         let mut deep = json!({});
         for _ in 0..1000 {

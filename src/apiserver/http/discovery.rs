@@ -153,3 +153,71 @@ mod tests {
         assert_eq!(api_group_list()["groups"].as_array().unwrap().len(), 2);
     }
 }
+
+/// The media type of aggregated discovery, as kubectl asks for it and as the answer must say.
+pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether an Accept header asks for aggregated discovery (v2).
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        let p: String = part.chars().filter(|c| !c.is_whitespace()).collect();
+        p.contains("g=apidiscovery.k8s.io") && p.contains("v=v2") && p.contains("as=APIGroupDiscoveryList")
+    })
+}
+
+fn aggregated_resource(r: &ResourceInfo) -> Value {
+    let kind = |group: &str, version: &str, kind: &str| json!({"group": group, "version": version, "kind": kind});
+    let mut subs = Vec::new();
+    if r.has_status {
+        subs.push(json!({"subresource": "status", "responseKind": kind(r.group, r.version, r.kind), "verbs": ["get", "patch", "update"]}));
+    }
+    if r.has_scale {
+        subs.push(json!({"subresource": "scale", "responseKind": kind("autoscaling", "v1", "Scale"), "verbs": ["get", "patch", "update"]}));
+    }
+    if r.kind == "Pod" {
+        subs.push(json!({"subresource": "binding", "responseKind": kind("", "v1", "Binding"), "verbs": ["create"]}));
+        subs.push(json!({"subresource": "eviction", "responseKind": kind("policy", "v1", "Eviction"), "verbs": ["create"]}));
+        subs.push(json!({"subresource": "log", "responseKind": kind("", "v1", "Pod"), "verbs": ["get"]}));
+    }
+    let mut v = json!({
+        "resource": r.plural,
+        "responseKind": kind(r.group, r.version, r.kind),
+        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": r.singular,
+        "verbs": verbs(r),
+    });
+    if !r.short_names.is_empty() {
+        v["shortNames"] = json!(r.short_names);
+    }
+    if matches!(r.kind, "Pod" | "Deployment" | "ReplicaSet") {
+        v["categories"] = json!(["all"]);
+    }
+    if !subs.is_empty() {
+        v["subresources"] = json!(subs);
+    }
+    v
+}
+
+fn aggregated_group(group: &str) -> Value {
+    let resources: Vec<Value> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group)
+        .map(aggregated_resource)
+        .collect();
+    let metadata = if group.is_empty() {
+        json!({"creationTimestamp": null})
+    } else {
+        json!({"name": group, "creationTimestamp": null})
+    };
+    json!({"metadata": metadata, "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}]})
+}
+
+/// `/api` (core = true) or `/apis` as an aggregated APIGroupDiscoveryList.
+pub fn aggregated(core: bool) -> Value {
+    let items: Vec<Value> = if core {
+        vec![aggregated_group("")]
+    } else {
+        groups().into_iter().map(aggregated_group).collect()
+    };
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}

@@ -342,6 +342,16 @@ async fn dispatch(
     }
     if req.method() == Method::GET {
         let trimmed = path.trim_end_matches('/');
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if matches!(trimmed, "/api" | "/apis") && discovery::wants_aggregated(accept) {
+            return HttpResponse::Ok()
+                .content_type(discovery::AGGREGATED)
+                .body(serde_json::to_vec(&discovery::aggregated(trimmed == "/api")).unwrap_or_default());
+        }
         let doc = match trimmed {
             "/api" => Some(discovery::api_versions(&state.server_address)),
             "/apis" => Some(discovery::api_group_list()),
