@@ -168,6 +168,11 @@ fn discovery_health_and_namespaces() {
         assert!(ns.contains(n), "{ns}");
     }
     assert!(ns.starts_with("NAME") && ns.contains("STATUS") && ns.contains("Active"));
+    let explain = k.ok(&["explain", "pod.spec.containers"]);
+    assert!(explain.contains("KIND:") && explain.contains("Pod"), "{explain}");
+    assert!(explain.contains("image") && explain.contains("<string>"), "{explain}");
+    let explain = k.ok(&["explain", "deployment.spec.replicas"]);
+    assert!(explain.contains("<integer>"), "{explain}");
     let version = k.ok(&["version", "-o", "json"]);
     assert!(version.contains("\"minor\": \"33\""), "{version}");
 }
@@ -383,8 +388,9 @@ fn nodes_cordon_describe_and_wait() {
         .apply_stdin("create", &pod("p1", "{app: p}", Some("n1")))
         .status
         .success());
-    let event = "apiVersion: v1\nkind: Event\nmetadata:\n  name: p1.scheduled\ninvolvedObject:\n  kind: Pod\n  name: p1\n  namespace: default\nreason: Scheduled\nmessage: Successfully assigned default/p1 to n1\ntype: Normal\nsource:\n  component: default-scheduler\n";
-    let out = k.apply_stdin("create", event);
+    let uid = k.ok(&["get", "pod", "p1", "-o", "jsonpath={.metadata.uid}"]);
+    let event = format!("apiVersion: v1\nkind: Event\nmetadata:\n  name: p1.scheduled\ninvolvedObject:\n  apiVersion: v1\n  kind: Pod\n  name: p1\n  namespace: default\n  uid: {uid}\nreason: Scheduled\nmessage: Successfully assigned default/p1 to n1\ntype: Normal\nsource:\n  component: default-scheduler\n");
+    let out = k.apply_stdin("create", &event);
     assert!(
         out.status.success(),
         "{}",
@@ -447,6 +453,11 @@ fn errors_read_as_kubectl_users_expect() {
         !out.status.success() && err.contains("imagee"),
         "strict validation names the field: {err}"
     );
+
+    // Without strict validation an unknown field is dropped with a warning.
+    let out = k.run_with(&k.kubeconfig(), &["create", "-f", "-", "--validate=warn"], Some(&unknown));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("unknown field") && err.contains("imagee"), "{err}");
 
     let wrong = k.data_dir().join("wrong-kubeconfig");
     let text = std::fs::read_to_string(k.kubeconfig())

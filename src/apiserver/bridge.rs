@@ -184,6 +184,16 @@ async fn serve_one(
     if let Some(tp) = &traceparent {
         headers.insert(HEADER_TRACEPARENT, tp.as_str());
     }
+    let answer = match answer {
+        // NATS callers get warnings as headers too.
+        Ok((Reply::Warned(reply, warnings), inbox)) => {
+            for w in &warnings {
+                headers.append("Warning", format!("299 - {w:?}").as_str());
+            }
+            Ok((*reply, inbox))
+        }
+        other => other,
+    };
     match answer {
         Ok((Reply::Object(bytes), _)) => {
             headers.insert(HEADER_CODE, "200");
@@ -207,7 +217,11 @@ async fn serve_one(
                 pump(client, *stream, inbox, closing).await;
             }
         }
-        Err(status) => {
+        Ok((Reply::Warned(..), _)) | Err(_) => {
+            let status = match answer {
+                Err(status) => status,
+                _ => Status::internal("warnings nested in warnings"),
+            };
             headers.insert(HEADER_CODE, status.code.to_string().as_str());
             let body = codec::encode(&status).map(Bytes::from).unwrap_or_default();
             publish(&client, reply, headers, body).await;

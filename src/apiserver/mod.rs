@@ -10,6 +10,8 @@ pub mod bench;
 mod bridge;
 pub mod certs;
 pub mod http;
+pub mod openapi;
+pub mod patch;
 mod registry;
 mod store;
 pub mod validation;
@@ -92,6 +94,9 @@ pub enum Reply {
     Watch(Box<WatchStream>),
     /// Plain text (pod logs).
     Text(Bytes),
+    /// A reply with warnings for the caller (HTTP `Warning` headers): unknown fields under
+    /// `fieldValidation=Warn`.
+    Warned(Box<Reply>, Vec<String>),
 }
 
 /// One API call, from any transport.
@@ -138,6 +143,10 @@ impl Handler<Call> for ApiServer {
             let _span = tracing::debug_span!("ApiServer::Get", resource = %call.request.resource, user = %user.name).entered();
             return Response::reply(self.registry.get(&call.request).map(Reply::Object));
         }
+        let warnings = match field_validation(&call.request, call.verb) {
+            Ok(w) => w,
+            Err(s) => return Response::reply(Err(s)),
+        };
         let user = user.clone();
         let registry = self.registry.clone();
         let options = self.options.clone();
@@ -173,7 +182,12 @@ impl Handler<Call> for ApiServer {
                         return Ok(Reply::Watch(Box::new(stream)));
                     }
                 };
-                bytes.map(Reply::Object)
+                let reply = bytes.map(Reply::Object)?;
+                Ok(if warnings.is_empty() {
+                    reply
+                } else {
+                    Reply::Warned(Box::new(reply), warnings)
+                })
             },
             span,
         ))
@@ -208,6 +222,60 @@ fn authenticate(auth: &Authenticator, c: &Credentials) -> Result<UserInfo, Statu
         }
     }
     Ok(user)
+}
+
+/// Server-side field validation (`fieldValidation`): fields the kind's schema does not know
+/// fail the request under Strict (400), come back as warnings under Warn (the default), and
+/// are ignored under Ignore. Patches are checked as the partial objects they are.
+fn field_validation(req: &Request, verb: Verb) -> Result<Vec<String>, Status> {
+    let mode = req.field_validation.as_deref().unwrap_or("Warn");
+    if mode == "Ignore" || !matches!(verb, Verb::Create | Verb::Update | Verb::Patch) {
+        return Ok(Vec::new());
+    }
+    if req.subresource.as_deref().is_some_and(|s| s != "status") {
+        return Ok(Vec::new());
+    }
+    if req.patch_type == Some(crate::api::wire::PatchType::Json) {
+        return Ok(Vec::new());
+    }
+    let Some(info) = crate::api::resource::lookup(&req.group, &req.resource) else {
+        return Ok(Vec::new());
+    };
+    let Some(body) = &req.body else {
+        return Ok(Vec::new());
+    };
+    let mut body = body.clone();
+    strip_directives(&mut body);
+    let unknown: Vec<String> = openapi::unknown_fields(info.kind, &info.api_version(), &body)
+        .into_iter()
+        .map(|p| format!("unknown field \"{}\"", p.trim_start_matches('.')))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(unknown);
+    }
+    match mode {
+        "Strict" => Err(Status::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+            info.kind,
+            info.api_version(),
+            info.kind,
+            unknown.join(", ")
+        ))),
+        _ => Ok(unknown),
+    }
+}
+
+/// Removes strategic-merge directives (`$patch`, `$setElementOrder/…`) before a patch is
+/// checked as a partial object.
+fn strip_directives(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.retain(|k, _| !k.starts_with('$'));
+            m.values_mut().for_each(strip_directives);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_directives),
+        _ => {}
+    }
 }
 
 /// The group whose members may do everything.

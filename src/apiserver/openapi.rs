@@ -274,7 +274,10 @@ fn gv_key(group: &str, version: &str) -> String {
     }
 }
 
-/// `GET /openapi/v3`: {"paths": {"api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=<HASH>"}, "apis/apps/v1": {...}, "apis/coordination.k8s.io/v1": {...}}} — one entry per group version in `served`; the hash changes whenever the document does.
+/// `GET /openapi/v3`: `{"paths": {"api/v1": {"serverRelativeURL":
+/// "/openapi/v3/api/v1?hash=<HASH>"}, "apis/apps/v1": {...}, ...}}`, one entry
+/// per group version in `served`. The hash is a hex hash of the document's
+/// bytes, so it changes whenever the document does (kubectl caches by URL).
 pub fn index(served: &[Served]) -> Value {
     let versions: BTreeSet<(&str, &str)> = served.iter().map(|s| (s.group, s.version)).collect();
     let mut paths = Map::new();
@@ -389,8 +392,7 @@ fn collect_refs(value: &Value, found: &mut dyn FnMut(&str)) {
     }
 }
 
-/// `Pod` → `Pod`, `coordination.k8s.io` → `Coordination`, `v1` → `V1`: pieces
-/// of Kubernetes-style operation ids and tags.
+/// `apps` → `Apps`, `v1` → `V1`: pieces of Kubernetes-style operation ids.
 fn upper_first(s: &str) -> String {
     let mut chars = s.chars();
     match chars.next() {

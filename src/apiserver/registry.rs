@@ -556,13 +556,6 @@ impl Registry {
             .clone()
             .ok_or_else(|| Status::bad_request("a patch body is required"))?;
         let ptype = req.patch_type.unwrap_or(PatchType::Merge);
-        if ptype == PatchType::Strategic {
-            return Err(Status::failure(
-                415,
-                "UnsupportedMediaType",
-                "strategic merge patch is not supported yet; use a merge or JSON patch",
-            ));
-        }
         if req.subresource.as_deref() == Some("scale") {
             return self
                 .update_scale(&t, &name, Value::Null, Some((ptype, patch)))
@@ -579,7 +572,7 @@ impl Registry {
         let sub = req.subresource.clone();
         self.modify(&t, &name, expect, req.dry_run, move |obj| {
             let old = obj.clone();
-            apply_patch(obj, ptype, &patch)?;
+            apply_patch(info.kind, obj, ptype, &patch)?;
             restrict(info, sub.as_deref(), &old, obj)
         })
         .await
@@ -605,7 +598,7 @@ impl Registry {
                     None => body.clone(),
                     Some((ptype, p)) => {
                         let mut s = scale_of(info, obj);
-                        apply_patch(&mut s, *ptype, p)?;
+                        apply_patch("Scale", &mut s, *ptype, p)?;
                         s
                     }
                 };
@@ -1103,8 +1096,8 @@ fn restrict(
     Ok(())
 }
 
-/// Applies a merge or JSON patch.
-fn apply_patch(obj: &mut Value, ptype: PatchType, patch: &Value) -> Result<(), Status> {
+/// Applies a merge, JSON or strategic merge patch to an object of `kind`.
+fn apply_patch(kind: &str, obj: &mut Value, ptype: PatchType, patch: &Value) -> Result<(), Status> {
     match ptype {
         PatchType::Merge => {
             if !patch.is_object() {
@@ -1124,11 +1117,8 @@ fn apply_patch(obj: &mut Value, ptype: PatchType, patch: &Value) -> Result<(), S
                 )
             })
         }
-        PatchType::Strategic => Err(Status::failure(
-            415,
-            "UnsupportedMediaType",
-            "strategic merge patch is not supported yet",
-        )),
+        PatchType::Strategic => super::patch::strategic_merge(kind, obj, patch)
+            .map_err(|e| Status::bad_request(format!("strategic merge patch: {e}"))),
     }
 }
 

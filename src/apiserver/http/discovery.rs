@@ -133,27 +133,6 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn core_list_has_pods_and_eviction() {
-        let v = resource_list("", "v1").unwrap();
-        let names: Vec<&str> = v["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["name"].as_str().unwrap())
-            .collect();
-        assert!(names.contains(&"pods") && names.contains(&"pods/eviction"));
-        let apps = resource_list("apps", "v1").unwrap();
-        assert!(apps.to_string().contains("deployments/scale"));
-        assert!(resource_list("nope", "v1").is_none());
-        assert_eq!(api_group_list()["groups"].as_array().unwrap().len(), 2);
-    }
-}
-
 /// The media type of aggregated discovery, as kubectl asks for it and as the answer must say.
 pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
@@ -220,4 +199,25 @@ pub fn aggregated(core: bool) -> Value {
         groups().into_iter().map(aggregated_group).collect()
     };
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_list_has_pods_and_eviction() {
+        let v = resource_list("", "v1").unwrap();
+        let names: Vec<&str> = v["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"pods") && names.contains(&"pods/eviction"));
+        let apps = resource_list("apps", "v1").unwrap();
+        assert!(apps.to_string().contains("deployments/scale"));
+        assert!(resource_list("nope", "v1").is_none());
+        assert_eq!(api_group_list()["groups"].as_array().unwrap().len(), 2);
+    }
 }

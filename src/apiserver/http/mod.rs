@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 use super::auth::UserInfo;
 use super::certs::Pki;
+use super::openapi;
 use super::{ApiHandle, Call, Credentials, Reply, WatchItem, WatchStream};
 use crate::api::codec;
 use crate::api::resource::{self, ResourceInfo};
@@ -135,6 +136,46 @@ pub fn serve_https(
     .listen_rustls_0_23(listener, config)?
     .run();
     Ok((server, addr))
+}
+
+/// The OpenAPI v3 index ("") and group-version documents ("api/v1", "apis/apps/v1"),
+/// serialised once.
+fn openapi_docs() -> &'static std::collections::HashMap<String, Bytes> {
+    static DOCS: std::sync::OnceLock<std::collections::HashMap<String, Bytes>> =
+        std::sync::OnceLock::new();
+    DOCS.get_or_init(|| {
+        let served = served();
+        let mut docs = std::collections::HashMap::new();
+        let bytes = |v: &Value| Bytes::from(serde_json::to_vec(v).unwrap_or_default());
+        docs.insert(String::new(), bytes(&openapi::index(&served)));
+        for r in resource::RESOURCES {
+            let key = if r.group.is_empty() {
+                format!("api/{}", r.version)
+            } else {
+                format!("apis/{}/{}", r.group, r.version)
+            };
+            if !docs.contains_key(&key) {
+                if let Some(doc) = openapi::document(&served, r.group, r.version) {
+                    docs.insert(key, bytes(&doc));
+                }
+            }
+        }
+        docs
+    })
+}
+
+/// The served kinds, as the OpenAPI module wants them.
+pub fn served() -> Vec<openapi::Served> {
+    resource::RESOURCES
+        .iter()
+        .map(|r| openapi::Served {
+            group: r.group,
+            version: r.version,
+            kind: r.kind,
+            plural: r.plural,
+            namespaced: r.namespaced,
+        })
+        .collect()
 }
 
 /// A Status as an HTTP response.
@@ -368,6 +409,19 @@ async fn dispatch(
         if let Some(doc) = doc {
             return json_response(StatusCode::OK, &doc);
         }
+        if let Some(gv) = trimmed.strip_prefix("/openapi/v3") {
+            return match openapi_docs().get(gv.trim_start_matches('/')) {
+                Some(doc) => HttpResponse::Ok()
+                    .content_type("application/json")
+                    .insert_header((header::CACHE_CONTROL, "no-cache, private"))
+                    .body(doc.clone()),
+                None => status_response(&Status::failure(
+                    404,
+                    "NotFound",
+                    format!("the server could not find the requested resource ({path})"),
+                )),
+            };
+        }
     }
     let target = match parse_path(&path) {
         Ok(Some(t)) => t,
@@ -490,7 +544,12 @@ async fn resource_call(
         request,
         max_bytes: 0,
     };
-    match state.api.call(call).await? {
+    let (reply, warnings) = match state.api.call(call).await? {
+        Reply::Warned(reply, warnings) => (*reply, warnings),
+        reply => (reply, Vec::new()),
+    };
+    let mut response = match reply {
+        Reply::Warned(..) => Err(Status::internal("warnings nested in warnings")),
         Reply::Object(bytes) => {
             let mut v = codec::msgpack_to_value(&bytes)
                 .map_err(|e| Status::internal(format!("encoding the answer: {e}")))?;
@@ -522,7 +581,15 @@ async fn resource_call(
         }
         Reply::Watch(stream) => Ok(watch_response(*stream, table, include, state.api.clone())),
         Reply::Text(text) => Ok(HttpResponse::Ok().content_type("text/plain").body(text)),
+    }?;
+    for w in warnings {
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - {w:?}")) {
+            response
+                .headers_mut()
+                .append(header::HeaderName::from_static("warning"), v);
+        }
     }
+    Ok(response)
 }
 
 /// Streams a watch as JSON lines, flushed per event.
