@@ -20,14 +20,17 @@ struct Kube {
 
 impl Kube {
     fn start() -> Kube {
+        Self::start_with(&[])
+    }
+
+    fn start_with(flags: &[&str]) -> Kube {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let api = ApiProcess::start(
-            &nats.url(),
-            dir.path(),
-            &["--https-bind", &format!("127.0.0.1:{port}")],
-        );
+        let bind = format!("127.0.0.1:{port}");
+        let mut args = vec!["--https-bind", bind.as_str()];
+        args.extend_from_slice(flags);
+        let api = ApiProcess::start(&nats.url(), dir.path(), &args);
         let kube = Kube {
             _nats: nats,
             _api: api,
@@ -169,8 +172,14 @@ fn discovery_health_and_namespaces() {
     }
     assert!(ns.starts_with("NAME") && ns.contains("STATUS") && ns.contains("Active"));
     let explain = k.ok(&["explain", "pod.spec.containers"]);
-    assert!(explain.contains("KIND:") && explain.contains("Pod"), "{explain}");
-    assert!(explain.contains("image") && explain.contains("<string>"), "{explain}");
+    assert!(
+        explain.contains("KIND:") && explain.contains("Pod"),
+        "{explain}"
+    );
+    assert!(
+        explain.contains("image") && explain.contains("<string>"),
+        "{explain}"
+    );
     let explain = k.ok(&["explain", "deployment.spec.replicas"]);
     assert!(explain.contains("<integer>"), "{explain}");
     let version = k.ok(&["version", "-o", "json"]);
@@ -179,7 +188,8 @@ fn discovery_health_and_namespaces() {
 
 #[test]
 fn get_output_formats_selectors_and_watch() {
-    let k = Kube::start();
+    // A short history, so that an old revision is really gone.
+    let k = Kube::start_with(&["--history", "3"]);
     assert!(k
         .apply_stdin("create", &pod("web-1", "{app: web}", Some("n1")))
         .status
@@ -231,6 +241,17 @@ fn get_output_formats_selectors_and_watch() {
     assert_eq!(
         k.ok(&["get", "pod", "web-1", "-o", "jsonpath={.spec.nodeName}"]),
         "n1"
+    );
+    // A watch from a revision long gone: the stream carries a 410 ERROR event.
+    let out = k.run(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods?watch=true&resourceVersion=1&timeoutSeconds=1",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\"ERROR\"") && text.contains("410") && text.contains("Expired"),
+        "{text}"
     );
     let all = k.ok(&["get", "pods", "-A"]);
     assert!(
@@ -434,9 +455,42 @@ fn nodes_cordon_describe_and_wait() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
 
-    // delete returns once the object is gone (the kubelet's part is played by --force here).
-    k.ok(&["delete", "pod", "p1", "--grace-period=0", "--force"]);
+    // No kubelet serves node n1 yet: logs answer a clear 503-style error.
+    let err = k.fails(&["logs", "p1"]);
+    assert!(
+        err.contains("ServiceUnavailable") && err.contains("n1"),
+        "{err}"
+    );
+
+    // drain: cordon, list the node's pods by field selector, evict them, wait until gone.
+    let out = k.run(&[
+        "drain",
+        "n1",
+        "--force",
+        "--grace-period=0",
+        "--timeout=30s",
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success()
+            && text.contains("evicting pod default/p1")
+            && text.contains("drained"),
+        "{text}"
+    );
     assert!(k.fails(&["get", "pod", "p1"]).contains("NotFound"));
+    k.ok(&["uncordon", "n1"]);
+
+    // delete returns once the object is gone (the kubelet's part is played by --force here).
+    assert!(k
+        .apply_stdin("create", &pod("p2", "{app: p}", Some("n1")))
+        .status
+        .success());
+    k.ok(&["delete", "pod", "p2", "--grace-period=0", "--force"]);
+    assert!(k.fails(&["get", "pod", "p2"]).contains("NotFound"));
 }
 
 #[test]
@@ -455,9 +509,16 @@ fn errors_read_as_kubectl_users_expect() {
     );
 
     // Without strict validation an unknown field is dropped with a warning.
-    let out = k.run_with(&k.kubeconfig(), &["create", "-f", "-", "--validate=warn"], Some(&unknown));
+    let out = k.run_with(
+        &k.kubeconfig(),
+        &["create", "-f", "-", "--validate=warn"],
+        Some(&unknown),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && err.contains("unknown field") && err.contains("imagee"), "{err}");
+    assert!(
+        out.status.success() && err.contains("unknown field") && err.contains("imagee"),
+        "{err}"
+    );
 
     let wrong = k.data_dir().join("wrong-kubeconfig");
     let text = std::fs::read_to_string(k.kubeconfig())

@@ -178,8 +178,17 @@ impl ApiProcess {
         let tokens = data_dir.join("test-tokens.csv");
         std::fs::create_dir_all(data_dir).unwrap();
         std::fs::write(&tokens, TOKENS).unwrap();
+        // Every server its own HTTPS port, unless the test names one.
+        let https = format!("127.0.0.1:{}", free_port());
+        let default_https = ["--https-bind", https.as_str()];
+        let https_flags: &[&str] = if extra.contains(&"--https-bind") {
+            &[]
+        } else {
+            &default_https
+        };
         let child = Command::new(skiff_bin())
             .arg("apiserver")
+            .args(https_flags)
             .arg("--nats-url")
             .arg(nats_url)
             .arg("--data-dir")

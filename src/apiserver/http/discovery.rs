@@ -140,7 +140,9 @@ pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=API
 pub fn wants_aggregated(accept: &str) -> bool {
     accept.split(',').any(|part| {
         let p: String = part.chars().filter(|c| !c.is_whitespace()).collect();
-        p.contains("g=apidiscovery.k8s.io") && p.contains("v=v2") && p.contains("as=APIGroupDiscoveryList")
+        p.contains("g=apidiscovery.k8s.io")
+            && p.contains("v=v2")
+            && p.contains("as=APIGroupDiscoveryList")
     })
 }
 
@@ -156,7 +158,9 @@ fn aggregated_resource(r: &ResourceInfo) -> Value {
     if r.kind == "Pod" {
         subs.push(json!({"subresource": "binding", "responseKind": kind("", "v1", "Binding"), "verbs": ["create"]}));
         subs.push(json!({"subresource": "eviction", "responseKind": kind("policy", "v1", "Eviction"), "verbs": ["create"]}));
-        subs.push(json!({"subresource": "log", "responseKind": kind("", "v1", "Pod"), "verbs": ["get"]}));
+        subs.push(
+            json!({"subresource": "log", "responseKind": kind("", "v1", "Pod"), "verbs": ["get"]}),
+        );
     }
     let mut v = json!({
         "resource": r.plural,

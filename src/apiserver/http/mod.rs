@@ -154,9 +154,9 @@ fn openapi_docs() -> &'static std::collections::HashMap<String, Bytes> {
             } else {
                 format!("apis/{}/{}", r.group, r.version)
             };
-            if !docs.contains_key(&key) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = docs.entry(key) {
                 if let Some(doc) = openapi::document(&served, r.group, r.version) {
-                    docs.insert(key, bytes(&doc));
+                    slot.insert(bytes(&doc));
                 }
             }
         }
@@ -389,9 +389,9 @@ async fn dispatch(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         if matches!(trimmed, "/api" | "/apis") && discovery::wants_aggregated(accept) {
-            return HttpResponse::Ok()
-                .content_type(discovery::AGGREGATED)
-                .body(serde_json::to_vec(&discovery::aggregated(trimmed == "/api")).unwrap_or_default());
+            return HttpResponse::Ok().content_type(discovery::AGGREGATED).body(
+                serde_json::to_vec(&discovery::aggregated(trimmed == "/api")).unwrap_or_default(),
+            );
         }
         let doc = match trimmed {
             "/api" => Some(discovery::api_versions(&state.server_address)),
@@ -544,7 +544,20 @@ async fn resource_call(
         request,
         max_bytes: 0,
     };
-    let (reply, warnings) = match state.api.call(call).await? {
+    let answer = state.api.call(call).await;
+    // kube-apiserver answers a watch from a revision it no longer has with a 200 stream holding
+    // one ERROR event (410 Expired); clients relist on it.
+    if let (Verb::Watch, Err(status)) = (verb, &answer) {
+        if status.code == 410 {
+            let line = json!({"type": event_type::ERROR, "object": status});
+            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+            bytes.push(b'\n');
+            return Ok(HttpResponse::Ok()
+                .content_type("application/json")
+                .body(bytes));
+        }
+    }
+    let (reply, warnings) = match answer? {
         Reply::Warned(reply, warnings) => (*reply, warnings),
         reply => (reply, Vec::new()),
     };
