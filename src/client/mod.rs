@@ -5,6 +5,7 @@
 //! transport faults (503 when no API server answers, 504 on a timeout).
 
 mod informer;
+pub mod leader;
 mod watcher;
 
 use std::time::Duration;
