@@ -156,6 +156,8 @@ pub struct LogRequest {
     pub namespace: String,
     /// The pod.
     pub pod: String,
+    /// The pod's uid (a re-created pod of the same name is another pod).
+    pub uid: String,
     /// The container ("" when the pod has one).
     pub container: String,
     /// Keep streaming (not yet served over NATS).

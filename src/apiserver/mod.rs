@@ -135,7 +135,7 @@ impl Handler<Call> for ApiServer {
             Ok(u) => u,
             Err(s) => return Response::reply(Err(s)),
         };
-        if let Err(s) = authorize(&user, call.verb, &call.request) {
+        if let Err(s) = authorize(&user, call.verb, &call.request, &self.registry) {
             return Response::reply(Err(s));
         }
         if call.verb == Verb::Get && call.request.subresource.as_deref() != Some("log") {
@@ -281,13 +281,30 @@ fn strip_directives(v: &mut serde_json::Value) {
 /// The group whose members may do everything.
 pub const ADMIN_GROUP: &str = "system:masters";
 
-/// Authorization: admins may do everything; other callers may read (finer rules, like the
-/// node authorizer, come with the components that need them).
-fn authorize(user: &UserInfo, verb: Verb, req: &Request) -> Result<(), Status> {
+/// The group of kubelets; their user names are `system:node:<node name>`.
+pub const NODES_GROUP: &str = "system:nodes";
+
+/// Authorization: admins may do everything; kubelets what the node authorizer allows; other
+/// callers may read.
+fn authorize(
+    user: &UserInfo,
+    verb: Verb,
+    req: &Request,
+    registry: &Registry,
+) -> Result<(), Status> {
     if user.groups.iter().any(|g| g == ADMIN_GROUP)
         || matches!(verb, Verb::Get | Verb::List | Verb::Watch)
     {
         return Ok(());
+    }
+    if let Some(node) = user
+        .name
+        .strip_prefix("system:node:")
+        .filter(|_| user.groups.iter().any(|g| g == NODES_GROUP))
+    {
+        if node_may(node, verb, req, registry) {
+            return Ok(());
+        }
     }
     let resource = match &req.subresource {
         Some(sub) => format!("{}/{sub}", req.resource),
@@ -305,6 +322,38 @@ fn authorize(user: &UserInfo, verb: Verb, req: &Request) -> Result<(), Status> {
         verb.as_str(),
         req.group,
     )))
+}
+
+/// The node authorizer: a kubelet may write its own Node and Lease, events, and the status
+/// of (or the final delete of) pods bound to it — nothing else.
+fn node_may(node: &str, verb: Verb, req: &Request, registry: &Registry) -> bool {
+    let name = req
+        .name
+        .clone()
+        .or_else(|| {
+            req.body
+                .as_ref()
+                .map(|b| crate::api::meta::name(b).to_string())
+        })
+        .unwrap_or_default();
+    match (req.group.as_str(), req.resource.as_str()) {
+        ("", "nodes") => name == node && verb != Verb::Delete,
+        ("coordination.k8s.io", "leases") => {
+            req.namespace.as_deref() == Some("kube-node-lease") && name == node
+        }
+        ("", "events") => matches!(verb, Verb::Create | Verb::Patch | Verb::Update),
+        ("", "pods") => {
+            let own = registry
+                .pod_node(req.namespace.as_deref().unwrap_or(""), &name)
+                .is_some_and(|n| n == node);
+            own && match verb {
+                Verb::Delete => req.subresource.is_none(),
+                Verb::Update | Verb::Patch => req.subresource.as_deref() == Some("status"),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
 }
 
 /// The handle the transports use: a cheap clone around the actor's address.

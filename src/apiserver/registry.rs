@@ -59,6 +59,20 @@ impl Registry {
         }
     }
 
+    /// The node a pod is bound to ("" when unbound), None when there is no such pod: for the
+    /// node authorizer.
+    pub(super) fn pod_node(&self, namespace: &str, name: &str) -> Option<String> {
+        let info = resource::lookup("", "pods")?;
+        let kv = self.read(&info.key(Some(namespace), name))?;
+        let pod = decode(&kv.value).ok()?;
+        Some(
+            pod.pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        )
+    }
+
     /// `pods/<name>/log`: asks the kubelet of the pod's node over NATS; 503 when none answers.
     pub async fn log(&self, req: &Request) -> Result<Bytes, Status> {
         let t = Self::target(req)?;
@@ -109,6 +123,7 @@ impl Registry {
         let ask = crate::api::wire::LogRequest {
             namespace: ns,
             pod: name.to_string(),
+            uid: crate::api::meta::uid(&pod).to_string(),
             container,
             tail_lines: req.tail_lines,
             ..Default::default()
