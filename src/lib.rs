@@ -8,6 +8,8 @@
 //! - `client`: `ApiClient`, the one way every other component talks to the API server —
 //!   CRUD, resuming watches and the informer.
 //! - `config`: the layered configuration (file, `SKIFF_*` environment, flags).
+//! - `kubelet`: the Kubelet actor (node registration, lease, pod workers, logs) and the
+//!   container runtimes (`process`, `fake`).
 //! - `cmd`: the subcommands of the `skiff` binary.
 
 // `Status` is the error of every API call and is deliberately the whole Kubernetes shape;
@@ -19,3 +21,4 @@ pub mod apiserver;
 pub mod client;
 pub mod cmd;
 pub mod config;
+pub mod kubelet;

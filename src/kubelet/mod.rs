@@ -1,0 +1,342 @@
+//! The kubelet: registers its Node, renews its Lease, watches only the pods bound to it and
+//! runs each through a pod worker on a `ContainerRuntime`; serves `kubectl logs` on its own
+//! NATS subject. It reaches the API server only through `ApiClient`.
+
+pub mod pod;
+pub mod runtime;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::api::codec;
+use crate::api::subject;
+use crate::api::wire::{ListOptions, LogRequest};
+use crate::api::Status;
+use crate::client::{ApiClient, Informer, Notification};
+use runtime::{ContainerId, ContainerRuntime};
+
+/// What a kubelet needs.
+#[derive(Clone)]
+pub struct KubeletOptions {
+    /// The Node's name.
+    pub node_name: String,
+    /// The address pods and the node are reachable on.
+    pub node_ip: String,
+    /// Lease renewal period (Kubernetes: 10 s).
+    pub lease_renew: Duration,
+    /// Lease duration written into the Lease (Kubernetes: 40 s).
+    pub lease_duration: Duration,
+    /// Back-off of crashing containers.
+    pub backoff: pod::Backoff,
+    /// Capacity advertised: cores, bytes, pods.
+    pub capacity: (i64, i64, i64),
+}
+
+impl KubeletOptions {
+    /// Defaults for a node of this machine.
+    pub fn new(node_name: &str) -> Self {
+        KubeletOptions {
+            node_name: node_name.into(),
+            node_ip: "127.0.0.1".into(),
+            lease_renew: Duration::from_secs(10),
+            lease_duration: Duration::from_secs(40),
+            backoff: pod::Backoff {
+                base: Duration::from_secs(10),
+                max: Duration::from_secs(300),
+            },
+            capacity: (
+                std::thread::available_parallelism()
+                    .map(|n| n.get() as i64)
+                    .unwrap_or(2),
+                8 << 30,
+                110,
+            ),
+        }
+    }
+}
+
+/// The Kubelet actor.
+pub struct Kubelet {
+    /// Configuration.
+    options: KubeletOptions,
+    /// Its connection to the API server.
+    client: ApiClient,
+    /// The container runtime.
+    runtime: Arc<dyn ContainerRuntime>,
+    /// Pod workers by uid: the latest spec goes down the channel.
+    workers: HashMap<String, watch::Sender<Value>>,
+    /// The informer of this node's pods (kept alive here).
+    informer: Option<Informer>,
+}
+
+impl Kubelet {
+    /// A kubelet for `options.node_name` on `runtime`.
+    pub fn new(
+        options: KubeletOptions,
+        client: ApiClient,
+        runtime: Arc<dyn ContainerRuntime>,
+    ) -> Self {
+        Kubelet {
+            options,
+            client,
+            runtime,
+            workers: HashMap::new(),
+            informer: None,
+        }
+    }
+
+    /// The Node object this kubelet registers.
+    fn node_object(&self) -> Value {
+        let o = &self.options;
+        let (cpu, mem, pods) = o.capacity;
+        let resources = json!({"cpu": cpu.to_string(), "memory": format!("{}Ki", mem / 1024), "pods": pods.to_string()});
+        let now = crate::api::meta::now();
+        let cond = |t: &str, s: &str, reason: &str, msg: &str| json!({"type": t, "status": s, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": now});
+        json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": o.node_name, "labels": {
+                "kubernetes.io/hostname": o.node_name, "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": std::env::consts::ARCH, "node.kubernetes.io/instance-type": "skiff"}},
+            "spec": {},
+            "status": {
+                "capacity": resources, "allocatable": resources,
+                "addresses": [{"type": "InternalIP", "address": o.node_ip}, {"type": "Hostname", "address": o.node_name}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+                "nodeInfo": {
+                    "architecture": std::env::consts::ARCH, "bootID": "", "containerRuntimeVersion": self.runtime.version(),
+                    "kernelVersion": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+                    "kubeProxyVersion": "", "kubeletVersion": format!("v1.33.0-skiff.{}", env!("CARGO_PKG_VERSION")),
+                    "machineID": "", "operatingSystem": "linux", "osImage": "Skiff", "systemUUID": ""},
+                "conditions": [
+                    cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                    cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                    cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                    cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+                ],
+            },
+        })
+    }
+}
+
+impl Actor for Kubelet {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let nodes = self.client.api("", "nodes", None);
+        let node = self.node_object();
+        let name = self.options.node_name.clone();
+        // Register (or refresh) the Node, then keep its Lease and Ready status fresh.
+        let leases = self
+            .client
+            .api("coordination.k8s.io", "leases", Some("kube-node-lease"));
+        let (renew, duration) = (self.options.lease_renew, self.options.lease_duration);
+        actix::spawn(async move {
+            register(&nodes, &node).await;
+            heartbeat(nodes, leases, node, name, renew, duration).await;
+        });
+        // Watch only the pods bound here.
+        let opts = ListOptions {
+            field_selector: Some(format!("spec.nodeName={}", self.options.node_name)),
+            ..Default::default()
+        };
+        let mut informer = Informer::start(self.client.api("", "pods", None), opts);
+        let notes = std::mem::replace(
+            &mut informer.notifications,
+            tokio::sync::mpsc::unbounded_channel().1,
+        );
+        self.informer = Some(informer);
+        ctx.add_stream(futures::stream::unfold(notes, |mut rx| async move {
+            rx.recv().await.map(|n| (n, rx))
+        }));
+        // Serve logs on our own subject.
+        let nats = self.client.nats().clone();
+        let runtime = self.runtime.clone();
+        let subject = subject::node(&self.options.node_name, "log");
+        actix::spawn(serve_logs(nats, subject, runtime));
+    }
+}
+
+impl StreamHandler<Notification> for Kubelet {
+    fn handle(&mut self, note: Notification, _: &mut Context<Self>) {
+        let pod = match note {
+            Notification::Added(p) | Notification::Updated(_, p) => p,
+            Notification::Deleted(p) => {
+                // Gone from the API: stop whatever still runs of it.
+                let uid = crate::api::meta::uid(&p).to_string();
+                self.workers.remove(&uid);
+                let runtime = self.runtime.clone();
+                actix::spawn(async move {
+                    for c in p
+                        .pointer("/spec/containers")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                    {
+                        let id = ContainerId {
+                            namespace: crate::api::meta::namespace(&p).into(),
+                            pod: crate::api::meta::name(&p).into(),
+                            uid: uid.clone(),
+                            container: c["name"].as_str().unwrap_or("").into(),
+                        };
+                        let _ = runtime.stop(&id, Duration::from_secs(2)).await;
+                        let _ = runtime.remove(&id).await;
+                    }
+                });
+                return;
+            }
+            Notification::Synced => return,
+        };
+        let uid = crate::api::meta::uid(&pod).to_string();
+        if let Some(tx) = self.workers.get(&uid) {
+            tx.send_replace(pod);
+            return;
+        }
+        let ns = crate::api::meta::namespace(&pod).to_string();
+        let (tx, rx) = watch::channel(pod);
+        self.workers.insert(uid, tx);
+        let api = self.client.api("", "pods", Some(&ns));
+        actix::spawn(pod::run(
+            api,
+            self.runtime.clone(),
+            rx,
+            self.options.node_ip.clone(),
+            self.options.backoff,
+        ));
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+async fn register(nodes: &crate::client::Api, node: &Value) {
+    let name = crate::api::meta::name(node).to_string();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let result = match nodes.create(node).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == 409 => nodes
+                .patch(
+                    &name,
+                    Some("status"),
+                    crate::api::wire::PatchType::Merge,
+                    &json!({"status": node["status"]}),
+                )
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(node = %name, "node registered");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(node = %name, error = %e, "registering the node; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Renews the node's Lease every `renew` and re-asserts the Ready condition.
+async fn heartbeat(
+    nodes: crate::client::Api,
+    leases: crate::client::Api,
+    node: Value,
+    name: String,
+    renew: Duration,
+    duration: Duration,
+) {
+    loop {
+        let now = jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name},
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": duration.as_secs(), "renewTime": now}});
+        let renewed = match leases
+            .patch(
+                &name,
+                None,
+                crate::api::wire::PatchType::Merge,
+                &json!({"spec": lease["spec"]}),
+            )
+            .await
+        {
+            Err(e) if e.code == 404 => leases.create(&lease).await.map(|_| ()),
+            other => other.map(|_| ()),
+        };
+        if let Err(e) = renewed {
+            tracing::debug!(node = %name, error = %e, "lease renewal failed");
+        }
+        // Ready again if something (the node lifecycle controller) marked us otherwise.
+        if let Ok(current) = nodes.get(&name).await {
+            let ready = current
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .is_some_and(|c| c["status"] == "True");
+            if !ready {
+                let _ = nodes
+                    .patch(
+                        &name,
+                        Some("status"),
+                        crate::api::wire::PatchType::Merge,
+                        &json!({"status": {"conditions": node["status"]["conditions"]}}),
+                    )
+                    .await;
+            }
+        }
+        tokio::time::sleep(renew).await;
+    }
+}
+
+/// Answers `LogRequest`s for this node's containers.
+async fn serve_logs(nats: async_nats::Client, subject: String, runtime: Arc<dyn ContainerRuntime>) {
+    let mut sub = match nats.subscribe(subject.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(%subject, error = %e, "cannot serve logs");
+            return;
+        }
+    };
+    while let Some(msg) = sub.next().await {
+        let Some(reply) = msg.reply.clone() else {
+            continue;
+        };
+        let (code, body) = match codec::decode::<LogRequest>(&msg.payload) {
+            Err(e) => (
+                400,
+                codec::encode(&Status::bad_request(e.to_string())).unwrap_or_default(),
+            ),
+            Ok(req) => {
+                let id = ContainerId {
+                    namespace: req.namespace.clone(),
+                    pod: req.pod.clone(),
+                    uid: req.uid.clone(),
+                    container: req.container.clone(),
+                };
+                match runtime
+                    .logs(&id, req.tail_lines.map(|n| n.max(0) as usize), req.previous)
+                    .await
+                {
+                    Ok(text) => (200, text.into_bytes()),
+                    Err(e) => (
+                        404,
+                        codec::encode(&Status::failure(404, "NotFound", e.to_string()))
+                            .unwrap_or_default(),
+                    ),
+                }
+            }
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(subject::HEADER_CODE, code.to_string().as_str());
+        let _ = nats.publish_with_headers(reply, headers, body.into()).await;
+    }
+}

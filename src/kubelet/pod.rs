@@ -1,0 +1,319 @@
+//! One pod's worker: keeps the pod's containers running as its spec and restart policy say,
+//! with exponential back-off for crashing containers, reports status through the API server,
+//! and carries out graceful deletion (stop with the grace period, then the final delete).
+//! It talks to the API server only through `ApiClient` and to containers only through the
+//! runtime.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::runtime::{ContainerId, ContainerRuntime, ContainerSpec, ContainerState};
+use crate::api::wire::{DeleteOptions, PatchType, Preconditions};
+use crate::client::Api;
+
+/// Back-off of restarts, as the kubelet's: base doubled per crash, capped.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// First delay (Kubernetes: 10 s).
+    pub base: Duration,
+    /// Cap (Kubernetes: 5 min).
+    pub max: Duration,
+}
+
+/// Per-container bookkeeping of the worker.
+#[derive(Debug, Default, Clone)]
+struct Tracked {
+    /// Restarts so far.
+    restarts: u32,
+    /// Not before this instant may it start again (back-off).
+    next_start: Option<tokio::time::Instant>,
+    /// The last terminated state, for `lastState`.
+    last: Option<Value>,
+    /// Whether an instance is (or was last seen) running.
+    started: bool,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    jiff::Timestamp::try_from(t)
+        .map(|ts| ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+/// The containers of a pod spec, as (name, image, runtime spec).
+fn containers(pod: &Value) -> Vec<(String, String, ContainerSpec)> {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    let strings = |k: &str| -> Vec<String> {
+                        c.get(k)
+                            .and_then(Value::as_array)
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|s| s.as_str().map(String::from))
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    };
+                    let env: BTreeMap<String, String> = c
+                        .get("env")
+                        .and_then(Value::as_array)
+                        .map(|e| {
+                            e.iter()
+                                .filter_map(|v| {
+                                    Some((
+                                        v.get("name")?.as_str()?.to_string(),
+                                        v.get("value")
+                                            .and_then(Value::as_str)
+                                            .unwrap_or("")
+                                            .to_string(),
+                                    ))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let name = c
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    let image = c
+                        .get("image")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    let spec = ContainerSpec {
+                        image: image.clone(),
+                        command: strings("command"),
+                        args: strings("args"),
+                        env,
+                        working_dir: c
+                            .get("workingDir")
+                            .and_then(Value::as_str)
+                            .map(String::from),
+                    };
+                    (name, image, spec)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs one pod until it is deleted (or its worker is dropped).
+pub async fn run(
+    pods: Api,
+    runtime: Arc<dyn ContainerRuntime>,
+    mut spec: watch::Receiver<Value>,
+    host_ip: String,
+    backoff: Backoff,
+) {
+    let mut tracked: BTreeMap<String, Tracked> = BTreeMap::new();
+    let mut last_status = Value::Null;
+    let start_time = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    loop {
+        let pod = spec.borrow_and_update().clone();
+        let ns = pod
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let name = pod
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let uid = pod
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let id = |c: &str| ContainerId {
+            namespace: ns.clone(),
+            pod: name.clone(),
+            uid: uid.clone(),
+            container: c.to_string(),
+        };
+        let list = containers(&pod);
+        if pod.pointer("/metadata/deletionTimestamp").is_some() {
+            let grace = pod
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_u64)
+                .unwrap_or(30);
+            for (c, _, _) in &list {
+                if let Err(e) = runtime.stop(&id(c), Duration::from_secs(grace)).await {
+                    tracing::warn!(pod = %name, container = %c, error = %e, "stopping");
+                }
+                let _ = runtime.remove(&id(c)).await;
+            }
+            // The final delete: the API server removes the object now.
+            let opts = DeleteOptions {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match pods.delete(&name, &opts).await {
+                Ok(_) => {}
+                Err(e) if e.code == 404 || e.code == 409 => {}
+                Err(e) => tracing::warn!(pod = %name, error = %e, "final delete"),
+            }
+            return;
+        }
+        let policy = pod
+            .pointer("/spec/restartPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("Always")
+            .to_string();
+        let mut statuses = Vec::new();
+        let (mut running, mut succeeded, mut failed, mut waiting) = (0, 0, 0, 0);
+        for (c, image, cspec) in &list {
+            let t = tracked.entry(c.clone()).or_default();
+            let mut state = runtime.state(&id(c)).await;
+            let restartable = |exit: i32| match policy.as_str() {
+                "Never" => false,
+                "OnFailure" => exit != 0,
+                _ => true,
+            };
+            let now = tokio::time::Instant::now();
+            let mut waiting_reason: Option<(String, String)> = None;
+            let mut start = matches!(state, ContainerState::Unknown) && !t.started;
+            if let ContainerState::Exited {
+                exit_code,
+                signal,
+                started_at,
+                finished_at,
+                reason,
+            } = &state
+            {
+                let term = json!({"terminated": {"exitCode": exit_code, "signal": signal, "reason": reason,
+                    "startedAt": rfc3339(*started_at), "finishedAt": rfc3339(*finished_at)}});
+                if restartable(*exit_code) {
+                    // A newly seen exit schedules the restart: base × 2^restarts, capped.
+                    if t.last.as_ref() != Some(&term) {
+                        let delay = backoff
+                            .base
+                            .saturating_mul(1 << t.restarts.min(16))
+                            .min(backoff.max);
+                        t.next_start = Some(now + delay);
+                        t.last = Some(term);
+                    }
+                    if t.next_start.is_none_or(|at| now >= at) {
+                        start = true;
+                        t.restarts += 1;
+                    } else {
+                        waiting_reason = Some((
+                            "CrashLoopBackOff".into(),
+                            format!("back-off restarting failed container {c} in pod {name}"),
+                        ));
+                    }
+                }
+            }
+            if start {
+                match runtime.start(&id(c), cspec).await {
+                    Ok(()) => {
+                        t.started = true;
+                        t.next_start = None;
+                        state = runtime.state(&id(c)).await;
+                    }
+                    Err(e) => {
+                        waiting_reason = Some(("CreateContainerError".into(), e.to_string()));
+                    }
+                }
+            }
+            let status_state = match (&state, &waiting_reason) {
+                (_, Some((reason, message))) => {
+                    waiting += 1;
+                    json!({"waiting": {"reason": reason, "message": message}})
+                }
+                (ContainerState::Running { started_at, .. }, None) => {
+                    running += 1;
+                    json!({"running": {"startedAt": rfc3339(*started_at)}})
+                }
+                (
+                    ContainerState::Exited {
+                        exit_code,
+                        signal,
+                        started_at,
+                        finished_at,
+                        reason,
+                    },
+                    None,
+                ) => {
+                    if *exit_code == 0 {
+                        succeeded += 1
+                    } else {
+                        failed += 1
+                    }
+                    json!({"terminated": {"exitCode": exit_code, "signal": signal, "reason": reason,
+                        "startedAt": rfc3339(*started_at), "finishedAt": rfc3339(*finished_at)}})
+                }
+                (ContainerState::Unknown, None) => {
+                    waiting += 1;
+                    json!({"waiting": {"reason": "ContainerCreating"}})
+                }
+            };
+            let ready = status_state.get("running").is_some();
+            let mut cs = json!({
+                "name": c, "image": image, "imageID": format!("skiff://{image}"),
+                "containerID": format!("skiff://{ns}_{name}_{c}"),
+                "ready": ready, "started": ready, "restartCount": t.restarts, "state": status_state,
+            });
+            if let Some(last) = &t.last {
+                cs["lastState"] = last.clone();
+            } else {
+                cs["lastState"] = json!({});
+            }
+            statuses.push(cs);
+        }
+        let total = list.len();
+        let phase = if total > 0 && succeeded == total {
+            "Succeeded"
+        } else if failed > 0 && running == 0 && waiting == 0 {
+            "Failed"
+        } else if running > 0 || succeeded + failed > 0 {
+            "Running"
+        } else {
+            "Pending"
+        };
+        let all_ready = total > 0 && running == total;
+        let cond = |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }, "lastProbeTime": null});
+        let status = json!({
+            "phase": phase,
+            "hostIP": host_ip,
+            "hostIPs": [{"ip": host_ip}],
+            "podIP": host_ip,
+            "podIPs": [{"ip": host_ip}],
+            "startTime": start_time,
+            "containerStatuses": statuses,
+            "conditions": [cond("PodScheduled", true), cond("Initialized", true),
+                           cond("ContainersReady", all_ready), cond("Ready", all_ready)],
+        });
+        if status != last_status {
+            let patch = json!({"status": status});
+            match pods
+                .patch(&name, Some("status"), PatchType::Merge, &patch)
+                .await
+            {
+                Ok(_) => last_status = status,
+                Err(e) if e.code == 404 => return,
+                Err(e) => {
+                    tracing::debug!(pod = %name, error = %e, "status update failed; retrying")
+                }
+            }
+        }
+        // Wake on a spec change, or poll the runtime.
+        let _ = tokio::time::timeout(Duration::from_millis(300), spec.changed()).await;
+        if spec.has_changed().is_err() {
+            return; // the kubelet dropped this worker
+        }
+    }
+}
