@@ -8,6 +8,8 @@
 //! - `client`: `ApiClient`, the one way every other component talks to the API server —
 //!   CRUD, resuming watches and the informer.
 //! - `config`: the layered configuration (file, `SKIFF_*` environment, flags).
+//! - `scheduler`: the Scheduler actor (informers, node summaries, binding, leader election)
+//!   and its pure filter/score algorithm.
 //! - `kubelet`: the Kubelet actor (node registration, lease, pod workers, logs) and the
 //!   container runtimes (`process`, `fake`).
 //! - `cmd`: the subcommands of the `skiff` binary.
@@ -22,3 +24,4 @@ pub mod client;
 pub mod cmd;
 pub mod config;
 pub mod kubelet;
+pub mod scheduler;

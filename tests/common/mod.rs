@@ -14,8 +14,12 @@ use skiff::apiserver::{self, ApiServerOptions, Authenticator};
 use skiff::client::{ApiClient, ClientOptions};
 
 /// The token file every test cluster uses.
-pub const TOKENS: &str =
-    "admin-token,admin,1,\"system:masters\"\nnode1-token,system:node:n1,2,\"system:nodes\"\n";
+pub const TOKENS: &str = "admin-token,admin,1,\"system:masters\"
+node1-token,system:node:n1,2,\"system:nodes\"
+node2-token,system:node:n2,3,\"system:nodes\"
+node3-token,system:node:n3,4,\"system:nodes\"
+scheduler-token,system:kube-scheduler,5,\"system:masters\"
+";
 pub const ADMIN: (&str, &str) = ("admin", "admin-token");
 
 /// A free TCP port on loopback.
@@ -213,6 +217,51 @@ impl ApiProcess {
 impl Drop for ApiProcess {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// An actix System on its own thread running whatever `setup` starts; stopped on drop
+/// (after `teardown`, if any, has run on it).
+pub struct ActixThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ActixThread {
+    pub fn start<F, Fut, T>(setup: F) -> ActixThread
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T> + 'static,
+        T: 'static,
+    {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let system = actix::System::new();
+            system.block_on(async move {
+                let _keep = setup().await;
+                let _ = ready_tx.send(());
+                let _ = stop_rx.await;
+            });
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("actors started");
+        ActixThread {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ActixThread {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

@@ -1,0 +1,414 @@
+//! The Scheduler actor: watches nodes and pods through informers, keeps a summary of every
+//! node (allocatable, what its pods request, ports, owners), and binds each unscheduled pod to
+//! the best feasible node through the binding subresource. A pod that fits nowhere gets
+//! PodScheduled=False with the reason and a FailedScheduling event, and is retried whenever a
+//! node or a pod changes. Several replicas may run; only the Lease holder schedules.
+
+pub mod algorithm;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde_json::{json, Value};
+
+use crate::api::meta;
+use crate::api::wire::{ListOptions, PatchType};
+use crate::client::leader::{elect, Election, ElectionTimings};
+use crate::client::{ApiClient, Informer, Notification};
+use algorithm::{NodeSummary, PodSummary};
+
+/// The scheduler's name, matched against `spec.schedulerName`.
+pub const SCHEDULER_NAME: &str = "default-scheduler";
+
+/// What the scheduler needs.
+#[derive(Clone)]
+pub struct SchedulerOptions {
+    /// This replica's identity in the election.
+    pub identity: String,
+    /// Election timings.
+    pub election: ElectionTimings,
+    /// Pods handled per actor turn (keeps the mailbox responsive).
+    pub batch: usize,
+}
+
+impl SchedulerOptions {
+    /// Defaults for a replica called `identity`.
+    pub fn new(identity: &str) -> Self {
+        SchedulerOptions {
+            identity: identity.into(),
+            election: ElectionTimings::default(),
+            batch: 256,
+        }
+    }
+}
+
+/// A change seen by one of the informers.
+#[derive(Message)]
+#[rtype(result = "()")]
+enum Seen {
+    Node(Notification),
+    Pod(Notification),
+    Leading(bool),
+}
+
+/// Schedule what is queued.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Drain;
+
+/// A binding failed: forget the assumption and try the pod again.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct BindFailed {
+    pod: Value,
+    node: String,
+}
+
+/// The Scheduler actor.
+pub struct Scheduler {
+    /// Configuration.
+    options: SchedulerOptions,
+    /// Its connection to the API server.
+    client: ApiClient,
+    /// Node summaries, in a vector the algorithm scans, with an index by name.
+    nodes: Vec<NodeSummary>,
+    /// Index of `nodes` by node name.
+    by_name: HashMap<String, usize>,
+    /// Pods waiting for a decision, by key.
+    queue: VecDeque<String>,
+    /// The latest version of every unscheduled pod, by `namespace/name`.
+    unscheduled: HashMap<String, Value>,
+    /// Pods that fit nowhere, retried when the cluster changes.
+    parked: HashMap<String, String>,
+    /// Whether this replica leads.
+    leading: bool,
+    /// Rotates ties between equally good nodes.
+    tie: usize,
+    /// Keeps the informers and the election alive.
+    keep: Vec<Box<dyn std::any::Any>>,
+    /// A Drain is already queued.
+    draining: bool,
+}
+
+impl Scheduler {
+    /// A scheduler talking to the API server through `client`.
+    pub fn new(options: SchedulerOptions, client: ApiClient) -> Self {
+        Scheduler {
+            options,
+            client,
+            nodes: Vec::new(),
+            by_name: HashMap::new(),
+            queue: VecDeque::new(),
+            unscheduled: HashMap::new(),
+            parked: HashMap::new(),
+            leading: false,
+            tie: 0,
+            keep: Vec::new(),
+            draining: false,
+        }
+    }
+
+    fn key(pod: &Value) -> String {
+        format!("{}/{}", meta::namespace(pod), meta::name(pod))
+    }
+
+    fn kick(&mut self, ctx: &mut Context<Self>) {
+        if self.leading && !self.draining && !self.queue.is_empty() {
+            self.draining = true;
+            ctx.notify(Drain);
+        }
+    }
+
+    /// The cluster changed: give every parked pod another chance.
+    fn unpark(&mut self) {
+        for (k, _) in self.parked.drain() {
+            self.queue.push_back(k);
+        }
+    }
+
+    fn node_of(&mut self, name: &str) -> Option<&mut NodeSummary> {
+        let i = *self.by_name.get(name)?;
+        self.nodes.get_mut(i)
+    }
+
+    fn on_node(&mut self, n: Notification) {
+        match n {
+            Notification::Added(node) | Notification::Updated(_, node) => {
+                let name = meta::name(&node).to_string();
+                match self.by_name.get(&name) {
+                    Some(&i) => self.nodes[i].update_node(&node),
+                    None => {
+                        self.by_name.insert(name, self.nodes.len());
+                        self.nodes.push(NodeSummary::new(&node));
+                    }
+                }
+                self.unpark();
+            }
+            Notification::Deleted(node) => {
+                let name = meta::name(&node).to_string();
+                if let Some(i) = self.by_name.remove(&name) {
+                    self.nodes.swap_remove(i);
+                    if let Some(moved) = self.nodes.get(i) {
+                        self.by_name.insert(moved.name.clone(), i);
+                    }
+                }
+            }
+            Notification::Synced => {}
+        }
+    }
+
+    fn on_pod(&mut self, n: Notification) {
+        match n {
+            Notification::Added(pod) | Notification::Updated(_, pod) => {
+                let key = Self::key(&pod);
+                let node = pod
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                if !node.is_empty() {
+                    self.unscheduled.remove(&key);
+                    self.parked.remove(&key);
+                    let terminal = algorithm::is_terminal(&pod);
+                    if let Some(summary) = self.node_of(&node) {
+                        if terminal {
+                            summary.remove_pod(&pod);
+                        } else {
+                            summary.add_pod(&pod);
+                        }
+                    }
+                    if terminal {
+                        self.unpark();
+                    }
+                    return;
+                }
+                let ours = pod
+                    .pointer("/spec/schedulerName")
+                    .and_then(Value::as_str)
+                    .is_none_or(|s| s == SCHEDULER_NAME);
+                if !ours || pod.pointer("/metadata/deletionTimestamp").is_some() {
+                    return;
+                }
+                let fresh = self.unscheduled.insert(key.clone(), pod).is_none();
+                if fresh && !self.parked.contains_key(&key) {
+                    self.queue.push_back(key);
+                }
+            }
+            Notification::Deleted(pod) => {
+                let key = Self::key(&pod);
+                self.unscheduled.remove(&key);
+                self.parked.remove(&key);
+                let node = pod
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                if let Some(summary) = self.node_of(&node) {
+                    summary.remove_pod(&pod);
+                }
+                self.unpark();
+            }
+            Notification::Synced => {}
+        }
+    }
+
+    /// Decides one pod: bind it (assuming it on the node at once), or park it with a reason.
+    fn schedule_one(&mut self, key: String, ctx: &mut Context<Self>) {
+        let Some(pod) = self.unscheduled.get(&key).cloned() else {
+            return;
+        };
+        let summary = PodSummary::new(&pod);
+        self.tie = self.tie.wrapping_add(1);
+        match algorithm::select_node(&summary, &self.nodes, self.tie) {
+            Ok(i) => {
+                let node = self.nodes[i].name.clone();
+                let mut assumed = pod.clone();
+                assumed["spec"]["nodeName"] = json!(node);
+                self.nodes[i].add_pod(&assumed);
+                self.unscheduled.remove(&key);
+                let pods = self.client.api("", "pods", Some(meta::namespace(&pod)));
+                let events = self.client.api("", "events", Some(meta::namespace(&pod)));
+                let addr = ctx.address();
+                actix::spawn(async move {
+                    let binding = json!({"apiVersion": "v1", "kind": "Binding",
+                        "metadata": {"name": meta::name(&pod), "namespace": meta::namespace(&pod)},
+                        "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+                    match pods
+                        .create_subresource(meta::name(&pod), "binding", &binding)
+                        .await
+                    {
+                        Ok(_) => {
+                            let msg = format!(
+                                "Successfully assigned {}/{} to {node}",
+                                meta::namespace(&pod),
+                                meta::name(&pod)
+                            );
+                            let _ = events
+                                .create(&event(&pod, "Normal", "Scheduled", &msg))
+                                .await;
+                        }
+                        Err(e) => {
+                            tracing::debug!(pod = %meta::name(&pod), error = %e, "binding failed");
+                            addr.do_send(BindFailed { pod: assumed, node });
+                        }
+                    }
+                });
+            }
+            Err(message) => {
+                self.parked.insert(key, message.clone());
+                let pods = self.client.api("", "pods", Some(meta::namespace(&pod)));
+                let events = self.client.api("", "events", Some(meta::namespace(&pod)));
+                actix::spawn(async move {
+                    let already = pod
+                        .pointer("/status/conditions")
+                        .and_then(Value::as_array)
+                        .and_then(|cs| cs.iter().find(|c| c["type"] == "PodScheduled"))
+                        .is_some_and(|c| {
+                            c["status"] == "False" && c["message"] == message.as_str()
+                        });
+                    if already {
+                        return;
+                    }
+                    let status = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False",
+                        "reason": "Unschedulable", "message": message, "lastProbeTime": null,
+                        "lastTransitionTime": meta::now()}]}});
+                    let _ = pods
+                        .patch(meta::name(&pod), Some("status"), PatchType::Merge, &status)
+                        .await;
+                    let _ = events
+                        .create(&event(&pod, "Warning", "FailedScheduling", &message))
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+/// A core/v1 Event about a pod from the scheduler.
+fn event(pod: &Value, kind: &str, reason: &str, message: &str) -> Value {
+    let now = meta::now();
+    json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": format!("{}.", meta::name(pod)), "namespace": meta::namespace(pod)},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": meta::name(pod),
+            "namespace": meta::namespace(pod), "uid": meta::uid(pod),
+            "resourceVersion": meta::resource_version(pod)},
+        "reason": reason, "message": message, "type": kind,
+        "source": {"component": SCHEDULER_NAME}, "reportingComponent": SCHEDULER_NAME,
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    })
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let addr = ctx.address();
+        let mut nodes = Informer::start(self.client.api("", "nodes", None), ListOptions::default());
+        let mut pods = Informer::start(self.client.api("", "pods", None), ListOptions::default());
+        let (mut node_rx, mut pod_rx) = (
+            std::mem::replace(
+                &mut nodes.notifications,
+                tokio::sync::mpsc::unbounded_channel().1,
+            ),
+            std::mem::replace(
+                &mut pods.notifications,
+                tokio::sync::mpsc::unbounded_channel().1,
+            ),
+        );
+        let a = addr.clone();
+        actix::spawn(async move {
+            while let Some(n) = node_rx.recv().await {
+                a.do_send(Seen::Node(n));
+            }
+        });
+        let a = addr.clone();
+        actix::spawn(async move {
+            while let Some(n) = pod_rx.recv().await {
+                a.do_send(Seen::Pod(n));
+            }
+        });
+        let election: Election = elect(
+            self.client
+                .api("coordination.k8s.io", "leases", Some("kube-system")),
+            "skiff-scheduler",
+            &self.options.identity,
+            self.options.election,
+        );
+        let mut leading = election.is_leader.clone();
+        actix::spawn(async move {
+            loop {
+                let now = *leading.borrow_and_update();
+                addr.do_send(Seen::Leading(now));
+                if leading.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        self.keep.push(Box::new(nodes));
+        self.keep.push(Box::new(pods));
+        self.keep.push(Box::new(election));
+        // Retry parked pods now and then too (e.g. a node's taint was lifted elsewhere).
+        ctx.run_interval(Duration::from_secs(10), |s, ctx| {
+            s.unpark();
+            s.kick(ctx);
+        });
+    }
+}
+
+impl Handler<Seen> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, seen: Seen, ctx: &mut Context<Self>) {
+        match seen {
+            Seen::Node(n) => self.on_node(n),
+            Seen::Pod(n) => self.on_pod(n),
+            Seen::Leading(l) => {
+                if l != self.leading {
+                    tracing::info!(identity = %self.options.identity, leading = l, "scheduler leadership");
+                }
+                self.leading = l;
+            }
+        }
+        self.kick(ctx);
+    }
+}
+
+impl Handler<Drain> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) {
+        self.draining = false;
+        if !self.leading {
+            return;
+        }
+        for _ in 0..self.options.batch {
+            let Some(key) = self.queue.pop_front() else {
+                break;
+            };
+            self.schedule_one(key, ctx);
+        }
+        self.kick(ctx);
+    }
+}
+
+impl Handler<BindFailed> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: BindFailed, ctx: &mut Context<Self>) {
+        if let Some(summary) = self.node_of(&msg.node) {
+            summary.remove_pod(&msg.pod);
+        }
+        // The informer will tell whether the pod is bound elsewhere or still waits.
+        let mut pod = msg.pod;
+        if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("nodeName");
+        }
+        let key = Self::key(&pod);
+        if self.unscheduled.insert(key.clone(), pod).is_none() {
+            self.queue.push_back(key);
+        }
+        self.kick(ctx);
+    }
+}
