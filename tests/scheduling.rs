@@ -159,7 +159,7 @@ async fn only_the_leading_scheduler_binds_and_a_standby_takes_over() {
     let cluster = Cluster::start();
     let admin = cluster.client().await;
     let _nodes = start_nodes(&cluster.nats.url(), 1);
-    let mut schedulers = vec![
+    let mut schedulers = [
         ("s1", Some(start_scheduler(&cluster.nats.url(), "s1"))),
         ("s2", Some(start_scheduler(&cluster.nats.url(), "s2"))),
     ];
