@@ -10,6 +10,8 @@
 //! - `config`: the layered configuration (file, `SKIFF_*` environment, flags).
 //! - `scheduler`: the Scheduler actor (informers, node summaries, binding, leader election)
 //!   and its pure filter/score algorithm.
+//! - `controllers`: the controller-manager's actors (ReplicaSet, Deployment, garbage
+//!   collector) and the pure Deployment rollout planner.
 //! - `kubelet`: the Kubelet actor (node registration, lease, pod workers, logs) and the
 //!   container runtimes (`process`, `fake`).
 //! - `cmd`: the subcommands of the `skiff` binary.
@@ -23,5 +25,6 @@ pub mod apiserver;
 pub mod client;
 pub mod cmd;
 pub mod config;
+pub mod controllers;
 pub mod kubelet;
 pub mod scheduler;

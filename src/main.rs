@@ -30,6 +30,9 @@ fn main() -> std::process::ExitCode {
             Ok(config) => cmd::apiserver::run(config),
         },
         Command::Up(args) => cmd::up::run(args),
+        Command::Scheduler(args) => cmd::components::run_scheduler(args),
+        Command::ControllerManager(args) => cmd::components::run_controller_manager(args),
+        Command::Kubelet(args) => cmd::components::run_kubelet(args),
         Command::Kubeconfig(args) => cmd::kubeconfig::run(args),
     };
     match result {

@@ -383,6 +383,7 @@ impl Registry {
             md.insert("generation".into(), json!(1));
         }
         defaults(t.info, &mut obj);
+        initial_status(t.info, &mut obj);
         let name = meta::name(&obj).to_string();
         let errs = validation::validate_create(t.info.kind, t.info.namespaced, &obj);
         if !errs.is_empty() {
@@ -677,6 +678,7 @@ impl Registry {
                 return Err(Status::bad_request("the result must be a JSON object"));
             }
             check_type(info, &mut new)?;
+            defaults(info, &mut new);
             strategy(&old, &mut new);
             let errs = validation::validate_update(info.kind, info.namespaced, &old, &new);
             if !errs.is_empty() {
@@ -1192,18 +1194,11 @@ pub(super) fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: O
 }
 
 /// Defaults on create, as Kubernetes' defaulters set them.
-fn defaults(info: &ResourceInfo, obj: &mut Value) {
+/// The status an object starts with.
+fn initial_status(info: &ResourceInfo, obj: &mut Value) {
     match info.kind {
-        "Namespace" => {
-            if obj.pointer("/spec/finalizers").is_none() {
-                obj["spec"] = json!({"finalizers": ["kubernetes"]});
-            }
-            obj["status"] = json!({"phase": "Active"});
-        }
+        "Namespace" => obj["status"] = json!({"phase": "Active"}),
         "Pod" => {
-            if let Some(spec) = obj.get_mut("spec") {
-                pod_spec_defaults(spec);
-            }
             obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
             if obj
                 .pointer("/spec/nodeName")
@@ -1211,6 +1206,29 @@ fn defaults(info: &ResourceInfo, obj: &mut Value) {
                 .is_some_and(|n| !n.is_empty())
             {
                 set_condition(obj, "PodScheduled", "True", None);
+            }
+        }
+        "Deployment" | "ReplicaSet" => obj["status"] = json!({}),
+        _ => {}
+    }
+}
+
+/// Field defaults, as Kubernetes' defaulters set them on every write (so a replaced
+/// template compares equal to the one stored in its ReplicaSet). Idempotent.
+fn defaults(info: &ResourceInfo, obj: &mut Value) {
+    match info.kind {
+        "Namespace"
+            if obj.pointer("/spec/finalizers").is_none()
+                && obj.pointer("/metadata/deletionTimestamp").is_none() =>
+        {
+            if !obj.get("spec").is_some_and(Value::is_object) {
+                obj["spec"] = json!({});
+            }
+            obj["spec"]["finalizers"] = json!(["kubernetes"]);
+        }
+        "Pod" => {
+            if let Some(spec) = obj.get_mut("spec") {
+                pod_spec_defaults(spec);
             }
         }
         "Deployment" | "ReplicaSet" => {
@@ -1236,7 +1254,6 @@ fn defaults(info: &ResourceInfo, obj: &mut Value) {
             if let Some(spec) = obj.pointer_mut("/spec/template/spec") {
                 pod_spec_defaults(spec);
             }
-            obj["status"] = json!({});
         }
         "Secret" if obj.get("type").is_none() => {
             obj["type"] = json!("Opaque");

@@ -142,6 +142,24 @@ pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Runs the API server until SIGTERM or SIGINT.
 pub fn run(config: ApiServerConfig) -> anyhow::Result<()> {
+    run_with(config, |_| async { anyhow::Ok(Extras::default()) })
+}
+
+/// What `skiff up` starts next to the API server: kept alive until shutdown, then stopped.
+#[derive(Default)]
+pub struct Extras {
+    /// Actors and handles to keep alive.
+    pub keep: Vec<Box<dyn std::any::Any>>,
+    /// Run on shutdown before the API server stops (e.g. stop every pod process).
+    pub on_shutdown: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>,
+}
+
+/// Runs the API server and, once it serves, whatever `extras` starts in the same System.
+pub fn run_with<F, Fut>(config: ApiServerConfig, extras: F) -> anyhow::Result<()>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Extras>>,
+{
     let token_file = config.token_file();
     if config.token_file.is_none() {
         ensure_token_file(&token_file)?;
@@ -207,7 +225,12 @@ pub fn run(config: ApiServerConfig) -> anyhow::Result<()> {
             .await
             .context("subscribing the request subjects")?;
         tracing::info!(nats = %config.nats_url, store = %config.store, data_dir = %config.data_dir.display(), "skiff apiserver ready");
+        let extras = extras(config.nats_url.clone()).await?;
         wait_for_signal().await;
+        for f in extras.on_shutdown {
+            f.await;
+        }
+        drop(extras.keep);
         tracing::info!("shutting down: finishing in-flight requests");
         if let Some(h) = http {
             h.stop(true).await;

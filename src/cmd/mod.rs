@@ -2,6 +2,7 @@
 //! and runs one component.
 
 pub mod apiserver;
+pub mod components;
 pub mod kubeconfig;
 pub mod up;
 
@@ -28,6 +29,12 @@ pub struct Cli {
 pub enum Command {
     /// The API server: the only owner of the store, serving requests over NATS.
     Apiserver(apiserver::Args),
+    /// The scheduler: binds pods to nodes (leader-elected).
+    Scheduler(components::SchedulerArgs),
+    /// The controllers: ReplicaSet, Deployment, garbage collector (leader-elected).
+    ControllerManager(components::ControllerManagerArgs),
+    /// A node agent: runs the pods bound to its node.
+    Kubelet(components::KubeletArgs),
     /// Print a kubeconfig for this cluster (admin token, or a new client certificate).
     Kubeconfig(kubeconfig::Args),
     /// Everything on one machine: a nats-server child and the API server, embedded store.

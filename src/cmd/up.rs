@@ -1,21 +1,27 @@
 //! `skiff up`: the embedded default for one machine — a nats-server child (unless
-//! `--nats-url` names one) and the API server with its store file in `--data-dir`, in one
-//! process. Later components (scheduler, controllers, kubelets) join here as they land.
+//! `--nats-url` names one), the API server with its store in `--data-dir`, a scheduler, the
+//! controllers and `--nodes` kubelets, in one process. Every component still talks to the API
+//! server through its own NATS client and identity, exactly as separate processes would.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Args as ClapArgs;
 
-use super::apiserver as apiserver_cmd;
+use super::apiserver::{self as apiserver_cmd, Extras};
+use super::components;
+use crate::client::leader::ElectionTimings;
+use crate::client::{ApiClient, ClientOptions};
 use crate::config::ApiServerConfig;
+use crate::kubelet::{Kubelet, KubeletOptions};
 
 /// Flags of `skiff up`.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct Args {
-    /// Data directory: store file, tokens, nats-server state.
+    /// Data directory: store, certificates, tokens, kubeconfig, pod logs.
     #[arg(long, env = "SKIFF_DATA_DIR", default_value = ".skiff")]
     pub data_dir: PathBuf,
     /// Use this NATS server instead of starting one.
@@ -24,6 +30,15 @@ pub struct Args {
     /// Port of the nats-server started here.
     #[arg(long, default_value_t = 4222)]
     pub nats_port: u16,
+    /// HTTPS address of the Kubernetes API.
+    #[arg(long, default_value = "0.0.0.0:6443")]
+    pub https_bind: String,
+    /// Number of kubelets (nodes skiff-node-1 … N).
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// Container runtime of the kubelets: `process` or `fake`.
+    #[arg(long, default_value = "process")]
+    pub runtime: String,
 }
 
 /// A nats-server child, stopped when dropped.
@@ -36,7 +51,7 @@ impl Drop for NatsChild {
     }
 }
 
-fn start_nats(port: u16, dir: &std::path::Path) -> anyhow::Result<NatsChild> {
+fn start_nats(port: u16, dir: &Path) -> anyhow::Result<NatsChild> {
     let log = std::fs::File::create(dir.join("nats-server.log"))?;
     let child = Command::new("nats-server")
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
@@ -61,6 +76,30 @@ fn start_nats(port: u16, dir: &std::path::Path) -> anyhow::Result<NatsChild> {
     bail!("nats-server did not listen on port {port} within 10 s")
 }
 
+/// Makes sure the token file holds a token for each (user, groups); returns user → token.
+pub fn ensure_tokens(
+    path: &Path,
+    users: &[(String, &str)],
+) -> anyhow::Result<HashMap<String, String>> {
+    let mut text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut tokens = HashMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.splitn(4, ',').collect();
+        if f.len() >= 2 {
+            tokens.insert(f[1].to_string(), f[0].to_string());
+        }
+    }
+    for (i, (user, groups)) in users.iter().enumerate() {
+        if !tokens.contains_key(user) {
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            text.push_str(&format!("{token},{user},{},\"{groups}\"\n", 100 + i));
+            tokens.insert(user.clone(), token);
+        }
+    }
+    apiserver_cmd::write_private(path, &text)?;
+    Ok(tokens)
+}
+
 /// Runs everything until SIGTERM or SIGINT.
 pub fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
@@ -78,15 +117,65 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (Some(child), format!("nats://127.0.0.1:{}", args.nats_port))
         }
     };
+    let nodes: Vec<String> = (1..=args.nodes)
+        .map(|i| format!("skiff-node-{i}"))
+        .collect();
+    let mut users = vec![
+        ("admin".to_string(), "system:masters"),
+        ("system:kube-scheduler".to_string(), "system:masters"),
+        (
+            "system:kube-controller-manager".to_string(),
+            "system:masters",
+        ),
+    ];
+    users.extend(
+        nodes
+            .iter()
+            .map(|n| (format!("system:node:{n}"), "system:nodes")),
+    );
     let config = ApiServerConfig {
         nats_url: nats_url.clone(),
         data_dir: data_dir.clone(),
+        https_bind: args.https_bind.clone(),
         ..Default::default()
     };
-    eprintln!(
-        "skiff up: API server on {nats_url}, store {}, tokens {}",
-        data_dir.join("store.redb").display(),
-        config.token_file().display()
-    );
-    apiserver_cmd::run(config)
+    let tokens = ensure_tokens(&config.token_file(), &users)?;
+    let kubeconfig = data_dir.join("kubeconfig");
+    let runtime = args.runtime.clone();
+    eprintln!("skiff up: API server (NATS {nats_url}, HTTPS {}), scheduler, controllers, {} {runtime} node(s)", args.https_bind, nodes.len());
+    apiserver_cmd::run_with(config, move |url| async move {
+        let connect = |user: &str| {
+            let token = tokens.get(user).cloned().unwrap_or_default();
+            let options = ClientOptions::new(&url, user, &token);
+            async move { ApiClient::connect(options).await }
+        };
+        let mut extras = Extras::default();
+        let scheduler =
+            components::start_scheduler(connect("system:kube-scheduler").await?, "skiff-up").await;
+        extras.keep.push(Box::new(scheduler));
+        let controllers = components::start_controllers(
+            connect("system:kube-controller-manager").await?,
+            "skiff-up",
+            ElectionTimings::default(),
+            Default::default(),
+        );
+        extras.keep.push(Box::new(controllers));
+        for node in &nodes {
+            let (rt, process) =
+                components::runtime(&runtime, data_dir.join("pods").join(node), "127.0.0.1")?;
+            let client = connect(&format!("system:node:{node}")).await?;
+            let kubelet = actix::Actor::start(Kubelet::new(KubeletOptions::new(node), client, rt));
+            extras.keep.push(Box::new(kubelet));
+            if let Some(p) = process {
+                extras.on_shutdown.push(Box::pin(async move {
+                    p.stop_all(Duration::from_secs(10)).await
+                }));
+            }
+        }
+        eprintln!(
+            "skiff up: ready — export KUBECONFIG={}",
+            kubeconfig.display()
+        );
+        anyhow::Ok(extras)
+    })
 }

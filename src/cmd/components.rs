@@ -1,0 +1,206 @@
+//! `skiff scheduler`, `skiff controller-manager` and `skiff kubelet`: each connects to NATS
+//! with its own identity and token, starts its actors, and stops on SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args as ClapArgs;
+
+use crate::client::leader::ElectionTimings;
+use crate::client::{ApiClient, ClientOptions};
+use crate::config::env;
+use crate::controllers;
+use crate::kubelet::runtime::fake::FakeRuntime;
+use crate::kubelet::runtime::process::ProcessRuntime;
+use crate::kubelet::runtime::ContainerRuntime;
+use crate::kubelet::{Kubelet, KubeletOptions};
+use crate::scheduler::{Scheduler, SchedulerOptions};
+
+/// How a component reaches the API server.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct Connection {
+    /// NATS server URL.
+    #[arg(long, env = env::NATS_URL, default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Bearer token of this component's identity.
+    #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+/// Flags of `skiff scheduler`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct SchedulerArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// The user the token belongs to.
+    #[arg(long, default_value = "system:kube-scheduler")]
+    pub user: String,
+    /// This replica's identity in the leader election (default: host name and pid).
+    #[arg(long)]
+    pub identity: Option<String>,
+}
+
+/// Flags of `skiff controller-manager`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct ControllerManagerArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// The user the token belongs to.
+    #[arg(long, default_value = "system:kube-controller-manager")]
+    pub user: String,
+    /// This replica's identity in the leader election (default: host name and pid).
+    #[arg(long)]
+    pub identity: Option<String>,
+}
+
+/// Flags of `skiff kubelet`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct KubeletArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// The Node's name (default: the host name).
+    #[arg(long, env = "SKIFF_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// `process` (real processes) or `fake` (no processes).
+    #[arg(long, env = "SKIFF_RUNTIME", default_value = "process")]
+    pub runtime: String,
+    /// Where the process runtime keeps logs and working directories.
+    #[arg(
+        long,
+        env = "SKIFF_KUBELET_ROOT",
+        default_value = "/var/lib/skiff/kubelet"
+    )]
+    pub root: PathBuf,
+    /// The address of this node.
+    #[arg(long, env = "SKIFF_NODE_IP", default_value = "127.0.0.1")]
+    pub node_ip: String,
+}
+
+/// This host's name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+async fn connect(c: &Connection, user: &str) -> anyhow::Result<ApiClient> {
+    ApiClient::connect(ClientOptions::new(&c.nats_url, user, &c.token))
+        .await
+        .with_context(|| format!("connecting as {user}"))
+}
+
+/// Starts a scheduler's actors (inside an actix System).
+pub async fn start_scheduler(client: ApiClient, identity: &str) -> actix::Addr<Scheduler> {
+    actix::Actor::start(Scheduler::new(SchedulerOptions::new(identity), client))
+}
+
+/// The controllers of the controller-manager, kept alive together.
+pub struct ControllerSet {
+    _election: crate::client::leader::Election,
+    _replica_sets: actix::Addr<controllers::replicaset::ReplicaSetController>,
+    _deployments: actix::Addr<controllers::deployment::DeploymentController>,
+    _gc: actix::Addr<controllers::gc::GarbageCollector>,
+    _nodes: actix::Addr<controllers::nodelifecycle::NodeLifecycleController>,
+}
+
+/// Starts the controller-manager's actors (inside an actix System).
+pub fn start_controllers(
+    client: ApiClient,
+    identity: &str,
+    timings: ElectionTimings,
+    nodes: controllers::nodelifecycle::NodeLifecycleOptions,
+) -> ControllerSet {
+    let (election, leading) = controllers::leader(&client, identity, timings);
+    ControllerSet {
+        _election: election,
+        _replica_sets: actix::Actor::start(controllers::replicaset::ReplicaSetController::new(
+            client.clone(),
+            leading.clone(),
+        )),
+        _deployments: actix::Actor::start(controllers::deployment::DeploymentController::new(
+            client.clone(),
+            leading.clone(),
+        )),
+        _gc: actix::Actor::start(controllers::gc::GarbageCollector::new(
+            client.clone(),
+            leading.clone(),
+        )),
+        _nodes: actix::Actor::start(controllers::nodelifecycle::NodeLifecycleController::new(
+            client, leading, nodes,
+        )),
+    }
+}
+
+/// A runtime by name.
+pub fn runtime(
+    kind: &str,
+    root: PathBuf,
+    ip: &str,
+) -> anyhow::Result<(Arc<dyn ContainerRuntime>, Option<ProcessRuntime>)> {
+    match kind {
+        "process" => {
+            let p = ProcessRuntime::new(root, ip.into());
+            Ok((Arc::new(p.clone()), Some(p)))
+        }
+        "fake" => Ok((Arc::new(FakeRuntime::new(ip.into())), None)),
+        other => anyhow::bail!("unknown runtime {other:?}: want process or fake"),
+    }
+}
+
+/// `skiff scheduler`.
+pub fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+    actix::System::new().block_on(async move {
+        let client = connect(&args.connection, &args.user).await?;
+        let _scheduler = start_scheduler(client, &identity).await;
+        tracing::info!(%identity, "skiff scheduler ready");
+        super::apiserver::wait_for_signal().await;
+        anyhow::Ok(())
+    })
+}
+
+/// `skiff controller-manager`.
+pub fn run_controller_manager(args: ControllerManagerArgs) -> anyhow::Result<()> {
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+    actix::System::new().block_on(async move {
+        let client = connect(&args.connection, &args.user).await?;
+        let _controllers = start_controllers(
+            client,
+            &identity,
+            ElectionTimings::default(),
+            Default::default(),
+        );
+        tracing::info!(%identity, "skiff controller-manager ready");
+        super::apiserver::wait_for_signal().await;
+        anyhow::Ok(())
+    })
+}
+
+/// `skiff kubelet`.
+pub fn run_kubelet(args: KubeletArgs) -> anyhow::Result<()> {
+    let node = args.node_name.clone().unwrap_or_else(hostname);
+    let (rt, process) = runtime(&args.runtime, args.root.join(&node), &args.node_ip)?;
+    actix::System::new().block_on(async move {
+        let client = connect(&args.connection, &format!("system:node:{node}")).await?;
+        let mut options = KubeletOptions::new(&node);
+        options.node_ip = args.node_ip.clone();
+        let _kubelet = actix::Actor::start(Kubelet::new(options, client, rt));
+        tracing::info!(%node, runtime = %args.runtime, "skiff kubelet ready");
+        super::apiserver::wait_for_signal().await;
+        if let Some(p) = process {
+            tracing::info!("stopping every container");
+            p.stop_all(Duration::from_secs(10)).await;
+        }
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,376 @@
+//! The controller-manager with the scheduler and fake-runtime kubelets, all over NATS:
+//! ReplicaSets keep their pods, Deployments roll out, the garbage collector cleans up.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use skiff::api::wire::{DeleteOptions, ListOptions, PatchType};
+use skiff::client::leader::ElectionTimings;
+use skiff::client::Api;
+use skiff::cmd::components::{start_controllers, start_scheduler};
+use skiff::controllers::nodelifecycle::NodeLifecycleOptions;
+use skiff::kubelet::runtime::fake::FakeRuntime;
+use skiff::kubelet::{Kubelet, KubeletOptions};
+
+use common::*;
+
+fn fast() -> ElectionTimings {
+    ElectionTimings {
+        lease_duration: Duration::from_secs(2),
+        renew_deadline: Duration::from_millis(1500),
+        retry_period: Duration::from_millis(200),
+    }
+}
+
+/// Scheduler, controllers and 3 fake nodes on one actix thread.
+fn control_plane(url: &str) -> ActixThread {
+    control_plane_with(url, 1..=3, Default::default())
+}
+
+/// Scheduler, controllers (with these node lifecycle timings) and fake nodes n<i>.
+fn control_plane_with(
+    url: &str,
+    nodes: std::ops::RangeInclusive<usize>,
+    lifecycle: NodeLifecycleOptions,
+) -> ActixThread {
+    let url = url.to_string();
+    ActixThread::start(move || async move {
+        let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+        for i in nodes {
+            let node = format!("n{i}");
+            let client = client_for(
+                &url,
+                &format!("system:node:{node}"),
+                &format!("node{i}-token"),
+            )
+            .await;
+            keep.push(Box::new(actix::Actor::start(Kubelet::new(
+                KubeletOptions::new(&node),
+                client,
+                Arc::new(FakeRuntime::new("127.0.0.1".into())),
+            ))));
+        }
+        keep.push(Box::new(
+            start_scheduler(
+                client_for(&url, "system:kube-scheduler", "scheduler-token").await,
+                "s",
+            )
+            .await,
+        ));
+        keep.push(Box::new(start_controllers(
+            client_for(&url, "admin", "admin-token").await,
+            "cm",
+            fast(),
+            lifecycle,
+        )));
+        keep
+    })
+}
+
+async fn pods_of(pods: &Api, selector: &str) -> Vec<Value> {
+    pods.list(&ListOptions {
+        label_selector: Some(selector.into()),
+        ..Default::default()
+    })
+    .await
+    .map(|l| l.items)
+    .unwrap_or_default()
+}
+
+async fn wait_running(pods: &Api, selector: &str, n: usize) -> Vec<Value> {
+    let (pods, selector) = (pods.clone(), selector.to_string());
+    wait_for(
+        Duration::from_secs(40),
+        &format!("{n} running pods for {selector}"),
+        || {
+            let (pods, selector) = (pods.clone(), selector.clone());
+            async move {
+                let live: Vec<Value> = pods_of(&pods, &selector)
+                    .await
+                    .into_iter()
+                    .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                    .collect();
+                let running = live
+                    .iter()
+                    .filter(|p| p["status"]["phase"] == "Running")
+                    .count();
+                (live.len() == n && running == n).then_some(live)
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicasets_keep_their_pods_and_the_collector_cleans_up() {
+    let cluster = Cluster::start();
+    let admin = cluster.client().await;
+    let _cp = control_plane(&cluster.nats.url());
+    let rss = admin.api("apps", "replicasets", Some("default"));
+    let pods = admin.api("", "pods", Some("default"));
+    rss.create(&json!({"metadata": {"name": "web"}, "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
+        .await
+        .unwrap();
+    let running = wait_running(&pods, "app=web", 3).await;
+    for p in &running {
+        assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "ReplicaSet");
+        assert!(p["metadata"]["name"].as_str().unwrap().starts_with("web-"));
+    }
+    wait_for(Duration::from_secs(20), "RS status", || {
+        let rss = rss.clone();
+        async move { (rss.get("web").await.ok()?["status"]["readyReplicas"] == 3).then_some(()) }
+    })
+    .await;
+    // A deleted pod is replaced; scaling down removes the surplus.
+    pods.delete(
+        running[0]["metadata"]["name"].as_str().unwrap(),
+        &DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    wait_running(&pods, "app=web", 3).await;
+    rss.patch(
+        "web",
+        Some("scale"),
+        PatchType::Merge,
+        &json!({"spec": {"replicas": 1}}),
+    )
+    .await
+    .unwrap();
+    wait_running(&pods, "app=web", 1).await;
+    rss.patch(
+        "web",
+        Some("scale"),
+        PatchType::Merge,
+        &json!({"spec": {"replicas": 2}}),
+    )
+    .await
+    .unwrap();
+    wait_running(&pods, "app=web", 2).await;
+    // A pod that existed before its ReplicaSet and matches the selector is adopted and
+    // counted, not duplicated.
+    pods.create(&json!({"metadata": {"name": "stray", "labels": {"app": "api"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+        .await
+        .unwrap();
+    rss.create(&json!({"metadata": {"name": "api"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "api"}},
+        "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
+        .await
+        .unwrap();
+    let two = wait_running(&pods, "app=api", 2).await;
+    let stray = two
+        .iter()
+        .find(|p| p["metadata"]["name"] == "stray")
+        .expect("the orphan is one of the two");
+    assert_eq!(
+        stray["metadata"]["ownerReferences"][0]["name"], "api",
+        "adopted"
+    );
+    // Deleting the ReplicaSet deletes its pods (background propagation).
+    rss.delete(
+        "web",
+        &DeleteOptions {
+            propagation_policy: Some("Background".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    wait_for(Duration::from_secs(30), "pods collected", || {
+        let pods = pods.clone();
+        async move { pods_of(&pods, "app=web").await.is_empty().then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_roll_out_and_are_collected() {
+    let cluster = Cluster::start();
+    let admin = cluster.client().await;
+    let _cp = control_plane(&cluster.nats.url());
+    let deploys = admin.api("apps", "deployments", Some("default"));
+    let rss = admin.api("apps", "replicasets", Some("default"));
+    let pods = admin.api("", "pods", Some("default"));
+    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "v1"}]}}}});
+    deploys.create(&d).await.unwrap();
+    wait_running(&pods, "app=web", 3).await;
+    let done = |image: &'static str| {
+        let (deploys, rss) = (deploys.clone(), rss.clone());
+        async move {
+            wait_for(
+                Duration::from_secs(60),
+                &format!("rollout of {image} complete"),
+                || {
+                    let (deploys, rss) = (deploys.clone(), rss.clone());
+                    async move {
+                        let d = deploys.get("web").await.ok()?;
+                        let s = &d["status"];
+                        let want = d["spec"]["replicas"].as_i64()?;
+                        let complete = d["metadata"]["generation"].as_i64()?
+                            <= s["observedGeneration"].as_i64()?
+                            && s["updatedReplicas"].as_i64()? >= want
+                            && s["replicas"].as_i64()? <= s["updatedReplicas"].as_i64()?
+                            && s["availableReplicas"].as_i64()? >= s["updatedReplicas"].as_i64()?;
+                        let list = rss.list(&ListOptions::default()).await.ok()?;
+                        let current = list.items.iter().find(|rs| {
+                            rs["spec"]["template"]["spec"]["containers"][0]["image"] == image
+                        })?;
+                        (complete && current["status"]["replicas"] == want).then_some(list.items)
+                    }
+                },
+            )
+            .await
+        }
+    };
+    let first = done("v1").await;
+    assert_eq!(first.len(), 1);
+    let rs1 = first[0]["metadata"]["name"].as_str().unwrap().to_string();
+    assert!(rs1.starts_with("web-"));
+    assert_eq!(
+        first[0]["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
+    // A new template rolls out to a new ReplicaSet; the old one ends at 0.
+    deploys
+        .patch("web", None, PatchType::Merge, &json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "v2"}]}}}}))
+        .await
+        .unwrap();
+    let second = done("v2").await;
+    assert_eq!(second.len(), 2);
+    let old = second
+        .iter()
+        .find(|rs| rs["metadata"]["name"] == rs1.as_str())
+        .unwrap();
+    assert_eq!(old["spec"]["replicas"], 0);
+    let running = wait_running(&pods, "app=web", 3).await;
+    assert!(running
+        .iter()
+        .all(|p| p["spec"]["containers"][0]["image"] == "v2"));
+    let d = deploys.get("web").await.unwrap();
+    let progressing = d["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        progressing["reason"], "NewReplicaSetAvailable",
+        "{progressing}"
+    );
+    // Scaling goes to the current ReplicaSet.
+    deploys
+        .patch(
+            "web",
+            Some("scale"),
+            PatchType::Merge,
+            &json!({"spec": {"replicas": 5}}),
+        )
+        .await
+        .unwrap();
+    wait_running(&pods, "app=web", 5).await;
+    // Deleting the Deployment removes its ReplicaSets and their pods.
+    deploys
+        .delete(
+            "web",
+            &DeleteOptions {
+                propagation_policy: Some("Background".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "everything collected", || {
+        let (rss, pods) = (rss.clone(), pods.clone());
+        async move {
+            let r = rss
+                .list(&ListOptions::default())
+                .await
+                .ok()?
+                .items
+                .is_empty();
+            let p = pods_of(&pods, "app=web").await.is_empty();
+            (r && p).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_node_goes_not_ready_and_its_pods_move() {
+    let cluster = Cluster::start();
+    let admin = cluster.client().await;
+    let lifecycle = NodeLifecycleOptions {
+        grace: Duration::from_secs(2),
+        eviction_timeout: Duration::from_secs(2),
+    };
+    // n1 and n2 with the control plane; n3 on a thread of its own that the test stops.
+    let _cp = control_plane_with(&cluster.nats.url(), 1..=2, lifecycle);
+    let url = cluster.nats.url();
+    let n3 = ActixThread::start(move || async move {
+        let client = client_for(&url, "system:node:n3", "node3-token").await;
+        let mut o = KubeletOptions::new("n3");
+        o.lease_renew = Duration::from_millis(500);
+        actix::Actor::start(Kubelet::new(
+            o,
+            client,
+            Arc::new(FakeRuntime::new("127.0.0.1".into())),
+        ))
+    });
+    let rss = admin.api("apps", "replicasets", Some("default"));
+    let pods = admin.api("", "pods", Some("default"));
+    rss.create(&json!({"metadata": {"name": "web"}, "spec": {"replicas": 6, "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
+        .await
+        .unwrap();
+    let running = wait_running(&pods, "app=web", 6).await;
+    assert!(
+        running.iter().any(|p| p["spec"]["nodeName"] == "n3"),
+        "some pods landed on n3"
+    );
+    drop(n3);
+    let nodes = admin.api("", "nodes", None);
+    wait_for(Duration::from_secs(20), "n3 NotReady", || {
+        let nodes = nodes.clone();
+        async move {
+            let n = nodes.get("n3").await.ok()?;
+            let ready = n["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?
+                .clone();
+            let tainted = n["spec"]["taints"]
+                .as_array()?
+                .iter()
+                .any(|t| t["key"] == "node.kubernetes.io/unreachable");
+            (ready["status"] == "Unknown" && tainted).then_some(())
+        }
+    })
+    .await;
+    // After the (shortened) toleration the pods are evicted and replaced on n1 and n2.
+    wait_for(Duration::from_secs(40), "6 running pods off n3", || {
+        let pods = pods.clone();
+        async move {
+            let live: Vec<Value> = pods_of(&pods, "app=web")
+                .await
+                .into_iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .collect();
+            let ok = live.len() == 6
+                && live
+                    .iter()
+                    .all(|p| p["status"]["phase"] == "Running" && p["spec"]["nodeName"] != "n3");
+            ok.then_some(())
+        }
+    })
+    .await;
+}
