@@ -374,3 +374,54 @@ async fn a_silent_node_goes_not_ready_and_its_pods_move() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_namespace_deletes_what_is_in_it_then_the_namespace() {
+    let cluster = Cluster::start();
+    let admin = cluster.client().await;
+    let _cp = control_plane(&cluster.nats.url());
+    let namespaces = admin.api("", "namespaces", None);
+    namespaces
+        .create(&json!({"metadata": {"name": "team"}}))
+        .await
+        .unwrap();
+    let rss = admin.api("apps", "replicasets", Some("team"));
+    rss.create(&json!({"metadata": {"name": "web"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
+        .await
+        .unwrap();
+    admin
+        .api("", "configmaps", Some("team"))
+        .create(&json!({"metadata": {"name": "cfg"}}))
+        .await
+        .unwrap();
+    let pods = admin.api("", "pods", Some("team"));
+    wait_running(&pods, "app=web", 2).await;
+    namespaces
+        .delete("team", &DeleteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        namespaces.get("team").await.unwrap()["status"]["phase"],
+        "Terminating"
+    );
+    let e = admin
+        .api("", "configmaps", Some("team"))
+        .create(&json!({"metadata": {"name": "late"}}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, 403, "no new content in a terminating namespace");
+    wait_for(Duration::from_secs(40), "namespace gone", || {
+        let namespaces = namespaces.clone();
+        async move {
+            namespaces
+                .get("team")
+                .await
+                .err()
+                .filter(|e| e.code == 404)
+                .map(|_| ())
+        }
+    })
+    .await;
+    assert!(pods_of(&pods, "app=web").await.is_empty());
+}

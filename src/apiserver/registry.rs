@@ -687,8 +687,15 @@ impl Registry {
             if new == old || dry_run {
                 return Ok((kv.value, new));
             }
+            // A namespace also waits for its spec.finalizers (the namespace controller's).
+            let ns_pending = info.kind == "Namespace"
+                && new
+                    .pointer("/spec/finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty());
             let finished = new.pointer("/metadata/deletionTimestamp").is_some()
                 && finalizers_empty(&new)
+                && !ns_pending
                 && new
                     .pointer("/metadata/deletionGracePeriodSeconds")
                     .and_then(Value::as_i64)

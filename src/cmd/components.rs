@@ -105,6 +105,7 @@ pub struct ControllerSet {
     _deployments: actix::Addr<controllers::deployment::DeploymentController>,
     _gc: actix::Addr<controllers::gc::GarbageCollector>,
     _nodes: actix::Addr<controllers::nodelifecycle::NodeLifecycleController>,
+    _namespaces: actix::Addr<controllers::namespace::NamespaceController>,
 }
 
 /// Starts the controller-manager's actors (inside an actix System).
@@ -130,7 +131,12 @@ pub fn start_controllers(
             leading.clone(),
         )),
         _nodes: actix::Actor::start(controllers::nodelifecycle::NodeLifecycleController::new(
-            client, leading, nodes,
+            client.clone(),
+            leading.clone(),
+            nodes,
+        )),
+        _namespaces: actix::Actor::start(controllers::namespace::NamespaceController::new(
+            client, leading,
         )),
     }
 }

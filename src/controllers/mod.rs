@@ -5,6 +5,7 @@
 pub mod deployment;
 pub mod deployment_plan;
 pub mod gc;
+pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
 
