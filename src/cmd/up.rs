@@ -160,11 +160,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Default::default(),
         );
         extras.keep.push(Box::new(controllers));
-        for node in &nodes {
+        for (i, node) in nodes.iter().enumerate() {
             let (rt, process) =
                 components::runtime(&runtime, data_dir.join("pods").join(node), "127.0.0.1")?;
             let client = connect(&format!("system:node:{node}")).await?;
-            let kubelet = actix::Actor::start(Kubelet::new(KubeletOptions::new(node), client, rt));
+            let mut options = KubeletOptions::new(node);
+            // Each node's pods get their own loopback addresses: 127.<10+i>.x.y.
+            options.pod_subnet = Some(10 + (i % 240) as u8);
+            let kubelet = actix::Actor::start(Kubelet::new(options, client, rt));
             extras.keep.push(Box::new(kubelet));
             if let Some(p) = process {
                 extras.on_shutdown.push(Box::pin(async move {

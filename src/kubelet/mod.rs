@@ -36,6 +36,9 @@ pub struct KubeletOptions {
     pub backoff: pod::Backoff,
     /// Capacity advertised: cores, bytes, pods.
     pub capacity: (i64, i64, i64),
+    /// Give each pod its own loopback address `127.<n>.x.y` (pods of one machine then do
+    /// not collide on ports); None: pods use the node's address.
+    pub pod_subnet: Option<u8>,
 }
 
 impl KubeletOptions {
@@ -57,6 +60,7 @@ impl KubeletOptions {
                 8 << 30,
                 110,
             ),
+            pod_subnet: None,
         }
     }
 }
@@ -73,6 +77,8 @@ pub struct Kubelet {
     workers: HashMap<String, watch::Sender<Value>>,
     /// The informer of this node's pods (kept alive here).
     informer: Option<Informer>,
+    /// Pod addresses handed out so far (for `pod_subnet`).
+    next_ip: u32,
 }
 
 impl Kubelet {
@@ -88,6 +94,7 @@ impl Kubelet {
             runtime,
             workers: HashMap::new(),
             informer: None,
+            next_ip: 0,
         }
     }
 
@@ -201,11 +208,21 @@ impl StreamHandler<Notification> for Kubelet {
         let (tx, rx) = watch::channel(pod);
         self.workers.insert(uid, tx);
         let api = self.client.api("", "pods", Some(&ns));
+        let pod_ip = match self.options.pod_subnet {
+            Some(n) => {
+                // 127.n.0.2 … 127.n.255.254, reused after 64k pods.
+                let i = self.next_ip % (256 * 253);
+                self.next_ip += 1;
+                format!("127.{n}.{}.{}", i / 253, i % 253 + 2)
+            }
+            None => self.options.node_ip.clone(),
+        };
         actix::spawn(pod::run(
             api,
             self.runtime.clone(),
             rx,
             self.options.node_ip.clone(),
+            pod_ip,
             self.options.backoff,
         ));
     }

@@ -43,8 +43,75 @@ fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
-/// The containers of a pod spec, as (name, image, runtime spec).
-fn containers(pod: &Value) -> Vec<(String, String, ContainerSpec)> {
+/// The value of a downward-API field (`valueFrom.fieldRef.fieldPath`).
+fn field_ref(pod: &Value, path: &str, pod_ip: &str, host_ip: &str) -> String {
+    let s = |p: &str| {
+        pod.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    match path {
+        "metadata.name" => s("/metadata/name"),
+        "metadata.namespace" => s("/metadata/namespace"),
+        "metadata.uid" => s("/metadata/uid"),
+        "spec.nodeName" => s("/spec/nodeName"),
+        "spec.serviceAccountName" => s("/spec/serviceAccountName"),
+        "status.podIP" => pod_ip.to_string(),
+        "status.hostIP" => host_ip.to_string(),
+        p => match p
+            .strip_prefix("metadata.labels['")
+            .and_then(|r| r.strip_suffix("']"))
+        {
+            Some(k) => pod
+                .pointer("/metadata/labels")
+                .and_then(|l| l.get(k))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            None => String::new(),
+        },
+    }
+}
+
+/// Expands `$(VAR)` references to the container's environment, as Kubernetes does for
+/// command and args: `$$` is a literal `$`, unknown variables stay as written.
+pub fn expand(text: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let Some(inner) = after.strip_prefix('(') {
+            match inner.find(')') {
+                Some(end) if env.contains_key(&inner[..end]) => {
+                    out.push_str(&env[&inner[..end]]);
+                    rest = &inner[end + 1..];
+                }
+                Some(end) => {
+                    out.push_str(&rest[i..i + 2 + end + 1]);
+                    rest = &inner[end + 1..];
+                }
+                None => {
+                    out.push_str(&rest[i..]);
+                    rest = "";
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The containers of a pod spec, as (name, image, runtime spec), with env values resolved
+/// (literal values, downward-API field refs) and `$(VAR)` expanded in command and args.
+fn containers(pod: &Value, pod_ip: &str, host_ip: &str) -> Vec<(String, String, ContainerSpec)> {
     pod.pointer("/spec/containers")
         .and_then(Value::as_array)
         .map(|cs| {
@@ -66,13 +133,18 @@ fn containers(pod: &Value) -> Vec<(String, String, ContainerSpec)> {
                         .map(|e| {
                             e.iter()
                                 .filter_map(|v| {
-                                    Some((
-                                        v.get("name")?.as_str()?.to_string(),
-                                        v.get("value")
+                                    let value = match v
+                                        .pointer("/valueFrom/fieldRef/fieldPath")
+                                        .and_then(Value::as_str)
+                                    {
+                                        Some(path) => field_ref(pod, path, pod_ip, host_ip),
+                                        None => v
+                                            .get("value")
                                             .and_then(Value::as_str)
                                             .unwrap_or("")
                                             .to_string(),
-                                    ))
+                                    };
+                                    Some((v.get("name")?.as_str()?.to_string(), value))
                                 })
                                 .collect()
                         })
@@ -89,8 +161,8 @@ fn containers(pod: &Value) -> Vec<(String, String, ContainerSpec)> {
                         .to_string();
                     let spec = ContainerSpec {
                         image: image.clone(),
-                        command: strings("command"),
-                        args: strings("args"),
+                        command: strings("command").iter().map(|a| expand(a, &env)).collect(),
+                        args: strings("args").iter().map(|a| expand(a, &env)).collect(),
                         env,
                         working_dir: c
                             .get("workingDir")
@@ -110,6 +182,7 @@ pub async fn run(
     runtime: Arc<dyn ContainerRuntime>,
     mut spec: watch::Receiver<Value>,
     host_ip: String,
+    pod_ip: String,
     backoff: Backoff,
 ) {
     let mut tracked: BTreeMap<String, Tracked> = BTreeMap::new();
@@ -140,7 +213,7 @@ pub async fn run(
             uid: uid.clone(),
             container: c.to_string(),
         };
-        let list = containers(&pod);
+        let list = containers(&pod, &pod_ip, &host_ip);
         if pod.pointer("/metadata/deletionTimestamp").is_some() {
             let grace = pod
                 .pointer("/metadata/deletionGracePeriodSeconds")
@@ -290,8 +363,8 @@ pub async fn run(
             "phase": phase,
             "hostIP": host_ip,
             "hostIPs": [{"ip": host_ip}],
-            "podIP": host_ip,
-            "podIPs": [{"ip": host_ip}],
+            "podIP": pod_ip,
+            "podIPs": [{"ip": pod_ip}],
             "startTime": start_time,
             "containerStatuses": statuses,
             "conditions": [cond("PodScheduled", true), cond("Initialized", true),
@@ -315,5 +388,34 @@ pub async fn run(
         if spec.has_changed().is_err() {
             return; // the kubelet dropped this worker
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_like_kubernetes() {
+        let env: BTreeMap<String, String> = [("POD_IP".to_string(), "127.10.0.2".to_string())]
+            .into_iter()
+            .collect();
+        assert_eq!(expand("--bind=$(POD_IP)", &env), "--bind=127.10.0.2");
+        assert_eq!(
+            expand("$$(POD_IP) $(NOPE) $(", &env),
+            "$(POD_IP) $(NOPE) $("
+        );
+        assert_eq!(expand("cost: $5", &env), "cost: $5");
+    }
+
+    #[test]
+    fn downward_api_fields() {
+        let pod = serde_json::json!({"metadata": {"name": "p", "namespace": "ns", "labels": {"app": "web"}}, "spec": {"nodeName": "n1"}});
+        assert_eq!(
+            field_ref(&pod, "status.podIP", "127.10.0.2", "127.0.0.1"),
+            "127.10.0.2"
+        );
+        assert_eq!(field_ref(&pod, "spec.nodeName", "", ""), "n1");
+        assert_eq!(field_ref(&pod, "metadata.labels['app']", "", ""), "web");
     }
 }

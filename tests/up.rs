@@ -1,0 +1,245 @@
+//! `skiff up --nodes 3` as a user runs it, driven by the real kubectl: nodes Ready, a
+//! Deployment of real `python3 -m http.server` processes rolled out, spread, served, logged,
+//! scaled, rolled back and deleted; a crashing pod backs off; a pod too big stays Pending.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Up {
+    child: Child,
+    dir: tempfile::TempDir,
+    cache: tempfile::TempDir,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Up {
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .args(args)
+            .output()
+            .expect("kubectl")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn eventually(&self, what: &str, secs: u64, mut f: impl FnMut(&Up) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+fn example(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/examples")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn http_get(ip: &str, port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("{ip}:{port}").parse().ok()?,
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+#[test]
+fn skiff_up_runs_a_deployment_of_real_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nats_port, https_port) = (free_port(), free_port());
+    let child = Command::new(skiff_bin())
+        .args(["up", "--nodes", "3", "--nats-port", &nats_port.to_string()])
+        .args([
+            "--https-bind",
+            &format!("127.0.0.1:{https_port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("SKIFF_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("skiff up");
+    let up = Up {
+        child,
+        dir,
+        cache: tempfile::tempdir().unwrap(),
+    };
+    up.eventually("3 Ready nodes", 60, |u| {
+        u.kubeconfig().exists()
+            && u.run(&["get", "nodes", "--no-headers"]).status.success()
+            && String::from_utf8_lossy(&u.run(&["get", "nodes", "--no-headers"]).stdout)
+                .lines()
+                .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
+                .count()
+                == 3
+    });
+
+    up.ok(&["apply", "-f", &example("deployment.yaml")]);
+    up.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    let ips = up.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={range .items[*]}{.status.podIP} {.spec.nodeName}{\"\\n\"}{end}",
+    ]);
+    let rows: Vec<(&str, &str)> = ips.lines().filter_map(|l| l.split_once(' ')).collect();
+    assert_eq!(rows.len(), 3, "{ips}");
+    let nodes: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.1).collect();
+    assert!(nodes.len() >= 2, "spread over the nodes: {ips}");
+    let mut served = 0;
+    for (ip, _) in &rows {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if http_get(ip, 8080).is_some_and(|b| b.starts_with("HTTP/1.0 200")) {
+                served += 1;
+                break;
+            }
+            assert!(Instant::now() < deadline, "{ip}:8080 never answered");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    assert_eq!(served, 3);
+    let pod = up.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    up.eventually("the request in the pod's log", 20, |u| {
+        String::from_utf8_lossy(&u.run(&["logs", &pod]).stdout).contains("\"GET / HTTP/1.0\" 200")
+    });
+
+    up.ok(&["scale", "deployment/web", "--replicas=6"]);
+    up.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert_eq!(
+        up.ok(&["get", "pods", "-l", "app=web", "--no-headers"])
+            .lines()
+            .filter(|l| l.contains("Running"))
+            .count(),
+        6
+    );
+
+    // A new template rolls out; undo returns to the previous one.
+    up.ok(&["set", "image", "deployment/web", "web=python:3.12"]);
+    up.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+    assert_eq!(
+        up.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ]),
+        "python:3.12"
+    );
+    up.ok(&["rollout", "undo", "deployment/web"]);
+    up.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+    assert_eq!(
+        up.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ]),
+        "python:3.11"
+    );
+
+    // A crashing container backs off; a pod too big stays Pending and says why.
+    up.ok(&["apply", "-f", &example("crashing-pod.yaml")]);
+    up.ok(&["apply", "-f", &example("unschedulable-pod.yaml")]);
+    up.eventually("CrashLoopBackOff with restarts", 60, |u| {
+        let row =
+            String::from_utf8_lossy(&u.run(&["get", "pod", "crasher", "--no-headers"]).stdout)
+                .to_string();
+        row.contains("CrashLoopBackOff")
+            && row
+                .split_whitespace()
+                .nth(3)
+                .and_then(|r| r.parse::<u32>().ok())
+                .unwrap_or(0)
+                >= 1
+    });
+    up.eventually("FailedScheduling", 30, |u| {
+        String::from_utf8_lossy(&u.run(&["describe", "pod", "too-big"]).stdout)
+            .contains("Insufficient cpu")
+    });
+    assert!(up
+        .ok(&["get", "pod", "too-big", "--no-headers"])
+        .contains("Pending"));
+
+    // Deleting the Deployment removes its ReplicaSets, pods and processes.
+    up.ok(&["delete", "deployment", "web"]);
+    up.eventually("pods gone", 60, |u| {
+        u.ok(&["get", "pods", "-l", "app=web", "--no-headers"])
+            .trim()
+            .is_empty()
+    });
+    up.ok(&["get", "rs"])
+        .lines()
+        .skip(1)
+        .for_each(|l| panic!("ReplicaSet left: {l}"));
+    let left = Command::new("pgrep")
+        .args(["-f", "http.server 8080 --bind 127.1"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "no server process left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
