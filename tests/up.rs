@@ -229,10 +229,8 @@ fn skiff_up_runs_a_deployment_of_real_processes() {
             .trim()
             .is_empty()
     });
-    up.ok(&["get", "rs"])
-        .lines()
-        .skip(1)
-        .for_each(|l| panic!("ReplicaSet left: {l}"));
+    let rs = up.ok(&["get", "rs", "--no-headers"]);
+    assert!(rs.trim().is_empty(), "ReplicaSets left: {rs}");
     let left = Command::new("pgrep")
         .args(["-f", "http.server 8080 --bind 127.1"])
         .output()
