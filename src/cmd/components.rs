@@ -53,6 +53,22 @@ pub struct ControllerManagerArgs {
     /// This replica's identity in the leader election (default: host name and pid).
     #[arg(long)]
     pub identity: Option<String>,
+    /// Seconds without a Lease renewal before a node is NotReady.
+    #[arg(long, env = "SKIFF_NODE_MONITOR_GRACE_PERIOD", default_value_t = 50)]
+    pub node_monitor_grace_period: u64,
+    /// Seconds pods on an unreachable node are tolerated before eviction.
+    #[arg(long, env = "SKIFF_POD_EVICTION_TIMEOUT", default_value_t = 300)]
+    pub pod_eviction_timeout: u64,
+}
+
+impl ControllerManagerArgs {
+    /// The node lifecycle timings the flags ask for.
+    pub fn lifecycle(&self) -> controllers::nodelifecycle::NodeLifecycleOptions {
+        controllers::nodelifecycle::NodeLifecycleOptions {
+            grace: Duration::from_secs(self.node_monitor_grace_period),
+            eviction_timeout: Duration::from_secs(self.pod_eviction_timeout),
+        }
+    }
 }
 
 /// Flags of `skiff kubelet`.
@@ -184,7 +200,7 @@ pub fn run_controller_manager(args: ControllerManagerArgs) -> anyhow::Result<()>
             client,
             &identity,
             ElectionTimings::default(),
-            Default::default(),
+            args.lifecycle(),
         );
         tracing::info!(%identity, "skiff controller-manager ready");
         super::apiserver::wait_for_signal().await;

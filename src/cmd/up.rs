@@ -39,6 +39,12 @@ pub struct Args {
     /// Container runtime of the kubelets: `process` or `fake`.
     #[arg(long, default_value = "process")]
     pub runtime: String,
+    /// Seconds without a Lease renewal before a node is NotReady.
+    #[arg(long, default_value_t = 50)]
+    pub node_monitor_grace_period: u64,
+    /// Seconds pods on an unreachable node are tolerated before eviction.
+    #[arg(long, default_value_t = 300)]
+    pub pod_eviction_timeout: u64,
 }
 
 /// A nats-server child, stopped when dropped.
@@ -142,6 +148,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tokens = ensure_tokens(&config.token_file(), &users)?;
     let kubeconfig = data_dir.join("kubeconfig");
     let runtime = args.runtime.clone();
+    let lifecycle = crate::controllers::nodelifecycle::NodeLifecycleOptions {
+        grace: Duration::from_secs(args.node_monitor_grace_period),
+        eviction_timeout: Duration::from_secs(args.pod_eviction_timeout),
+    };
     eprintln!("skiff up: API server (NATS {nats_url}, HTTPS {}), scheduler, controllers, {} {runtime} node(s)", args.https_bind, nodes.len());
     apiserver_cmd::run_with(config, move |url| async move {
         let connect = |user: &str| {
@@ -157,7 +167,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             connect("system:kube-controller-manager").await?,
             "skiff-up",
             ElectionTimings::default(),
-            Default::default(),
+            lifecycle,
         );
         extras.keep.push(Box::new(controllers));
         for (i, node) in nodes.iter().enumerate() {
