@@ -184,3 +184,69 @@ async fn runs_pods_as_processes_reports_status_and_terminates_gracefully() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_gate_readiness_and_restart_unhealthy_containers() {
+    let cluster = Cluster::start();
+    let admin = cluster.client().await;
+    let root = tempfile::tempdir().unwrap();
+    let _kubelet = KubeletThread::start(&cluster.nats.url(), "n1", root.path().to_path_buf());
+    let pods = admin.api("", "pods", Some("default"));
+    let port = free_port();
+    // Ready only once the HTTP server answers (httpGet) and its port accepts (tcpSocket).
+    pods.create(&json!({"metadata": {"name": "web"}, "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 2,
+        "containers": [{"name": "main", "image": "python",
+            "command": ["sh", "-c", format!("sleep 2; exec python3 -m http.server {port} --bind 127.0.0.1")],
+            "ports": [{"name": "http", "containerPort": port}],
+            "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
+            "livenessProbe": {"tcpSocket": {"port": port}, "initialDelaySeconds": 5, "periodSeconds": 1}}]}}))
+        .await
+        .unwrap();
+    let early = wait_for(Duration::from_secs(20), "running", || {
+        let pods = pods.clone();
+        async move {
+            let s = pod_status(&pods, "web").await;
+            (s["containerStatuses"][0]["state"]["running"].is_object()).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(
+        early["containerStatuses"][0]["ready"], false,
+        "not ready before the probe passes"
+    );
+    wait_for(Duration::from_secs(20), "ready through the probe", || {
+        let pods = pods.clone();
+        async move {
+            let s = pod_status(&pods, "web").await;
+            let ready = s["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            ready.then_some(())
+        }
+    })
+    .await;
+
+    // Liveness: healthy while the file exists; once it is gone the container is restarted.
+    pods.create(&json!({"metadata": {"name": "sick"}, "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 1,
+        "containers": [{"name": "main", "image": "busybox",
+            "command": ["sh", "-c", "touch alive; sleep 2; rm -f alive; exec sleep 300"],
+            "livenessProbe": {"exec": {"command": ["test", "-f", "alive"]}, "periodSeconds": 1, "failureThreshold": 1}}]}}))
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(40),
+        "restarted by the liveness probe",
+        || {
+            let pods = pods.clone();
+            async move {
+                let s = pod_status(&pods, "sick").await;
+                (s["containerStatuses"][0]["restartCount"].as_i64()? >= 1).then_some(())
+            }
+        },
+    )
+    .await;
+    for p in ["web", "sick"] {
+        pods.delete(p, &DeleteOptions::default()).await.unwrap();
+    }
+}

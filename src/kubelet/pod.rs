@@ -35,6 +35,195 @@ struct Tracked {
     last: Option<Value>,
     /// Whether an instance is (or was last seen) running.
     started: bool,
+    /// Readiness probe bookkeeping (of the running instance).
+    readiness: ProbeState,
+    /// Liveness probe bookkeeping (of the running instance).
+    liveness: ProbeState,
+    /// The instance the probe states belong to (its start time).
+    instance: Option<SystemTime>,
+}
+
+/// Consecutive results of one probe of one container instance.
+#[derive(Debug, Default, Clone)]
+struct ProbeState {
+    /// When it last ran.
+    last: Option<tokio::time::Instant>,
+    /// Consecutive successes and failures.
+    successes: u32,
+    failures: u32,
+    /// The current verdict (readiness: ready; liveness: healthy).
+    ok: bool,
+}
+
+/// A container probe, as the pod spec declares it.
+#[derive(Debug, Clone)]
+struct Probe {
+    action: ProbeAction,
+    initial_delay: Duration,
+    period: Duration,
+    timeout: Duration,
+    success_threshold: u32,
+    failure_threshold: u32,
+}
+
+#[derive(Debug, Clone)]
+enum ProbeAction {
+    Exec(Vec<String>),
+    Http {
+        host: Option<String>,
+        port: u16,
+        path: String,
+    },
+    Tcp {
+        host: Option<String>,
+        port: u16,
+    },
+}
+
+/// Resolves a probe port: a number, or the name of one of the container's ports.
+fn probe_port(v: &Value, container: &Value) -> Option<u16> {
+    match v {
+        Value::Number(n) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
+        Value::String(name) => name.parse().ok().or_else(|| {
+            container
+                .get("ports")
+                .and_then(Value::as_array)?
+                .iter()
+                .find(|p| p["name"] == name.as_str())?["containerPort"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+        }),
+        _ => None,
+    }
+}
+
+fn parse_probe(v: Option<&Value>, container: &Value) -> Option<Probe> {
+    let v = v?;
+    let secs = |k: &str, d: u64| Duration::from_secs(v.get(k).and_then(Value::as_u64).unwrap_or(d));
+    let action = if let Some(cmd) = v.pointer("/exec/command").and_then(Value::as_array) {
+        ProbeAction::Exec(
+            cmd.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect(),
+        )
+    } else if let Some(h) = v.get("httpGet") {
+        ProbeAction::Http {
+            host: h.get("host").and_then(Value::as_str).map(String::from),
+            port: probe_port(h.get("port")?, container)?,
+            path: h
+                .get("path")
+                .and_then(Value::as_str)
+                .unwrap_or("/")
+                .to_string(),
+        }
+    } else if let Some(t) = v.get("tcpSocket") {
+        ProbeAction::Tcp {
+            host: t.get("host").and_then(Value::as_str).map(String::from),
+            port: probe_port(t.get("port")?, container)?,
+        }
+    } else {
+        return None;
+    };
+    Some(Probe {
+        action,
+        initial_delay: secs("initialDelaySeconds", 0),
+        period: secs("periodSeconds", 10).max(Duration::from_secs(1)),
+        timeout: secs("timeoutSeconds", 1).max(Duration::from_secs(1)),
+        success_threshold: v
+            .get("successThreshold")
+            .and_then(Value::as_u64)
+            .unwrap_or(1)
+            .max(1) as u32,
+        failure_threshold: v
+            .get("failureThreshold")
+            .and_then(Value::as_u64)
+            .unwrap_or(3)
+            .max(1) as u32,
+    })
+}
+
+/// Runs one probe once: true on success.
+async fn run_probe(
+    p: &Probe,
+    runtime: &Arc<dyn ContainerRuntime>,
+    id: &ContainerId,
+    pod_ip: &str,
+) -> bool {
+    let attempt = async {
+        match &p.action {
+            ProbeAction::Exec(cmd) => runtime
+                .exec(id, cmd)
+                .await
+                .map(|(code, _)| code == 0)
+                .unwrap_or(false),
+            ProbeAction::Tcp { host, port } => {
+                let host = host.clone().unwrap_or_else(|| pod_ip.to_string());
+                tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .is_ok()
+            }
+            ProbeAction::Http { host, port, path } => {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let host = host.clone().unwrap_or_else(|| pod_ip.to_string());
+                let Ok(mut s) = tokio::net::TcpStream::connect((host.as_str(), *port)).await else {
+                    return false;
+                };
+                let req = format!(
+                    "GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: skiff-probe\r\n\r\n"
+                );
+                if s.write_all(req.as_bytes()).await.is_err() {
+                    return false;
+                }
+                let mut head = [0u8; 32];
+                let n = s.read(&mut head).await.unwrap_or(0);
+                let line = String::from_utf8_lossy(&head[..n]);
+                // "HTTP/1.x NNN": 200–399 is healthy, as in Kubernetes.
+                line.split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse::<u16>().ok())
+                    .is_some_and(|c| (200..400).contains(&c))
+            }
+        }
+    };
+    tokio::time::timeout(p.timeout, attempt)
+        .await
+        .unwrap_or(false)
+}
+
+/// Runs a probe if it is due and updates its state; returns true when it just crossed its
+/// failure threshold.
+async fn probe_if_due(
+    probe: &Probe,
+    state: &mut ProbeState,
+    started_at: SystemTime,
+    runtime: &Arc<dyn ContainerRuntime>,
+    id: &ContainerId,
+    pod_ip: &str,
+) -> bool {
+    let age = SystemTime::now()
+        .duration_since(started_at)
+        .unwrap_or_default();
+    if age < probe.initial_delay || state.last.is_some_and(|l| l.elapsed() < probe.period) {
+        return false;
+    }
+    state.last = Some(tokio::time::Instant::now());
+    if run_probe(probe, runtime, id, pod_ip).await {
+        state.failures = 0;
+        state.successes += 1;
+        if state.successes >= probe.success_threshold {
+            state.ok = true;
+        }
+        false
+    } else {
+        state.successes = 0;
+        state.failures += 1;
+        if state.failures >= probe.failure_threshold {
+            let crossed = state.ok;
+            state.ok = false;
+            return crossed;
+        }
+        false
+    }
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -248,6 +437,7 @@ pub async fn run(
             .to_string();
         let mut statuses = Vec::new();
         let (mut running, mut succeeded, mut failed, mut waiting) = (0, 0, 0, 0);
+        let mut ready_n = 0;
         for (c, image, cspec) in &list {
             let t = tracked.entry(c.clone()).or_default();
             let mut state = runtime.state(&id(c)).await;
@@ -334,11 +524,49 @@ pub async fn run(
                     json!({"waiting": {"reason": "ContainerCreating"}})
                 }
             };
-            let ready = status_state.get("running").is_some();
+            // Probes of the running instance: readiness gates Ready, liveness restarts.
+            let raw = pod
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|x| x["name"] == c.as_str()))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let mut ready = status_state.get("running").is_some();
+            if let ContainerState::Running { started_at, .. } = &state {
+                if t.instance != Some(*started_at) {
+                    t.instance = Some(*started_at);
+                    t.readiness = ProbeState::default();
+                    t.liveness = ProbeState {
+                        ok: true,
+                        ..Default::default()
+                    };
+                }
+                if let Some(p) = parse_probe(raw.get("livenessProbe"), &raw) {
+                    if probe_if_due(&p, &mut t.liveness, *started_at, &runtime, &id(c), &pod_ip)
+                        .await
+                    {
+                        tracing::info!(pod = %name, container = %c, "liveness probe failed; restarting");
+                        let grace = pod
+                            .pointer("/spec/terminationGracePeriodSeconds")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(30);
+                        let _ = runtime.stop(&id(c), Duration::from_secs(grace)).await;
+                        ready = false;
+                    }
+                }
+                if let Some(p) = parse_probe(raw.get("readinessProbe"), &raw) {
+                    probe_if_due(&p, &mut t.readiness, *started_at, &runtime, &id(c), &pod_ip)
+                        .await;
+                    ready = ready && t.readiness.ok;
+                }
+            }
+            if ready {
+                ready_n += 1;
+            }
             let mut cs = json!({
                 "name": c, "image": image, "imageID": format!("skiff://{image}"),
                 "containerID": format!("skiff://{ns}_{name}_{c}"),
-                "ready": ready, "started": ready, "restartCount": t.restarts, "state": status_state,
+                "ready": ready, "started": status_state.get("running").is_some(), "restartCount": t.restarts, "state": status_state,
             });
             if let Some(last) = &t.last {
                 cs["lastState"] = last.clone();
@@ -357,7 +585,7 @@ pub async fn run(
         } else {
             "Pending"
         };
-        let all_ready = total > 0 && running == total;
+        let all_ready = total > 0 && ready_n == total;
         let cond = |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }, "lastProbeTime": null});
         let status = json!({
             "phase": phase,
