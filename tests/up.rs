@@ -163,6 +163,28 @@ fn skiff_up_runs_a_deployment_of_real_processes() {
         String::from_utf8_lossy(&u.run(&["logs", &pod]).stdout).contains("\"GET / HTTP/1.0\" 200")
     });
 
+    // logs -f streams what the process writes next.
+    let mut follow = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(up.kubeconfig())
+        .arg("--cache-dir")
+        .arg(up.cache.path())
+        .args(["logs", "-f", &pod])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let pod_ip = up.ok(&["get", "pod", &pod, "-o", "jsonpath={.status.podIP}"]);
+    assert!(http_get(&pod_ip, 8080).is_some());
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = follow.kill();
+    let streamed = String::from_utf8_lossy(&follow.wait_with_output().unwrap().stdout).to_string();
+    assert!(
+        streamed.matches("\"GET / HTTP/1.0\" 200").count() >= 2,
+        "followed output: {streamed}"
+    );
+
     up.ok(&["scale", "deployment/web", "--replicas=6"]);
     up.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
     assert_eq!(

@@ -19,6 +19,8 @@ pub const HEADER_TOKEN: &str = "Authorization";
 pub const HEADER_TRACEPARENT: &str = "traceparent";
 /// Header carrying the caller's request id.
 pub const HEADER_REQUEST_ID: &str = "Skiff-Request-Id";
+/// Header marking the last message of a followed log stream.
+pub const HEADER_END: &str = "Skiff-End";
 /// Header carrying the HTTP-style status code of a reply.
 pub const HEADER_CODE: &str = "Skiff-Code";
 

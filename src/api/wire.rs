@@ -146,6 +146,8 @@ pub struct Request {
     pub container: Option<String>,
     /// Logs: only the last N lines.
     pub tail_lines: Option<i64>,
+    /// Logs: keep streaming.
+    pub follow: bool,
 }
 
 /// What the API server asks a kubelet for `kubectl logs` (on `skiff.node.<node>.log`).
@@ -160,8 +162,10 @@ pub struct LogRequest {
     pub uid: String,
     /// The container ("" when the pod has one).
     pub container: String,
-    /// Keep streaming (not yet served over NATS).
+    /// Keep streaming new output to `inbox` until the container ends.
     pub follow: bool,
+    /// Where followed output goes (chunks, then an empty message with `Skiff-End`).
+    pub inbox: Option<String>,
     /// Only the last N lines.
     pub tail_lines: Option<i64>,
     /// The previous instance's log.

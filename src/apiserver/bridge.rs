@@ -199,7 +199,7 @@ async fn serve_one(
             headers.insert(HEADER_CODE, "200");
             publish(&client, reply, headers, bytes).await;
         }
-        Ok((Reply::Text(bytes), _)) => {
+        Ok((Reply::Text(bytes), _)) | Ok((Reply::TextStream(bytes, _), _)) => {
             headers.insert(HEADER_CODE, "200");
             headers.insert("Content-Type", "text/plain");
             publish(&client, reply, headers, bytes).await;

@@ -94,6 +94,8 @@ pub enum Reply {
     Watch(Box<WatchStream>),
     /// Plain text (pod logs).
     Text(Bytes),
+    /// Plain text, then more as it comes (followed pod logs).
+    TextStream(Bytes, Box<async_nats::Subscriber>),
     /// A reply with warnings for the caller (HTTP `Warning` headers): unknown fields under
     /// `fieldValidation=Warn`.
     Warned(Box<Reply>, Vec<String>),
@@ -156,7 +158,10 @@ impl Handler<Call> for ApiServer {
                 let req = &call.request;
                 let bytes = match call.verb {
                     Verb::Get if req.subresource.as_deref() == Some("log") => {
-                        return registry.log(req).await.map(Reply::Text);
+                        return registry.log(req).await.map(|(text, follow)| match follow {
+                            Some(sub) => Reply::TextStream(text, Box::new(sub)),
+                            None => Reply::Text(text),
+                        });
                     }
                     Verb::Get => registry.get(req),
                     Verb::List => registry.list(req, call.max_bytes).await,

@@ -74,7 +74,10 @@ impl Registry {
     }
 
     /// `pods/<name>/log`: asks the kubelet of the pod's node over NATS; 503 when none answers.
-    pub async fn log(&self, req: &Request) -> Result<Bytes, Status> {
+    pub async fn log(
+        &self,
+        req: &Request,
+    ) -> Result<(Bytes, Option<async_nats::Subscriber>), Status> {
         let t = Self::target(req)?;
         if t.info.plural != "pods" {
             return Err(Status::not_found(
@@ -126,7 +129,21 @@ impl Registry {
             uid: crate::api::meta::uid(&pod).to_string(),
             container,
             tail_lines: req.tail_lines,
+            follow: req.follow,
             ..Default::default()
+        };
+        let mut ask = ask;
+        // A followed log streams to an inbox we listen on before asking.
+        let follow = if req.follow {
+            let inbox = nats.new_inbox();
+            let sub = nats
+                .subscribe(inbox.clone())
+                .await
+                .map_err(|e| Status::unavailable(format!("subscribing for logs: {e}")))?;
+            ask.inbox = Some(inbox);
+            Some(sub)
+        } else {
+            None
         };
         let payload = codec::encode(&ask).map_err(|e| Status::internal(e.to_string()))?;
         let subject = crate::api::subject::node(node, "log");
@@ -147,7 +164,7 @@ impl Registry {
                     return Err(codec::decode(&msg.payload)
                         .unwrap_or_else(|_| Status::internal("kubelet answered an error")));
                 }
-                Ok(msg.payload)
+                Ok((msg.payload, follow))
             }
             _ => Err(Status::unavailable(format!(
                 "the kubelet of node \"{node}\" did not answer for the logs of pod {name}"

@@ -314,6 +314,40 @@ async fn heartbeat(
     }
 }
 
+/// Streams a container's new output to `inbox` until it exits (or an hour passes).
+async fn follow_logs(
+    nats: async_nats::Client,
+    runtime: Arc<dyn ContainerRuntime>,
+    id: ContainerId,
+    inbox: String,
+    mut sent: usize,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let text = runtime.logs(&id, None, false).await.unwrap_or_default();
+        if text.len() > sent {
+            let chunk = text.as_bytes()[sent..].to_vec();
+            sent = text.len();
+            if nats.publish(inbox.clone(), chunk.into()).await.is_err() {
+                return;
+            }
+        }
+        let running = matches!(
+            runtime.state(&id).await,
+            runtime::ContainerState::Running { .. }
+        );
+        if !running || tokio::time::Instant::now() > deadline {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(subject::HEADER_END, "1");
+            let _ = nats
+                .publish_with_headers(inbox, headers, bytes::Bytes::new())
+                .await;
+            return;
+        }
+    }
+}
+
 /// Answers `LogRequest`s for this node's containers.
 async fn serve_logs(nats: async_nats::Client, subject: String, runtime: Arc<dyn ContainerRuntime>) {
     let mut sub = match nats.subscribe(subject.clone()).await {
@@ -343,7 +377,24 @@ async fn serve_logs(nats: async_nats::Client, subject: String, runtime: Arc<dyn 
                     .logs(&id, req.tail_lines.map(|n| n.max(0) as usize), req.previous)
                     .await
                 {
-                    Ok(text) => (200, text.into_bytes()),
+                    Ok(text) => {
+                        if let (true, Some(inbox)) = (req.follow, req.inbox.clone()) {
+                            // Everything so far answers the request; what follows streams.
+                            let sent = runtime
+                                .logs(&id, None, false)
+                                .await
+                                .map(|t| t.len())
+                                .unwrap_or(0);
+                            actix::spawn(follow_logs(
+                                nats.clone(),
+                                runtime.clone(),
+                                id.clone(),
+                                inbox,
+                                sent,
+                            ));
+                        }
+                        (200, text.into_bytes())
+                    }
                     Err(e) => (
                         404,
                         codec::encode(&Status::failure(404, "NotFound", e.to_string()))

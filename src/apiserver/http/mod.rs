@@ -459,6 +459,7 @@ async fn resource_call(
         dry_run: param(&q, "dryRun").is_some_and(|v| v == "All"),
         container: param(&q, "container").map(String::from),
         tail_lines: param(&q, "tailLines").and_then(|v| v.parse().ok()),
+        follow: truthy(param(&q, "follow")),
         field_validation: param(&q, "fieldValidation").map(String::from),
         list: ListOptions {
             label_selector: param(&q, "labelSelector").map(String::from),
@@ -594,6 +595,25 @@ async fn resource_call(
         }
         Reply::Watch(stream) => Ok(watch_response(*stream, table, include, state.api.clone())),
         Reply::Text(text) => Ok(HttpResponse::Ok().content_type("text/plain").body(text)),
+        Reply::TextStream(first, sub) => {
+            let rest = futures::stream::unfold(Some(*sub), |sub| async move {
+                let mut sub = sub?;
+                let msg = sub.next().await?;
+                let end = msg
+                    .headers
+                    .as_ref()
+                    .is_some_and(|h| h.get(crate::api::subject::HEADER_END).is_some());
+                if end {
+                    return None;
+                }
+                Some((Ok::<_, actix_web::Error>(msg.payload), Some(sub)))
+            });
+            let body =
+                futures::stream::once(async move { Ok::<_, actix_web::Error>(first) }).chain(rest);
+            Ok(HttpResponse::Ok()
+                .content_type("text/plain")
+                .streaming(body))
+        }
     }?;
     for w in warnings {
         if let Ok(v) = HeaderValue::from_str(&format!("299 - {w:?}")) {
