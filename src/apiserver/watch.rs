@@ -145,11 +145,16 @@ impl WatchStream {
                 (EventKind::Put, Some(_)) => event_type::MODIFIED,
             }));
         }
-        let was = match &ev.prev {
-            Some(p) => self.filter.matches(&decode(&p.value)?),
-            None => false,
-        };
-        let is = ev.kind == EventKind::Put && self.filter.matches(&decode(&ev.kv.value)?);
+        let (new, prev) = ev.decoded.get_or_init(|| {
+            (
+                (ev.kind == EventKind::Put)
+                    .then(|| decode(&ev.kv.value).ok())
+                    .flatten(),
+                ev.prev.as_ref().and_then(|p| decode(&p.value).ok()),
+            )
+        });
+        let was = prev.as_ref().is_some_and(|p| self.filter.matches(p));
+        let is = new.as_ref().is_some_and(|n| self.filter.matches(n));
         Ok(match (was, is) {
             (false, true) => Some(event_type::ADDED),
             (true, true) => Some(event_type::MODIFIED),

@@ -93,8 +93,16 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    pub fn start(nats_url: &str, mut options: ApiServerOptions) -> InProcess {
-        options.authenticator = Authenticator::parse(TOKENS).unwrap();
+    pub fn start(nats_url: &str, options: ApiServerOptions) -> InProcess {
+        Self::start_with_tokens(nats_url, options, TOKENS)
+    }
+
+    pub fn start_with_tokens(
+        nats_url: &str,
+        mut options: ApiServerOptions,
+        tokens: &str,
+    ) -> InProcess {
+        options.authenticator = Authenticator::parse(tokens).unwrap();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let url = nats_url.to_string();
@@ -153,6 +161,12 @@ impl Cluster {
     pub fn with(options: ApiServerOptions) -> Cluster {
         let nats = NatsServer::start();
         let api = InProcess::start(&nats.url(), options);
+        Cluster { api, nats }
+    }
+
+    pub fn with_tokens(options: ApiServerOptions, tokens: &str) -> Cluster {
+        let nats = NatsServer::start();
+        let api = InProcess::start_with_tokens(&nats.url(), options, tokens);
         Cluster { api, nats }
     }
 

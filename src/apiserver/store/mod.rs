@@ -65,6 +65,10 @@ pub struct Event {
     /// The value before the change, if the key existed: lets a filtered watch turn a change
     /// that leaves its selector into a DELETED event, and lets ranges undo history.
     pub prev: Option<KeyValue>,
+    /// The (new, previous) values decoded, filled by the first filtered watcher that needs
+    /// them, so a thousand watchers with selectors decode each event once, not a thousand
+    /// times.
+    pub decoded: std::sync::OnceLock<(Option<serde_json::Value>, Option<serde_json::Value>)>,
 }
 
 impl Event {
@@ -682,6 +686,7 @@ impl Store {
                         kind: EventKind::Put,
                         kv,
                         prev,
+                        decoded: Default::default(),
                     },
                     reply: tx,
                 };
@@ -767,6 +772,7 @@ impl Handler<Delete> for Store {
                     kind: EventKind::Delete,
                     kv,
                     prev: Some(prev),
+                    decoded: Default::default(),
                 },
                 reply: tx,
             },

@@ -1,0 +1,277 @@
+//! Workload benchmarks (issue 4), with the fake runtime, printed in one run:
+//!
+//! 1. Scheduler throughput binding 10,000 pods on 1,000 and on 5,000 nodes.
+//! 2. Pod startup latency (create → Running seen through a watch), p50 and p99, at 100 pod
+//!    creations/s on 1,000 nodes (1,000 fake kubelets).
+//! 3. Resident memory of the control plane plus those 1,000 fake kubelets (this process).
+//!
+//! `cargo bench --bench workloads` (needs nats-server on PATH).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use skiff::api::wire::ListOptions;
+use skiff::apiserver::ApiServerOptions;
+use skiff::client::{ApiClient, ClientOptions};
+use skiff::cmd::components::start_scheduler;
+use skiff::kubelet::runtime::fake::FakeRuntime;
+use skiff::kubelet::{Kubelet, KubeletOptions};
+
+use common::*;
+
+fn tokens(nodes: usize) -> String {
+    let mut t = String::from("admin-token,admin,1,\"system:masters\"\nscheduler-token,system:kube-scheduler,2,\"system:masters\"\n");
+    for i in 0..nodes {
+        t.push_str(&format!(
+            "node{i}-token,system:node:n{i},{},\"system:nodes\"\n",
+            10 + i
+        ));
+    }
+    t
+}
+
+/// Runs `n` futures from `make(i)` with `width` at a time.
+async fn parallel<F, Fut>(n: usize, width: usize, make: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures::StreamExt;
+    futures::stream::iter(0..n)
+        .map(make)
+        .buffer_unordered(width)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+async fn scheduler_throughput(nodes: usize, pods: usize) {
+    let cluster = Cluster::with_tokens(
+        ApiServerOptions {
+            history: 200_000,
+            ..Default::default()
+        },
+        &tokens(0),
+    );
+    let admin = cluster.client().await;
+    let node_api = admin.api("", "nodes", None);
+    parallel(nodes, 64, |i| {
+        let api = node_api.clone();
+        async move {
+            let r = json!({"cpu": "32", "memory": "64Gi", "pods": "110"});
+            api.create(&json!({"metadata": {"name": format!("n{i}")}, "status": {"allocatable": r, "capacity": r,
+                "conditions": [{"type": "Ready", "status": "True"}]}})).await.unwrap();
+        }
+    })
+    .await;
+    let pod_api = admin.api("", "pods", Some("default"));
+    parallel(pods, 64, |i| {
+        let api = pod_api.clone();
+        async move {
+            api.create(&json!({"metadata": {"name": format!("p{i}"), "labels": {"app": "bench"}},
+                "spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}}))
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    let start_rv = pod_api
+        .list(&ListOptions {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .resource_version;
+    let mut watch = pod_api.watch(&ListOptions {
+        resource_version: Some(start_rv),
+        ..Default::default()
+    });
+    let url = cluster.nats.url();
+    let started = Instant::now();
+    let _scheduler = ActixThread::start(move || async move {
+        start_scheduler(
+            client_for(&url, "system:kube-scheduler", "scheduler-token").await,
+            "bench",
+        )
+        .await
+    });
+    let mut bound = HashSet::new();
+    let (mut t10, mut t90) = (None, None);
+    while bound.len() < pods {
+        let ev = tokio::time::timeout(Duration::from_secs(60), watch.next())
+            .await
+            .expect("progress")
+            .unwrap()
+            .unwrap();
+        if ev.object["spec"]["nodeName"].is_string() {
+            bound.insert(
+                ev.object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            );
+            if bound.len() == pods / 10 {
+                t10 = Some(Instant::now());
+            }
+            if bound.len() == pods * 9 / 10 {
+                t90 = Some(Instant::now());
+            }
+        }
+    }
+    let total = started.elapsed().as_secs_f64();
+    let steady = match (t10, t90) {
+        (Some(a), Some(b)) => (pods as f64 * 0.8) / b.duration_since(a).as_secs_f64(),
+        _ => f64::NAN,
+    };
+    println!("| {pods} pods on {nodes} nodes | {:.0} pods/s overall ({total:.1} s from scheduler start, incl. its initial lists) | {steady:.0} pods/s steady (10%→90%) |", pods as f64 / total);
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(String::from)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+async fn startup_latency(nodes: usize, pods: usize, rate: f64) {
+    let cluster = Cluster::with_tokens(
+        ApiServerOptions {
+            history: 200_000,
+            ..Default::default()
+        },
+        &tokens(nodes),
+    );
+    let admin = cluster.client().await;
+    let url = cluster.nats.url();
+    let before = rss_mb();
+    // 1,000 kubelets, each with its own identity, sharing one NATS connection per 100.
+    let _kubelets = ActixThread::start(move || async move {
+        let mut keep = Vec::new();
+        let mut conns = Vec::new();
+        for _ in 0..nodes.div_ceil(100) {
+            conns.push(async_nats::connect(url.as_str()).await.unwrap());
+        }
+        for i in 0..nodes {
+            let node = format!("n{i}");
+            let o = ClientOptions::new(
+                &url,
+                &format!("system:node:{node}"),
+                &format!("node{i}-token"),
+            );
+            let client = ApiClient::from_nats(conns[i / 100].clone(), &o);
+            let mut ko = KubeletOptions::new(&node);
+            ko.capacity = (32, 64 << 30, 110);
+            keep.push(actix::Actor::start(Kubelet::new(
+                ko,
+                client,
+                Arc::new(FakeRuntime::new("127.0.0.1".into())),
+            )));
+        }
+        let scheduler = start_scheduler(
+            client_for(&url, "system:kube-scheduler", "scheduler-token").await,
+            "bench",
+        )
+        .await;
+        (keep, scheduler)
+    });
+    let node_api = admin.api("", "nodes", None);
+    wait_for(Duration::from_secs(120), "nodes registered", || {
+        let api = node_api.clone();
+        async move { (api.list(&ListOptions::default()).await.ok()?.items.len() == nodes).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pod_api = admin.api("", "pods", Some("default"));
+    let rv = pod_api
+        .list(&ListOptions {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .resource_version;
+    let mut watch = pod_api.watch(&ListOptions {
+        resource_version: Some(rv),
+        ..Default::default()
+    });
+    let created: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
+    let (c, api) = (created.clone(), pod_api.clone());
+    let creator = tokio::spawn(async move {
+        let every = Duration::from_secs_f64(1.0 / rate);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..pods {
+            tokio::time::sleep_until((start + every * i as u32).into()).await;
+            let (c, api) = (c.clone(), api.clone());
+            tasks.push(tokio::spawn(async move {
+                let name = format!("s{i}");
+                c.lock().unwrap().insert(name.clone(), Instant::now());
+                api.create(&json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "i"}]}})).await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let mut latencies = Vec::new();
+    let mut done = HashSet::new();
+    while done.len() < pods {
+        let ev = tokio::time::timeout(Duration::from_secs(60), watch.next())
+            .await
+            .expect("progress")
+            .unwrap()
+            .unwrap();
+        let name = ev.object["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if ev.object["status"]["phase"] == "Running" && done.insert(name.clone()) {
+            if let Some(t) = created.lock().unwrap().get(&name) {
+                latencies.push(t.elapsed());
+            }
+        }
+    }
+    creator.await.unwrap();
+    latencies.sort();
+    let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+    println!("| startup latency, {pods} pods at {rate:.0}/s on {nodes} fake nodes | p50 {:.0} ms | p99 {:.0} ms (target ≤ 1,000 ms) |", p(0.5), p(0.99));
+    println!("| resident memory: API server + NATS clients + scheduler + {nodes} fake kubelets (this process) | {:.0} MB (before the kubelets: {before:.0} MB; target ≤ 500 MB) | |", rss_mb());
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        println!("## Workloads (fake runtime)");
+        println!("| measure | figure | |");
+        println!("|---|---|---|");
+        let pods: usize = std::env::var("SKIFF_BENCH_PODS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10_000);
+        scheduler_throughput(1_000, pods).await;
+        scheduler_throughput(5_000, pods).await;
+        startup_latency(1_000, 1_000, 100.0).await;
+    });
+}
