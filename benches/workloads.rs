@@ -192,7 +192,15 @@ async fn startup_latency(nodes: usize, pods: usize, rate: f64) {
     let node_api = admin.api("", "nodes", None);
     wait_for(Duration::from_secs(120), "nodes registered", || {
         let api = node_api.clone();
-        async move { (api.list(&ListOptions::default()).await.ok()?.items.len() == nodes).then_some(()) }
+        async move {
+            (api.list_all(&ListOptions::default())
+                .await
+                .ok()?
+                .items
+                .len()
+                == nodes)
+                .then_some(())
+        }
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -270,8 +278,13 @@ fn main() {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(10_000);
-        scheduler_throughput(1_000, pods).await;
-        scheduler_throughput(5_000, pods).await;
-        startup_latency(1_000, 1_000, 100.0).await;
+        let only = std::env::var("SKIFF_BENCH_ONLY").unwrap_or_default();
+        if only.is_empty() || only == "scheduler" {
+            scheduler_throughput(1_000, pods).await;
+            scheduler_throughput(5_000, pods).await;
+        }
+        if only.is_empty() || only == "startup" {
+            startup_latency(1_000, 1_000, 100.0).await;
+        }
     });
 }

@@ -425,3 +425,83 @@ async fn deleting_a_namespace_deletes_what_is_in_it_then_the_namespace() {
     .await;
     assert!(pods_of(&pods, "app=web").await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_controller_managers_one_acts_and_the_standby_takes_over() {
+    let cluster = Cluster::start();
+    let admin = cluster.client().await;
+    let url = cluster.nats.url();
+    let _nodes = {
+        let url = url.clone();
+        ActixThread::start(move || async move {
+            let client = client_for(&url, "system:node:n1", "node1-token").await;
+            let scheduler = start_scheduler(
+                client_for(&url, "system:kube-scheduler", "scheduler-token").await,
+                "s",
+            )
+            .await;
+            (
+                actix::Actor::start(Kubelet::new(
+                    KubeletOptions::new("n1"),
+                    client,
+                    Arc::new(FakeRuntime::new("127.0.0.1".into())),
+                )),
+                scheduler,
+            )
+        })
+    };
+    let manager = |identity: &'static str| {
+        let url = url.clone();
+        ActixThread::start(move || async move {
+            start_controllers(
+                client_for(&url, "admin", "admin-token").await,
+                identity,
+                fast(),
+                Default::default(),
+            )
+        })
+    };
+    let mut managers = [
+        ("cm-a", Some(manager("cm-a"))),
+        ("cm-b", Some(manager("cm-b"))),
+    ];
+    let rss = admin.api("apps", "replicasets", Some("default"));
+    let pods = admin.api("", "pods", Some("default"));
+    let rs = |name: &str, replicas: i64| {
+        json!({"metadata": {"name": name}, "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}})
+    };
+    rss.create(&rs("one", 4)).await.unwrap();
+    wait_running(&pods, "app=one", 4).await;
+    // Both managers watch; only the leader acts, so the count never overshoots.
+    for _ in 0..10 {
+        assert_eq!(
+            pods_of(&pods, "app=one").await.len(),
+            4,
+            "exactly one manager created pods"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let leases = admin.api("coordination.k8s.io", "leases", Some("kube-system"));
+    let holder = leases.get("skiff-controller-manager").await.unwrap()["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (name, thread) in managers.iter_mut() {
+        if *name == holder {
+            drop(thread.take());
+        }
+    }
+    let stopped = std::time::Instant::now();
+    rss.create(&rs("two", 2)).await.unwrap();
+    wait_running(&pods, "app=two", 2).await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(8),
+        "standby acted after {:?}",
+        stopped.elapsed()
+    );
+    assert_ne!(
+        leases.get("skiff-controller-manager").await.unwrap()["spec"]["holderIdentity"],
+        holder.as_str()
+    );
+}

@@ -270,7 +270,13 @@ async fn heartbeat(
     renew: Duration,
     duration: Duration,
 ) {
+    use rand::Rng;
+    // Jitter, as the kubelet's: a thousand nodes started together must not renew in step.
+    let jitter = |d: Duration| d.mul_f64(rand::rng().random_range(0.9..1.1));
+    tokio::time::sleep(renew.mul_f64(rand::rng().random_range(0.0..1.0))).await;
+    let mut round: u64 = 0;
     loop {
+        round += 1;
         let now = jiff::Timestamp::now()
             .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
             .to_string();
@@ -292,8 +298,14 @@ async fn heartbeat(
         if let Err(e) = renewed {
             tracing::debug!(node = %name, error = %e, "lease renewal failed");
         }
-        // Ready again if something (the node lifecycle controller) marked us otherwise.
-        if let Ok(current) = nodes.get(&name).await {
+        // Ready again if something (the node lifecycle controller) marked us otherwise; checked
+        // every other renewal to keep reads down.
+        let check = round % 2 == 1;
+        if let Some(Ok(current)) = if check {
+            Some(nodes.get(&name).await)
+        } else {
+            None
+        } {
             let ready = current
                 .pointer("/status/conditions")
                 .and_then(Value::as_array)
@@ -310,7 +322,7 @@ async fn heartbeat(
                     .await;
             }
         }
-        tokio::time::sleep(renew).await;
+        tokio::time::sleep(jitter(renew)).await;
     }
 }
 
