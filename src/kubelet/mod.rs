@@ -273,7 +273,6 @@ async fn heartbeat(
     use rand::Rng;
     // Jitter, as the kubelet's: a thousand nodes started together must not renew in step.
     let jitter = |d: Duration| d.mul_f64(rand::rng().random_range(0.9..1.1));
-    tokio::time::sleep(renew.mul_f64(rand::rng().random_range(0.0..1.0))).await;
     let mut round: u64 = 0;
     loop {
         round += 1;
@@ -322,7 +321,13 @@ async fn heartbeat(
                     .await;
             }
         }
-        tokio::time::sleep(jitter(renew)).await;
+        // The first renewal comes at once; after it, a random phase, then jittered periods.
+        let pause = if round == 1 {
+            renew.mul_f64(rand::rng().random_range(0.05..1.0))
+        } else {
+            jitter(renew)
+        };
+        tokio::time::sleep(pause).await;
     }
 }
 
