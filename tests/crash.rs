@@ -157,7 +157,7 @@ async fn sigterm_finishes_in_flight_requests_and_exits() {
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
     let pid = server.child.id() as i32;
-    assert_eq!(unsafe_kill(pid, 15), 0);
+    assert_eq!(signal(pid, 15), 0);
     let status = tokio::task::spawn_blocking(move || server.child.wait())
         .await
         .unwrap()
@@ -188,7 +188,8 @@ async fn sigterm_finishes_in_flight_requests_and_exits() {
     }
 }
 
-fn unsafe_kill(pid: i32, sig: i32) -> i32 {
+/// Sends a signal with kill(1); 0 on success.
+fn signal(pid: i32, sig: i32) -> i32 {
     std::process::Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string())

@@ -8,7 +8,6 @@ pub mod table;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
@@ -593,7 +592,7 @@ async fn resource_call(
             };
             Ok(json_response(code, &v))
         }
-        Reply::Watch(stream) => Ok(watch_response(*stream, table, include, state.api.clone())),
+        Reply::Watch(stream) => Ok(watch_response(*stream, table, include)),
         Reply::Text(text) => Ok(HttpResponse::Ok().content_type("text/plain").body(text)),
         Reply::TextStream(first, sub) => {
             let rest = futures::stream::unfold(Some(*sub), |sub| async move {
@@ -626,12 +625,7 @@ async fn resource_call(
 }
 
 /// Streams a watch as JSON lines, flushed per event.
-fn watch_response(
-    stream: WatchStream,
-    table: bool,
-    include: table::Include,
-    _api: ApiHandle,
-) -> HttpResponse {
+fn watch_response(stream: WatchStream, table: bool, include: table::Include) -> HttpResponse {
     let bookmarks = stream.allow_bookmarks;
     let info = stream.info;
     let body = futures::stream::unfold(Some(stream), move |state| async move {
@@ -674,9 +668,6 @@ fn watch_response(
         ))
         .streaming(body)
 }
-
-/// How long `skiff` waits for in-flight HTTP requests on shutdown.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
