@@ -240,11 +240,50 @@ async fn deployments_roll_out_and_are_collected() {
         "1"
     );
     // A new template rolls out to a new ReplicaSet; the old one ends at 0.
+    // While the new template rolls out (maxSurge 1, maxUnavailable 0), sample the ready pods:
+    // never fewer than 3, never more than 4 pods in all.
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (pods, sampling) = (pods.clone(), sampling.clone());
+        tokio::spawn(async move {
+            let (mut min_ready, mut max_total) = (usize::MAX, 0);
+            while sampling.load(std::sync::atomic::Ordering::SeqCst) {
+                let live: Vec<Value> = pods_of(&pods, "app=web")
+                    .await
+                    .into_iter()
+                    .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                    .collect();
+                let ready = live
+                    .iter()
+                    .filter(|p| {
+                        p["status"]["conditions"].as_array().is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                        })
+                    })
+                    .count();
+                min_ready = min_ready.min(ready);
+                max_total = max_total.max(live.len());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (min_ready, max_total)
+        })
+    };
     deploys
         .patch("web", None, PatchType::Merge, &json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "v2"}]}}}}))
         .await
         .unwrap();
     let second = done("v2").await;
+    sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (min_ready, max_total) = sampler.await.unwrap();
+    assert!(
+        min_ready >= 3,
+        "never more than maxUnavailable (0) missing: saw {min_ready} ready"
+    );
+    assert!(
+        max_total <= 4,
+        "never more than maxSurge (1) extra: saw {max_total} pods"
+    );
     assert_eq!(second.len(), 2);
     let old = second
         .iter()
