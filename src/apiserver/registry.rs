@@ -245,7 +245,7 @@ impl Registry {
             None | Some("status") => Ok(kv.value),
             Some("scale") if t.info.has_scale => {
                 let obj = decode(&kv.value)?;
-                encode_value(&scale_of(t.info, &obj))
+                encode_value(&scale_of(&obj))
             }
             Some(other) => Err(Status::not_found(t.info.group, other, name)),
         }
@@ -630,7 +630,7 @@ impl Registry {
                 let mut scale = match &patch {
                     None => body.clone(),
                     Some((ptype, p)) => {
-                        let mut s = scale_of(info, obj);
+                        let mut s = scale_of(obj);
                         apply_patch("Scale", &mut s, *ptype, p)?;
                         s
                     }
@@ -659,7 +659,7 @@ impl Registry {
                 Ok(())
             })
             .await?;
-        encode_value(&scale_of(info, &obj))
+        encode_value(&scale_of(&obj))
     }
 
     /// Reads, changes and writes one object with compare-and-swap, retrying conflicts when the
@@ -1164,7 +1164,7 @@ fn apply_patch(kind: &str, obj: &mut Value, ptype: PatchType, patch: &Value) -> 
 }
 
 /// autoscaling/v1 Scale of a Deployment or ReplicaSet.
-fn scale_of(_info: &ResourceInfo, obj: &Value) -> Value {
+fn scale_of(obj: &Value) -> Value {
     let selector = obj
         .pointer("/spec/selector")
         .map(|s| {

@@ -503,22 +503,6 @@ impl Reader {
     }
 }
 
-/// Reads one key.
-#[derive(Message)]
-#[rtype(result = "Result<(Option<KeyValue>, Revision), StoreError>")]
-pub struct Get {
-    /// The key.
-    pub key: String,
-}
-
-impl Handler<Get> for Store {
-    type Result = Result<(Option<KeyValue>, Revision), StoreError>;
-
-    fn handle(&mut self, msg: Get, _: &mut Context<Self>) -> Self::Result {
-        Ok((self.read_state().get(&msg.key).cloned(), self.revision))
-    }
-}
-
 /// Reads keys under a prefix, in key order.
 #[derive(Message)]
 #[rtype(result = "Result<RangeResult, StoreError>")]
@@ -854,20 +838,6 @@ impl Handler<Watch> for Store {
     }
 }
 
-/// Drops watchers whose receivers are gone (called periodically and on demand).
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct Sweep;
-
-impl Handler<Sweep> for Store {
-    type Result = usize;
-
-    fn handle(&mut self, _: Sweep, _: &mut Context<Self>) -> usize {
-        self.watchers.retain(|_, w| !w.tx.is_closed());
-        self.watchers.len()
-    }
-}
-
 /// The Store's counters.
 #[derive(Message)]
 #[rtype(result = "StoreStats")]
@@ -932,8 +902,9 @@ mod tests {
             Box::new(Flaky { fail: fail.clone() }),
             StoreConfig::default(),
         )
-        .unwrap()
-        .start();
+        .unwrap();
+        let reader = store.reader();
+        let store = store.start();
         let a = store
             .send(Create {
                 key: "/a".into(),
@@ -967,12 +938,10 @@ mod tests {
             b.mod_revision, 2,
             "failed writes never consumed a visible revision"
         );
-        let (f0, _) = store
-            .send(Get { key: "/f0".into() })
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(f0.is_none(), "nothing of a failed batch is visible");
+        assert!(
+            reader.get("/f0").is_none(),
+            "nothing of a failed batch is visible"
+        );
     }
 
     #[actix_rt::test]
