@@ -31,7 +31,8 @@ pub enum Command {
     Apiserver(apiserver::Args),
     /// The scheduler: binds pods to nodes (leader-elected).
     Scheduler(components::SchedulerArgs),
-    /// The controllers: ReplicaSet, Deployment, garbage collector (leader-elected).
+    /// The controllers: ReplicaSet, Deployment, garbage collector, namespace, node lifecycle
+    /// (leader-elected).
     ControllerManager(components::ControllerManagerArgs),
     /// A node agent: runs the pods bound to its node.
     Kubelet(components::KubeletArgs),
