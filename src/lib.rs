@@ -11,8 +11,8 @@
 //! - `scheduler`: the Scheduler actor (informers, node summaries, binding, leader election)
 //!   and its pure filter/score algorithm.
 //! - `controllers`: the controller-manager's actors (ReplicaSet, Deployment, garbage
-//!   collector) and the pure Deployment rollout planner.
-//! - `kubelet`: the Kubelet actor (node registration, lease, pod workers, logs) and the
+//!   collector, namespace, node lifecycle) and the pure Deployment rollout planner.
+//! - `kubelet`: the Kubelet actor (node registration, lease, pod workers, probes, logs) and the
 //!   container runtimes (`process`, `fake`).
 //! - `cmd`: the subcommands of the `skiff` binary.
 
