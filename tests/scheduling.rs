@@ -98,19 +98,28 @@ async fn pods_are_bound_spread_and_run_and_misfits_say_why() {
             "spread evenly: {placed:?}"
         );
     }
-    let events = admin
-        .api("", "events", Some("default"))
-        .list(&ListOptions {
-            field_selector: Some("involvedObject.name=web-0".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert!(
-        events.items.iter().any(|e| e["reason"] == "Scheduled"),
-        "{:?}",
-        events.items
-    );
+    // The Scheduled event is written after the binding, concurrently with the kubelet's work.
+    wait_for(
+        Duration::from_secs(20),
+        "a Scheduled event for web-0",
+        || {
+            let events = admin.api("", "events", Some("default"));
+            async move {
+                let list = events
+                    .list(&ListOptions {
+                        field_selector: Some("involvedObject.name=web-0".into()),
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?;
+                list.items
+                    .iter()
+                    .any(|e| e["reason"] == "Scheduled")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
 
     // Too big for any node: Pending, with PodScheduled=False and an event saying why.
     pods.create(
@@ -139,15 +148,29 @@ async fn pods_are_bound_spread_and_run_and_misfits_say_why() {
             .contains("0/3 nodes are available: 3 Insufficient cpu"),
         "{cond}"
     );
-    let events = admin
-        .api("", "events", Some("default"))
-        .list(&ListOptions {
-            field_selector: Some("involvedObject.name=huge,reason=FailedScheduling".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(events.items.len(), 1);
+    // The scheduler writes the condition and then the event: wait for the event, then check
+    // that a retry with the same reason did not record a second one.
+    let failed_scheduling = || {
+        let events = admin.api("", "events", Some("default"));
+        async move {
+            events
+                .list(&ListOptions {
+                    field_selector: Some("involvedObject.name=huge,reason=FailedScheduling".into()),
+                    ..Default::default()
+                })
+                .await
+                .map(|l| l.items.len())
+                .ok()
+        }
+    };
+    wait_for(
+        Duration::from_secs(20),
+        "a FailedScheduling event",
+        || async { failed_scheduling().await.filter(|n| *n > 0) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(failed_scheduling().await, Some(1));
     assert_eq!(
         pods.get("huge").await.unwrap()["status"]["phase"],
         "Pending"
