@@ -22,6 +22,7 @@ pub mod env {
     pub const HTTPS_BIND: &str = "SKIFF_HTTPS_BIND";
     pub const TLS_SANS: &str = "SKIFF_TLS_SANS";
     pub const SERVER_URL: &str = "SKIFF_SERVER_URL";
+    pub const CREDENTIALS_DIR: &str = "SKIFF_CREDENTIALS_DIR";
 }
 
 /// The config file read when none is named and it exists.
@@ -58,6 +59,10 @@ pub struct ApiServerConfig {
     pub tls_sans: Vec<String>,
     /// The server URL written into the kubeconfig (default: https://127.0.0.1:<port>).
     pub server_url: Option<String>,
+    /// When set, the token file gets tokens for the scheduler, the controller-manager and a
+    /// shared node-bootstrap credential, each also written to `<dir>/<component>.token` for
+    /// components that mount the directory (docker compose).
+    pub credentials_dir: Option<PathBuf>,
 }
 
 impl Default for ApiServerConfig {
@@ -76,6 +81,7 @@ impl Default for ApiServerConfig {
             https_bind: "0.0.0.0:6443".into(),
             tls_sans: Vec::new(),
             server_url: None,
+            credentials_dir: None,
         }
     }
 }

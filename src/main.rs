@@ -27,13 +27,17 @@ fn main() -> std::process::ExitCode {
                     Err(e) => Err(e.into()),
                 }
             }
-            Ok(config) => cmd::apiserver::run(config),
+            Ok(config) => {
+                cmd::title::set("skiff-apiserver", &[]);
+                cmd::apiserver::run(config)
+            }
         },
         Command::Up(args) => cmd::up::run(args),
         Command::Scheduler(args) => cmd::components::run_scheduler(args),
         Command::ControllerManager(args) => cmd::components::run_controller_manager(args),
         Command::Kubelet(args) => cmd::components::run_kubelet(args),
         Command::Kubeconfig(args) => cmd::kubeconfig::run(args),
+        Command::NatsConfig(args) => cmd::natsconf::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

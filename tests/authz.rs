@@ -128,3 +128,46 @@ async fn kubelets_write_only_their_own_node_lease_and_pods() {
         .unwrap_err();
     assert_eq!(e.code, 403);
 }
+
+/// A shared kubelet credential (`docker compose up --scale kubelet=N`): each holder becomes
+/// the node its NATS identity names, and is held to that node like any kubelet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_bootstrap_token_acts_as_the_node_it_names_and_nothing_else() {
+    let cluster = Cluster::start();
+    let n7 = client_for(&cluster.nats.url(), "system:node:n7", "bootstrap-token").await;
+    let nodes = n7.api("", "nodes", None);
+    let created = nodes
+        .create(&json!({"metadata": {"name": "n7"}}))
+        .await
+        .expect("its own node");
+    assert_eq!(created["metadata"]["name"], "n7");
+    let e = nodes
+        .create(&json!({"metadata": {"name": "n8"}}))
+        .await
+        .unwrap_err();
+    assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"), "{e}");
+    assert!(e.message.contains("system:node:n7"), "{e}");
+
+    // Not an admin, not a scheduler, not the bootstrap user itself beyond reading.
+    for identity in ["admin", "system:kube-scheduler", "system:node:"] {
+        let c = client_for(&cluster.nats.url(), identity, "bootstrap-token").await;
+        let e = c
+            .api("", "namespaces", None)
+            .create(&json!({"metadata": {"name": "x"}}))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, 401, "{identity}: {e}");
+    }
+    let itself = client_for(
+        &cluster.nats.url(),
+        "system:node-bootstrap",
+        "bootstrap-token",
+    )
+    .await;
+    let e = itself
+        .api("", "nodes", None)
+        .create(&json!({"metadata": {"name": "n9"}}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, 403, "{e}");
+}

@@ -82,6 +82,10 @@ pub fn node(node: &str, verb: &str) -> String {
     format!("skiff.node.{}.{verb}", escape(node))
 }
 
+/// The API server's own inbox prefix (answers to its requests to kubelets, followed logs), so
+/// NATS permissions can let kubelets publish there and nowhere else outside their own subjects.
+pub const APISERVER_INBOX: &str = "_INBOX.skiff-apiserver";
+
 /// The inbox prefix a caller's watch streams arrive on (`_INBOX.<identity>`), so NATS
 /// permissions can let each component read only its own.
 pub fn inbox_prefix(user: &str) -> String {

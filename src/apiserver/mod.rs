@@ -215,6 +215,11 @@ impl Handler<GetStats> for ApiServer {
 
 /// Who is calling: the token's user (which must match an identity the transport vouches
 /// for), else a verified client certificate's; 401 otherwise.
+///
+/// A member of [`NODE_BOOTSTRAP_GROUP`] is the exception: it becomes the node its transport
+/// identity names (`system:node:<name>` in the NATS subject), in `system:nodes`, so identical
+/// replicas (`docker compose up --scale kubelet=5`) can share one credential and still each be
+/// held to their own Node by the node authorizer.
 fn authenticate(auth: &Authenticator, c: &Credentials) -> Result<UserInfo, Status> {
     let has_token = c.token.as_deref().is_some_and(|t| !t.trim().is_empty());
     let user = match (&c.certificate, has_token) {
@@ -223,7 +228,15 @@ fn authenticate(auth: &Authenticator, c: &Credentials) -> Result<UserInfo, Statu
     };
     if let Some(id) = &c.identity {
         if *id != user.name {
-            return Err(Status::unauthorized());
+            let bootstrapper = user.groups.iter().any(|g| g == NODE_BOOTSTRAP_GROUP);
+            return match id.strip_prefix("system:node:") {
+                Some(node) if bootstrapper && !node.is_empty() => Ok(UserInfo {
+                    name: id.clone(),
+                    uid: format!("{}:{node}", user.uid),
+                    groups: vec![NODES_GROUP.into(), "system:authenticated".into()],
+                }),
+                _ => Err(Status::unauthorized()),
+            };
         }
     }
     Ok(user)
@@ -288,6 +301,10 @@ pub const ADMIN_GROUP: &str = "system:masters";
 
 /// The group of kubelets; their user names are `system:node:<node name>`.
 pub const NODES_GROUP: &str = "system:nodes";
+
+/// The group of a shared kubelet credential: its holder may act as any one node it names in
+/// its transport identity (see [`authenticate`]), never as anything else.
+pub const NODE_BOOTSTRAP_GROUP: &str = "system:node-bootstrappers";
 
 /// Authorization: admins may do everything; kubelets what the node authorizer allows; other
 /// callers may read.

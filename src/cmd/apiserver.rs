@@ -56,6 +56,9 @@ pub struct Args {
     /// Server URL written into the kubeconfig.
     #[arg(long, env = env::SERVER_URL)]
     pub server_url: Option<String>,
+    /// Write component tokens (scheduler, controller-manager, kubelet) into this directory.
+    #[arg(long, env = env::CREDENTIALS_DIR)]
+    pub credentials_dir: Option<PathBuf>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -104,6 +107,9 @@ impl Args {
         if let Some(v) = &self.server_url {
             c.server_url = Some(v.clone());
         }
+        if let Some(v) = &self.credentials_dir {
+            c.credentials_dir = Some(v.clone());
+        }
         c.validate()?;
         Ok(c)
     }
@@ -127,6 +133,64 @@ pub fn ensure_token_file(path: &Path) -> anyhow::Result<()> {
     }
     tracing::info!(path = %path.display(), "wrote a token file with an admin token");
     Ok(())
+}
+
+/// The components whose tokens `--credentials-dir` holds: (file stem, user, groups).
+pub const COMPONENT_CREDENTIALS: [(&str, &str, &str); 3] = [
+    ("scheduler", "system:kube-scheduler", apiserver::ADMIN_GROUP),
+    (
+        "controller-manager",
+        "system:kube-controller-manager",
+        apiserver::ADMIN_GROUP,
+    ),
+    (
+        "kubelet",
+        "system:node-bootstrap",
+        apiserver::NODE_BOOTSTRAP_GROUP,
+    ),
+];
+
+/// Makes sure the token file has a token for each component and writes each to
+/// `<dir>/<component>.token` (readable by all: the directory is what is shared, and only
+/// with the components' containers).
+pub fn write_component_credentials(token_file: &Path, dir: &Path) -> anyhow::Result<()> {
+    let users: Vec<(String, &str)> = COMPONENT_CREDENTIALS
+        .iter()
+        .map(|(_, user, groups)| (user.to_string(), *groups))
+        .collect();
+    let tokens = ensure_tokens(token_file, &users)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (stem, user, _) in COMPONENT_CREDENTIALS {
+        let path = dir.join(format!("{stem}.token"));
+        std::fs::write(&path, &tokens[user])
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    tracing::info!(dir = %dir.display(), "wrote component credentials");
+    Ok(())
+}
+
+/// Makes sure the token file holds a token for each (user, groups); returns user → token.
+pub fn ensure_tokens(
+    path: &Path,
+    users: &[(String, &str)],
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let mut text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut tokens = std::collections::HashMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.splitn(4, ',').collect();
+        if f.len() >= 2 {
+            tokens.insert(f[1].to_string(), f[0].to_string());
+        }
+    }
+    for (i, (user, groups)) in users.iter().enumerate() {
+        if !tokens.contains_key(user) {
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            text.push_str(&format!("{token},{user},{},\"{groups}\"\n", 100 + i));
+            tokens.insert(user.clone(), token);
+        }
+    }
+    write_private(path, &text)?;
+    Ok(tokens)
 }
 
 /// Writes a file only its owner can read (kubeconfigs hold credentials).
@@ -164,6 +228,9 @@ where
     if config.token_file.is_none() {
         ensure_token_file(&token_file)?;
     }
+    if let Some(dir) = &config.credentials_dir {
+        write_component_credentials(&token_file, dir)?;
+    }
     let authenticator = Authenticator::from_file(&token_file)?;
     let options = apiserver::ApiServerOptions {
         data_dir: (config.store == "embedded").then(|| config.data_dir.clone()),
@@ -191,7 +258,9 @@ where
         .map(|(t, _)| t.to_string());
     let system = actix::System::new();
     system.block_on(async move {
-        let mut connect = async_nats::ConnectOptions::new().name("skiff apiserver");
+        let mut connect = async_nats::ConnectOptions::new()
+            .name("skiff apiserver")
+            .custom_inbox_prefix(crate::api::subject::APISERVER_INBOX);
         if let (Some(u), Some(p)) = (&config.nats_user, &config.nats_password) {
             connect = connect.user_and_password(u.clone(), p.clone());
         }

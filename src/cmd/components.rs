@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args as ClapArgs;
+use serde::Serialize;
 
 use crate::client::leader::ElectionTimings;
 use crate::client::{ApiClient, ClientOptions};
@@ -19,20 +20,76 @@ use crate::kubelet::{Kubelet, KubeletOptions};
 use crate::scheduler::{Scheduler, SchedulerOptions};
 
 /// How a component reaches the API server.
-#[derive(Debug, Clone, ClapArgs)]
+#[derive(Debug, Clone, ClapArgs, Serialize)]
 pub struct Connection {
     /// NATS server URL.
     #[arg(long, env = env::NATS_URL, default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// NATS user, when the server requires one (deploy/nats/nats.conf gives each component
+    /// its own, with subject permissions).
+    #[arg(long, env = env::NATS_USER)]
+    pub nats_user: Option<String>,
+    /// NATS password.
+    #[arg(long, env = env::NATS_PASSWORD, hide_env_values = true)]
+    #[serde(serialize_with = "redacted")]
+    pub nats_password: Option<String>,
     /// Bearer token of this component's identity.
     #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
-    pub token: String,
+    #[serde(serialize_with = "redacted")]
+    pub token: Option<String>,
+    /// A file holding the bearer token instead (read once at start).
+    #[arg(long, env = "SKIFF_TOKEN_PATH", conflicts_with = "token")]
+    pub token_path: Option<PathBuf>,
+    /// Print the effective options (credentials redacted) as TOML and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_config: bool,
+}
+
+/// Credentials are shown as set or not, never their value.
+fn redacted<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("<redacted>"),
+        None => s.serialize_none(),
+    }
+}
+
+impl Connection {
+    /// The bearer token, from `--token` or the file `--token-path` names.
+    pub fn bearer(&self) -> anyhow::Result<String> {
+        match (&self.token, &self.token_path) {
+            (Some(t), _) => Ok(t.trim().to_string()),
+            (None, Some(path)) => Ok(std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?
+                .trim()
+                .to_string()),
+            (None, None) => anyhow::bail!(
+                "no token: give --token or --token-path (SKIFF_TOKEN, SKIFF_TOKEN_PATH)"
+            ),
+        }
+    }
+}
+
+/// Prints a component's effective options as TOML (`--print-config`).
+pub fn print_config<T: Serialize>(component: &str, args: &T) -> anyhow::Result<()> {
+    #[derive(Serialize)]
+    struct File<'a, T> {
+        #[serde(flatten)]
+        inner: std::collections::BTreeMap<&'a str, &'a T>,
+    }
+    let file = File {
+        inner: [(component, args)].into_iter().collect(),
+    };
+    let text = toml::to_string_pretty(&file)?;
+    println!("{}", text.trim_end());
+    Ok(())
 }
 
 /// Flags of `skiff scheduler`.
-#[derive(Debug, Clone, ClapArgs)]
+#[derive(Debug, Clone, ClapArgs, Serialize)]
 pub struct SchedulerArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub connection: Connection,
     /// The user the token belongs to.
     #[arg(long, default_value = "system:kube-scheduler")]
@@ -43,9 +100,10 @@ pub struct SchedulerArgs {
 }
 
 /// Flags of `skiff controller-manager`.
-#[derive(Debug, Clone, ClapArgs)]
+#[derive(Debug, Clone, ClapArgs, Serialize)]
 pub struct ControllerManagerArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub connection: Connection,
     /// The user the token belongs to.
     #[arg(long, default_value = "system:kube-controller-manager")]
@@ -72,9 +130,10 @@ impl ControllerManagerArgs {
 }
 
 /// Flags of `skiff kubelet`.
-#[derive(Debug, Clone, ClapArgs)]
+#[derive(Debug, Clone, ClapArgs, Serialize)]
 pub struct KubeletArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub connection: Connection,
     /// The Node's name (default: the host name).
     #[arg(long, env = "SKIFF_NODE_NAME")]
@@ -89,9 +148,37 @@ pub struct KubeletArgs {
         default_value = "/var/lib/skiff/kubelet"
     )]
     pub root: PathBuf,
-    /// The address of this node.
+    /// The address of this node; `auto` picks the address this host reaches NATS from (in a
+    /// container: the container's own address).
     #[arg(long, env = "SKIFF_NODE_IP", default_value = "127.0.0.1")]
     pub node_ip: String,
+}
+
+/// The local address the route to `nats_url` leaves from (no packet is sent: a UDP
+/// "connect" only picks the route); loopback when it cannot be told.
+pub fn address_towards(nats_url: &str) -> String {
+    let host_port = nats_url
+        .split("://")
+        .last()
+        .unwrap_or(nats_url)
+        .rsplit('@')
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&host_port)
+        .ok()
+        .and_then(|mut a| a.next());
+    let local = addr.and_then(|a| {
+        let s = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+        s.connect(a).ok()?;
+        s.local_addr().ok()
+    });
+    local
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "127.0.0.1".into())
 }
 
 /// This host's name.
@@ -104,9 +191,13 @@ pub fn hostname() -> String {
 }
 
 async fn connect(c: &Connection, user: &str) -> anyhow::Result<ApiClient> {
-    ApiClient::connect(ClientOptions::new(&c.nats_url, user, &c.token))
+    let mut options = ClientOptions::new(&c.nats_url, user, &c.bearer()?);
+    if let Some(u) = &c.nats_user {
+        options.nats_user = Some((u.clone(), c.nats_password.clone().unwrap_or_default()));
+    }
+    ApiClient::connect(options)
         .await
-        .with_context(|| format!("connecting as {user}"))
+        .with_context(|| format!("connecting to {} as {user}", c.nats_url))
 }
 
 /// Starts a scheduler's actors (inside an actix System).
@@ -175,6 +266,10 @@ pub fn runtime(
 
 /// `skiff scheduler`.
 pub fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
+    if args.connection.print_config {
+        return print_config("scheduler", &args);
+    }
+    super::title::set("skiff-scheduler", &[]);
     let identity = args
         .identity
         .clone()
@@ -190,6 +285,10 @@ pub fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
 
 /// `skiff controller-manager`.
 pub fn run_controller_manager(args: ControllerManagerArgs) -> anyhow::Result<()> {
+    if args.connection.print_config {
+        return print_config("controller-manager", &args);
+    }
+    super::title::set("skiff-controller-manager", &[]);
     let identity = args
         .identity
         .clone()
@@ -209,8 +308,16 @@ pub fn run_controller_manager(args: ControllerManagerArgs) -> anyhow::Result<()>
 }
 
 /// `skiff kubelet`.
-pub fn run_kubelet(args: KubeletArgs) -> anyhow::Result<()> {
+pub fn run_kubelet(mut args: KubeletArgs) -> anyhow::Result<()> {
     let node = args.node_name.clone().unwrap_or_else(hostname);
+    args.node_name = Some(node.clone());
+    if args.node_ip == "auto" {
+        args.node_ip = address_towards(&args.connection.nats_url);
+    }
+    if args.connection.print_config {
+        return print_config("kubelet", &args);
+    }
+    super::title::set("skiff-kubelet", &[&node]);
     let (rt, process) = runtime(&args.runtime, args.root.join(&node), &args.node_ip)?;
     actix::System::new().block_on(async move {
         let client = connect(&args.connection, &format!("system:node:{node}")).await?;

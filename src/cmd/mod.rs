@@ -4,6 +4,8 @@
 pub mod apiserver;
 pub mod components;
 pub mod kubeconfig;
+pub mod natsconf;
+pub mod title;
 pub mod up;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +40,8 @@ pub enum Command {
     Kubelet(components::KubeletArgs),
     /// Print a kubeconfig for this cluster (admin token, or a new client certificate).
     Kubeconfig(kubeconfig::Args),
+    /// Print a nats-server config giving each component its own user and permissions.
+    NatsConfig(natsconf::Args),
     /// Everything on one machine: a nats-server child and the API server, embedded store.
     Up(up::Args),
 }

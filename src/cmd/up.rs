@@ -3,7 +3,6 @@
 //! controllers and `--nodes` kubelets, in one process. Every component still talks to the API
 //! server through its own NATS client and identity, exactly as separate processes would.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -82,29 +81,7 @@ fn start_nats(port: u16, dir: &Path) -> anyhow::Result<NatsChild> {
     bail!("nats-server did not listen on port {port} within 10 s")
 }
 
-/// Makes sure the token file holds a token for each (user, groups); returns user → token.
-pub fn ensure_tokens(
-    path: &Path,
-    users: &[(String, &str)],
-) -> anyhow::Result<HashMap<String, String>> {
-    let mut text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut tokens = HashMap::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.splitn(4, ',').collect();
-        if f.len() >= 2 {
-            tokens.insert(f[1].to_string(), f[0].to_string());
-        }
-    }
-    for (i, (user, groups)) in users.iter().enumerate() {
-        if !tokens.contains_key(user) {
-            let token = uuid::Uuid::new_v4().simple().to_string();
-            text.push_str(&format!("{token},{user},{},\"{groups}\"\n", 100 + i));
-            tokens.insert(user.clone(), token);
-        }
-    }
-    apiserver_cmd::write_private(path, &text)?;
-    Ok(tokens)
-}
+use apiserver_cmd::ensure_tokens;
 
 /// Runs everything until SIGTERM or SIGINT.
 pub fn run(args: Args) -> anyhow::Result<()> {

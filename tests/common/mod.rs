@@ -19,6 +19,7 @@ node1-token,system:node:n1,2,\"system:nodes\"
 node2-token,system:node:n2,3,\"system:nodes\"
 node3-token,system:node:n3,4,\"system:nodes\"
 scheduler-token,system:kube-scheduler,5,\"system:masters\"
+bootstrap-token,system:node-bootstrap,6,\"system:node-bootstrappers\"
 ";
 pub const ADMIN: (&str, &str) = ("admin", "admin-token");
 
@@ -43,12 +44,19 @@ impl NatsServer {
     }
 
     pub fn start_with(extra: &[&str]) -> NatsServer {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// A nats-server with extra flags and environment (config files refer to `$VARIABLES`).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> NatsServer {
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("tempdir");
             let port = free_port();
             let child = Command::new("nats-server")
                 .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-m", &free_port().to_string()])
                 .args(extra)
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

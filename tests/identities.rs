@@ -1,0 +1,153 @@
+//! NATS identities: with the config `skiff nats-config` writes, each component has its own
+//! NATS user; a kubelet may publish only requests made as its own node and subscribe only to
+//! its own inbox and node subjects, and only the API server subscribes to request subjects.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use skiff::client::{ApiClient, ClientOptions};
+
+use common::*;
+
+/// Server errors a connection was sent (permission violations arrive this way).
+async fn connect_as(
+    url: &str,
+    user: &str,
+    password: &str,
+) -> (async_nats::Client, Arc<Mutex<Vec<String>>>) {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = errors.clone();
+    let client = async_nats::ConnectOptions::new()
+        .user_and_password(user.into(), password.into())
+        .event_callback(move |event| {
+            let seen = seen.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    seen.lock().unwrap().push(e.to_string());
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .expect("connects with its own user");
+    (client, errors)
+}
+
+async fn violation(errors: &Arc<Mutex<Vec<String>>>, what: &str) -> String {
+    wait_for(Duration::from_secs(5), what, || {
+        let errors = errors.clone();
+        async move {
+            let mut e = errors.lock().unwrap();
+            (!e.is_empty()).then(|| e.remove(0))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubelet_is_refused_when_it_publishes_as_another_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nats.conf");
+    let output = std::process::Command::new(skiff_bin())
+        .args(["nats-config", "--node", "n1=pw-n1", "--node", "n2=pw-n2"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    std::fs::write(&conf, &output.stdout).unwrap();
+    let env = [
+        ("SKIFF_NATS_APISERVER_PASSWORD", "pw-api"),
+        ("SKIFF_NATS_SCHEDULER_PASSWORD", "pw-s"),
+        ("SKIFF_NATS_CONTROLLER_MANAGER_PASSWORD", "pw-cm"),
+    ];
+    let nats = NatsServer::start_with_env(&["-c", conf.to_str().unwrap()], &env);
+    let url = nats.url();
+
+    // Without its user the API server cannot even connect; with it, it serves.
+    let api = ApiProcess::start(
+        &url,
+        &dir.path().join("api"),
+        &["--nats-user", "apiserver", "--nats-password", "pw-api"],
+    );
+
+    // Node n1, with its own NATS user and token, works end to end.
+    let mut options = ClientOptions::new(&url, "system:node:n1", "node1-token");
+    options.nats_user = Some(("system:node:n1".into(), "pw-n1".into()));
+    let n1 = wait_for(Duration::from_secs(20), "the API server answers n1", || {
+        let options = options.clone();
+        async move {
+            let c = ApiClient::connect(options).await.ok()?;
+            c.api("", "nodes", None)
+                .create(&json!({"metadata": {"name": "n1"}}))
+                .await
+                .ok()?;
+            Some(c)
+        }
+    })
+    .await;
+    assert_eq!(
+        n1.api("", "nodes", None).get("n1").await.unwrap()["metadata"]["name"],
+        "n1"
+    );
+
+    // The same NATS user publishing a request as n2 (even with n2's token) is refused by
+    // nats-server, and the API server never sees it.
+    let (raw, errors) = connect_as(&url, "system:node:n1", "pw-n1").await;
+    let (api_side, _) = connect_as(&url, "apiserver", "pw-api").await;
+    let mut spy = api_side
+        .subscribe("skiff.req.system%3Anode%3An2.>")
+        .await
+        .unwrap();
+    api_side.flush().await.unwrap();
+    raw.publish("skiff.req.system%3Anode%3An2.create", "x".into())
+        .await
+        .unwrap();
+    raw.flush().await.unwrap();
+    let e = violation(&errors, "a publish violation").await;
+    assert!(
+        e.to_lowercase().contains("permissions violation") && e.contains("n2"),
+        "{e}"
+    );
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            futures::StreamExt::next(&mut spy)
+        )
+        .await
+        .is_err(),
+        "the request must not reach the API server's subject"
+    );
+
+    // Nor may it listen to another node's subjects or to the request subjects.
+    for subject in [
+        "skiff.node.n2.logs",
+        "_INBOX.system%3Anode%3An2.x",
+        "skiff.req.>",
+    ] {
+        let _sub = raw.subscribe(subject).await.unwrap();
+        raw.flush().await.unwrap();
+        let e = violation(&errors, "a subscribe violation").await;
+        assert!(
+            e.to_lowercase().contains("permissions violation"),
+            "{subject}: {e}"
+        );
+    }
+
+    // A wrong password is refused outright.
+    let refused = async_nats::ConnectOptions::new()
+        .user_and_password("system:node:n2".into(), "pw-n1".into())
+        .max_reconnects(1)
+        .connection_timeout(Duration::from_secs(2));
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        async_nats::ConnectOptions::connect(refused, url.as_str()),
+    )
+    .await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "wrong password must not connect"
+    );
+    drop(api);
+}
