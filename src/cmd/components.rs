@@ -13,6 +13,7 @@ use crate::client::leader::ElectionTimings;
 use crate::client::{ApiClient, ClientOptions};
 use crate::config::env;
 use crate::controllers;
+use crate::kubelet::runtime::docker::{self, DockerRuntime};
 use crate::kubelet::runtime::fake::FakeRuntime;
 use crate::kubelet::runtime::process::ProcessRuntime;
 use crate::kubelet::runtime::ContainerRuntime;
@@ -138,7 +139,8 @@ pub struct KubeletArgs {
     /// The Node's name (default: the host name).
     #[arg(long, env = "SKIFF_NODE_NAME")]
     pub node_name: Option<String>,
-    /// `process` (real processes) or `fake` (no processes).
+    /// `process` (real processes), `docker` (containers, through SKIFF_DOCKER_SOCKET),
+    /// `fake` (no processes), or `auto` (docker when its socket exists, else process).
     #[arg(long, env = "SKIFF_RUNTIME", default_value = "process")]
     pub runtime: String,
     /// Where the process runtime keeps logs and working directories.
@@ -148,6 +150,10 @@ pub struct KubeletArgs {
         default_value = "/var/lib/skiff/kubelet"
     )]
     pub root: PathBuf,
+    /// Seconds a node Lease is valid; the kubelet renews it every quarter of that, as the
+    /// real kubelet does (keep the controller-manager's grace period above the renewal).
+    #[arg(long, env = "SKIFF_NODE_LEASE_DURATION_SECONDS", default_value_t = 40)]
+    pub node_lease_duration_seconds: u64,
     /// The address of this node; `auto` picks the address this host reaches NATS from (in a
     /// container: the container's own address).
     #[arg(long, env = "SKIFF_NODE_IP", default_value = "127.0.0.1")]
@@ -248,20 +254,85 @@ pub fn start_controllers(
     }
 }
 
-/// A runtime by name.
-pub fn runtime(
-    kind: &str,
-    root: PathBuf,
-    ip: &str,
-) -> anyhow::Result<(Arc<dyn ContainerRuntime>, Option<ProcessRuntime>)> {
-    match kind {
+/// A node's container runtime, and what to stop with its kubelet.
+pub struct NodeRuntime {
+    /// The runtime the kubelet uses.
+    pub runtime: Arc<dyn ContainerRuntime>,
+    /// Its name (`process`, `fake`, `docker`), as chosen (`auto` resolved).
+    pub name: &'static str,
+    /// The concrete runtime, for stopping every container on shutdown.
+    stopper: Option<Stopper>,
+}
+
+enum Stopper {
+    Process(ProcessRuntime),
+    Docker(DockerRuntime),
+}
+
+impl NodeRuntime {
+    /// Stops every container this runtime started (kubelet shutdown).
+    pub async fn stop_all(&self, grace: Duration) {
+        match &self.stopper {
+            Some(Stopper::Process(p)) => p.stop_all(grace).await,
+            Some(Stopper::Docker(d)) => d.stop_all(grace).await,
+            None => {}
+        }
+    }
+}
+
+/// Where the docker runtime finds the Engine API.
+pub fn docker_socket() -> PathBuf {
+    std::env::var_os("SKIFF_DOCKER_SOCKET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(docker::DEFAULT_SOCKET))
+}
+
+/// The Docker network mode of pod containers (`SKIFF_DOCKER_NETWORK`): `host` by default (pods
+/// share the node's network, pod IP = node IP); `kubelet` joins the kubelet's own container
+/// (docker compose: the pod IP is then the kubelet container's address, as with processes).
+pub fn docker_network() -> String {
+    match std::env::var("SKIFF_DOCKER_NETWORK").ok().as_deref() {
+        None | Some("") => docker::DEFAULT_NETWORK.into(),
+        Some("kubelet") => format!("container:{}", hostname()),
+        Some(other) => other.into(),
+    }
+}
+
+/// A runtime by name: `process`, `fake`, `docker`, or `auto` (docker when its socket is
+/// there, else process).
+pub async fn runtime(kind: &str, root: PathBuf, ip: &str) -> anyhow::Result<NodeRuntime> {
+    let kind = match kind {
+        "auto" if docker_socket().exists() => "docker",
+        "auto" => "process",
+        k => k,
+    };
+    Ok(match kind {
         "process" => {
             let p = ProcessRuntime::new(root, ip.into());
-            Ok((Arc::new(p.clone()), Some(p)))
+            NodeRuntime {
+                runtime: Arc::new(p.clone()),
+                name: "process",
+                stopper: Some(Stopper::Process(p)),
+            }
         }
-        "fake" => Ok((Arc::new(FakeRuntime::new(ip.into())), None)),
-        other => anyhow::bail!("unknown runtime {other:?}: want process or fake"),
-    }
+        "fake" => NodeRuntime {
+            runtime: Arc::new(FakeRuntime::new(ip.into())),
+            name: "fake",
+            stopper: None,
+        },
+        "docker" => {
+            let socket = docker_socket();
+            let d = DockerRuntime::connect(socket.clone(), ip.into(), docker_network())
+                .await
+                .with_context(|| format!("the Docker Engine at {}", socket.display()))?;
+            NodeRuntime {
+                runtime: Arc::new(d.clone()),
+                name: "docker",
+                stopper: Some(Stopper::Docker(d)),
+            }
+        }
+        other => anyhow::bail!("unknown runtime {other:?}: want process, docker, fake or auto"),
+    })
 }
 
 /// `skiff scheduler`.
@@ -318,18 +389,19 @@ pub fn run_kubelet(mut args: KubeletArgs) -> anyhow::Result<()> {
         return print_config("kubelet", &args);
     }
     super::title::set("skiff-kubelet", &[&node]);
-    let (rt, process) = runtime(&args.runtime, args.root.join(&node), &args.node_ip)?;
     actix::System::new().block_on(async move {
+        let rt = runtime(&args.runtime, args.root.join(&node), &args.node_ip).await?;
         let client = connect(&args.connection, &format!("system:node:{node}")).await?;
         let mut options = KubeletOptions::new(&node);
         options.node_ip = args.node_ip.clone();
-        let _kubelet = actix::Actor::start(Kubelet::new(options, client, rt));
-        tracing::info!(%node, runtime = %args.runtime, "skiff kubelet ready");
+        let lease = args.node_lease_duration_seconds.max(1);
+        options.lease_duration = Duration::from_secs(lease);
+        options.lease_renew = Duration::from_millis(lease * 250);
+        let _kubelet = actix::Actor::start(Kubelet::new(options, client, rt.runtime.clone()));
+        tracing::info!(%node, runtime = rt.name, "skiff kubelet ready");
         super::apiserver::wait_for_signal().await;
-        if let Some(p) = process {
-            tracing::info!("stopping every container");
-            p.stop_all(Duration::from_secs(10)).await;
-        }
+        tracing::info!("stopping every container");
+        rt.stop_all(Duration::from_secs(10)).await;
         anyhow::Ok(())
     })
 }

@@ -35,7 +35,7 @@ pub struct Args {
     /// Number of kubelets (nodes skiff-node-1 … N).
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
-    /// Container runtime of the kubelets: `process` or `fake`.
+    /// Container runtime of the kubelets: `process`, `docker` or `fake`.
     #[arg(long, default_value = "process")]
     pub runtime: String,
     /// Seconds without a Lease renewal before a node is NotReady.
@@ -148,19 +148,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         extras.keep.push(Box::new(controllers));
         for (i, node) in nodes.iter().enumerate() {
-            let (rt, process) =
-                components::runtime(&runtime, data_dir.join("pods").join(node), "127.0.0.1")?;
+            let rt = components::runtime(&runtime, data_dir.join("pods").join(node), "127.0.0.1")
+                .await?;
             let client = connect(&format!("system:node:{node}")).await?;
             let mut options = KubeletOptions::new(node);
-            // Each node's pods get their own loopback addresses: 127.<10+i>.x.y.
-            options.pod_subnet = Some(10 + (i % 240) as u8);
-            let kubelet = actix::Actor::start(Kubelet::new(options, client, rt));
-            extras.keep.push(Box::new(kubelet));
-            if let Some(p) = process {
-                extras.on_shutdown.push(Box::pin(async move {
-                    p.stop_all(Duration::from_secs(10)).await
-                }));
+            // Each node's processes get their own loopback addresses: 127.<10+i>.x.y (docker
+            // pods share the host's network: their address is the node's).
+            if rt.name != "docker" {
+                options.pod_subnet = Some(10 + (i % 240) as u8);
             }
+            let kubelet = actix::Actor::start(Kubelet::new(options, client, rt.runtime.clone()));
+            extras.keep.push(Box::new(kubelet));
+            extras.on_shutdown.push(Box::pin(async move {
+                rt.stop_all(Duration::from_secs(10)).await
+            }));
         }
         eprintln!(
             "skiff up: ready — export KUBECONFIG={}",

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::runtime::{ContainerId, ContainerRuntime, ContainerSpec, ContainerState};
+use super::runtime::{ContainerId, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError};
 use crate::api::wire::{DeleteOptions, PatchType, Preconditions};
 use crate::client::Api;
 
@@ -41,6 +41,10 @@ struct Tracked {
     liveness: ProbeState,
     /// The instance the probe states belong to (its start time).
     instance: Option<SystemTime>,
+    /// Consecutive failed starts (image missing, command not found…), which back off like
+    /// crashes, and the waiting (reason, message) shown while backing off.
+    start_failures: u32,
+    backing_off: Option<(String, String)>,
 }
 
 /// Consecutive results of one probe of one container instance.
@@ -449,6 +453,11 @@ pub async fn run(
             let now = tokio::time::Instant::now();
             let mut waiting_reason: Option<(String, String)> = None;
             let mut start = matches!(state, ContainerState::Unknown) && !t.started;
+            if start && t.next_start.is_some_and(|at| now < at) {
+                // A failed start is backing off: ErrImagePull becomes ImagePullBackOff.
+                start = false;
+                waiting_reason = t.backing_off.clone();
+            }
             if let ContainerState::Exited {
                 exit_code,
                 signal,
@@ -485,10 +494,32 @@ pub async fn run(
                     Ok(()) => {
                         t.started = true;
                         t.next_start = None;
+                        t.start_failures = 0;
+                        t.backing_off = None;
                         state = runtime.state(&id(c)).await;
                     }
                     Err(e) => {
-                        waiting_reason = Some(("CreateContainerError".into(), e.to_string()));
+                        let (now_reason, later) = match &e {
+                            RuntimeError::Image { image, .. } => (
+                                "ErrImagePull",
+                                (
+                                    "ImagePullBackOff",
+                                    format!("Back-off pulling image \"{image}\""),
+                                ),
+                            ),
+                            _ => (
+                                "CreateContainerError",
+                                ("CreateContainerError", e.to_string()),
+                            ),
+                        };
+                        let delay = backoff
+                            .base
+                            .saturating_mul(1 << t.start_failures.min(16))
+                            .min(backoff.max);
+                        t.start_failures += 1;
+                        t.next_start = Some(now + delay);
+                        t.backing_off = Some((later.0.into(), later.1));
+                        waiting_reason = Some((now_reason.into(), e.to_string()));
                     }
                 }
             }

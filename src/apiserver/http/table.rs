@@ -314,10 +314,11 @@ pub fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
                 .pointer("/status/conditions")
                 .and_then(Value::as_array)
                 .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                // As kubectl prints it: a Ready condition that is not True (False, or Unknown
+                // once the node stopped reporting) is NotReady; no condition at all, Unknown.
                 .map(|c| match s(c, "/status") {
                     "True" => "Ready",
-                    "False" => "NotReady",
-                    _ => "Unknown",
+                    _ => "NotReady",
                 })
                 .unwrap_or("Unknown");
             let mut status = ready.to_string();

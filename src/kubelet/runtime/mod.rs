@@ -4,7 +4,9 @@
 //!
 //! - `process`: each container's command runs as a real OS process on the node.
 //! - `fake`: containers "run" without processes, for simulating thousands of nodes.
+//! - `docker`: each container is a Docker container, through the Engine API's unix socket.
 
+pub mod docker;
 pub mod fake;
 pub mod process;
 

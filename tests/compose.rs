@@ -1,0 +1,311 @@
+//! `docker compose up` on this machine's Docker Engine, with images built here (no registry:
+//! `scripts/image` packs this build's binary onto a debootstrapped Debian base). Then, with the
+//! real kubectl from the host: three nodes Ready, a Deployment rolled out, `kubectl logs`;
+//! `--scale kubelet=4` adds a fourth node; stopping a kubelet container turns its node
+//! NotReady; `down -v` leaves nothing behind. Runs when Docker is present.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use common::*;
+
+fn docker_present() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `docker compose` (v2) when the plugin is there, else `docker-compose` (v1).
+fn compose_cli() -> Vec<String> {
+    let v2 = Command::new("docker")
+        .args(["compose", "version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if v2 {
+        vec!["docker".into(), "compose".into()]
+    } else {
+        vec!["docker-compose".into()]
+    }
+}
+
+/// One compose project, taken down (with its volumes) on drop.
+struct Project {
+    cli: Vec<String>,
+    name: String,
+    env: Vec<(String, String)>,
+    repo: PathBuf,
+}
+
+impl Project {
+    fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new(&self.cli[0])
+            .args(&self.cli[1..])
+            .args(["-p", &self.name, "-f"])
+            .arg(self.repo.join("docker-compose.yml"))
+            .args(args)
+            .current_dir(&self.repo)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("compose runs");
+        assert!(
+            out.status.success(),
+            "compose {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn logs(&self) -> String {
+        let out = Command::new(&self.cli[0])
+            .args(&self.cli[1..])
+            .args(["-p", &self.name, "logs", "--tail=30"])
+            .current_dir(&self.repo)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    }
+
+    fn leftovers(&self) -> Vec<String> {
+        let label = format!("label=com.docker.compose.project={}", self.name);
+        let mut left = Vec::new();
+        for what in [
+            vec!["ps", "-aq"],
+            vec!["volume", "ls", "-q"],
+            vec!["network", "ls", "-q"],
+        ] {
+            let out = Command::new("docker")
+                .args(&what)
+                .args(["--filter", &label])
+                .output()
+                .unwrap();
+            left.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(|l| format!("{}: {l}", what[0])),
+            );
+        }
+        left
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.cli[0])
+            .args(&self.cli[1..])
+            .args(["-p", &self.name, "down", "-v", "--timeout", "5"])
+            .current_dir(&self.repo)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output();
+    }
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("kubectl runs")
+}
+
+/// Node name → Ready condition status.
+fn nodes(kubeconfig: &Path) -> Vec<(String, String)> {
+    let out = kubectl(kubeconfig, &["get", "nodes", "-o", "json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|n| {
+                    let ready = n["status"]["conditions"]
+                        .as_array()
+                        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                        .map(|c| c["status"].as_str().unwrap_or("").to_string())
+                        .unwrap_or_default();
+                    (
+                        n["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                        ready,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn ready_nodes(kubeconfig: &Path, n: usize) -> Vec<String> {
+    let kc = kubeconfig.to_path_buf();
+    wait_for(Duration::from_secs(90), &format!("{n} nodes Ready"), || {
+        let kc = kc.clone();
+        async move {
+            let ready: Vec<String> = nodes(&kc)
+                .into_iter()
+                .filter(|(_, r)| r == "True")
+                .map(|(n, _)| n)
+                .collect();
+            (ready.len() == n).then_some(ready)
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_up_scales_kubelets_runs_a_deployment_and_comes_down_clean() {
+    if !docker_present() {
+        eprintln!("docker is not present here: the compose test has nothing to run on");
+        return;
+    }
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let tag = format!("skiff:test-{}", std::process::id());
+    let image = Command::new(repo.join("scripts/image"))
+        .arg(skiff_bin())
+        .env("SKIFF_IMAGE", &tag)
+        .status()
+        .unwrap();
+    assert!(image.success(), "scripts/image");
+    let project = Project {
+        cli: compose_cli(),
+        name: format!("skiff-test-{}", std::process::id()),
+        env: vec![
+            ("SKIFF_IMAGE".into(), tag.clone()),
+            ("SKIFF_HTTPS_PORT".into(), free_port().to_string()),
+            // Leases renewed every 2 s, NotReady after 8 s without one.
+            ("SKIFF_NODE_LEASE_DURATION_SECONDS".into(), "8".into()),
+            ("SKIFF_NODE_MONITOR_GRACE_PERIOD".into(), "8".into()),
+            // The kubelets run processes inside their containers here.
+            ("SKIFF_KUBELET_RUNTIME".into(), "process".into()),
+        ],
+        repo: repo.clone(),
+    };
+    project.run(&["up", "-d", "--scale", "kubelet=3"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    let text = wait_for(
+        Duration::from_secs(60),
+        "a kubeconfig from the apiserver",
+        || {
+            let p = &project;
+            async move {
+                let out = Command::new(&p.cli[0])
+                    .args(&p.cli[1..])
+                    .args([
+                        "-p",
+                        &p.name,
+                        "exec",
+                        "-T",
+                        "apiserver",
+                        "skiff",
+                        "kubeconfig",
+                    ])
+                    .current_dir(&p.repo)
+                    .envs(p.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .output()
+                    .ok()?;
+                out.status.success().then_some(out.stdout)
+            }
+        },
+    )
+    .await;
+    std::fs::write(&kc, text).unwrap();
+
+    let three = ready_nodes(&kc, 3).await;
+    assert!(
+        three.iter().all(|n| n.len() == 12),
+        "node names are container host names: {three:?}"
+    );
+
+    // A Deployment rolls out and serves; its logs come back through kubectl.
+    let apply = kubectl(
+        &kc,
+        &[
+            "apply",
+            "-f",
+            repo.join("deploy/examples/deployment.yaml")
+                .to_str()
+                .unwrap(),
+        ],
+    );
+    assert!(apply.status.success(), "{apply:?}");
+    let rollout = kubectl(
+        &kc,
+        &["rollout", "status", "deployment/web", "--timeout=120s"],
+    );
+    assert!(
+        rollout.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&rollout.stderr),
+        project.logs()
+    );
+    let logs = wait_for(Duration::from_secs(30), "kubectl logs", || {
+        let kc = kc.clone();
+        async move {
+            let out = kubectl(&kc, &["logs", "deployment/web"]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            text.contains("Serving HTTP on").then_some(text)
+        }
+    })
+    .await;
+    assert!(logs.contains("port 8080"), "{logs}");
+
+    // One more kubelet replica is one more node.
+    project.run(&["up", "-d", "--no-recreate", "--scale", "kubelet=4"]);
+    let four = ready_nodes(&kc, 4).await;
+
+    // Stopping a kubelet container: its node turns NotReady after the grace period.
+    let ids = project.run(&["ps", "-q", "kubelet"]);
+    let first = String::from_utf8_lossy(&ids.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let stopped_node: String = first.chars().take(12).collect();
+    assert!(four.contains(&stopped_node), "{stopped_node} in {four:?}");
+    let stop = Command::new("docker")
+        .args(["stop", &first])
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{stop:?}");
+    let kc2 = kc.clone();
+    wait_for(
+        Duration::from_secs(60),
+        "the stopped kubelet's node NotReady",
+        || {
+            let (kc, node) = (kc2.clone(), stopped_node.clone());
+            async move {
+                nodes(&kc)
+                    .into_iter()
+                    .any(|(n, r)| n == node && r != "True")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let table = kubectl(&kc, &["get", "node", &stopped_node]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("NotReady"),
+        "{table:?}"
+    );
+    assert_eq!(
+        nodes(&kc).iter().filter(|(_, r)| r == "True").count(),
+        3,
+        "the other three stay Ready"
+    );
+
+    // down -v leaves no container, volume or network of the project.
+    project.run(&["down", "-v", "--timeout", "5"]);
+    assert_eq!(project.leftovers(), Vec::<String>::new());
+    let _ = Command::new("docker").args(["rmi", &tag]).output();
+}
