@@ -13,8 +13,9 @@
 //! - `controllers`: the controller-manager's actors (ReplicaSet, Deployment, garbage
 //!   collector, namespace, node lifecycle) and the pure Deployment rollout planner.
 //! - `kubelet`: the Kubelet actor (node registration, lease, pod workers, probes, logs) and the
-//!   container runtimes (`process`, `fake`).
-//! - `cmd`: the subcommands of the `skiff` binary.
+//!   container runtimes (`process`, `docker`, `fake`).
+//! - `cmd`: the subcommands of the `skiff` binary (components, `up`, `kubeconfig`,
+//!   `nats-config`) and the process titles they set.
 
 // `Status` is the error of every API call and is deliberately the whole Kubernetes shape;
 // boxing it everywhere would cost more than the moves it saves.

@@ -189,7 +189,16 @@ async fn compose_up_scales_kubelets_runs_a_deployment_and_comes_down_clean() {
         ],
         repo: repo.clone(),
     };
-    project.run(&["up", "-d", "--scale", "kubelet=3"]);
+    project.run(&[
+        "up",
+        "-d",
+        "--scale",
+        "kubelet=3",
+        "--scale",
+        "scheduler=2",
+        "--scale",
+        "controller-manager=2",
+    ]);
 
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("kubeconfig");
@@ -227,6 +236,50 @@ async fn compose_up_scales_kubelets_runs_a_deployment_and_comes_down_clean() {
         "node names are container host names: {three:?}"
     );
 
+    // Two schedulers and two controller-managers: each Lease is held by one of its replicas,
+    // and exactly one replica of each says it leads.
+    for (service, lease) in [
+        ("scheduler", "skiff-scheduler"),
+        ("controller-manager", "skiff-controller-manager"),
+    ] {
+        let ids = project.run(&["ps", "-q", service]);
+        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+            .lines()
+            .map(|l| l.chars().take(12).collect())
+            .collect();
+        assert_eq!(ids.len(), 2, "{service}: {ids:?}");
+        let holder = wait_for(Duration::from_secs(30), "a lease holder", || {
+            let kc = kc.clone();
+            async move {
+                let out = kubectl(
+                    &kc,
+                    &[
+                        "get",
+                        "lease",
+                        "-n",
+                        "kube-system",
+                        lease,
+                        "-o",
+                        "jsonpath={.spec.holderIdentity}",
+                    ],
+                );
+                let h = String::from_utf8_lossy(&out.stdout).to_string();
+                (!h.is_empty()).then_some(h)
+            }
+        })
+        .await;
+        assert!(
+            ids.iter().any(|id| holder.starts_with(id.as_str())),
+            "{lease} held by {holder}, replicas {ids:?}"
+        );
+        let logs = project.run(&["logs", "--no-color", service]);
+        let leading = String::from_utf8_lossy(&logs.stdout)
+            .lines()
+            .filter(|l| l.contains("became leader"))
+            .count();
+        assert_eq!(leading, 1, "{service}: one leader");
+    }
+
     // A Deployment rolls out and serves; its logs come back through kubectl.
     let apply = kubectl(
         &kc,
@@ -261,7 +314,17 @@ async fn compose_up_scales_kubelets_runs_a_deployment_and_comes_down_clean() {
     assert!(logs.contains("port 8080"), "{logs}");
 
     // One more kubelet replica is one more node.
-    project.run(&["up", "-d", "--no-recreate", "--scale", "kubelet=4"]);
+    project.run(&[
+        "up",
+        "-d",
+        "--no-recreate",
+        "--scale",
+        "kubelet=4",
+        "--scale",
+        "scheduler=2",
+        "--scale",
+        "controller-manager=2",
+    ]);
     let four = ready_nodes(&kc, 4).await;
 
     // Stopping a kubelet container: its node turns NotReady after the grace period.
