@@ -6,8 +6,13 @@ use skiff::cmd::{self, Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // `skiff trace` prints to a terminal: only warnings unless asked.
+    let level = match (&cli.command, cli.log.as_str()) {
+        (Command::Trace(_), "info") => "warn",
+        (_, l) => l,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -39,6 +44,7 @@ fn main() -> std::process::ExitCode {
         Command::Kubelet(args) => cmd::components::run_kubelet(args),
         Command::Kubeconfig(args) => cmd::kubeconfig::run(args),
         Command::NatsConfig(args) => cmd::natsconf::run(args),
+        Command::Trace(args) => cmd::trace::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -61,6 +61,7 @@ async fn a_kubelet_is_refused_when_it_publishes_as_another_node() {
         ("SKIFF_NATS_APISERVER_PASSWORD", "pw-api"),
         ("SKIFF_NATS_SCHEDULER_PASSWORD", "pw-s"),
         ("SKIFF_NATS_CONTROLLER_MANAGER_PASSWORD", "pw-cm"),
+        ("SKIFF_NATS_TRACE_PASSWORD", "pw-t"),
     ];
     let nats = NatsServer::start_with_env(&["-c", conf.to_str().unwrap()], &env);
     let url = nats.url();

@@ -204,4 +204,8 @@ pub struct WatchEvent {
     pub event_type: String,
     /// The object; a Status for ERROR; kind, apiVersion and resourceVersion for BOOKMARK.
     pub object: Value,
+    /// The `traceparent` of the write that produced this event, so the work it causes joins
+    /// that write's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }

@@ -53,6 +53,7 @@ pub async fn store_creates(
                     .send(store::Create {
                         key: format!("/registry/bench/{w}/{i}"),
                         value: Box::new(move |_| Ok(v)),
+                        trace: None,
                     })
                     .await
                     .map_err(|e| e.to_string())?

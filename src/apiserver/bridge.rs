@@ -21,6 +21,7 @@ use crate::api::codec::{self, MapWriter};
 use crate::api::subject::{self, HEADER_CODE, HEADER_REQUEST_ID, HEADER_TOKEN, HEADER_TRACEPARENT};
 use crate::api::wire::{event_type, Request, Verb, WatchStarted};
 use crate::api::Status;
+use crate::trace::TraceContext;
 
 /// Room left in a NATS message for the list envelope and headers.
 const ENVELOPE_MARGIN: usize = 64 * 1024;
@@ -173,6 +174,8 @@ async fn serve_one(
             verb,
             request,
             max_bytes,
+            trace: traceparent.as_deref().and_then(TraceContext::parse),
+            origin: None,
         };
         Ok((api.call(call).await?, inbox))
     }
@@ -237,8 +240,16 @@ async fn publish(client: &async_nats::Client, subject: String, headers: HeaderMa
 
 /// Encodes one watch event: `{seq, type, object}` with the object spliced in as stored.
 fn event(seq: u64, kind: &str, object: &[u8]) -> Bytes {
-    let mut w = MapWriter::new(3);
+    traced_event(seq, kind, object, None)
+}
+
+/// Encodes one watch event carrying the `traceparent` of the write behind it, if any.
+fn traced_event(seq: u64, kind: &str, object: &[u8], trace: Option<&str>) -> Bytes {
+    let mut w = MapWriter::new(if trace.is_some() { 4 } else { 3 });
     w.u64("seq", seq).str("type", kind).raw("object", object);
+    if let Some(t) = trace {
+        w.str("trace", t);
+    }
     Bytes::from(w.finish())
 }
 
@@ -259,8 +270,11 @@ async fn pump(
         seq += 1;
         let payload = match item {
             Some(WatchItem::Object {
-                event_type, object, ..
-            }) => event(seq, event_type, &object),
+                event_type,
+                object,
+                trace,
+                ..
+            }) => traced_event(seq, event_type, &object, trace.as_deref()),
             Some(WatchItem::Bookmark(rev)) => {
                 let obj = json!({"kind": info.kind, "apiVersion": info.api_version(), "metadata": {"resourceVersion": rev.to_string()}});
                 let bytes = codec::value_to_msgpack(&obj).unwrap_or_default();

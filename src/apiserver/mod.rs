@@ -20,6 +20,9 @@ mod watch;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use crate::trace::collector::Collector;
+use crate::trace::{self, ObjectRef, Span, TraceContext, Tracer};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -55,6 +58,10 @@ pub struct ApiServerOptions {
     pub checkpoint_bytes: u64,
     /// The NATS connection requests to kubelets (logs) go out on.
     pub node_nats: Option<async_nats::Client>,
+    /// Spans the trace collector keeps.
+    pub trace_capacity: usize,
+    /// Where to export spans over OTLP/HTTP (`http://host:4318`); None: nowhere.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for ApiServerOptions {
@@ -69,6 +76,8 @@ impl Default for ApiServerOptions {
             max_batch: 4096,
             checkpoint_bytes: store::DEFAULT_CHECKPOINT_BYTES,
             node_nats: None,
+            trace_capacity: trace::collector::DEFAULT_CAPACITY,
+            otlp_endpoint: None,
         }
     }
 }
@@ -113,6 +122,11 @@ pub struct Call {
     pub request: Request,
     /// Largest list page the transport can carry (0: no limit).
     pub max_bytes: usize,
+    /// The caller's trace context (`traceparent`), if it sent one.
+    pub trace: Option<TraceContext>,
+    /// For HTTP calls: the client (from its User-Agent) and `METHOD path`, so the span shows
+    /// the message; NATS calls are recorded by their sender.
+    pub origin: Option<(String, String)>,
 }
 
 /// The ApiServer actor: authenticates every call, then runs it through the registry.
@@ -123,6 +137,8 @@ pub struct ApiServer {
     auth: Arc<Authenticator>,
     /// Watch tunables.
     options: Arc<ApiServerOptions>,
+    /// Records a span per request served.
+    tracer: Tracer,
 }
 
 impl Actor for ApiServer {
@@ -133,27 +149,50 @@ impl Handler<Call> for ApiServer {
     type Result = Response<Result<Reply, Status>>;
 
     fn handle(&mut self, call: Call, _: &mut Context<Self>) -> Self::Result {
+        let span = Span::start(format!("ApiServer/{}", call.verb.as_str()), call.trace).about(
+            call.verb.as_str(),
+            ObjectRef {
+                resource: match &call.request.subresource {
+                    Some(sub) => format!("{}/{sub}", call.request.resource),
+                    None => call.request.resource.clone(),
+                },
+                namespace: call.request.namespace.clone().unwrap_or_default(),
+                name: call.request.name.clone().unwrap_or_default(),
+            },
+        );
+        let span = match &call.origin {
+            Some((from, subject)) => span.message(from, "apiserver", subject),
+            None => span,
+        };
+        let tracer = self.tracer.clone();
+        let refuse = |s: Status| {
+            tracer.finish(&span, &s.code.to_string());
+            Response::reply(Err(s))
+        };
         let user = match authenticate(&self.auth, &call.credentials) {
             Ok(u) => u,
-            Err(s) => return Response::reply(Err(s)),
+            Err(s) => return refuse(s),
         };
         if let Err(s) = authorize(&user, call.verb, &call.request, &self.registry) {
-            return Response::reply(Err(s));
+            return refuse(s);
         }
         if call.verb == Verb::Get && call.request.subresource.as_deref() != Some("log") {
             // Reads come from the Store's view: answer inline, no future to spawn.
             let _span = tracing::debug_span!("ApiServer::Get", resource = %call.request.resource, user = %user.name).entered();
-            return Response::reply(self.registry.get(&call.request).map(Reply::Object));
+            let answer = self.registry.get(&call.request).map(Reply::Object);
+            tracer.finish(&span, outcome(&answer));
+            return Response::reply(answer);
         }
         let warnings = match field_validation(&call.request, call.verb) {
             Ok(w) => w,
-            Err(s) => return Response::reply(Err(s)),
+            Err(s) => return refuse(s),
         };
         let user = user.clone();
         let registry = self.registry.clone();
         let options = self.options.clone();
-        let span = tracing::debug_span!("ApiServer::Call", verb = call.verb.as_str(), resource = %call.request.resource, user = %user.name);
-        Response::fut(tracing::Instrument::instrument(
+        let log_span = tracing::debug_span!("ApiServer::Call", verb = call.verb.as_str(), resource = %call.request.resource, user = %user.name, trace_id = %span.ctx.trace_hex());
+        let (ctx, started) = (span.ctx, span.started());
+        let serve = tracing::Instrument::instrument(
             async move {
                 let req = &call.request;
                 let bytes = match call.verb {
@@ -194,8 +233,36 @@ impl Handler<Call> for ApiServer {
                     Reply::Warned(Box::new(reply), warnings)
                 })
             },
-            span,
-        ))
+            log_span,
+        );
+        Response::fut(async move {
+            let answer = trace::serving(ctx, tracer.clone(), started, serve).await;
+            tracer.finish(&span, outcome(&answer));
+            answer
+        })
+    }
+}
+
+/// A request's outcome as a span records it: the HTTP-style code.
+fn outcome(answer: &Result<Reply, Status>) -> &'static str {
+    match answer {
+        Ok(_) => "200",
+        Err(s) => match s.code {
+            400 => "400",
+            401 => "401",
+            403 => "403",
+            404 => "404",
+            405 => "405",
+            409 => "409",
+            410 => "410",
+            413 => "413",
+            422 => "422",
+            429 => "429",
+            500 => "500",
+            503 => "503",
+            504 => "504",
+            _ => "error",
+        },
     }
 }
 
@@ -469,10 +536,26 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         .await
         .map_err(|s| StartError::Seed(Box::new(s)))?;
     let auth = Arc::new(options.authenticator.clone());
+    let tracer = match &options.node_nats {
+        Some(nats) => {
+            // The collector keeps every component's spans for `skiff trace`.
+            let collector = Collector::new(options.trace_capacity, options.otlp_endpoint.clone());
+            let gate_auth = auth.clone();
+            let gate: trace::collector::Gate = Arc::new(move |token: Option<&str>| {
+                gate_auth
+                    .authenticate(token)
+                    .is_ok_and(|u| u.groups.iter().any(|g| g == ADMIN_GROUP))
+            });
+            actix::spawn(collector.serve(nats.clone(), gate));
+            Tracer::to_nats("apiserver", nats.clone())
+        }
+        None => Tracer::disabled("apiserver"),
+    };
     let addr = ApiServer {
         registry,
         auth: auth.clone(),
         options: Arc::new(options),
+        tracer,
     }
     .start();
     Ok(ApiHandle {

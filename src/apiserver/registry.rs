@@ -17,6 +17,7 @@ use crate::api::resource::{self, ResourceInfo};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::status::{Status, StatusCause};
 use crate::api::wire::{DeleteOptions, ListOptions, PatchType, Request};
+use crate::trace::{self, ObjectRef, Span};
 
 /// How many times an unconditional update, a patch or a delete is retried on a conflict:
 /// each retry waits for the write it lost to, so under contention every round lets one
@@ -42,11 +43,67 @@ struct Target {
     namespace: Option<String>,
 }
 
+/// The object a store key names (`/registry/<resource>/[<namespace>/]<name>`), for spans.
+fn object_of_key(key: &str) -> ObjectRef {
+    let parts: Vec<&str> = key.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        [_, resource, ns, name] => ObjectRef {
+            resource: resource.to_string(),
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        },
+        [_, resource, name] => ObjectRef {
+            resource: resource.to_string(),
+            namespace: String::new(),
+            name: name.to_string(),
+        },
+        _ => ObjectRef::default(),
+    }
+}
+
 fn store_down(e: actix::MailboxError) -> Status {
     Status::unavailable(format!("store unavailable: {e}"))
 }
 
 impl Registry {
+    /// Sends a write to the Store as a step of the request being served: the write carries
+    /// the request's trace (its watch event will too), and its commit — up to durable — is
+    /// timed as a `Store/commit` span after a `ApiServer/validate` span for what came before.
+    async fn write<M>(
+        &self,
+        mut msg: M,
+    ) -> Result<Result<KeyValue, StoreError>, actix::MailboxError>
+    where
+        M: actix::Message<Result = Result<KeyValue, StoreError>> + store::Write + Send + 'static,
+        Store: actix::Handler<M>,
+    {
+        let Some((ctx, tracer, started)) = trace::current() else {
+            return self.store.send(msg).await;
+        };
+        msg.stamp(ctx.header().into());
+        let object = object_of_key(msg.key());
+        let mut validate =
+            Span::start("ApiServer/validate", Some(ctx)).about("validate", object.clone());
+        validate.started = started.0;
+        let commit = Span::start("Store/commit", Some(ctx)).about("commit", object);
+        let result = self.store.send(msg).await;
+        let mut record = validate.record(tracer.component(), "ok");
+        record.start_unix_nanos = trace::unix_nanos(started.0);
+        record.duration_nanos = started
+            .1
+            .elapsed()
+            .saturating_sub(commit.elapsed())
+            .as_nanos() as u64;
+        tracer.emit(record);
+        let outcome = match &result {
+            Ok(Ok(_)) => "ok".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracer.finish(&commit, &outcome);
+        result
+    }
+
     pub(super) fn new(
         store: Addr<Store>,
         reader: store::Reader,
@@ -411,10 +468,10 @@ impl Registry {
             return encode_value(&obj);
         }
         let kv = self
-            .store
-            .send(store::Create {
+            .write(store::Create {
                 key,
                 value: encoder(obj),
+                trace: None,
             })
             .await
             .map_err(store_down)?
@@ -719,21 +776,21 @@ impl Registry {
                     .unwrap_or(0)
                     == 0;
             let result = if finished {
-                self.store
-                    .send(store::Delete {
-                        key: key.clone(),
-                        expect: kv.mod_revision,
-                        tombstone: encoder(new.clone()),
-                    })
-                    .await
+                self.write(store::Delete {
+                    key: key.clone(),
+                    expect: kv.mod_revision,
+                    tombstone: encoder(new.clone()),
+                    trace: None,
+                })
+                .await
             } else {
-                self.store
-                    .send(store::Update {
-                        key: key.clone(),
-                        expect: kv.mod_revision,
-                        value: encoder(new.clone()),
-                    })
-                    .await
+                self.write(store::Update {
+                    key: key.clone(),
+                    expect: kv.mod_revision,
+                    value: encoder(new.clone()),
+                    trace: None,
+                })
+                .await
             };
             match result.map_err(store_down)? {
                 Ok(kv) => return Ok((kv.value, new)),
@@ -819,21 +876,21 @@ impl Registry {
                 if info.kind == "Namespace" {
                     obj["status"]["phase"] = json!("Terminating");
                 }
-                self.store
-                    .send(store::Update {
-                        key: key.clone(),
-                        expect: kv.mod_revision,
-                        value: encoder(obj),
-                    })
-                    .await
+                self.write(store::Update {
+                    key: key.clone(),
+                    expect: kv.mod_revision,
+                    value: encoder(obj),
+                    trace: None,
+                })
+                .await
             } else {
-                self.store
-                    .send(store::Delete {
-                        key: key.clone(),
-                        expect: kv.mod_revision,
-                        tombstone: encoder(obj),
-                    })
-                    .await
+                self.write(store::Delete {
+                    key: key.clone(),
+                    expect: kv.mod_revision,
+                    tombstone: encoder(obj),
+                    trace: None,
+                })
+                .await
             };
             match result.map_err(store_down)? {
                 Ok(kv) => return Ok(kv.value),

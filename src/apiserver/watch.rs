@@ -27,6 +27,8 @@ pub enum WatchItem {
         object: Bytes,
         /// Its revision.
         revision: Revision,
+        /// The `traceparent` of the write that produced it (none for snapshot objects).
+        trace: Option<std::sync::Arc<str>>,
     },
     /// Every event up to this revision has been delivered.
     Bookmark(Revision),
@@ -96,6 +98,7 @@ impl WatchStream {
                         event_type: event_type::ADDED,
                         object: kv.value,
                         revision: kv.mod_revision,
+                        trace: None,
                     })
                 }
                 Ok(false) => {}
@@ -114,6 +117,7 @@ impl WatchStream {
                                 event_type: t,
                                 object: ev.kv.value.clone(),
                                 revision: ev.revision(),
+                                trace: ev.trace.clone(),
                             });
                         }
                         Ok(None) => {}

@@ -18,9 +18,10 @@ pub use informer::{Cache, Informer, Notification};
 pub use watcher::Watcher;
 
 use crate::api::codec;
-use crate::api::subject::{self, HEADER_CODE, HEADER_REQUEST_ID, HEADER_TOKEN};
+use crate::api::subject::{self, HEADER_CODE, HEADER_REQUEST_ID, HEADER_TOKEN, HEADER_TRACEPARENT};
 use crate::api::wire::{DeleteOptions, ListOptions, PatchType, Request, Verb};
 use crate::api::Status;
+use crate::trace::{self, ObjectRef, Span, TraceContext, Tracer};
 
 /// How to reach the API server.
 #[derive(Debug, Clone)]
@@ -66,6 +67,8 @@ pub struct ApiClient {
     timeout: Duration,
     /// Silence after which a watch resumes.
     watch_silence: Duration,
+    /// Records a span for every request this client sends.
+    tracer: Tracer,
 }
 
 /// Why a client could not connect.
@@ -112,6 +115,7 @@ impl ApiClient {
     /// Wraps an existing connection.
     pub fn from_nats(nats: async_nats::Client, options: &ClientOptions) -> Self {
         ApiClient {
+            tracer: Tracer::to_nats(&trace::component_of(&options.user), nats.clone()),
             nats,
             user: options.user.clone(),
             authorization: format!("Bearer {}", options.token),
@@ -132,21 +136,74 @@ impl ApiClient {
             group: group.into(),
             resource: resource.into(),
             namespace: namespace.map(String::from),
+            parent: None,
         }
+    }
+
+    /// The tracer this client records its spans with (components record their own steps
+    /// with it too).
+    pub fn tracer(&self) -> &Tracer {
+        &self.tracer
     }
 
     /// Sends one request and returns the raw reply payload, or the Status of a failure.
     pub async fn call_raw(&self, verb: Verb, request: &Request) -> Result<Bytes, Status> {
+        self.call_traced(verb, request, None).await
+    }
+
+    /// Sends one request as a step of the trace `parent` (a new trace when None), recording
+    /// the message as a span.
+    pub async fn call_traced(
+        &self,
+        verb: Verb,
+        request: &Request,
+        parent: Option<TraceContext>,
+    ) -> Result<Bytes, Status> {
         let payload = codec::encode(request).map_err(|e| Status::bad_request(e.to_string()))?;
-        self.send(verb.as_str(), Bytes::from(payload)).await
+        let subject = subject::request(&self.user, verb.as_str());
+        let resource = match &request.subresource {
+            Some(sub) => format!("{}/{sub}", request.resource),
+            None => request.resource.clone(),
+        };
+        let span = Span::start(format!("ApiClient/{}", verb.as_str()), parent)
+            .message(self.tracer.component(), "apiserver", &subject)
+            .about(
+                verb.as_str(),
+                ObjectRef {
+                    resource,
+                    namespace: request.namespace.clone().unwrap_or_default(),
+                    name: request.name.clone().unwrap_or_default(),
+                },
+            );
+        let result = self
+            .send_to(subject, Bytes::from(payload), Some(span.ctx))
+            .await;
+        let outcome = match &result {
+            Ok(_) => "200".to_string(),
+            Err(s) => s.code.to_string(),
+        };
+        self.tracer.finish(&span, &outcome);
+        result
     }
 
     /// Sends a payload to a verb's subject: also the way tests send malformed bytes.
     pub async fn send(&self, verb: &str, payload: Bytes) -> Result<Bytes, Status> {
+        self.send_to(subject::request(&self.user, verb), payload, None)
+            .await
+    }
+
+    async fn send_to(
+        &self,
+        subject: String,
+        payload: Bytes,
+        trace: Option<TraceContext>,
+    ) -> Result<Bytes, Status> {
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_TOKEN, self.authorization.as_str());
         headers.insert(HEADER_REQUEST_ID, self.nats.new_inbox().as_str());
-        let subject = subject::request(&self.user, verb);
+        if let Some(t) = trace {
+            headers.insert(HEADER_TRACEPARENT, t.header().as_str());
+        }
         let reply = tokio::time::timeout(
             self.timeout,
             self.nats.request_with_headers(subject, headers, payload),
@@ -184,6 +241,11 @@ impl ApiClient {
     }
 }
 
+/// Decodes a MessagePack reply as JSON.
+fn json_reply(bytes: Bytes) -> Result<Value, Status> {
+    codec::msgpack_to_value(&bytes).map_err(|e| Status::internal(format!("reply: {e}")))
+}
+
 /// One resource (in one namespace, or all), like kube-rs' `Api<K>` over JSON objects.
 #[derive(Clone)]
 pub struct Api {
@@ -191,9 +253,29 @@ pub struct Api {
     group: String,
     resource: String,
     namespace: Option<String>,
+    /// The trace this handle's requests continue (None: each starts its own).
+    parent: Option<TraceContext>,
 }
 
 impl Api {
+    /// This handle, with its requests continuing the trace `parent`.
+    pub fn with_parent(&self, parent: Option<TraceContext>) -> Api {
+        Api {
+            parent,
+            ..self.clone()
+        }
+    }
+
+    /// This handle, with its requests continuing the trace that produced this version of
+    /// `obj` (as seen on a watch), if known.
+    pub fn traced_by(&self, obj: &Value) -> Api {
+        self.with_parent(trace::of(obj))
+    }
+
+    async fn call(&self, verb: Verb, request: &Request) -> Result<Value, Status> {
+        json_reply(self.client.call_traced(verb, request, self.parent).await?)
+    }
+
     pub(crate) fn request(&self, name: Option<&str>) -> Request {
         Request {
             group: self.group.clone(),
@@ -204,6 +286,11 @@ impl Api {
         }
     }
 
+    /// The resource this handle is for.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
     /// The client behind this handle.
     pub fn client(&self) -> &ApiClient {
         &self.client
@@ -211,21 +298,21 @@ impl Api {
 
     /// GET one object.
     pub async fn get(&self, name: &str) -> Result<Value, Status> {
-        self.client.call(Verb::Get, &self.request(Some(name))).await
+        self.call(Verb::Get, &self.request(Some(name))).await
     }
 
     /// GET a subresource (`status`, `scale`).
     pub async fn get_subresource(&self, name: &str, sub: &str) -> Result<Value, Status> {
         let mut r = self.request(Some(name));
         r.subresource = Some(sub.into());
-        self.client.call(Verb::Get, &r).await
+        self.call(Verb::Get, &r).await
     }
 
     /// One page of a list.
     pub async fn list(&self, options: &ListOptions) -> Result<ObjectList, Status> {
         let mut r = self.request(None);
         r.list = options.clone();
-        let v = self.client.call(Verb::List, &r).await?;
+        let v = self.call(Verb::List, &r).await?;
         Ok(ObjectList {
             items: v
                 .get("items")
@@ -262,7 +349,7 @@ impl Api {
     pub async fn create(&self, obj: &Value) -> Result<Value, Status> {
         let mut r = self.request(None);
         r.body = Some(obj.clone());
-        self.client.call(Verb::Create, &r).await
+        self.call(Verb::Create, &r).await
     }
 
     /// POST to a subresource of an object (`binding`).
@@ -275,7 +362,7 @@ impl Api {
         let mut r = self.request(Some(name));
         r.subresource = Some(sub.into());
         r.body = Some(obj.clone());
-        self.client.call(Verb::Create, &r).await
+        self.call(Verb::Create, &r).await
     }
 
     /// PUT an object (its metadata.resourceVersion, if set, must be current).
@@ -283,7 +370,7 @@ impl Api {
         let name = crate::api::meta::name(obj).to_string();
         let mut r = self.request(Some(&name));
         r.body = Some(obj.clone());
-        self.client.call(Verb::Update, &r).await
+        self.call(Verb::Update, &r).await
     }
 
     /// PUT a subresource (`status`, `scale`).
@@ -296,7 +383,7 @@ impl Api {
         let mut r = self.request(Some(name));
         r.subresource = Some(sub.into());
         r.body = Some(obj.clone());
-        self.client.call(Verb::Update, &r).await
+        self.call(Verb::Update, &r).await
     }
 
     /// PATCH an object, or a subresource when `sub` is given.
@@ -311,7 +398,7 @@ impl Api {
         r.subresource = sub.map(String::from);
         r.patch_type = Some(patch_type);
         r.body = Some(patch.clone());
-        self.client.call(Verb::Patch, &r).await
+        self.call(Verb::Patch, &r).await
     }
 
     /// DELETE an object; answers the object as deleted, or as it now waits for its
@@ -319,7 +406,7 @@ impl Api {
     pub async fn delete(&self, name: &str, options: &DeleteOptions) -> Result<Value, Status> {
         let mut r = self.request(Some(name));
         r.delete = Some(options.clone());
-        self.client.call(Verb::Delete, &r).await
+        self.call(Verb::Delete, &r).await
     }
 
     /// Watches from `options.resource_version` ("" for the current objects first, as

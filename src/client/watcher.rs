@@ -146,6 +146,26 @@ impl Watcher {
                     continue;
                 }
             };
+            if let Some(ctx) = ev
+                .trace
+                .as_deref()
+                .and_then(crate::trace::TraceContext::parse)
+            {
+                crate::trace::remember(&ev.object, ctx);
+                // The delivery is a message too: from the API server to this component.
+                let tracer = self.api.client().tracer();
+                let span = crate::trace::Span::start(format!("Watch/{}", ev.event_type), Some(ctx))
+                    .message("apiserver", tracer.component(), &msg.subject)
+                    .about(
+                        "watch",
+                        crate::trace::ObjectRef {
+                            resource: self.api.resource().into(),
+                            namespace: crate::api::meta::namespace(&ev.object).into(),
+                            name: crate::api::meta::name(&ev.object).into(),
+                        },
+                    );
+                tracer.finish(&span, &ev.event_type);
+            }
             if ev.seq != *expected {
                 tracing::debug!(expected = *expected, got = ev.seq, "watch gap; resuming");
                 self.resume();

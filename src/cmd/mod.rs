@@ -6,6 +6,7 @@ pub mod components;
 pub mod kubeconfig;
 pub mod natsconf;
 pub mod title;
+pub mod trace;
 pub mod up;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +43,8 @@ pub enum Command {
     Kubeconfig(kubeconfig::Args),
     /// Print a nats-server config giving each component its own user and permissions.
     NatsConfig(natsconf::Args),
+    /// Watch the control plane talk: the bus live (--follow), or one object's timeline.
+    Trace(trace::Args),
     /// Everything on one machine: a nats-server child and the API server, embedded store.
     Up(up::Args),
 }

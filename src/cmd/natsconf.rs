@@ -11,6 +11,8 @@
 use clap::Args as ClapArgs;
 
 use crate::api::subject::{self, APISERVER_INBOX, REQUEST_WILDCARD};
+use crate::cmd::trace::TRACE_INBOX;
+use crate::trace::{QUERY_SUBJECT, SPANS_SUBJECT};
 
 /// Flags of `skiff nats-config`.
 #[derive(Debug, Clone, ClapArgs)]
@@ -46,7 +48,10 @@ fn component(name: &str, identity: &str) -> User {
     User {
         name: name.into(),
         password: format!("${}", password_env(name)),
-        publish: vec![format!("skiff.req.{}.>", subject::escape(identity))],
+        publish: vec![
+            format!("skiff.req.{}.>", subject::escape(identity)),
+            SPANS_SUBJECT.into(),
+        ],
         subscribe: vec![format!("{}.>", subject::inbox_prefix(identity))],
     }
 }
@@ -60,6 +65,7 @@ fn node(name: &str, password: &str) -> User {
         publish: vec![
             format!("skiff.req.{}.>", subject::escape(&identity)),
             format!("{APISERVER_INBOX}.>"),
+            SPANS_SUBJECT.into(),
         ],
         subscribe: vec![
             format!("{}.>", subject::inbox_prefix(&identity)),
@@ -75,16 +81,32 @@ pub fn render(nodes: &[(String, String)], shared_kubelet: bool) -> String {
             name: "apiserver".into(),
             password: format!("${}", password_env("apiserver")),
             publish: vec![">".into()],
-            subscribe: vec![REQUEST_WILDCARD.into(), format!("{APISERVER_INBOX}.>")],
+            subscribe: vec![
+                REQUEST_WILDCARD.into(),
+                format!("{APISERVER_INBOX}.>"),
+                "skiff.trace.>".into(),
+                format!("{TRACE_INBOX}.>"),
+            ],
         },
         component("scheduler", "system:kube-scheduler"),
         component("controller-manager", "system:kube-controller-manager"),
+        // `skiff trace`: reads the spans on the bus and asks the collector for timelines.
+        User {
+            name: "trace".into(),
+            password: format!("${}", password_env("trace")),
+            publish: vec![QUERY_SUBJECT.into()],
+            subscribe: vec![SPANS_SUBJECT.into(), format!("{TRACE_INBOX}.>")],
+        },
     ];
     if shared_kubelet {
         users.push(User {
             name: "kubelet".into(),
             password: format!("${}", password_env("kubelet")),
-            publish: vec!["skiff.req.*.>".into(), format!("{APISERVER_INBOX}.>")],
+            publish: vec![
+                "skiff.req.*.>".into(),
+                format!("{APISERVER_INBOX}.>"),
+                SPANS_SUBJECT.into(),
+            ],
             subscribe: vec!["_INBOX.*.>".into(), "skiff.node.*.>".into()],
         });
     }

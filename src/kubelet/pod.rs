@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::runtime::{ContainerId, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError};
 use crate::api::wire::{DeleteOptions, PatchType, Preconditions};
 use crate::client::Api;
+use crate::trace::{self, ObjectRef, Span};
 
 /// Back-off of restarts, as the kubelet's: base doubled per crash, capped.
 #[derive(Debug, Clone, Copy)]
@@ -407,6 +408,15 @@ pub async fn run(
             container: c.to_string(),
         };
         let list = containers(&pod, &pod_ip, &host_ip);
+        // This version of the pod came from some write: the work it causes continues that
+        // write's trace, and the status update that follows continues this work.
+        let mut parent = trace::of(&pod);
+        let tracer = pods.client().tracer().clone();
+        let object = ObjectRef {
+            resource: "pods".into(),
+            namespace: ns.clone(),
+            name: name.clone(),
+        };
         if pod.pointer("/metadata/deletionTimestamp").is_some() {
             let grace = pod
                 .pointer("/metadata/deletionGracePeriodSeconds")
@@ -490,7 +500,20 @@ pub async fn run(
                 }
             }
             if start {
-                match runtime.start(&id(c), cspec).await {
+                let kubelet_span =
+                    Span::start("Kubelet/start", parent).about("start", object.clone());
+                let runtime_span = Span::start("Runtime/start", Some(kubelet_span.ctx))
+                    .message(tracer.component(), "runtime", &runtime.version())
+                    .about("start", object.clone());
+                let started = runtime.start(&id(c), cspec).await;
+                let outcome = match &started {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracer.finish(&runtime_span, &outcome);
+                tracer.finish(&kubelet_span, &outcome);
+                parent = Some(kubelet_span.ctx);
+                match started {
                     Ok(()) => {
                         t.started = true;
                         t.next_start = None;
@@ -632,6 +655,7 @@ pub async fn run(
         if status != last_status {
             let patch = json!({"status": status});
             match pods
+                .with_parent(parent)
                 .patch(&name, Some("status"), PatchType::Merge, &patch)
                 .await
             {

@@ -16,6 +16,7 @@ use crate::api::meta;
 use crate::api::wire::{ListOptions, PatchType};
 use crate::client::leader::{elect, Election, ElectionTimings};
 use crate::client::{ApiClient, Informer, Notification};
+use crate::trace::{self, ObjectRef, Span};
 use algorithm::{NodeSummary, PodSummary};
 
 /// The scheduler's name, matched against `spec.schedulerName`.
@@ -218,16 +219,34 @@ impl Scheduler {
         let Some(pod) = self.unscheduled.get(&key).cloned() else {
             return;
         };
+        // The decision continues the trace of the write that made this version of the pod.
+        let span = Span::start("Scheduler/schedule", trace::of(&pod)).about(
+            "schedule",
+            ObjectRef {
+                resource: "pods".into(),
+                namespace: meta::namespace(&pod).into(),
+                name: meta::name(&pod).into(),
+            },
+        );
         let summary = PodSummary::new(&pod);
         self.tie = self.tie.wrapping_add(1);
-        match algorithm::select_node(&summary, &self.nodes, self.tie) {
+        let decision = algorithm::select_node(&summary, &self.nodes, self.tie);
+        let tracer = self.client.tracer();
+        match &decision {
+            Ok(i) => tracer.finish(&span, &format!("node {}", self.nodes[*i].name)),
+            Err(_) => tracer.finish(&span, "unschedulable"),
+        }
+        match decision {
             Ok(i) => {
                 let node = self.nodes[i].name.clone();
                 let mut assumed = pod.clone();
                 assumed["spec"]["nodeName"] = json!(node);
                 self.nodes[i].add_pod(&assumed);
                 self.unscheduled.remove(&key);
-                let pods = self.client.api("", "pods", Some(meta::namespace(&pod)));
+                let pods = self
+                    .client
+                    .api("", "pods", Some(meta::namespace(&pod)))
+                    .with_parent(Some(span.ctx));
                 let events = self.client.api("", "events", Some(meta::namespace(&pod)));
                 let addr = ctx.address();
                 actix::spawn(async move {

@@ -543,6 +543,21 @@ async fn resource_call(
         verb,
         request,
         max_bytes: 0,
+        trace: req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::trace::TraceContext::parse),
+        origin: Some((
+            req.headers()
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|ua| ua.split('/').next())
+                .filter(|p| !p.is_empty())
+                .unwrap_or("http")
+                .to_string(),
+            format!("{} {}", req.method(), req.path()),
+        )),
     };
     let answer = state.api.call(call).await;
     // kube-apiserver answers a watch from a revision it no longer has with a 200 stream holding

@@ -69,6 +69,8 @@ pub struct Event {
     /// them, so a thousand watchers with selectors decode each event once, not a thousand
     /// times.
     pub decoded: std::sync::OnceLock<(Option<serde_json::Value>, Option<serde_json::Value>)>,
+    /// The `traceparent` of the request that made the change, which its watch event carries.
+    pub trace: Option<Arc<str>>,
 }
 
 impl Event {
@@ -602,6 +604,8 @@ pub struct Create {
     pub key: String,
     /// Encodes the value once its revision is known.
     pub value: Encoder,
+    /// The `traceparent` of the request making the write.
+    pub trace: Option<Arc<str>>,
 }
 
 /// Replaces a key's value if its mod_revision is still `expect`.
@@ -614,6 +618,8 @@ pub struct Update {
     pub expect: Revision,
     /// Encodes the value once its revision is known.
     pub value: Encoder,
+    /// The `traceparent` of the request making the write.
+    pub trace: Option<Arc<str>>,
 }
 
 /// Removes a key if its mod_revision is still `expect`.
@@ -626,7 +632,31 @@ pub struct Delete {
     pub expect: Revision,
     /// Encodes the tombstone watchers see (the last value, with the delete's revision).
     pub tombstone: Encoder,
+    /// The `traceparent` of the request making the write.
+    pub trace: Option<Arc<str>>,
 }
+
+/// A write the registry sends: its key, and the trace it is stamped with.
+pub trait Write {
+    /// The key written.
+    fn key(&self) -> &str;
+    /// Stamps the write with the request's `traceparent`.
+    fn stamp(&mut self, trace: Arc<str>);
+}
+
+macro_rules! write_message {
+    ($($t:ty),*) => {$(
+        impl Write for $t {
+            fn key(&self) -> &str {
+                &self.key
+            }
+            fn stamp(&mut self, trace: Arc<str>) {
+                self.trace = Some(trace);
+            }
+        }
+    )*};
+}
+write_message!(Create, Update, Delete);
 
 impl Store {
     /// Encodes a value at the next revision, or explains why not. Does not consume the
@@ -650,6 +680,7 @@ impl Store {
         key: String,
         prev: Option<KeyValue>,
         value: Encoder,
+        trace: Option<Arc<str>>,
     ) -> oneshot::Receiver<Result<KeyValue, StoreError>> {
         let (tx, rx) = oneshot::channel();
         match self.encode(value) {
@@ -671,6 +702,7 @@ impl Store {
                         kv,
                         prev,
                         decoded: Default::default(),
+                        trace,
                     },
                     reply: tx,
                 };
@@ -702,7 +734,7 @@ impl Handler<Create> for Store {
         if self.latest(&msg.key).is_some() {
             return ready(Err(StoreError::AlreadyExists));
         }
-        ack(self.put(ctx, msg.key, None, msg.value))
+        ack(self.put(ctx, msg.key, None, msg.value, msg.trace))
     }
 }
 
@@ -719,7 +751,7 @@ impl Handler<Update> for Store {
             }
             Some(kv) => kv,
         };
-        ack(self.put(ctx, msg.key, Some(prev), msg.value))
+        ack(self.put(ctx, msg.key, Some(prev), msg.value, msg.trace))
     }
 }
 
@@ -757,6 +789,7 @@ impl Handler<Delete> for Store {
                     kv,
                     prev: Some(prev),
                     decoded: Default::default(),
+                    trace: msg.trace,
                 },
                 reply: tx,
             },
@@ -909,6 +942,7 @@ mod tests {
             .send(Create {
                 key: "/a".into(),
                 value: value("1"),
+                trace: None,
             })
             .await
             .unwrap()
@@ -920,6 +954,7 @@ mod tests {
             pending.push(store.send(Create {
                 key: format!("/f{i}"),
                 value: value("x"),
+                trace: None,
             }));
         }
         for p in pending {
@@ -930,6 +965,7 @@ mod tests {
             .send(Create {
                 key: "/b".into(),
                 value: value("2"),
+                trace: None,
             })
             .await
             .unwrap()
@@ -953,6 +989,7 @@ mod tests {
             .send(Create {
                 key: "/p/a".into(),
                 value: value("a1"),
+                trace: None,
             })
             .await
             .unwrap()
@@ -962,6 +999,7 @@ mod tests {
                 key: "/p/a".into(),
                 expect: a.mod_revision + 5,
                 value: value("a2"),
+                trace: None,
             })
             .await
             .unwrap();
@@ -971,6 +1009,7 @@ mod tests {
                 key: "/p/a".into(),
                 expect: 1,
                 value: value("a2"),
+                trace: None,
             })
             .await
             .unwrap()
@@ -979,6 +1018,7 @@ mod tests {
             .send(Create {
                 key: "/p/b".into(),
                 value: value("b1"),
+                trace: None,
             })
             .await
             .unwrap()

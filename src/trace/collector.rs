@@ -1,0 +1,342 @@
+//! The span collector in the API server: subscribes to the spans every component publishes,
+//! keeps the latest in a bounded buffer (so `skiff trace pod/<name>` works after the fact,
+//! with no external collector), answers timeline queries on [`QUERY_SUBJECT`] for callers in
+//! `system:masters`, and, when an OTLP endpoint is configured, exports each span there
+//! (OTLP/HTTP JSON, e.g. Jaeger 2.x on :4318). Without an endpoint nothing is sent anywhere.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::{SpanRecord, QUERY_SUBJECT, SPANS_SUBJECT};
+use crate::api::subject::HEADER_TOKEN;
+
+/// Spans kept by default.
+pub const DEFAULT_CAPACITY: usize = 200_000;
+
+/// A timeline query: every trace that touched this object.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TraceQuery {
+    /// Resource (`pods`); a `/subresource` suffix in spans also matches.
+    pub resource: String,
+    /// Namespace ("" for cluster-scoped).
+    #[serde(default)]
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+/// The answer to a [`TraceQuery`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TraceAnswer {
+    /// The spans, by start time; empty with `error` set when refused.
+    pub spans: Vec<SpanRecord>,
+    /// Why the query was refused.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Decides whether a bearer token may read traces.
+pub type Gate = Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>;
+
+/// The bounded span buffer. Cheap to clone.
+#[derive(Clone)]
+pub struct Collector {
+    spans: Arc<Mutex<VecDeque<SpanRecord>>>,
+    capacity: usize,
+    export: Option<mpsc::Sender<SpanRecord>>,
+}
+
+impl Collector {
+    /// A collector keeping `capacity` spans, exporting to `otlp` (an `http://host:port`
+    /// base URL) when given.
+    pub fn new(capacity: usize, otlp: Option<String>) -> Collector {
+        let export = otlp.map(|url| {
+            let (tx, rx) = mpsc::channel(10_000);
+            tokio::spawn(export_loop(url, rx));
+            tx
+        });
+        Collector {
+            spans: Arc::new(Mutex::new(VecDeque::new())),
+            capacity: capacity.max(1),
+            export,
+        }
+    }
+
+    /// Adds spans, dropping the oldest beyond the capacity.
+    pub fn add(&self, batch: Vec<SpanRecord>) {
+        if let Some(tx) = &self.export {
+            for s in &batch {
+                let _ = tx.try_send(s.clone());
+            }
+        }
+        let mut spans = self.spans.lock().unwrap_or_else(|p| p.into_inner());
+        spans.extend(batch);
+        while spans.len() > self.capacity {
+            spans.pop_front();
+        }
+    }
+
+    /// Spans held.
+    pub fn len(&self) -> usize {
+        self.spans.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// No spans held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every span of every trace that touched the object, by start time.
+    pub fn timeline(&self, q: &TraceQuery) -> Vec<SpanRecord> {
+        let spans = self.spans.lock().unwrap_or_else(|p| p.into_inner());
+        let matches = |s: &SpanRecord| {
+            s.object.as_deref() == Some(q.name.as_str())
+                && s.namespace.as_deref().unwrap_or("") == q.namespace
+                && s.resource.as_deref().is_some_and(|r| {
+                    r == q.resource || r.split('/').next() == Some(q.resource.as_str())
+                })
+        };
+        let traces: BTreeSet<&str> = spans
+            .iter()
+            .filter(|s| matches(s))
+            .map(|s| s.trace_id.as_str())
+            .collect();
+        let mut out: Vec<SpanRecord> = spans
+            .iter()
+            .filter(|s| traces.contains(s.trace_id.as_str()))
+            .cloned()
+            .collect();
+        out.sort_by_key(|s| s.start_unix_nanos);
+        out
+    }
+
+    /// Subscribes to the spans on the bus and answers queries until the connection closes.
+    pub async fn serve(self, nats: async_nats::Client, gate: Gate) {
+        let spans = match nats.subscribe(SPANS_SUBJECT).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "trace collector: cannot subscribe to spans");
+                return;
+            }
+        };
+        let queries = match nats.subscribe(QUERY_SUBJECT).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "trace collector: cannot subscribe to queries");
+                return;
+            }
+        };
+        let me = self.clone();
+        let ingest = async move {
+            let mut spans = spans;
+            while let Some(msg) = spans.next().await {
+                // A malformed batch is dropped whole: spans are best effort.
+                if let Ok(batch) = rmp_serde::from_slice::<Vec<SpanRecord>>(&msg.payload) {
+                    me.add(batch);
+                }
+            }
+        };
+        let answer = async move {
+            let mut queries = queries;
+            while let Some(msg) = queries.next().await {
+                let Some(reply) = msg.reply.clone() else {
+                    continue;
+                };
+                let token = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(HEADER_TOKEN))
+                    .map(|v| v.as_str().to_string());
+                let answer = if !gate(token.as_deref()) {
+                    TraceAnswer {
+                        spans: Vec::new(),
+                        error: Some("traces are readable by system:masters only".into()),
+                    }
+                } else {
+                    match rmp_serde::from_slice::<TraceQuery>(&msg.payload) {
+                        Ok(q) => TraceAnswer {
+                            spans: self.timeline(&q),
+                            error: None,
+                        },
+                        Err(e) => TraceAnswer {
+                            spans: Vec::new(),
+                            error: Some(format!("malformed query: {e}")),
+                        },
+                    }
+                };
+                if let Ok(bytes) = rmp_serde::to_vec_named(&answer) {
+                    let _ = nats.publish(reply, bytes.into()).await;
+                }
+            }
+        };
+        futures::join!(ingest, answer);
+    }
+}
+
+/// The OTLP/HTTP JSON body for some spans, grouped by component (`service.name`).
+pub fn otlp_body(spans: &[SpanRecord]) -> serde_json::Value {
+    let mut by_component: std::collections::BTreeMap<&str, Vec<serde_json::Value>> =
+        Default::default();
+    for s in spans {
+        let mut attributes = Vec::new();
+        let mut attr = |k: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                attributes.push(json!({"key": k, "value": {"stringValue": v}}));
+            }
+        };
+        attr("skiff.from", &s.from);
+        attr("skiff.to", &s.to);
+        attr("messaging.destination.name", &s.subject);
+        attr("skiff.verb", &s.verb);
+        attr("k8s.resource", &s.resource);
+        attr("k8s.namespace.name", &s.namespace);
+        attr("k8s.object.name", &s.object);
+        attr("skiff.outcome", &Some(s.outcome.clone()));
+        let failed = s.outcome.parse::<u16>().is_ok_and(|c| c >= 400)
+            || !(s.outcome == "ok" || s.outcome.parse::<u16>().is_ok());
+        let mut span = json!({
+            "traceId": s.trace_id, "spanId": s.span_id, "name": s.name,
+            "kind": if s.from.is_some() { 3 } else { 1 },
+            "startTimeUnixNano": s.start_unix_nanos.to_string(),
+            "endTimeUnixNano": (s.start_unix_nanos + s.duration_nanos).to_string(),
+            "attributes": attributes,
+            "status": {"code": if failed { 2 } else { 1 }},
+        });
+        if let Some(p) = &s.parent_id {
+            span["parentSpanId"] = json!(p);
+        }
+        by_component.entry(&s.component).or_default().push(span);
+    }
+    json!({"resourceSpans": by_component.into_iter().map(|(c, spans)| json!({
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": format!("skiff-{c}")}}]},
+        "scopeSpans": [{"scope": {"name": "skiff"}, "spans": spans}],
+    })).collect::<Vec<_>>()})
+}
+
+/// Batches spans and POSTs them to `<url>/v1/traces`; failures are logged and the batch
+/// dropped (an exporter must never hold the control plane back).
+async fn export_loop(url: String, mut rx: mpsc::Receiver<SpanRecord>) {
+    let Some((host, port)) = http_host_port(&url) else {
+        tracing::warn!(%url, "OTLP endpoint must be http://host:port; not exporting");
+        return;
+    };
+    let mut batch = Vec::new();
+    loop {
+        match rx.recv().await {
+            Some(s) => batch.push(s),
+            None => return,
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        while batch.len() < 512 {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(s)) => batch.push(s),
+                _ => break,
+            }
+        }
+        let body = otlp_body(&batch).to_string();
+        batch.clear();
+        let post = post_json(&host, port, "/v1/traces", &body);
+        match tokio::time::timeout(Duration::from_secs(5), post).await {
+            Ok(Ok(code)) if (200..300).contains(&code) => {}
+            Ok(Ok(code)) => tracing::debug!(code, "OTLP export refused"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "OTLP export failed"),
+            Err(_) => tracing::debug!("OTLP export timed out"),
+        }
+    }
+}
+
+fn http_host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split('/').next()?;
+    match authority.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_string(), p.parse().ok()?)),
+        None => Some((authority.to_string(), 4318)),
+    }
+}
+
+/// One HTTP/1.1 POST; returns the status code.
+async fn post_json(host: &str, port: u16, path: &str, body: &str) -> std::io::Result<u16> {
+    let mut s = tokio::net::TcpStream::connect((host, port)).await?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body.as_bytes()).await?;
+    let mut buf = vec![0u8; 256];
+    let n = s.read(&mut buf).await?;
+    let line = String::from_utf8_lossy(&buf[..n]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no HTTP status line"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(trace: &str, name: &str, object: &str, start: u64) -> SpanRecord {
+        SpanRecord {
+            trace_id: trace.into(),
+            span_id: format!("{start:016x}"),
+            name: name.into(),
+            component: "apiserver".into(),
+            resource: Some("pods".into()),
+            namespace: Some("default".into()),
+            object: Some(object.into()),
+            outcome: "200".into(),
+            start_unix_nanos: start,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_timeline_is_every_span_of_the_traces_that_touched_the_object() {
+        let c = Collector::new(3, None);
+        c.add(vec![span("t0", "old", "web", 0)]);
+        c.add(vec![
+            span("t1", "ApiServer/create", "web", 2),
+            SpanRecord {
+                object: None,
+                ..span("t1", "Runtime/start", "", 3)
+            },
+            span("t2", "ApiServer/create", "db", 1),
+        ]);
+        assert_eq!(c.len(), 3, "bounded");
+        let t = c.timeline(&TraceQuery {
+            resource: "pods".into(),
+            namespace: "default".into(),
+            name: "web".into(),
+        });
+        let names: Vec<&str> = t.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["ApiServer/create", "Runtime/start"]);
+    }
+
+    #[test]
+    fn otlp_groups_by_component() {
+        let mut s = span("0af7651916cd43dd8448eb211c80319c", "x", "web", 5);
+        s.parent_id = Some("b7ad6b7169203331".into());
+        let body = otlp_body(&[s]);
+        let rs = &body["resourceSpans"][0];
+        assert_eq!(
+            rs["resource"]["attributes"][0]["value"]["stringValue"],
+            "skiff-apiserver"
+        );
+        assert_eq!(
+            rs["scopeSpans"][0]["spans"][0]["parentSpanId"],
+            "b7ad6b7169203331"
+        );
+        assert_eq!(
+            http_host_port("http://jaeger:4318"),
+            Some(("jaeger".into(), 4318))
+        );
+    }
+}
