@@ -1,7 +1,9 @@
 //! Spine benchmarks, both sides of every comparison in the same run:
 //!
 //! 1. GET of one pod over NATS through the API server vs a bare async-nats request/reply
-//!    echo of the same payload sizes: p50, p99 and their ratios.
+//!    echo of the same payload sizes: p50, p99 and their ratios; and the same GET with span
+//!    recording off, so the cost of tracing (client and server spans, batched onto the bus
+//!    and kept by the collector) is measured in the same run.
 //! 2. Durable creates per second through the API server with 1 and with 64 concurrent
 //!    writers (embedded store: fsynced before acknowledged), next to the fdatasync latency of
 //!    the same disk.
@@ -84,6 +86,7 @@ async fn get_vs_echo(rounds: usize) {
     headers.insert("Skiff-Request-Id", nats.new_inbox().as_str());
 
     let (mut api, mut echo) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    let mut untraced = Vec::with_capacity(rounds);
     // Warm up both paths, then alternate blocks so drift hits both sides alike.
     for _ in 0..500 {
         client.call_raw(Verb::Get, &req).await.unwrap();
@@ -107,7 +110,17 @@ async fn get_vs_echo(rounds: usize) {
             echo.push(t.elapsed());
             assert_eq!(m.payload.len(), reply_size);
         }
+        skiff::trace::set_enabled(false);
+        for _ in 0..100 {
+            let t = Instant::now();
+            let b = client.call_raw(Verb::Get, &req).await.unwrap();
+            untraced.push(t.elapsed());
+            assert_eq!(b.len(), reply_size);
+        }
+        skiff::trace::set_enabled(true);
     }
+    let mean = |v: &[Duration]| v.iter().map(|d| d.as_secs_f64()).sum::<f64>() / v.len() as f64;
+    let (traced_mean, untraced_mean) = (mean(&api), mean(&untraced));
     api.sort();
     echo.sort();
     let (a50, a99, e50, e99) = (
@@ -133,6 +146,30 @@ async fn get_vs_echo(rounds: usize) {
         "| ratio | {:.2}× (target ≤ 1.3×) | {:.2}× (target ≤ 2×) |",
         micros(a50) / micros(e50),
         micros(a99) / micros(e99)
+    );
+    println!();
+    untraced.sort();
+    let (u50, u99) = (percentile(&untraced, 0.5), percentile(&untraced, 0.99));
+    println!("## The same GET with tracing on vs off ({rounds} requests each, interleaved)");
+    println!("| tracing | mean µs | p50 µs | p99 µs |");
+    println!("|---|---|---|---|");
+    println!(
+        "| on (client + server spans → bus → collector) | {:.1} | {:.1} | {:.1} |",
+        traced_mean * 1e6,
+        micros(a50),
+        micros(a99)
+    );
+    println!(
+        "| off | {:.1} | {:.1} | {:.1} |",
+        untraced_mean * 1e6,
+        micros(u50),
+        micros(u99)
+    );
+    println!(
+        "| cost of tracing | {:+.1}% (target < 10%) | {:+.1}% | {:+.1}% |",
+        (traced_mean / untraced_mean - 1.0) * 100.0,
+        (micros(a50) / micros(u50) - 1.0) * 100.0,
+        (micros(a99) / micros(u99) - 1.0) * 100.0
     );
     println!();
 }
@@ -285,10 +322,16 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // SKIFF_BENCH_ONLY=get runs only the GET comparisons.
+    let only_get = std::env::var("SKIFF_BENCH_ONLY").is_ok_and(|v| v == "get");
     rt.block_on(async {
         get_vs_echo(rounds).await;
-        durable_creates().await;
+        if !only_get {
+            durable_creates().await;
+        }
     });
-    store_level();
+    if !only_get {
+        store_level();
+    }
     let _ = Arc::new(());
 }

@@ -23,6 +23,7 @@ pub mod env {
     pub const TLS_SANS: &str = "SKIFF_TLS_SANS";
     pub const SERVER_URL: &str = "SKIFF_SERVER_URL";
     pub const CREDENTIALS_DIR: &str = "SKIFF_CREDENTIALS_DIR";
+    pub const OTLP_ENDPOINT: &str = "SKIFF_OTLP_ENDPOINT";
 }
 
 /// The config file read when none is named and it exists.
@@ -63,6 +64,9 @@ pub struct ApiServerConfig {
     /// shared node-bootstrap credential, each also written to `<dir>/<component>.token` for
     /// components that mount the directory (docker compose).
     pub credentials_dir: Option<PathBuf>,
+    /// Where to export spans over OTLP/HTTP (`http://host:4318`, e.g. Jaeger 2.x); none: the
+    /// spans stay in the collector's buffer and nothing is sent.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for ApiServerConfig {
@@ -82,6 +86,7 @@ impl Default for ApiServerConfig {
             tls_sans: Vec::new(),
             server_url: None,
             credentials_dir: None,
+            otlp_endpoint: None,
         }
     }
 }
@@ -148,6 +153,14 @@ pub fn load_file(named: Option<&Path>) -> Result<FileConfig, ConfigError> {
 impl ApiServerConfig {
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(e) = &self.otlp_endpoint {
+            if !e.starts_with("http://") {
+                return Err(ConfigError::Invalid {
+                    key: "otlp_endpoint",
+                    why: format!("{e:?}: want http://host:port (OTLP over HTTP)"),
+                });
+            }
+        }
         if !matches!(self.store.as_str(), "embedded" | "memory") {
             return Err(ConfigError::Invalid {
                 key: "store",

@@ -14,6 +14,8 @@
 //!   collector, namespace, node lifecycle) and the pure Deployment rollout planner.
 //! - `kubelet`: the Kubelet actor (node registration, lease, pod workers, probes, logs) and the
 //!   container runtimes (`process`, `docker`, `fake`).
+//! - `metrics`: the process-wide Prometheus registry every component updates and `/metrics`
+//!   renders.
 //! - `trace`: W3C trace context on every hop, span records, the per-process tracer and the
 //!   API server's span collector (bounded buffer, timeline queries, OTLP export).
 //! - `cmd`: the subcommands of the `skiff` binary (components, `up`, `kubeconfig`,
@@ -30,5 +32,6 @@ pub mod cmd;
 pub mod config;
 pub mod controllers;
 pub mod kubelet;
+pub mod metrics;
 pub mod scheduler;
 pub mod trace;

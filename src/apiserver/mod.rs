@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::metrics;
 use crate::trace::collector::Collector;
 use crate::trace::{self, ObjectRef, Span, TraceContext, Tracer};
 use std::time::Duration;
@@ -139,6 +140,8 @@ pub struct ApiServer {
     options: Arc<ApiServerOptions>,
     /// Records a span per request served.
     tracer: Tracer,
+    /// The trace collector's task, stopped with the API server.
+    _collector: Option<AbortOnDrop>,
 }
 
 impl Actor for ApiServer {
@@ -149,25 +152,19 @@ impl Handler<Call> for ApiServer {
     type Result = Response<Result<Reply, Status>>;
 
     fn handle(&mut self, call: Call, _: &mut Context<Self>) -> Self::Result {
-        let span = Span::start(format!("ApiServer/{}", call.verb.as_str()), call.trace).about(
-            call.verb.as_str(),
-            ObjectRef {
-                resource: match &call.request.subresource {
-                    Some(sub) => format!("{}/{sub}", call.request.resource),
-                    None => call.request.resource.clone(),
-                },
-                namespace: call.request.namespace.clone().unwrap_or_default(),
-                name: call.request.name.clone().unwrap_or_default(),
-            },
-        );
-        let span = match &call.origin {
-            Some((from, subject)) => span.message(from, "apiserver", subject),
-            None => span,
-        };
+        let mut span = Span::start(trace::verb_name(trace::Side::Server, call.verb), call.trace);
+        if trace::enabled() {
+            span = span.about(call.verb.as_str(), ObjectRef::of_request(&call.request));
+            if let Some((from, subject)) = &call.origin {
+                span = span.message(from, "apiserver", subject);
+            }
+        }
         let tracer = self.tracer.clone();
+        let (verb, resource) = (call.verb, call.request.resource.clone());
         let refuse = |s: Status| {
-            tracer.finish(&span, &s.code.to_string());
-            Response::reply(Err(s))
+            let answer = Err(s);
+            done(&tracer, &span, verb, &resource, &answer);
+            Response::reply(answer)
         };
         let user = match authenticate(&self.auth, &call.credentials) {
             Ok(u) => u,
@@ -180,7 +177,7 @@ impl Handler<Call> for ApiServer {
             // Reads come from the Store's view: answer inline, no future to spawn.
             let _span = tracing::debug_span!("ApiServer::Get", resource = %call.request.resource, user = %user.name).entered();
             let answer = self.registry.get(&call.request).map(Reply::Object);
-            tracer.finish(&span, outcome(&answer));
+            done(&tracer, &span, verb, &resource, &answer);
             return Response::reply(answer);
         }
         let warnings = match field_validation(&call.request, call.verb) {
@@ -237,10 +234,62 @@ impl Handler<Call> for ApiServer {
         );
         Response::fut(async move {
             let answer = trace::serving(ctx, tracer.clone(), started, serve).await;
-            tracer.finish(&span, outcome(&answer));
+            done(&tracer, &span, verb, &resource, &answer);
             answer
         })
     }
+}
+
+/// Records a served request: its span, and the request count and latency metrics.
+fn done(tracer: &Tracer, span: &Span, verb: Verb, resource: &str, answer: &Result<Reply, Status>) {
+    let code = outcome(answer);
+    tracer.finish(span, code);
+    // Labels from a bounded set (unknown resources are "other"), and handles cached per
+    // thread: the GET path pays two atomic updates, not the registry's locks.
+    let resource = crate::api::resource::RESOURCES
+        .iter()
+        .find(|r| r.plural == resource)
+        .map(|r| r.plural)
+        .unwrap_or("other");
+    type Handles = (metrics::Counter, metrics::Histogram);
+    thread_local! {
+        static HANDLES: std::cell::RefCell<std::collections::HashMap<(&'static str, &'static str, &'static str), Handles>> =
+            Default::default();
+    }
+    let (count, latency) = HANDLES.with(|h| {
+        h.borrow_mut()
+            .entry((verb.as_str(), resource, code))
+            .or_insert_with(|| {
+                (
+                    metrics::counter(
+                        "apiserver_request_total",
+                        "Requests served, by verb, resource and HTTP-style code.",
+                        &["verb", "resource", "code"],
+                    )
+                    .with(&[verb.as_str(), resource, code]),
+                    metrics::histogram(
+                        "apiserver_request_duration_seconds",
+                        "Time to serve a request (for watches: to start it), by verb and resource.",
+                        &["verb", "resource"],
+                        metrics::LATENCY_BUCKETS,
+                    )
+                    .with(&[verb.as_str(), resource]),
+                )
+            })
+            .clone()
+    });
+    count.inc();
+    let seconds = span.elapsed().as_secs_f64();
+    latency.observe(seconds);
+    // The request log (debug level), joinable with its trace; never the caller's credentials.
+    tracing::debug!(
+        trace_id = %span.ctx.trace_hex(),
+        verb = verb.as_str(),
+        resource,
+        code,
+        millis = seconds * 1e3,
+        "served"
+    );
 }
 
 /// A request's outcome as a span records it: the HTTP-style code.
@@ -536,26 +585,35 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         .await
         .map_err(|s| StartError::Seed(Box::new(s)))?;
     let auth = Arc::new(options.authenticator.clone());
-    let tracer = match &options.node_nats {
-        Some(nats) => {
-            // The collector keeps every component's spans for `skiff trace`.
-            let collector = Collector::new(options.trace_capacity, options.otlp_endpoint.clone());
+    let mut collector = None;
+    let tracer = match (&options.node_nats, trace_runtime()) {
+        (Some(nats), Some(rt)) => {
+            // The collector keeps every component's spans for `skiff trace`. It and the API
+            // server's span sender run on a thread of their own, off the request path.
             let gate_auth = auth.clone();
             let gate: trace::collector::Gate = Arc::new(move |token: Option<&str>| {
                 gate_auth
                     .authenticate(token)
                     .is_ok_and(|u| u.groups.iter().any(|g| g == ADMIN_GROUP))
             });
-            actix::spawn(collector.serve(nats.clone(), gate));
-            Tracer::to_nats("apiserver", nats.clone())
+            let (capacity, otlp, bus) = (
+                options.trace_capacity,
+                options.otlp_endpoint.clone(),
+                nats.clone(),
+            );
+            let task =
+                rt.spawn(async move { Collector::new(capacity, otlp).serve(bus, gate).await });
+            collector = Some(AbortOnDrop(task.abort_handle()));
+            Tracer::to_nats_on("apiserver", nats.clone(), &rt)
         }
-        None => Tracer::disabled("apiserver"),
+        _ => Tracer::disabled("apiserver"),
     };
     let addr = ApiServer {
         registry,
         auth: auth.clone(),
         options: Arc::new(options),
         tracer,
+        _collector: collector,
     }
     .start();
     Ok(ApiHandle {
@@ -566,3 +624,42 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
 }
 
 pub use bridge::{serve_nats, NatsBridge, Shutdown};
+
+/// The process's trace runtime: one thread for the trace collector and the API server's
+/// span sender, off the request path. None if the thread cannot be started: the API server
+/// then records no spans and runs regardless.
+fn trace_runtime() -> Option<tokio::runtime::Handle> {
+    static RT: std::sync::OnceLock<Option<tokio::runtime::Handle>> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let started = std::thread::Builder::new()
+            .name("skiff-trace".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                let _ = tx.send(rt.handle().clone());
+                rt.block_on(std::future::pending::<()>());
+            });
+        match started {
+            Ok(_) => rx.recv().ok(),
+            Err(e) => {
+                tracing::warn!(error = %e, "no trace thread: the API server records no spans");
+                None
+            }
+        }
+    })
+    .clone()
+}
+
+/// Aborts a task when dropped: the collector lives as long as its API server.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

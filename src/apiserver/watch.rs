@@ -58,6 +58,30 @@ pub struct WatchStream {
     deadline: Instant,
     /// The caller asked for BOOKMARK events (HTTP); NATS watches always get them.
     pub allow_bookmarks: bool,
+    /// Counts this watch in `apiserver_watches_open` while it lives.
+    _open: OpenWatch,
+}
+
+/// One open watch, for the `apiserver_watches_open` gauge.
+struct OpenWatch(crate::metrics::Gauge);
+
+impl OpenWatch {
+    fn new(resource: &str) -> Self {
+        let g = crate::metrics::gauge(
+            "apiserver_watches_open",
+            "Watches being served, by resource.",
+            &["resource"],
+        )
+        .with(&[resource]);
+        g.inc();
+        OpenWatch(g)
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl WatchStream {
@@ -80,6 +104,7 @@ impl WatchStream {
             next_bookmark: now + every,
             deadline: now + timeout,
             allow_bookmarks: false,
+            _open: OpenWatch::new(info.plural),
         }
     }
 

@@ -8,6 +8,8 @@ mod informer;
 pub mod leader;
 mod watcher;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -102,6 +104,7 @@ impl ApiClient {
         if let Some((u, p)) = &options.nats_user {
             connect = connect.user_and_password(u.clone(), p.clone());
         }
+        connect = connect.event_callback(nats_events(trace::component_of(&options.user)));
         let nats = connect
             .connect(options.nats_url.as_str())
             .await
@@ -161,20 +164,12 @@ impl ApiClient {
     ) -> Result<Bytes, Status> {
         let payload = codec::encode(request).map_err(|e| Status::bad_request(e.to_string()))?;
         let subject = subject::request(&self.user, verb.as_str());
-        let resource = match &request.subresource {
-            Some(sub) => format!("{}/{sub}", request.resource),
-            None => request.resource.clone(),
-        };
-        let span = Span::start(format!("ApiClient/{}", verb.as_str()), parent)
-            .message(self.tracer.component(), "apiserver", &subject)
-            .about(
-                verb.as_str(),
-                ObjectRef {
-                    resource,
-                    namespace: request.namespace.clone().unwrap_or_default(),
-                    name: request.name.clone().unwrap_or_default(),
-                },
-            );
+        let mut span = Span::start(trace::verb_name(trace::Side::Client, verb), parent);
+        if trace::enabled() {
+            span = span
+                .message(self.tracer.component(), "apiserver", &subject)
+                .about(verb.as_str(), ObjectRef::of_request(request));
+        }
         let result = self
             .send_to(subject, Bytes::from(payload), Some(span.ctx))
             .await;
@@ -183,7 +178,41 @@ impl ApiClient {
             Err(s) => s.code.to_string(),
         };
         self.tracer.finish(&span, &outcome);
+        self.count(verb, result.as_ref().err().map_or(200, |s| s.code));
         result
+    }
+
+    /// Counts a request in `rest_client_requests_total{component, verb, code}`, through
+    /// handles cached per thread and keyed by this client's tracer (no allocation and one
+    /// atomic add on the hot path). The entry holds the tracer's name, so its address is
+    /// never reused for another component.
+    fn count(&self, verb: Verb, code: u16) {
+        type Entry = (Arc<str>, crate::metrics::Counter);
+        thread_local! {
+            static HANDLES: std::cell::RefCell<HashMap<(usize, &'static str, u16), Entry>> =
+                Default::default();
+        }
+        let name = self.tracer.component_arc();
+        let key = (
+            Arc::as_ptr(&name) as *const u8 as usize,
+            verb.as_str(),
+            code,
+        );
+        HANDLES.with(|h| {
+            h.borrow_mut()
+                .entry(key)
+                .or_insert_with(|| {
+                    let c = crate::metrics::counter(
+                        "rest_client_requests_total",
+                        "Requests this process sent to the API server, by component, verb and code.",
+                        &["component", "verb", "code"],
+                    )
+                    .with(&[&name, verb.as_str(), &code.to_string()]);
+                    (name.clone(), c)
+                })
+                .1
+                .inc();
+        });
     }
 
     /// Sends a payload to a verb's subject: also the way tests send malformed bytes.
@@ -238,6 +267,43 @@ impl ApiClient {
     pub async fn call(&self, verb: Verb, request: &Request) -> Result<Value, Status> {
         let bytes = self.call_raw(verb, request).await?;
         codec::msgpack_to_value(&bytes).map_err(|e| Status::internal(format!("reply: {e}")))
+    }
+}
+
+/// Logs a connection's NATS events and counts its reconnections
+/// (`skiff_nats_reconnects_total{component}`).
+pub fn nats_events(
+    component: String,
+) -> impl Fn(
+    async_nats::Event,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>
+       + Send
+       + Sync
+       + 'static {
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    move |event| {
+        let (component, lost) = (component.clone(), lost.clone());
+        Box::pin(async move {
+            use std::sync::atomic::Ordering;
+            match event {
+                async_nats::Event::Disconnected => {
+                    lost.store(true, Ordering::Relaxed);
+                    tracing::warn!(%component, "NATS connection lost; reconnecting");
+                }
+                async_nats::Event::Connected => {
+                    if lost.swap(false, Ordering::Relaxed) {
+                        crate::metrics::counter(
+                            "skiff_nats_reconnects_total",
+                            "NATS reconnections, by component.",
+                            &["component"],
+                        )
+                        .inc(&[&component]);
+                        tracing::info!(%component, "NATS reconnected");
+                    }
+                }
+                other => tracing::debug!(%component, event = %other, "NATS event"),
+            }
+        })
     }
 }
 

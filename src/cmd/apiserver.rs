@@ -56,6 +56,9 @@ pub struct Args {
     /// Server URL written into the kubeconfig.
     #[arg(long, env = env::SERVER_URL)]
     pub server_url: Option<String>,
+    /// Export spans over OTLP/HTTP to this endpoint (`http://jaeger:4318`); "" for none.
+    #[arg(long, env = env::OTLP_ENDPOINT)]
+    pub otlp_endpoint: Option<String>,
     /// Write component tokens (scheduler, controller-manager, kubelet) into this directory.
     #[arg(long, env = env::CREDENTIALS_DIR)]
     pub credentials_dir: Option<PathBuf>,
@@ -109,6 +112,9 @@ impl Args {
         }
         if let Some(v) = &self.credentials_dir {
             c.credentials_dir = Some(v.clone());
+        }
+        if let Some(v) = &self.otlp_endpoint {
+            c.otlp_endpoint = Some(v.clone()).filter(|v| !v.is_empty());
         }
         c.validate()?;
         Ok(c)
@@ -260,7 +266,8 @@ where
     system.block_on(async move {
         let mut connect = async_nats::ConnectOptions::new()
             .name("skiff apiserver")
-            .custom_inbox_prefix(crate::api::subject::APISERVER_INBOX);
+            .custom_inbox_prefix(crate::api::subject::APISERVER_INBOX)
+            .event_callback(crate::client::nats_events("apiserver".into()));
         if let (Some(u), Some(p)) = (&config.nats_user, &config.nats_password) {
             connect = connect.user_and_password(u.clone(), p.clone());
         }
@@ -270,6 +277,7 @@ where
             .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
         let mut options = options;
         options.node_nats = Some(nats.clone());
+        options.otlp_endpoint = config.otlp_endpoint.clone();
         let api = apiserver::start(options).await?;
         let http = match https {
             None => None,

@@ -92,6 +92,10 @@ pub struct SchedulerArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub connection: Connection,
+    /// Where `/metrics` (Prometheus text) and `/healthz` are served over plain HTTP ("" turns
+    /// them off).
+    #[arg(long, env = "SKIFF_METRICS_BIND", default_value = "0.0.0.0:10259")]
+    pub metrics_bind: String,
     /// The user the token belongs to.
     #[arg(long, default_value = "system:kube-scheduler")]
     pub user: String,
@@ -106,6 +110,10 @@ pub struct ControllerManagerArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub connection: Connection,
+    /// Where `/metrics` (Prometheus text) and `/healthz` are served over plain HTTP ("" turns
+    /// them off).
+    #[arg(long, env = "SKIFF_METRICS_BIND", default_value = "0.0.0.0:10257")]
+    pub metrics_bind: String,
     /// The user the token belongs to.
     #[arg(long, default_value = "system:kube-controller-manager")]
     pub user: String,
@@ -136,6 +144,10 @@ pub struct KubeletArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub connection: Connection,
+    /// Where `/metrics` (Prometheus text) and `/healthz` are served over plain HTTP ("" turns
+    /// them off).
+    #[arg(long, env = "SKIFF_METRICS_BIND", default_value = "0.0.0.0:10255")]
+    pub metrics_bind: String,
     /// The Node's name (default: the host name).
     #[arg(long, env = "SKIFF_NODE_NAME")]
     pub node_name: Option<String>,
@@ -185,6 +197,38 @@ pub fn address_towards(nats_url: &str) -> String {
     local
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|| "127.0.0.1".into())
+}
+
+/// Serves `/metrics` and `/healthz` on `bind` (plain HTTP) inside the current actix System;
+/// a bind failure is logged, not fatal: metrics must not keep a component from running.
+pub fn serve_metrics(bind: &str, component: &str) {
+    if bind.is_empty() {
+        return;
+    }
+    let server = actix_web::HttpServer::new(|| {
+        actix_web::App::new()
+            .route(
+                "/metrics",
+                actix_web::web::get().to(|| async {
+                    actix_web::HttpResponse::Ok()
+                        .content_type("text/plain; version=0.0.4; charset=utf-8")
+                        .body(crate::metrics::render())
+                }),
+            )
+            .route("/healthz", actix_web::web::get().to(|| async { "ok" }))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(bind);
+    match server {
+        Ok(s) => {
+            tracing::info!(%bind, %component, "serving /metrics");
+            actix::spawn(async move {
+                let _ = s.run().await;
+            });
+        }
+        Err(e) => tracing::warn!(%bind, %component, error = %e, "cannot serve /metrics"),
+    }
 }
 
 /// This host's name.
@@ -346,6 +390,7 @@ pub fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
     actix::System::new().block_on(async move {
+        serve_metrics(&args.metrics_bind, "scheduler");
         let client = connect(&args.connection, &args.user).await?;
         let _scheduler = start_scheduler(client, &identity).await;
         tracing::info!(%identity, "skiff scheduler ready");
@@ -365,6 +410,7 @@ pub fn run_controller_manager(args: ControllerManagerArgs) -> anyhow::Result<()>
         .clone()
         .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
     actix::System::new().block_on(async move {
+        serve_metrics(&args.metrics_bind, "controller-manager");
         let client = connect(&args.connection, &args.user).await?;
         let _controllers = start_controllers(
             client,
@@ -390,6 +436,7 @@ pub fn run_kubelet(mut args: KubeletArgs) -> anyhow::Result<()> {
     }
     super::title::set("skiff-kubelet", &[&node]);
     actix::System::new().block_on(async move {
+        serve_metrics(&args.metrics_bind, "kubelet");
         let rt = runtime(&args.runtime, args.root.join(&node), &args.node_ip).await?;
         let client = connect(&args.connection, &format!("system:node:{node}")).await?;
         let mut options = KubeletOptions::new(&node);

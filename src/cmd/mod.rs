@@ -22,6 +22,10 @@ pub struct Cli {
     /// Log filter (also RUST_LOG), e.g. `info,skiff=debug`.
     #[arg(long, global = true, env = "SKIFF_LOG", default_value = "info")]
     pub log: String,
+    /// `text` (default) or `json`: one JSON object per line, with the request's span fields
+    /// (among them `trace_id`). Tokens and passwords are never logged.
+    #[arg(long, global = true, env = "SKIFF_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
     /// The component to run.
     #[command(subcommand)]
     pub command: Command,

@@ -45,7 +45,7 @@ impl DeploymentController {
             leading,
             deployments: Cache::default(),
             replica_sets: Cache::default(),
-            queue: Queue::default(),
+            queue: Queue::named("deployment"),
             busy: false,
             keep: Vec::new(),
         }

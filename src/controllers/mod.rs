@@ -34,19 +34,35 @@ pub fn controller_of(obj: &Value, kind: &str) -> Option<String> {
 }
 
 /// A set of keys waiting for reconciliation (each at most once).
-#[derive(Default)]
 pub struct Queue {
     keys: BTreeSet<String>,
+    /// `workqueue_depth{name}`: keys waiting.
+    depth: crate::metrics::Gauge,
 }
 
 impl Queue {
+    /// An empty queue, reported as `workqueue_depth{name="<name>"}`.
+    pub fn named(name: &str) -> Self {
+        Queue {
+            keys: BTreeSet::new(),
+            depth: crate::metrics::gauge(
+                "workqueue_depth",
+                "Keys waiting in a controller's queue, by controller.",
+                &["name"],
+            )
+            .with(&[name]),
+        }
+    }
+
     /// Adds a key.
     pub fn add(&mut self, key: String) {
         self.keys.insert(key);
+        self.depth.set(self.keys.len() as f64);
     }
 
     /// Takes every queued key.
     pub fn take(&mut self) -> Vec<String> {
+        self.depth.set(0.0);
         std::mem::take(&mut self.keys).into_iter().collect()
     }
 

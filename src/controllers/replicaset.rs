@@ -61,7 +61,7 @@ impl ReplicaSetController {
             leading,
             replica_sets: Cache::default(),
             pods: Cache::default(),
-            queue: Queue::default(),
+            queue: Queue::named("replicaset"),
             busy: false,
             expectations: Arc::default(),
             keep: Vec::new(),

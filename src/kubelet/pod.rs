@@ -370,6 +370,23 @@ fn containers(pod: &Value, pod_ip: &str, host_ip: &str) -> Vec<(String, String, 
         .unwrap_or_default()
 }
 
+/// The node a pod is bound to (the metrics' `node` label).
+fn host_node(pod: &Value) -> String {
+    pod.pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The `operation` label of a failed start.
+fn runtime_operation(e: &RuntimeError) -> &'static str {
+    match e {
+        RuntimeError::Image { .. } => "pull_image",
+        RuntimeError::Start { .. } => "start_container",
+        RuntimeError::Other(_) => "runtime",
+    }
+}
+
 /// Runs one pod until it is deleted (or its worker is dropped).
 pub async fn run(
     pods: Api,
@@ -512,6 +529,20 @@ pub async fn run(
                 };
                 tracer.finish(&runtime_span, &outcome);
                 tracer.finish(&kubelet_span, &outcome);
+                match &started {
+                    Ok(()) => crate::metrics::counter(
+                        "kubelet_container_starts_total",
+                        "Containers started, by node.",
+                        &["node"],
+                    )
+                    .inc(&[&host_node(&pod)]),
+                    Err(e) => crate::metrics::counter(
+                        "kubelet_runtime_errors_total",
+                        "Runtime operations that failed, by node and operation.",
+                        &["node", "operation"],
+                    )
+                    .inc(&[&host_node(&pod), runtime_operation(e)]),
+                }
                 parent = Some(kubelet_span.ctx);
                 match started {
                     Ok(()) => {

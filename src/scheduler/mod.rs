@@ -232,10 +232,29 @@ impl Scheduler {
         self.tie = self.tie.wrapping_add(1);
         let decision = algorithm::select_node(&summary, &self.nodes, self.tie);
         let tracer = self.client.tracer();
-        match &decision {
-            Ok(i) => tracer.finish(&span, &format!("node {}", self.nodes[*i].name)),
-            Err(_) => tracer.finish(&span, "unschedulable"),
-        }
+        let result = match &decision {
+            Ok(i) => {
+                tracer.finish(&span, &format!("node {}", self.nodes[*i].name));
+                "scheduled"
+            }
+            Err(_) => {
+                tracer.finish(&span, "unschedulable");
+                "unschedulable"
+            }
+        };
+        crate::metrics::counter(
+            "scheduler_schedule_attempts_total",
+            "Scheduling decisions, by result.",
+            &["result"],
+        )
+        .inc(&[result]);
+        crate::metrics::histogram(
+            "scheduler_scheduling_attempt_duration_seconds",
+            "Time to filter and score the nodes for one pod.",
+            &["result"],
+            crate::metrics::LATENCY_BUCKETS,
+        )
+        .observe(&[result], span.elapsed().as_secs_f64());
         match decision {
             Ok(i) => {
                 let node = self.nodes[i].name.clone();

@@ -14,6 +14,7 @@
 
 pub mod collector;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -192,7 +193,7 @@ pub struct Span {
     /// Its parent's span id.
     pub parent: Option<u64>,
     /// See [`SpanRecord::name`].
-    pub name: String,
+    pub name: Cow<'static, str>,
     /// See [`SpanRecord::from`] and [`SpanRecord::to`].
     pub from_to: Option<(String, String)>,
     /// See [`SpanRecord::subject`].
@@ -208,7 +209,7 @@ pub struct Span {
 
 impl Span {
     /// Starts a span: a child of `parent`, or the root of a new trace.
-    pub fn start(name: impl Into<String>, parent: Option<TraceContext>) -> Span {
+    pub fn start(name: impl Into<Cow<'static, str>>, parent: Option<TraceContext>) -> Span {
         let ctx = parent.map(|p| p.child()).unwrap_or_else(TraceContext::root);
         Span {
             ctx,
@@ -223,15 +224,22 @@ impl Span {
         }
     }
 
-    /// Marks it as a message from one component to another.
+    /// Marks it as a message from one component to another (only noted while recording:
+    /// the context alone travels otherwise).
     pub fn message(mut self, from: &str, to: &str, subject: &str) -> Self {
+        if !enabled() {
+            return self;
+        }
         self.from_to = Some((from.into(), to.into()));
         self.subject = Some(subject.into());
         self
     }
 
-    /// Names the verb and object.
+    /// Names the verb and object (only noted while recording).
     pub fn about(mut self, verb: &str, object: ObjectRef) -> Self {
+        if !enabled() {
+            return self;
+        }
         self.verb = Some(verb.into());
         self.object = Some(object);
         self
@@ -259,7 +267,7 @@ impl Span {
             trace_id: self.ctx.trace_hex(),
             span_id: self.ctx.span_hex(),
             parent_id: self.parent.map(|p| format!("{p:016x}")),
-            name: self.name.clone(),
+            name: self.name.to_string(),
             component: component.into(),
             from,
             to,
@@ -273,6 +281,50 @@ impl Span {
             duration_nanos: self.started_at.elapsed().as_nanos() as u64,
         }
     }
+}
+
+impl ObjectRef {
+    /// The object a request names (`resource/subresource`, namespace, name).
+    pub fn of_request(r: &crate::api::wire::Request) -> ObjectRef {
+        ObjectRef {
+            resource: match &r.subresource {
+                Some(sub) => format!("{}/{sub}", r.resource),
+                None => r.resource.clone(),
+            },
+            namespace: r.namespace.clone().unwrap_or_default(),
+            name: r.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// A span name per verb, `<prefix>/<verb>`, without allocating.
+pub fn verb_name(prefix: Side, verb: crate::api::wire::Verb) -> &'static str {
+    use crate::api::wire::Verb::*;
+    match (prefix, verb) {
+        (Side::Client, Get) => "ApiClient/get",
+        (Side::Client, List) => "ApiClient/list",
+        (Side::Client, Create) => "ApiClient/create",
+        (Side::Client, Update) => "ApiClient/update",
+        (Side::Client, Patch) => "ApiClient/patch",
+        (Side::Client, Delete) => "ApiClient/delete",
+        (Side::Client, Watch) => "ApiClient/watch",
+        (Side::Server, Get) => "ApiServer/get",
+        (Side::Server, List) => "ApiServer/list",
+        (Side::Server, Create) => "ApiServer/create",
+        (Side::Server, Update) => "ApiServer/update",
+        (Side::Server, Patch) => "ApiServer/patch",
+        (Side::Server, Delete) => "ApiServer/delete",
+        (Side::Server, Watch) => "ApiServer/watch",
+    }
+}
+
+/// Which end of a request a span is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The component sending it.
+    Client,
+    /// The API server serving it.
+    Server,
 }
 
 /// The component name a user identity stands for in traces.
@@ -314,8 +366,17 @@ impl Tracer {
     /// A tracer publishing `component`'s spans on `nats` (spawns its sender on the current
     /// tokio runtime).
     pub fn to_nats(component: &str, nats: async_nats::Client) -> Tracer {
+        Self::to_nats_on(component, nats, &tokio::runtime::Handle::current())
+    }
+
+    /// The same, with its sender (which encodes the batches) on the runtime `on`.
+    pub fn to_nats_on(
+        component: &str,
+        nats: async_nats::Client,
+        on: &tokio::runtime::Handle,
+    ) -> Tracer {
         let (tx, mut rx) = mpsc::channel::<SpanRecord>(QUEUE_LIMIT);
-        tokio::spawn(async move {
+        on.spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             loop {
                 let first = match rx.recv().await {
@@ -345,6 +406,11 @@ impl Tracer {
     /// The component this tracer speaks for.
     pub fn component(&self) -> &str {
         &self.component
+    }
+
+    /// The same, shared.
+    pub fn component_arc(&self) -> Arc<str> {
+        self.component.clone()
     }
 
     /// Records a finished span (no-op when recording is off).

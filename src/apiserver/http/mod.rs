@@ -356,6 +356,13 @@ async fn dispatch(
     let path = req.path().to_string();
     match (req.method(), path.trim_end_matches('/')) {
         (&Method::GET, "/version") => return json_response(StatusCode::OK, &discovery::version()),
+        // Prometheus text for everything this process runs (under `skiff up`: every
+        // component). Like the health endpoints, readable without credentials.
+        (&Method::GET, "/metrics") => {
+            return HttpResponse::Ok()
+                .content_type("text/plain; version=0.0.4; charset=utf-8")
+                .body(crate::metrics::render())
+        }
         (&Method::GET, p)
             if ["/healthz", "/livez", "/readyz"]
                 .iter()

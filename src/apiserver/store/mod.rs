@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::metrics;
 use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -346,6 +347,20 @@ impl Store {
         self.stats.commits += 1;
         self.stats.writes += batch.len() as u64;
         self.stats.commit_seconds += flushed_at.elapsed().as_secs_f64();
+        metrics::histogram(
+            "skiff_store_commit_duration_seconds",
+            "From a batch's flush to its acknowledgment (group commit, durable).",
+            &[],
+            metrics::LATENCY_BUCKETS,
+        )
+        .observe(&[], flushed_at.elapsed().as_secs_f64());
+        metrics::counter(
+            "skiff_store_writes_total",
+            "Writes committed to the store.",
+            &[],
+        )
+        .with(&[])
+        .add(batch.len() as u64);
         for p in batch {
             let rev = p.event.kv.mod_revision;
             let key = p.event.kv.key.clone();
@@ -366,6 +381,7 @@ impl Store {
                 self.overlay.remove(&key);
             }
             self.revision = rev;
+            revision_gauge().set(rev as f64);
             let event = Arc::new(p.event);
             self.notify(&event);
             self.history.push_back(event.clone());
@@ -431,9 +447,18 @@ impl Actor for Store {
                     let result = if failed_epoch == Some(batch.epoch) {
                         Err("an earlier batch failed".to_string())
                     } else {
-                        backend
+                        let t = std::time::Instant::now();
+                        let r = backend
                             .persist(&batch.changes, batch.revision)
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| e.to_string());
+                        metrics::histogram(
+                            "skiff_store_persist_duration_seconds",
+                            "Time to make one batch durable (write-ahead log append and fsync).",
+                            &[],
+                            metrics::LATENCY_BUCKETS,
+                        )
+                        .observe(&[], t.elapsed().as_secs_f64());
+                        r
                     };
                     if result.is_err() {
                         failed_epoch = Some(batch.epoch);
@@ -634,6 +659,20 @@ pub struct Delete {
     pub tombstone: Encoder,
     /// The `traceparent` of the request making the write.
     pub trace: Option<Arc<str>>,
+}
+
+/// The store's committed revision, as a metric.
+fn revision_gauge() -> crate::metrics::Gauge {
+    static G: std::sync::OnceLock<crate::metrics::Gauge> = std::sync::OnceLock::new();
+    G.get_or_init(|| {
+        metrics::gauge(
+            "skiff_store_revision",
+            "The store's committed revision.",
+            &[],
+        )
+        .with(&[])
+    })
+    .clone()
 }
 
 /// A write the registry sends: its key, and the trace it is stamped with.
