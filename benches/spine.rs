@@ -84,6 +84,10 @@ async fn get_vs_echo(rounds: usize) {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Authorization", "Bearer admin-token");
     headers.insert("Skiff-Request-Id", nats.new_inbox().as_str());
+    headers.insert(
+        "traceparent",
+        skiff::trace::TraceContext::root().header().as_str(),
+    );
 
     let (mut api, mut echo) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
     let mut untraced = Vec::with_capacity(rounds);

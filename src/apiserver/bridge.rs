@@ -184,9 +184,6 @@ async fn serve_one(
     if let Some(id) = &request_id {
         headers.insert(HEADER_REQUEST_ID, id.as_str());
     }
-    if let Some(tp) = &traceparent {
-        headers.insert(HEADER_TRACEPARENT, tp.as_str());
-    }
     let answer = match answer {
         // NATS callers get warnings as headers too.
         Ok((Reply::Warned(reply, warnings), inbox)) => {

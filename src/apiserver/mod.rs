@@ -586,7 +586,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         .map_err(|s| StartError::Seed(Box::new(s)))?;
     let auth = Arc::new(options.authenticator.clone());
     let mut collector = None;
-    let tracer = match (&options.node_nats, trace_runtime()) {
+    let tracer = match (&options.node_nats, trace::runtime()) {
         (Some(nats), Some(rt)) => {
             // The collector keeps every component's spans for `skiff trace`. It and the API
             // server's span sender run on a thread of their own, off the request path.
@@ -604,7 +604,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
             let task =
                 rt.spawn(async move { Collector::new(capacity, otlp).serve(bus, gate).await });
             collector = Some(AbortOnDrop(task.abort_handle()));
-            Tracer::to_nats_on("apiserver", nats.clone(), &rt)
+            Tracer::to_nats("apiserver", nats.clone())
         }
         _ => Tracer::disabled("apiserver"),
     };
@@ -624,36 +624,6 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
 }
 
 pub use bridge::{serve_nats, NatsBridge, Shutdown};
-
-/// The process's trace runtime: one thread for the trace collector and the API server's
-/// span sender, off the request path. None if the thread cannot be started: the API server
-/// then records no spans and runs regardless.
-fn trace_runtime() -> Option<tokio::runtime::Handle> {
-    static RT: std::sync::OnceLock<Option<tokio::runtime::Handle>> = std::sync::OnceLock::new();
-    RT.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let started = std::thread::Builder::new()
-            .name("skiff-trace".into())
-            .spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                let _ = tx.send(rt.handle().clone());
-                rt.block_on(std::future::pending::<()>());
-            });
-        match started {
-            Ok(_) => rx.recv().ok(),
-            Err(e) => {
-                tracing::warn!(error = %e, "no trace thread: the API server records no spans");
-                None
-            }
-        }
-    })
-    .clone()
-}
 
 /// Aborts a task when dropped: the collector lives as long as its API server.
 struct AbortOnDrop(tokio::task::AbortHandle);

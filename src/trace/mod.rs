@@ -363,18 +363,13 @@ impl Tracer {
         }
     }
 
-    /// A tracer publishing `component`'s spans on `nats` (spawns its sender on the current
-    /// tokio runtime).
+    /// A tracer publishing `component`'s spans on `nats`. Its sender, which batches and
+    /// encodes, runs on the process's trace thread ([`runtime`]), off the component's own
+    /// threads; without that thread the tracer records nothing.
     pub fn to_nats(component: &str, nats: async_nats::Client) -> Tracer {
-        Self::to_nats_on(component, nats, &tokio::runtime::Handle::current())
-    }
-
-    /// The same, with its sender (which encodes the batches) on the runtime `on`.
-    pub fn to_nats_on(
-        component: &str,
-        nats: async_nats::Client,
-        on: &tokio::runtime::Handle,
-    ) -> Tracer {
+        let Some(on) = runtime() else {
+            return Tracer::disabled(component);
+        };
         let (tx, mut rx) = mpsc::channel::<SpanRecord>(QUEUE_LIMIT);
         on.spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
@@ -430,6 +425,36 @@ impl Tracer {
             }
         }
     }
+}
+
+/// The process's trace thread: a current-thread runtime for the span senders and the API
+/// server's collector, so batching, encoding and collecting never run on a component's own
+/// threads. None if the thread cannot be started (spans are then not recorded).
+pub fn runtime() -> Option<tokio::runtime::Handle> {
+    static RT: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
+    RT.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let started = std::thread::Builder::new()
+            .name("skiff-trace".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                let _ = tx.send(rt.handle().clone());
+                rt.block_on(std::future::pending::<()>());
+            });
+        match started {
+            Ok(_) => rx.recv().ok(),
+            Err(e) => {
+                tracing::warn!(error = %e, "no trace thread: spans are not recorded");
+                None
+            }
+        }
+    })
+    .clone()
 }
 
 /// Object versions (uid, resourceVersion) whose trace this process has seen, oldest first,
