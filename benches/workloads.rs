@@ -164,7 +164,13 @@ async fn startup_latency(nodes: usize, pods: usize, rate: f64) {
         let mut keep = Vec::new();
         let mut conns = Vec::new();
         for _ in 0..nodes.div_ceil(100) {
-            conns.push(async_nats::connect(url.as_str()).await.unwrap());
+            conns.push(
+                async_nats::ConnectOptions::new()
+                    .event_callback(skiff::client::nats_events("bench-kubelets".into()))
+                    .connect(url.as_str())
+                    .await
+                    .unwrap(),
+            );
         }
         for i in 0..nodes {
             let node = format!("n{i}");
@@ -236,6 +242,28 @@ async fn startup_latency(nodes: usize, pods: usize, rate: f64) {
             t.await.unwrap();
         }
     });
+    // Every 5 s on stderr: how far along, and the bus's trouble signs (watch resumes by cause,
+    // slow consumers), so a stall shows where it is.
+    let progress = tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let m = skiff::metrics::parse(&skiff::metrics::render()).unwrap_or_default();
+            let v =
+                |n: &str, l: &[(&str, &str)]| skiff::metrics::sample_value(&m, n, l).unwrap_or(0.0);
+            eprintln!(
+                "startup: pod creates {} (5xx {}), resumes gap {} silence {} closed {}, slow consumers {}, watches open {}",
+                v("apiserver_request_total", &[("verb", "create"), ("resource", "pods")]),
+                v("rest_client_requests_total", &[("verb", "create"), ("code", "504")]),
+                v("skiff_watch_resumes_total", &[("cause", "gap")]),
+                v("skiff_watch_resumes_total", &[("cause", "silence")]),
+                v("skiff_watch_resumes_total", &[("cause", "closed")]),
+                v("skiff_nats_slow_consumer_total", &[]),
+                v("apiserver_watches_open", &[]),
+            );
+        }
+    });
     let mut latencies = Vec::new();
     let mut done = HashSet::new();
     while done.len() < pods {
@@ -255,6 +283,7 @@ async fn startup_latency(nodes: usize, pods: usize, rate: f64) {
         }
     }
     creator.await.unwrap();
+    progress.abort();
     latencies.sort();
     let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
     println!("| startup latency, {pods} pods at {rate:.0}/s on {nodes} fake nodes | p50 {:.0} ms | p99 {:.0} ms (target ≤ 1,000 ms) |", p(0.5), p(0.99));

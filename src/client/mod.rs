@@ -301,6 +301,18 @@ pub fn nats_events(
                         tracing::info!(%component, "NATS reconnected");
                     }
                 }
+                async_nats::Event::SlowConsumer(sid) => {
+                    crate::metrics::counter(
+                        "skiff_nats_slow_consumer_total",
+                        "Times a subscription fell behind and the client dropped messages.",
+                        &["component"],
+                    )
+                    .inc(&[&component]);
+                    tracing::warn!(%component, sid, "NATS slow consumer: messages dropped");
+                }
+                async_nats::Event::ServerError(e) => {
+                    tracing::warn!(%component, error = %e, "NATS server error")
+                }
                 other => tracing::debug!(%component, event = %other, "NATS event"),
             }
         })

@@ -96,9 +96,15 @@ impl Watcher {
         Ok(())
     }
 
-    fn resume(&mut self) {
+    fn resume(&mut self, cause: &'static str) {
         self.stream = None;
         self.resumes += 1;
+        crate::metrics::counter(
+            "skiff_watch_resumes_total",
+            "Watches resumed, by resource and cause (gap, silence, closed, error, undecodable).",
+            &["resource", "cause"],
+        )
+        .inc(&[self.api.resource(), cause]);
     }
 
     /// The next event; None only after an Expired error was yielded.
@@ -134,7 +140,7 @@ impl Watcher {
                 Ok(Some(msg)) => msg,
                 _ => {
                     tracing::debug!("watch silent; resuming");
-                    self.resume();
+                    self.resume("silence");
                     continue;
                 }
             };
@@ -142,7 +148,7 @@ impl Watcher {
                 Ok(ev) => ev,
                 Err(e) => {
                     tracing::warn!(error = %e, "undecodable watch event; resuming");
-                    self.resume();
+                    self.resume("undecodable");
                     continue;
                 }
             };
@@ -168,7 +174,7 @@ impl Watcher {
             }
             if ev.seq != *expected {
                 tracing::debug!(expected = *expected, got = ev.seq, "watch gap; resuming");
-                self.resume();
+                self.resume("gap");
                 continue;
             }
             *expected += 1;
@@ -179,7 +185,7 @@ impl Watcher {
                             self.last = Some(rv);
                         }
                     }
-                    self.resume();
+                    self.resume("closed");
                     continue;
                 }
                 event_type::BOOKMARK => {
@@ -197,7 +203,7 @@ impl Watcher {
                     if status.code == 410 {
                         self.done = true;
                     } else {
-                        self.resume();
+                        self.resume("error");
                     }
                     return Some(Err(status));
                 }

@@ -58,7 +58,13 @@ impl NatsServer {
                 .args(extra)
                 .envs(env.iter().copied())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                // SKIFF_NATS_LOG=<file> keeps the server's log (slow consumers…) for a look.
+                .stderr(match std::env::var_os("SKIFF_NATS_LOG") {
+                    Some(p) => std::fs::File::create(p)
+                        .map(Stdio::from)
+                        .unwrap_or_else(|_| Stdio::null()),
+                    None => Stdio::null(),
+                })
                 .spawn()
                 .expect("nats-server on PATH (the test command installs it)");
             let mut server = NatsServer {
