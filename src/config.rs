@@ -24,6 +24,7 @@ pub mod env {
     pub const SERVER_URL: &str = "SKIFF_SERVER_URL";
     pub const CREDENTIALS_DIR: &str = "SKIFF_CREDENTIALS_DIR";
     pub const OTLP_ENDPOINT: &str = "SKIFF_OTLP_ENDPOINT";
+    pub const NATS_CONFIG: &str = "SKIFF_NATS_CONFIG";
 }
 
 /// The config file read when none is named and it exists.
@@ -67,6 +68,9 @@ pub struct ApiServerConfig {
     /// Where to export spans over OTLP/HTTP (`http://host:4318`, e.g. Jaeger 2.x); none: the
     /// spans stay in the collector's buffer and nothing is sent.
     pub otlp_endpoint: Option<String>,
+    /// The nats-server config this API server maintains (`skiff nats-run` reloads it): when
+    /// set, kubelets holding a node-bootstrap token get a NATS user of their own here.
+    pub nats_config: Option<PathBuf>,
 }
 
 impl Default for ApiServerConfig {
@@ -87,6 +91,7 @@ impl Default for ApiServerConfig {
             server_url: None,
             credentials_dir: None,
             otlp_endpoint: None,
+            nats_config: None,
         }
     }
 }

@@ -51,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Kubelet(args) => cmd::components::run_kubelet(args),
         Command::Kubeconfig(args) => cmd::kubeconfig::run(args),
         Command::NatsConfig(args) => cmd::natsconf::run(args),
+        Command::NatsRun(args) => cmd::natsconf::run_nats(args),
         Command::Trace(args) => cmd::trace::run(args),
     };
     match result {

@@ -236,6 +236,30 @@ async fn compose_up_scales_kubelets_runs_a_deployment_and_comes_down_clean() {
         "node names are container host names: {three:?}"
     );
 
+    // Each kubelet is connected to NATS as its own node's user (issued at bootstrap), which
+    // nats-server itself reports.
+    let connz = project.run(&[
+        "exec", "-T", "nats", "python3", "-c",
+        "import urllib.request as u; print(u.urlopen('http://127.0.0.1:8222/connz?auth=1&limit=1000').read().decode())",
+    ]);
+    let connz: Value = serde_json::from_slice(&connz.stdout).expect("connz JSON");
+    let users: Vec<&str> = connz["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["authorized_user"].as_str())
+        .collect();
+    for node in &three {
+        assert!(
+            users.contains(&format!("system:node:{node}").as_str()),
+            "{node} connected as its own user: {users:?}"
+        );
+    }
+    assert!(
+        !users.contains(&"kubelet"),
+        "no shared kubelet user: {users:?}"
+    );
+
     // Two schedulers and two controller-managers: each Lease is held by one of its replicas,
     // and exactly one replica of each says it leads.
     for (service, lease) in [

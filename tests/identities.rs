@@ -152,3 +152,162 @@ async fn a_kubelet_is_refused_when_it_publishes_as_another_node() {
     );
     drop(api);
 }
+
+/// Docker compose's way: kubelets share only a bootstrap NATS user that may do nothing but
+/// ask the API server (with a node-bootstrap token) for a user of their own, which the API
+/// server writes into the config `skiff nats-run` reloads. The issued user is held to its node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrapped_kubelet_gets_a_nats_user_held_to_its_own_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nats.conf");
+    let (port, monitor) = (free_port(), free_port());
+    let env = [
+        ("SKIFF_NATS_APISERVER_PASSWORD", "pw-api"),
+        ("SKIFF_NATS_SCHEDULER_PASSWORD", "pw-s"),
+        ("SKIFF_NATS_CONTROLLER_MANAGER_PASSWORD", "pw-cm"),
+        ("SKIFF_NATS_TRACE_PASSWORD", "pw-t"),
+        ("SKIFF_NATS_KUBELET_BOOTSTRAP_PASSWORD", "pw-boot"),
+    ];
+    let mut nats = std::process::Command::new(skiff_bin())
+        .args(["nats-run", "--config"])
+        .arg(&conf)
+        .args([
+            "--",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            &monitor.to_string(),
+        ])
+        .envs(env)
+        .env("SKIFF_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("nats://127.0.0.1:{port}");
+    wait_for(
+        Duration::from_secs(10),
+        "nats-server listening",
+        || async move { std::net::TcpStream::connect(("127.0.0.1", port)).ok() },
+    )
+    .await;
+    let api_dir = dir.path().join("api");
+    let _api = ApiProcess::start(
+        &url,
+        &api_dir,
+        &[
+            "--nats-user",
+            "apiserver",
+            "--nats-password",
+            "pw-api",
+            "--nats-config",
+            conf.to_str().unwrap(),
+        ],
+    );
+    let mut kubelet = std::process::Command::new(skiff_bin())
+        .args([
+            "kubelet",
+            "--nats-url",
+            &url,
+            "--nats-user",
+            "kubelet-bootstrap",
+        ])
+        .args([
+            "--nats-password",
+            "pw-boot",
+            "--nats-bootstrap",
+            "--token",
+            "bootstrap-token",
+        ])
+        .args([
+            "--node-name",
+            "b1",
+            "--runtime",
+            "fake",
+            "--metrics-bind",
+            "",
+        ])
+        .env("SKIFF_LOG", "warn")
+        .spawn()
+        .unwrap();
+
+    // The node registers and turns Ready through its own NATS user.
+    let kubeconfig = api_dir.join("kubeconfig");
+    wait_for(Duration::from_secs(40), "node b1 Ready", || {
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            let out = std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args([
+                    "get",
+                    "node",
+                    "b1",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ])
+                .output()
+                .ok()?;
+            (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
+        }
+    })
+    .await;
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(text.contains(r#"user: "system:node:b1""#), "{text}");
+    let issued = std::fs::read_to_string(api_dir.join("nats-nodes.csv")).unwrap();
+    let password = issued
+        .lines()
+        .find_map(|l| l.strip_prefix("b1,"))
+        .expect("b1's password kept by the API server")
+        .to_string();
+
+    // The issued user may not publish as another node…
+    let (own, errors) = connect_as(&url, "system:node:b1", &password).await;
+    own.publish("skiff.req.system%3Anode%3Ab2.get", "x".into())
+        .await
+        .unwrap();
+    own.flush().await.unwrap();
+    let e = violation(&errors, "b1 publishing as b2").await;
+    assert!(e.to_lowercase().contains("permissions violation"), "{e}");
+    // …and the bootstrap user may not make requests at all, not even as b1.
+    let (boot, errors) = connect_as(&url, "kubelet-bootstrap", "pw-boot").await;
+    boot.publish("skiff.req.system%3Anode%3Ab1.get", "x".into())
+        .await
+        .unwrap();
+    boot.flush().await.unwrap();
+    let e = violation(&errors, "the bootstrap user making a request").await;
+    assert!(e.to_lowercase().contains("permissions violation"), "{e}");
+
+    // A token that is not a node-bootstrap token gets no user.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Authorization", "Bearer node1-token");
+    let body = rmp_serde::to_vec_named(&skiff::cmd::natsconf::NodeBootstrap {
+        node: "b9".into(),
+        password: "0123456789abcdef0123".into(),
+    })
+    .unwrap();
+    let boot_inbox = async_nats::ConnectOptions::new()
+        .user_and_password("kubelet-bootstrap".into(), "pw-boot".into())
+        .custom_inbox_prefix("_INBOX.skiff-bootstrap")
+        .connect(url.as_str())
+        .await
+        .unwrap();
+    let reply = boot_inbox
+        .request_with_headers("skiff.bootstrap.node", headers, body.into())
+        .await
+        .unwrap();
+    let answer: skiff::cmd::natsconf::BootstrapAnswer =
+        rmp_serde::from_slice(&reply.payload).unwrap();
+    assert!(answer
+        .error
+        .is_some_and(|e| e.contains("system:node-bootstrappers")));
+    assert!(!std::fs::read_to_string(&conf)
+        .unwrap()
+        .contains("system:node:b9"));
+
+    let _ = kubelet.kill();
+    let _ = kubelet.wait();
+    unsafe { libc::kill(nats.id() as i32, libc::SIGTERM) };
+    let _ = nats.wait();
+}

@@ -2,6 +2,7 @@
 //! SIGINT (stop taking requests, finish those in flight, drain NATS).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -59,6 +60,9 @@ pub struct Args {
     /// Export spans over OTLP/HTTP to this endpoint (`http://jaeger:4318`); "" for none.
     #[arg(long, env = env::OTLP_ENDPOINT)]
     pub otlp_endpoint: Option<String>,
+    /// The nats-server config to add bootstrapped kubelets' users to (see `skiff nats-run`).
+    #[arg(long, env = env::NATS_CONFIG)]
+    pub nats_config: Option<PathBuf>,
     /// Write component tokens (scheduler, controller-manager, kubelet) into this directory.
     #[arg(long, env = env::CREDENTIALS_DIR)]
     pub credentials_dir: Option<PathBuf>,
@@ -112,6 +116,9 @@ impl Args {
         }
         if let Some(v) = &self.credentials_dir {
             c.credentials_dir = Some(v.clone());
+        }
+        if let Some(v) = &self.nats_config {
+            c.nats_config = Some(v.clone());
         }
         if let Some(v) = &self.otlp_endpoint {
             c.otlp_endpoint = Some(v.clone()).filter(|v| !v.is_empty());
@@ -276,6 +283,14 @@ where
             .await
             .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
         let mut options = options;
+        if let Some(path) = &config.nats_config {
+            actix::spawn(super::natsconf::serve_bootstrap(
+                nats.clone(),
+                Arc::new(options.authenticator.clone()),
+                config.data_dir.clone(),
+                path.clone(),
+            ));
+        }
         options.node_nats = Some(nats.clone());
         options.otlp_endpoint = config.otlp_endpoint.clone();
         let api = apiserver::start(options).await?;

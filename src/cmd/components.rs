@@ -162,6 +162,10 @@ pub struct KubeletArgs {
         default_value = "/var/lib/skiff/kubelet"
     )]
     pub root: PathBuf,
+    /// Get this node's own NATS user from the API server first: `--nats-user`/`--nats-password`
+    /// are then the shared `kubelet-bootstrap` credentials, which may do nothing else.
+    #[arg(long, env = "SKIFF_NATS_BOOTSTRAP")]
+    pub nats_bootstrap: bool,
     /// Seconds a node Lease is valid; the kubelet renews it every quarter of that, as the
     /// real kubelet does (keep the controller-manager's grace period above the renewal).
     #[arg(long, env = "SKIFF_NODE_LEASE_DURATION_SECONDS", default_value_t = 40)]
@@ -229,6 +233,54 @@ pub fn serve_metrics(bind: &str, component: &str) {
         }
         Err(e) => tracing::warn!(%bind, %component, error = %e, "cannot serve /metrics"),
     }
+}
+
+/// Asks the API server (as the shared `kubelet-bootstrap` NATS user, with the node-bootstrap
+/// token) for a NATS user of this node's own; returns its password, chosen here.
+async fn bootstrap_nats_user(c: &Connection, node: &str) -> anyhow::Result<String> {
+    use super::natsconf::{BootstrapAnswer, NodeBootstrap, BOOTSTRAP_INBOX, BOOTSTRAP_SUBJECT};
+    let mut o = async_nats::ConnectOptions::new()
+        .name("skiff kubelet bootstrap")
+        .custom_inbox_prefix(BOOTSTRAP_INBOX)
+        .request_timeout(Some(Duration::from_secs(10)));
+    if let Some(u) = &c.nats_user {
+        o = o.user_and_password(u.clone(), c.nats_password.clone().unwrap_or_default());
+    }
+    let nats = o
+        .connect(c.nats_url.as_str())
+        .await
+        .with_context(|| format!("connecting to {} to bootstrap", c.nats_url))?;
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    let body = rmp_serde::to_vec_named(&NodeBootstrap {
+        node: node.into(),
+        password: password.clone(),
+    })?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        crate::api::subject::HEADER_TOKEN,
+        format!("Bearer {}", c.bearer()?).as_str(),
+    );
+    // The API server may still be starting: ask until it answers.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let reply = loop {
+        match nats
+            .request_with_headers(BOOTSTRAP_SUBJECT, headers.clone(), body.clone().into())
+            .await
+        {
+            Ok(r) => break r,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "node bootstrap not answered yet");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => anyhow::bail!("node bootstrap: {e}"),
+        }
+    };
+    let answer: BootstrapAnswer = rmp_serde::from_slice(&reply.payload)?;
+    if let Some(e) = answer.error {
+        anyhow::bail!("node bootstrap refused: {e}");
+    }
+    tracing::info!(%node, "own NATS user issued");
+    Ok(password)
 }
 
 /// This host's name.
@@ -438,7 +490,27 @@ pub fn run_kubelet(mut args: KubeletArgs) -> anyhow::Result<()> {
     actix::System::new().block_on(async move {
         serve_metrics(&args.metrics_bind, "kubelet");
         let rt = runtime(&args.runtime, args.root.join(&node), &args.node_ip).await?;
-        let client = connect(&args.connection, &format!("system:node:{node}")).await?;
+        let identity = format!("system:node:{node}");
+        let client = if args.nats_bootstrap {
+            let password = bootstrap_nats_user(&args.connection, &node).await?;
+            let mut own = args.connection.clone();
+            own.nats_user = Some(identity.clone());
+            own.nats_password = Some(password);
+            // nats-server picks the new user up on its next reload: retry until it has.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                match connect(&own, &identity).await {
+                    Ok(c) => break c,
+                    Err(e) if tokio::time::Instant::now() < deadline => {
+                        tracing::debug!(error = %e, "own NATS user not active yet");
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        } else {
+            connect(&args.connection, &identity).await?
+        };
         let mut options = KubeletOptions::new(&node);
         options.node_ip = args.node_ip.clone();
         let lease = args.node_lease_duration_seconds.max(1);

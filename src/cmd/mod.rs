@@ -47,6 +47,8 @@ pub enum Command {
     Kubeconfig(kubeconfig::Args),
     /// Print a nats-server config giving each component its own user and permissions.
     NatsConfig(natsconf::Args),
+    /// Run nats-server on a config the API server extends (node users), reloading on change.
+    NatsRun(natsconf::RunArgs),
     /// Watch the control plane talk: the bus live (--follow), or one object's timeline.
     Trace(trace::Args),
     /// Everything on one machine: a nats-server child and the API server, embedded store.

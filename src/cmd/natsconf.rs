@@ -5,6 +5,12 @@
 //! command's output for docker compose (`--shared-kubelet`); bare hosts generate one with a
 //! user per node (`--node n1=PASSWORD`).
 //!
+//! With `--bootstrap`, identical kubelet replicas get a user each at run time: they connect as
+//! `kubelet-bootstrap`, which may only ask the API server for a node user on
+//! [`BOOTSTRAP_SUBJECT`]; the API server (holding a valid node-bootstrap token) adds
+//! `system:node:<name>` to this config and `skiff nats-run` has nats-server reload it. This is
+//! what docker compose runs (`deploy/nats/nats.conf` is the starting file).
+//!
 //! Component passwords are environment references (`$SKIFF_NATS_<COMPONENT>_PASSWORD`),
 //! resolved by nats-server when it starts, so the file holds no secret.
 
@@ -21,12 +27,22 @@ pub struct Args {
     /// `system:node:NAME`.
     #[arg(long = "node", value_name = "NAME=PASSWORD")]
     pub nodes: Vec<String>,
-    /// Add one `kubelet` user shared by identical kubelet replicas (docker compose): it may
-    /// publish requests under any identity (the API server still holds each to the node its
-    /// token and identity name) and subscribe to any inbox and node subject.
+    /// Add one `kubelet` user shared by identical kubelet replicas: it may publish requests
+    /// under any identity (the API server still holds each to the node its token and identity
+    /// name) and subscribe to any inbox and node subject. Prefer `--bootstrap`.
     #[arg(long)]
     pub shared_kubelet: bool,
+    /// Add the `kubelet-bootstrap` user, which may only ask for a node user of its own.
+    #[arg(long)]
+    pub bootstrap: bool,
 }
+
+/// Where a bootstrapping kubelet asks the API server for its own NATS user.
+pub const BOOTSTRAP_SUBJECT: &str = "skiff.bootstrap.node";
+/// The inbox prefix of those requests' answers.
+pub const BOOTSTRAP_INBOX: &str = "_INBOX.skiff-bootstrap";
+/// The user bootstrapping kubelets share.
+pub const BOOTSTRAP_USER: &str = "kubelet-bootstrap";
 
 /// One NATS user: name, password (literal or `$ENV`), publish and subscribe allow lists.
 struct User {
@@ -75,7 +91,7 @@ fn node(name: &str, password: &str) -> User {
 }
 
 /// Renders the configuration.
-pub fn render(nodes: &[(String, String)], shared_kubelet: bool) -> String {
+pub fn render(nodes: &[(String, String)], shared_kubelet: bool, bootstrap: bool) -> String {
     let mut users = vec![
         User {
             name: "apiserver".into(),
@@ -86,6 +102,7 @@ pub fn render(nodes: &[(String, String)], shared_kubelet: bool) -> String {
                 format!("{APISERVER_INBOX}.>"),
                 "skiff.trace.>".into(),
                 format!("{TRACE_INBOX}.>"),
+                BOOTSTRAP_SUBJECT.into(),
             ],
         },
         component("scheduler", "system:kube-scheduler"),
@@ -110,7 +127,16 @@ pub fn render(nodes: &[(String, String)], shared_kubelet: bool) -> String {
             subscribe: vec!["_INBOX.*.>".into(), "skiff.node.*.>".into()],
         });
     }
+    if bootstrap {
+        users.push(User {
+            name: BOOTSTRAP_USER.into(),
+            password: format!("${}", password_env(BOOTSTRAP_USER)),
+            publish: vec![BOOTSTRAP_SUBJECT.into()],
+            subscribe: vec![format!("{BOOTSTRAP_INBOX}.>")],
+        });
+    }
     users.extend(nodes.iter().map(|(n, p)| node(n, p)));
+    // Passwords are quoted as JSON strings; a node name can hold only DNS characters.
     let quoted = |v: &[String]| {
         v.iter()
             .map(|s| format!("{s:?}"))
@@ -154,8 +180,221 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         nodes.push((name.to_string(), password.to_string()));
     }
-    print!("{}", render(&nodes, args.shared_kubelet));
+    print!("{}", render(&nodes, args.shared_kubelet, args.bootstrap));
     Ok(())
+}
+
+/// A bootstrapping kubelet's request: the node it is, and the password it chose for its own
+/// NATS user (the bootstrap subject is readable by the API server alone).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodeBootstrap {
+    /// Node name (a DNS-1123 subdomain).
+    pub node: String,
+    /// The password of `system:node:<node>`.
+    pub password: String,
+}
+
+/// The answer: empty on success.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct BootstrapAnswer {
+    /// Why it was refused.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Node users the API server has handed out, kept in `<data-dir>/nats-nodes.csv`
+/// (`node,password`, mode 0600) and rendered into the nats-server config it maintains.
+struct NodeUsers {
+    file: std::path::PathBuf,
+    config: std::path::PathBuf,
+    users: std::collections::BTreeMap<String, String>,
+}
+
+impl NodeUsers {
+    fn load(data_dir: &std::path::Path, config: &std::path::Path) -> NodeUsers {
+        let file = data_dir.join("nats-nodes.csv");
+        let users = std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(','))
+            .map(|(n, p)| (n.to_string(), p.to_string()))
+            .collect();
+        NodeUsers {
+            file,
+            config: config.to_path_buf(),
+            users,
+        }
+    }
+
+    /// Writes both files (each replaced whole, by rename, so nats-server never reads half).
+    fn save(&self) -> std::io::Result<()> {
+        let csv: String = self
+            .users
+            .iter()
+            .map(|(n, p)| format!("{n},{p}\n"))
+            .collect();
+        write_atomically(&self.file, &csv, 0o600)?;
+        let nodes: Vec<(String, String)> = self
+            .users
+            .iter()
+            .map(|(n, p)| (n.clone(), p.clone()))
+            .collect();
+        write_atomically(&self.config, &render(&nodes, false, true), 0o600)
+    }
+}
+
+fn write_atomically(path: &std::path::Path, text: &str, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Serves [`BOOTSTRAP_SUBJECT`] in the API server: a caller whose token is in
+/// `system:node-bootstrappers` gets `system:node:<node>` with the password it chose, written
+/// into the nats-server config at `config` (which `skiff nats-run` reloads).
+pub async fn serve_bootstrap(
+    nats: async_nats::Client,
+    auth: std::sync::Arc<crate::apiserver::Authenticator>,
+    data_dir: std::path::PathBuf,
+    config: std::path::PathBuf,
+) {
+    use futures::StreamExt;
+    let mut users = NodeUsers::load(&data_dir, &config);
+    if let Err(e) = users.save() {
+        tracing::warn!(path = %config.display(), error = %e, "cannot write the NATS config");
+    }
+    let mut sub = match nats.subscribe(BOOTSTRAP_SUBJECT).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot serve node bootstrap");
+            return;
+        }
+    };
+    while let Some(msg) = sub.next().await {
+        let Some(reply) = msg.reply.clone() else {
+            continue;
+        };
+        let token = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(crate::api::subject::HEADER_TOKEN))
+            .map(|v| v.as_str().to_string());
+        let answer = (|| {
+            let user = auth
+                .authenticate(token.as_deref())
+                .map_err(|_| "unknown token".to_string())?;
+            if !user
+                .groups
+                .iter()
+                .any(|g| g == crate::apiserver::NODE_BOOTSTRAP_GROUP)
+            {
+                return Err(format!(
+                    "{} is not in {}",
+                    user.name,
+                    crate::apiserver::NODE_BOOTSTRAP_GROUP
+                ));
+            }
+            let req: NodeBootstrap =
+                rmp_serde::from_slice(&msg.payload).map_err(|e| format!("malformed: {e}"))?;
+            let dns = |s: &str| {
+                !s.is_empty()
+                    && s.len() <= 253
+                    && s.split('.').all(|l| {
+                        !l.is_empty()
+                            && l.len() <= 63
+                            && l.bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                            && !l.starts_with('-')
+                            && !l.ends_with('-')
+                    })
+            };
+            if !dns(&req.node) {
+                return Err(format!("{:?} is not a valid node name", req.node));
+            }
+            if req.password.len() < 16 || !req.password.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err("the password must be 16 or more letters and digits".into());
+            }
+            users.users.insert(req.node.clone(), req.password);
+            users
+                .save()
+                .map_err(|e| format!("writing the NATS config: {e}"))?;
+            tracing::info!(node = %req.node, "node NATS user issued");
+            Ok(())
+        })();
+        let answer = BootstrapAnswer {
+            error: answer.err(),
+        };
+        if let Ok(bytes) = rmp_serde::to_vec_named(&answer) {
+            let _ = nats.publish(reply, bytes.into()).await;
+        }
+    }
+}
+
+/// Flags of `skiff nats-run`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct RunArgs {
+    /// The config nats-server runs with; written (with no node users yet) if missing, and
+    /// reloaded whenever it changes.
+    #[arg(long, env = "SKIFF_NATS_CONFIG")]
+    pub config: std::path::PathBuf,
+    /// Where nats-server is.
+    #[arg(long, default_value = "nats-server")]
+    pub nats_server: String,
+    /// More nats-server flags (after `--`).
+    #[arg(last = true)]
+    pub extra: Vec<String>,
+}
+
+/// `skiff nats-run`: runs nats-server on a config that the API server may rewrite (node users
+/// issued at bootstrap) and signals it to reload on every change; passes SIGTERM/SIGINT on
+/// and exits with nats-server's status.
+pub fn run_nats(args: RunArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if !args.config.exists() {
+        if let Some(dir) = args.config.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        write_atomically(&args.config, &render(&[], false, true), 0o600)
+            .with_context(|| format!("writing {}", args.config.display()))?;
+    }
+    let mut child = std::process::Command::new(&args.nats_server)
+        .arg("-c")
+        .arg(&args.config)
+        .args(&args.extra)
+        .spawn()
+        .with_context(|| format!("starting {}", args.nats_server))?;
+    let pid = child.id() as i32;
+    static STOP: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+    extern "C" fn on_signal(sig: libc::c_int) {
+        STOP.store(sig, std::sync::atomic::Ordering::Relaxed);
+    }
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&args.config);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        let sig = STOP.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if sig != 0 {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid, sig) };
+        }
+        let now = modified(&args.config);
+        if now != seen {
+            seen = now;
+            tracing::info!(config = %args.config.display(), "config changed: reloading nats-server");
+            // SAFETY: signalling our own child; SIGHUP makes nats-server reload its config.
+            unsafe { libc::kill(pid, libc::SIGHUP) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 #[cfg(test)]
@@ -167,14 +406,14 @@ mod tests {
         let checked_in = include_str!("../../deploy/nats/nats.conf");
         assert_eq!(
             checked_in,
-            render(&[], true),
-            "regenerate: skiff nats-config --shared-kubelet > deploy/nats/nats.conf"
+            render(&[], false, true),
+            "regenerate: skiff nats-config --bootstrap > deploy/nats/nats.conf"
         );
     }
 
     #[test]
     fn a_node_user_is_held_to_its_own_subjects() {
-        let text = render(&[("n1.example".into(), "pw".into())], false);
+        let text = render(&[("n1.example".into(), "pw".into())], false, false);
         assert!(
             text.contains(r#"user: "system:node:n1.example", password: "pw""#),
             "{text}"
@@ -185,5 +424,6 @@ mod tests {
         );
         assert!(text.contains(r#""skiff.node.n1%2Eexample.>""#), "{text}");
         assert!(!text.contains("user: \"kubelet\""));
+        assert!(!text.contains(BOOTSTRAP_USER));
     }
 }
