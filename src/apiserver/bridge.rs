@@ -77,6 +77,7 @@ pub async fn serve_nats(
 
 impl StreamHandler<Message> for NatsBridge {
     fn handle(&mut self, msg: Message, ctx: &mut Context<Self>) {
+        let _span = tracing::debug_span!("handle", actor = "NatsBridge", message = "Request", subject = %msg.subject).entered();
         let Some(reply) = msg.reply.clone() else {
             tracing::debug!(subject = %msg.subject, "request without a reply subject dropped");
             return;
@@ -115,6 +116,7 @@ impl Handler<Shutdown> for NatsBridge {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        let _span = crate::trace::handler_span("NatsBridge", "Shutdown", None).entered();
         if let Some(h) = self.subscription.take() {
             ctx.cancel_future(h);
         }

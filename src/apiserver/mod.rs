@@ -324,6 +324,7 @@ impl Handler<GetStats> for ApiServer {
     type Result = ResponseFuture<Result<StoreStats, Status>>;
 
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        let _span = crate::trace::handler_span("ApiServer", "GetStats", None).entered();
         let registry = self.registry.clone();
         Box::pin(async move { registry.stats().await })
     }

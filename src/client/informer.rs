@@ -26,6 +26,18 @@ pub enum Notification {
     Synced,
 }
 
+impl Notification {
+    /// The object it is about (the new one for an update), if any.
+    pub fn object(&self) -> Option<&Value> {
+        match self {
+            Notification::Added(o) | Notification::Updated(_, o) | Notification::Deleted(o) => {
+                Some(o)
+            }
+            Notification::Synced => None,
+        }
+    }
+}
+
 /// The informer's cache, readable from anywhere.
 #[derive(Clone, Default)]
 pub struct Cache {

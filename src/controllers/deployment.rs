@@ -106,6 +106,16 @@ impl Handler<Seen> for DeploymentController {
     type Result = ();
 
     fn handle(&mut self, seen: Seen, ctx: &mut Context<Self>) {
+        let _span = crate::trace::handler_span(
+            "DeploymentController",
+            "Seen",
+            match &seen {
+                Seen::Deployment(n) => n.object(),
+                Seen::ReplicaSet(n) => n.object(),
+                _ => None,
+            },
+        )
+        .entered();
         match seen {
             Seen::Deployment(Notification::Added(d) | Notification::Updated(_, d)) => {
                 self.queue.add(key_of(&d))

@@ -258,6 +258,15 @@ impl Handler<Seen> for GarbageCollector {
     type Result = ();
 
     fn handle(&mut self, seen: Seen, ctx: &mut Context<Self>) {
+        let _span = crate::trace::handler_span(
+            "GarbageCollector",
+            "Seen",
+            match &seen {
+                Seen::Change(n) => n.object(),
+                _ => None,
+            },
+        )
+        .entered();
         match seen {
             Seen::Change(Notification::Deleted(owner)) => {
                 self.gone.insert(meta::uid(&owner).to_string());

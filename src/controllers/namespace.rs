@@ -118,6 +118,15 @@ impl Handler<Seen> for NamespaceController {
     type Result = ();
 
     fn handle(&mut self, seen: Seen, ctx: &mut Context<Self>) {
+        let _span = crate::trace::handler_span(
+            "NamespaceController",
+            "Seen",
+            match &seen {
+                Seen::Change(n) => n.object(),
+                _ => None,
+            },
+        )
+        .entered();
         match seen {
             Seen::Change(_) | Seen::Tick => self.tick(ctx),
             Seen::Done => self.busy = false,

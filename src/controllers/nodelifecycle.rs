@@ -268,6 +268,16 @@ impl Handler<Seen> for NodeLifecycleController {
     type Result = ();
 
     fn handle(&mut self, seen: Seen, ctx: &mut Context<Self>) {
+        let _span = crate::trace::handler_span(
+            "NodeLifecycleController",
+            "Seen",
+            match &seen {
+                Seen::Lease(n) => n.object(),
+                Seen::Ignore(n) => n.object(),
+                _ => None,
+            },
+        )
+        .entered();
         match seen {
             Seen::Lease(Notification::Added(l) | Notification::Updated(_, l)) => {
                 let renew = l

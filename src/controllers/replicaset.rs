@@ -150,6 +150,16 @@ impl Handler<Seen> for ReplicaSetController {
     type Result = ();
 
     fn handle(&mut self, seen: Seen, ctx: &mut Context<Self>) {
+        let _span = crate::trace::handler_span(
+            "ReplicaSetController",
+            "Seen",
+            match &seen {
+                Seen::ReplicaSet(n) => n.object(),
+                Seen::Pod(n) => n.object(),
+                _ => None,
+            },
+        )
+        .entered();
         match seen {
             Seen::ReplicaSet(Notification::Added(rs) | Notification::Updated(_, rs)) => {
                 self.queue.add(key_of(&rs))
@@ -208,6 +218,7 @@ impl Handler<Done> for ReplicaSetController {
     type Result = ();
 
     fn handle(&mut self, _: Done, ctx: &mut Context<Self>) {
+        let _span = crate::trace::handler_span("ReplicaSetController", "Done", None).entered();
         self.busy = false;
         self.kick(ctx);
     }

@@ -171,6 +171,7 @@ impl Actor for Kubelet {
 
 impl StreamHandler<Notification> for Kubelet {
     fn handle(&mut self, note: Notification, _: &mut Context<Self>) {
+        let _span = crate::trace::handler_span("Kubelet", "Notification", note.object()).entered();
         let pod = match note {
             Notification::Added(p) | Notification::Updated(_, p) => p,
             Notification::Deleted(p) => {

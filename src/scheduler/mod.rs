@@ -399,6 +399,15 @@ impl Handler<Seen> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, seen: Seen, ctx: &mut Context<Self>) {
+        let _span = crate::trace::handler_span(
+            "Scheduler",
+            "Seen",
+            match &seen {
+                Seen::Node(n) | Seen::Pod(n) => n.object(),
+                _ => None,
+            },
+        )
+        .entered();
         match seen {
             Seen::Node(n) => self.on_node(n),
             Seen::Pod(n) => self.on_pod(n),
@@ -417,6 +426,7 @@ impl Handler<Drain> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) {
+        let _span = crate::trace::handler_span("Scheduler", "Drain", None).entered();
         self.draining = false;
         if !self.leading {
             return;
@@ -435,6 +445,7 @@ impl Handler<BindFailed> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: BindFailed, ctx: &mut Context<Self>) {
+        let _span = crate::trace::handler_span("Scheduler", "BindFailed", Some(&msg.pod)).entered();
         if let Some(summary) = self.node_of(&msg.node) {
             summary.remove_pod(&msg.pod);
         }

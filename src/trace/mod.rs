@@ -327,6 +327,35 @@ pub enum Side {
     Server,
 }
 
+/// A `tracing` span for one actor handler — `actor` and `message` — with the object it is
+/// about (kind, namespace, name) and the trace that produced that object's version, so log
+/// lines inside carry them. Nothing is computed unless debug logging is on.
+pub fn handler_span(
+    actor: &'static str,
+    message: &'static str,
+    obj: Option<&Value>,
+) -> tracing::Span {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return tracing::Span::none();
+    }
+    let field = |p: &str| {
+        obj.and_then(|o| o.pointer(p))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let trace_id = obj.and_then(of).map(|c| c.trace_hex()).unwrap_or_default();
+    tracing::debug_span!(
+        "handle",
+        actor,
+        message,
+        kind = %field("/kind"),
+        namespace = %field("/metadata/namespace"),
+        name = %field("/metadata/name"),
+        trace_id = %trace_id,
+    )
+}
+
 /// The component name a user identity stands for in traces.
 pub fn component_of(user: &str) -> String {
     match user {

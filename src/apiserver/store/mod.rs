@@ -490,6 +490,8 @@ impl Handler<Persisted> for Store {
     type Result = ();
 
     fn handle(&mut self, msg: Persisted, ctx: &mut Context<Self>) {
+        let _span =
+            tracing::debug_span!("handle", actor = "Store", message = "Persisted").entered();
         if msg.epoch != self.epoch {
             return; // a batch already failed with its epoch
         }
@@ -562,6 +564,7 @@ impl Handler<Range> for Store {
     type Result = Result<RangeResult, StoreError>;
 
     fn handle(&mut self, msg: Range, _: &mut Context<Self>) -> Self::Result {
+        let _span = tracing::debug_span!("handle", actor = "Store", message = "Range", prefix = %msg.prefix).entered();
         let at = match msg.at {
             Some(at) if at < self.revision => {
                 self.check_window(at)?;
@@ -770,6 +773,9 @@ impl Handler<Create> for Store {
     type Result = ResponseFuture<Result<KeyValue, StoreError>>;
 
     fn handle(&mut self, msg: Create, ctx: &mut Context<Self>) -> Self::Result {
+        let _span =
+            tracing::debug_span!("handle", actor = "Store", message = "Create", key = %msg.key)
+                .entered();
         if self.latest(&msg.key).is_some() {
             return ready(Err(StoreError::AlreadyExists));
         }
@@ -781,6 +787,9 @@ impl Handler<Update> for Store {
     type Result = ResponseFuture<Result<KeyValue, StoreError>>;
 
     fn handle(&mut self, msg: Update, ctx: &mut Context<Self>) -> Self::Result {
+        let _span =
+            tracing::debug_span!("handle", actor = "Store", message = "Update", key = %msg.key)
+                .entered();
         let prev = match self.latest(&msg.key) {
             None => return ready(Err(StoreError::NotFound)),
             Some(kv) if kv.mod_revision != msg.expect => {
@@ -798,6 +807,9 @@ impl Handler<Delete> for Store {
     type Result = ResponseFuture<Result<KeyValue, StoreError>>;
 
     fn handle(&mut self, msg: Delete, ctx: &mut Context<Self>) -> Self::Result {
+        let _span =
+            tracing::debug_span!("handle", actor = "Store", message = "Delete", key = %msg.key)
+                .entered();
         let prev = match self.latest(&msg.key) {
             None => return ready(Err(StoreError::NotFound)),
             Some(kv) if kv.mod_revision != msg.expect => {
@@ -864,6 +876,7 @@ impl Handler<Watch> for Store {
     type Result = Result<WatchStart, StoreError>;
 
     fn handle(&mut self, msg: Watch, _: &mut Context<Self>) -> Self::Result {
+        let _span = tracing::debug_span!("handle", actor = "Store", message = "Watch", prefix = %msg.prefix).entered();
         let (snapshot, after) = match msg.after {
             Some(after) => {
                 self.check_window(after)?;
@@ -919,6 +932,7 @@ impl Handler<Stats> for Store {
     type Result = MessageResult<Stats>;
 
     fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
+        let _span = tracing::debug_span!("handle", actor = "Store", message = "Stats").entered();
         MessageResult(StoreStats {
             revision: self.revision,
             watchers: self.watchers.len(),
@@ -936,6 +950,8 @@ impl Handler<CurrentRevision> for Store {
     type Result = Revision;
 
     fn handle(&mut self, _: CurrentRevision, _: &mut Context<Self>) -> Revision {
+        let _span =
+            tracing::debug_span!("handle", actor = "Store", message = "CurrentRevision").entered();
         self.revision
     }
 }
