@@ -14,15 +14,6 @@ use serde_json::Value;
 
 use common::*;
 
-fn docker_present() -> bool {
-    Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// `docker compose` (v2) when the plugin is there, else `docker-compose` (v1).
 fn compose_cli() -> Vec<String> {
     let v2 = Command::new("docker")

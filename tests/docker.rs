@@ -6,23 +6,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use skiff::api::wire::{Request, Verb};
 
 use common::*;
-
-/// Whether a Docker Engine answers here.
-pub fn docker_present() -> bool {
-    Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 /// The image the pods run (made by `scripts/base-image` when it cannot be pulled).
 const IMAGE: &str = "debian:bookworm-slim";

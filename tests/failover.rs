@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -13,25 +12,8 @@ use skiff::metrics;
 
 use common::*;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn skiff(args: &[&str]) -> Proc {
-    Proc(
-        Command::new(skiff_bin())
-            .args(args)
-            .env("SKIFF_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    )
+fn skiff(args: &[&str]) -> SkiffProcess {
+    SkiffProcess::start(args, &[])
 }
 
 /// `scheduler_schedule_attempts_total{result="scheduled"}` of the scheduler on `port`.
@@ -58,7 +40,7 @@ async fn one_scheduler_process_binds_and_the_standby_takes_over_when_it_is_kille
     let dir = tempfile::tempdir().unwrap();
     let _api = ApiProcess::start(&url, dir.path(), &[]);
     let ports = [free_port(), free_port()];
-    let mut schedulers: Vec<Option<Proc>> = ["s-a", "s-b"]
+    let mut schedulers: Vec<Option<SkiffProcess>> = ["s-a", "s-b"]
         .iter()
         .zip(ports)
         .map(|(id, port)| {

@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
@@ -14,25 +14,8 @@ use skiff::metrics::{self, Sample};
 
 use common::*;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn component(args: &[&str]) -> Proc {
-    Proc(
-        Command::new(skiff_bin())
-            .args(args)
-            .env("SKIFF_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    )
+fn component(args: &[&str]) -> SkiffProcess {
+    SkiffProcess::start(args, &[])
 }
 
 fn scrape_http(port: u16) -> Option<Vec<Sample>> {

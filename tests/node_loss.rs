@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -13,30 +12,14 @@ use skiff::api::wire::ListOptions;
 
 use common::*;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A component process, without a metrics listener (several run on one host).
+fn skiff(args: &[&str], env: &[(&str, &str)]) -> SkiffProcess {
+    let mut args = args.to_vec();
+    args.extend(["--metrics-bind", ""]);
+    SkiffProcess::start(&args, env)
 }
 
-fn skiff(args: &[&str], env: &[(&str, &str)]) -> Proc {
-    Proc(
-        Command::new(skiff_bin())
-            .args(args)
-            .args(["--metrics-bind", ""])
-            .envs(env.iter().copied())
-            .env("SKIFF_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn kubelet(url: &str, node: &str) -> Proc {
+fn kubelet(url: &str, node: &str) -> SkiffProcess {
     skiff(
         &[
             "kubelet",

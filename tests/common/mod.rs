@@ -310,3 +310,55 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A `skiff` process (any subcommand), killed on drop.
+pub struct SkiffProcess(pub Child);
+
+impl SkiffProcess {
+    /// Starts `skiff <args>` with `env`, logging warnings to the test's stderr.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> SkiffProcess {
+        SkiffProcess(
+            Command::new(skiff_bin())
+                .args(args)
+                .envs(env.iter().copied())
+                .env("SKIFF_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("skiff starts"),
+        )
+    }
+}
+
+impl Drop for SkiffProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether a Docker Engine answers here (the compose and docker tests need one).
+pub fn docker_present() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// An admin client over NATS, once the API server answers.
+pub async fn admin_when_ready(url: &str) -> ApiClient {
+    let url = url.to_string();
+    wait_for(Duration::from_secs(20), "the API server answers", || {
+        let url = url.clone();
+        async move {
+            let c = ApiClient::connect(ClientOptions::new(&url, ADMIN.0, ADMIN.1))
+                .await
+                .ok()?;
+            c.api("", "namespaces", None).get("default").await.ok()?;
+            Some(c)
+        }
+    })
+    .await
+}
