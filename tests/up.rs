@@ -178,12 +178,25 @@ fn skiff_up_runs_a_deployment_of_real_processes() {
     let pod_ip = up.ok(&["get", "pod", &pod, "-o", "jsonpath={.status.podIP}"]);
     assert!(http_get(&pod_ip, 8080).is_some());
     std::thread::sleep(Duration::from_millis(1500));
+    let follows = |u: &Up| {
+        let samples = skiff::metrics::parse(&u.ok(&["get", "--raw", "/metrics"])).unwrap();
+        skiff::metrics::sample_value(&samples, "kubelet_log_follows_open", &[])
+    };
+    assert_eq!(
+        follows(&up),
+        Some(1.0),
+        "the kubelet serves the followed log"
+    );
     let _ = follow.kill();
     let streamed = String::from_utf8_lossy(&follow.wait_with_output().unwrap().stdout).to_string();
     assert!(
         streamed.matches("\"GET / HTTP/1.0\" 200").count() >= 2,
         "followed output: {streamed}"
     );
+    // With the client gone, the kubelet stops streaming (it finds nobody listening).
+    up.eventually("the kubelet stops following the log", 20, |u| {
+        follows(u) == Some(0.0)
+    });
 
     up.ok(&["scale", "deployment/web", "--replicas=6"]);
     up.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);

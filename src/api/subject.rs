@@ -21,6 +21,9 @@ pub const HEADER_TRACEPARENT: &str = "traceparent";
 pub const HEADER_REQUEST_ID: &str = "Skiff-Request-Id";
 /// Header marking the last message of a followed log stream.
 pub const HEADER_END: &str = "Skiff-End";
+/// Header of a kubelet's "still listening?" request to a followed log's inbox: nobody answers
+/// it, but when nobody listens any more NATS says so (no responders) and the kubelet stops.
+pub const HEADER_PING: &str = "Skiff-Ping";
 /// Header carrying the HTTP-style status code of a reply.
 pub const HEADER_CODE: &str = "Skiff-Code";
 

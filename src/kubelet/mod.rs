@@ -332,7 +332,9 @@ async fn heartbeat(
     }
 }
 
-/// Streams a container's new output to `inbox` until it exits (or an hour passes).
+/// Streams a container's new output to `inbox` until it exits, an hour passes, or nobody
+/// listens any more (the client went away: every few seconds a ping request to the inbox
+/// finds out, as NATS answers "no responders" once the API server dropped the subscription).
 async fn follow_logs(
     nats: async_nats::Client,
     runtime: Arc<dyn ContainerRuntime>,
@@ -340,9 +342,36 @@ async fn follow_logs(
     inbox: String,
     mut sent: usize,
 ) {
+    let open = crate::metrics::gauge(
+        "kubelet_log_follows_open",
+        "Followed log streams (kubectl logs -f) being served.",
+        &[],
+    )
+    .with(&[]);
+    open.inc();
+    struct Close(crate::metrics::Gauge);
+    impl Drop for Close {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    let _close = Close(open);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+    let mut polls = 0u32;
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
+        polls += 1;
+        if polls % 10 == 0 {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(subject::HEADER_PING, "1");
+            let ping = nats.request_with_headers(inbox.clone(), headers, bytes::Bytes::new());
+            if let Ok(Err(e)) = tokio::time::timeout(Duration::from_millis(500), ping).await {
+                if e.kind() == async_nats::RequestErrorKind::NoResponders {
+                    tracing::debug!(container = %id.container, "log follower gone");
+                    return;
+                }
+            }
+        }
         let text = runtime.logs(&id, None, false).await.unwrap_or_default();
         if text.len() > sent {
             let chunk = text.as_bytes()[sent..].to_vec();

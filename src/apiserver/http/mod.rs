@@ -619,15 +619,20 @@ async fn resource_call(
         Reply::TextStream(first, sub) => {
             let rest = futures::stream::unfold(Some(*sub), |sub| async move {
                 let mut sub = sub?;
-                let msg = sub.next().await?;
-                let end = msg
-                    .headers
-                    .as_ref()
-                    .is_some_and(|h| h.get(crate::api::subject::HEADER_END).is_some());
-                if end {
-                    return None;
+                loop {
+                    let msg = sub.next().await?;
+                    let has =
+                        |name: &str| msg.headers.as_ref().is_some_and(|h| h.get(name).is_some());
+                    if has(crate::api::subject::HEADER_END) {
+                        return None;
+                    }
+                    // The kubelet asking whether anyone still listens: this subscription
+                    // existing is the answer.
+                    if has(crate::api::subject::HEADER_PING) {
+                        continue;
+                    }
+                    return Some((Ok::<_, actix_web::Error>(msg.payload), Some(sub)));
                 }
-                Some((Ok::<_, actix_web::Error>(msg.payload), Some(sub)))
             });
             let body =
                 futures::stream::once(async move { Ok::<_, actix_web::Error>(first) }).chain(rest);
