@@ -361,7 +361,7 @@ async fn follow_logs(
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
         polls += 1;
-        if polls % 10 == 0 {
+        if polls.is_multiple_of(10) {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(subject::HEADER_PING, "1");
             let ping = nats.request_with_headers(inbox.clone(), headers, bytes::Bytes::new());
