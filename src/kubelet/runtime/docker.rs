@@ -37,7 +37,6 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{ContainerId, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError};
@@ -274,23 +273,7 @@ impl DockerRuntime {
             .filter(|(_, entry)| entry.instances.last().is_some_and(|i| i.exited.is_none()))
             .map(|(id, _)| id.clone())
             .collect();
-        let mut stops = JoinSet::new();
-        for id in ids {
-            let runtime = self.clone();
-            stops.spawn(async move {
-                let result = runtime.stop(&id, grace).await;
-                (id, result)
-            });
-        }
-        while let Some(done) = stops.join_next().await {
-            match done {
-                Ok((_, Ok(()))) => {}
-                Ok((id, Err(e))) => {
-                    tracing::warn!(container = %label(&id), error = %e, "stopping container on shutdown")
-                }
-                Err(e) => tracing::warn!(error = %e, "stop task failed on shutdown"),
-            }
-        }
+        super::stop_each(self, ids, grace).await;
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<ContainerId, Entry>> {
@@ -417,11 +400,11 @@ impl DockerRuntime {
         let Some(entry) = containers.get_mut(id) else {
             return Err(RuntimeError::Other(format!(
                 "container {} vanished while starting",
-                label(id)
+                id.label()
             )));
         };
         if entry.starting {
-            return Err(start_error(id, "it is already being started"));
+            return Err(RuntimeError::start(id, "it is already being started"));
         }
         entry.starting = true;
         let number = entry.next_instance;
@@ -583,7 +566,7 @@ impl DockerRuntime {
         number: u64,
     ) -> Result<Instance, RuntimeError> {
         let body = create_body(id, spec, number, &self.inner.network)
-            .map_err(|why| start_error(id, why))?;
+            .map_err(|why| RuntimeError::start(id, why))?;
         let name = container_name(id, number);
         let created = self
             .call_json(
@@ -610,7 +593,7 @@ impl DockerRuntime {
                     why: e.message,
                 })
             }
-            Err(e) => return Err(start_error(id, e.message)),
+            Err(e) => return Err(RuntimeError::start(id, e.message)),
         };
         let started = self
             .call(
@@ -623,7 +606,7 @@ impl DockerRuntime {
             .await;
         if let Err(e) = started {
             self.delete(&docker_id).await;
-            return Err(start_error(id, e.message));
+            return Err(RuntimeError::start(id, e.message));
         }
         // A command tini cannot execute shows as an exit within moments.
         let deadline = Instant::now() + START_CHECK;
@@ -634,7 +617,7 @@ impl DockerRuntime {
                     ..
                 }) => {
                     self.delete(&docker_id).await;
-                    return Err(start_error(id, why));
+                    return Err(RuntimeError::start(id, why));
                 }
                 Ok(Observed {
                     state: state @ ContainerState::Exited { .. },
@@ -644,11 +627,14 @@ impl DockerRuntime {
                 Ok(_) => break None,
                 Err(e) => {
                     self.delete(&docker_id).await;
-                    return Err(start_error(id, format!("inspecting after start: {e}")));
+                    return Err(RuntimeError::start(
+                        id,
+                        format!("inspecting after start: {e}"),
+                    ));
                 }
             }
         };
-        tracing::debug!(container = %label(id), %name, %docker_id, image = %spec.image, "started docker container");
+        tracing::debug!(container = %id.label(), %name, %docker_id, image = %spec.image, "started docker container");
         Ok(Instance {
             number,
             docker_id,
@@ -696,7 +682,7 @@ impl ContainerRuntime for DockerRuntime {
             ("container name", &id.container),
         ] {
             if value.is_empty() {
-                return Err(start_error(id, format!("empty {what}")));
+                return Err(RuntimeError::start(id, format!("empty {what}")));
             }
         }
         self.load(id).await?;
@@ -712,7 +698,7 @@ impl ContainerRuntime for DockerRuntime {
                     state: ContainerState::Running { .. },
                     ..
                 }) => {
-                    return Err(start_error(
+                    return Err(RuntimeError::start(
                         id,
                         format!(
                             "it is already running (docker {})",
@@ -746,7 +732,7 @@ impl ContainerRuntime for DockerRuntime {
             self.delete(&docker_id).await;
             return Err(RuntimeError::Other(format!(
                 "container {} was removed while starting",
-                label(id)
+                id.label()
             )));
         };
         for old in outdated {
@@ -765,7 +751,7 @@ impl ContainerRuntime for DockerRuntime {
         }
         // Docker counts whole seconds; round a fraction up rather than kill at once.
         let seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
-        tracing::debug!(container = %label(id), docker_id = %current.docker_id, seconds, "stopping docker container");
+        tracing::debug!(container = %id.label(), docker_id = %current.docker_id, seconds, "stopping docker container");
         let path = format!("/containers/{}/stop?t={seconds}", current.docker_id);
         match self
             .call(
@@ -782,14 +768,14 @@ impl ContainerRuntime for DockerRuntime {
             Err(e) if e.is(304) || e.is(404) => Ok(()),
             Err(e) => Err(RuntimeError::Other(format!(
                 "docker: stopping {}: {e}",
-                label(id)
+                id.label()
             ))),
         }
     }
 
     async fn state(&self, id: &ContainerId) -> ContainerState {
         if let Err(e) = self.load(id).await {
-            tracing::warn!(container = %label(id), error = %e, "docker: listing containers");
+            tracing::warn!(container = %id.label(), error = %e, "docker: listing containers");
             return ContainerState::Unknown;
         }
         let Some(current) = self.instance(id, false) else {
@@ -807,7 +793,7 @@ impl ContainerRuntime for DockerRuntime {
             }
             Err(e) if e.is(404) => ContainerState::Unknown,
             Err(e) => {
-                tracing::warn!(container = %label(id), error = %e, "docker: inspecting container");
+                tracing::warn!(container = %id.label(), error = %e, "docker: inspecting container");
                 ContainerState::Unknown
             }
         }
@@ -826,7 +812,7 @@ impl ContainerRuntime for DockerRuntime {
             .instance(id, false)
             .filter(|c| c.exited.is_none())
             .ok_or_else(|| {
-                RuntimeError::Other(format!("container {} is not running", label(id)))
+                RuntimeError::Other(format!("container {} is not running", id.label()))
             })?;
         let run = async {
             let created = self
@@ -883,11 +869,11 @@ impl ContainerRuntime for DockerRuntime {
             Ok(Ok(done)) => Ok(done),
             Ok(Err(e)) => Err(RuntimeError::Other(format!(
                 "docker: exec in {}: {e}",
-                label(id)
+                id.label()
             ))),
             Err(_) => Err(RuntimeError::Other(format!(
                 "docker: exec in {}: timed out after {}s",
-                label(id),
+                id.label(),
                 EXEC_TIMEOUT.as_secs()
             ))),
         }
@@ -902,7 +888,7 @@ impl ContainerRuntime for DockerRuntime {
         self.load(id).await?;
         let no_log = || {
             let which = if previous { "previous terminated " } else { "" };
-            RuntimeError::Other(format!("no log for {which}container {}", label(id)))
+            RuntimeError::Other(format!("no log for {which}container {}", id.label()))
         };
         let inst = self.instance(id, previous).ok_or_else(no_log)?;
         let tail = match tail {
@@ -928,7 +914,7 @@ impl ContainerRuntime for DockerRuntime {
             Err(e) if e.is(404) => Err(no_log()),
             Err(e) => Err(RuntimeError::Other(format!(
                 "docker: log of {}: {e}",
-                label(id)
+                id.label()
             ))),
         }
     }
@@ -963,7 +949,7 @@ impl ContainerRuntime for DockerRuntime {
         } else {
             Err(RuntimeError::Other(format!(
                 "docker: removing {}: {}",
-                label(id),
+                id.label(),
                 failures.join("; ")
             )))
         }
@@ -1364,18 +1350,6 @@ fn short(text: &str) -> String {
 /// The first 12 characters of a Docker id, as Docker shows them.
 fn short_id(docker_id: &str) -> &str {
     docker_id.get(..12).unwrap_or(docker_id)
-}
-
-/// `namespace/pod/container`, for messages.
-fn label(id: &ContainerId) -> String {
-    format!("{}/{}/{}", id.namespace, id.pod, id.container)
-}
-
-fn start_error(id: &ContainerId, why: impl Into<String>) -> RuntimeError {
-    RuntimeError::Start {
-        container: label(id),
-        why: why.into(),
-    }
 }
 
 #[cfg(test)]

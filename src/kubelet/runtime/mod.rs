@@ -27,6 +27,13 @@ pub struct ContainerId {
     pub container: String,
 }
 
+impl ContainerId {
+    /// `namespace/pod/container`, for logs and errors.
+    pub fn label(&self) -> String {
+        format!("{}/{}/{}", self.namespace, self.pod, self.container)
+    }
+}
+
 /// What to run: the parts of a Kubernetes container the runtimes use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerSpec {
@@ -91,6 +98,42 @@ pub enum RuntimeError {
     /// Anything else (I/O on log files, the runtime's own daemon…).
     #[error("{0}")]
     Other(String),
+}
+
+impl RuntimeError {
+    /// A start failure of container `id`.
+    pub fn start(id: &ContainerId, why: impl Into<String>) -> Self {
+        RuntimeError::Start {
+            container: id.label(),
+            why: why.into(),
+        }
+    }
+}
+
+/// Stops the containers `ids` of `runtime` concurrently and returns once all are stopped
+/// (kubelet shutdown); failures are logged.
+pub async fn stop_each<R: ContainerRuntime + Clone>(
+    runtime: &R,
+    ids: Vec<ContainerId>,
+    grace: std::time::Duration,
+) {
+    let mut stops = tokio::task::JoinSet::new();
+    for id in ids {
+        let runtime = runtime.clone();
+        stops.spawn(async move {
+            let result = runtime.stop(&id, grace).await;
+            (id, result)
+        });
+    }
+    while let Some(done) = stops.join_next().await {
+        match done {
+            Ok((_, Ok(()))) => {}
+            Ok((id, Err(e))) => {
+                tracing::warn!(container = %id.label(), error = %e, "stopping container on shutdown")
+            }
+            Err(e) => tracing::warn!(error = %e, "stop task failed on shutdown"),
+        }
+    }
 }
 
 /// A container runtime. Implementations are cheap to clone handles; every method may be

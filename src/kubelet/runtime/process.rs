@@ -33,7 +33,6 @@ use std::time::{Duration, SystemTime};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{ContainerId, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError};
@@ -153,23 +152,7 @@ impl ProcessRuntime {
             .filter(|(_, entry)| entry.current.as_ref().is_some_and(|inst| inst.running()))
             .map(|(id, _)| id.clone())
             .collect();
-        let mut stops = JoinSet::new();
-        for id in ids {
-            let runtime = self.clone();
-            stops.spawn(async move {
-                let result = runtime.stop(&id, grace).await;
-                (id, result)
-            });
-        }
-        while let Some(done) = stops.join_next().await {
-            match done {
-                Ok((_, Ok(()))) => {}
-                Ok((id, Err(e))) => {
-                    tracing::warn!(container = %label(&id), error = %e, "stopping container on shutdown")
-                }
-                Err(e) => tracing::warn!(error = %e, "stop task failed on shutdown"),
-            }
-        }
+        super::stop_each(self, ids, grace).await;
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<ContainerId, Entry>> {
@@ -223,10 +206,10 @@ impl ProcessRuntime {
             current: None,
         });
         if entry.starting {
-            return Err(start_error(id, "it is already being started"));
+            return Err(RuntimeError::start(id, "it is already being started"));
         }
         if let Some(inst) = entry.current.as_ref().filter(|inst| inst.running()) {
-            return Err(start_error(
+            return Err(RuntimeError::start(
                 id,
                 format!("it is already running (pid {})", inst.pid),
             ));
@@ -245,7 +228,10 @@ impl ProcessRuntime {
         log_path: &Path,
     ) -> Result<Instance, RuntimeError> {
         let Some((program, command_args)) = spec.command.split_first() else {
-            return Err(start_error(id, "the process runtime needs a command"));
+            return Err(RuntimeError::start(
+                id,
+                "the process runtime needs a command",
+            ));
         };
         let log = tokio::fs::OpenOptions::new()
             .create(true)
@@ -274,9 +260,9 @@ impl ProcessRuntime {
         let spawned = command.spawn();
         // The command holds the parent's copies of the log descriptors.
         drop(command);
-        let child = spawned.map_err(|e| start_error(id, format!("{program}: {e}")))?;
+        let child = spawned.map_err(|e| RuntimeError::start(id, format!("{program}: {e}")))?;
         let Some(pid) = child.id() else {
-            return Err(start_error(
+            return Err(RuntimeError::start(
                 id,
                 format!("{program}: exited before it could be tracked"),
             ));
@@ -286,8 +272,8 @@ impl ProcessRuntime {
 
         let (signals, signal_rx) = mpsc::unbounded_channel();
         let (exit_tx, exit) = watch::channel(None);
-        tokio::spawn(supervise(child, pgid, signal_rx, exit_tx, label(id)));
-        tracing::debug!(container = %label(id), pid, image = %spec.image, "started process");
+        tokio::spawn(supervise(child, pgid, signal_rx, exit_tx, id.label()));
+        tracing::debug!(container = %id.label(), pid, image = %spec.image, "started process");
         Ok(Instance {
             pid,
             started_at,
@@ -305,9 +291,14 @@ impl ContainerRuntime for ProcessRuntime {
 
     async fn start(&self, id: &ContainerId, spec: &ContainerSpec) -> Result<(), RuntimeError> {
         if spec.command.is_empty() {
-            return Err(start_error(id, "the process runtime needs a command"));
+            return Err(RuntimeError::start(
+                id,
+                "the process runtime needs a command",
+            ));
         }
-        let dir = self.container_dir(id).map_err(|why| start_error(id, why))?;
+        let dir = self
+            .container_dir(id)
+            .map_err(|why| RuntimeError::start(id, why))?;
         let default_dir = dir.join("work");
         tokio::fs::create_dir_all(&default_dir)
             .await
@@ -321,13 +312,13 @@ impl ContainerRuntime for ProcessRuntime {
             .await
             .is_ok_and(|m| m.is_dir())
         {
-            return Err(start_error(
+            return Err(RuntimeError::start(
                 id,
                 format!("working dir {} is not a directory", working_dir.display()),
             ));
         }
         let launch = Launch {
-            env: environment(&spec.env).map_err(|why| start_error(id, why))?,
+            env: environment(&spec.env).map_err(|why| RuntimeError::start(id, why))?,
             working_dir,
         };
 
@@ -356,7 +347,7 @@ impl ContainerRuntime for ProcessRuntime {
                     let _ = inst.signals.send(libc::SIGKILL);
                     Err(RuntimeError::Other(format!(
                         "container {} vanished while starting",
-                        label(id)
+                        id.label()
                     )))
                 }
                 (Err(e), entry) => {
@@ -384,14 +375,14 @@ impl ContainerRuntime for ProcessRuntime {
         };
         let mut exit = inst.exit.clone();
         if inst.running() {
-            tracing::debug!(container = %label(id), pid = inst.pid, ?grace, "stopping process");
+            tracing::debug!(container = %id.label(), pid = inst.pid, ?grace, "stopping process");
             // A send fails only once the supervisor is done: then the exit is recorded.
             let _ = inst.signals.send(libc::SIGTERM);
             if tokio::time::timeout(grace, wait_exit(&mut exit))
                 .await
                 .is_err()
             {
-                tracing::debug!(container = %label(id), pid = inst.pid, "grace over, SIGKILL");
+                tracing::debug!(container = %id.label(), pid = inst.pid, "grace over, SIGKILL");
                 let _ = inst.signals.send(libc::SIGKILL);
             }
         }
@@ -399,17 +390,17 @@ impl ContainerRuntime for ProcessRuntime {
             Ok(Some(done)) if done.group_cleared => Ok(()),
             Ok(Some(_)) => Err(RuntimeError::Other(format!(
                 "container {}: processes of group {} outlived SIGKILL",
-                label(id),
+                id.label(),
                 inst.pid
             ))),
             Ok(None) => Err(RuntimeError::Other(format!(
                 "container {}: lost track of process {}",
-                label(id),
+                id.label(),
                 inst.pid
             ))),
             Err(_) => Err(RuntimeError::Other(format!(
                 "container {}: process {} did not exit {}s after SIGKILL",
-                label(id),
+                id.label(),
                 inst.pid,
                 KILL_WAIT.as_secs()
             ))),
@@ -450,7 +441,7 @@ impl ContainerRuntime for ProcessRuntime {
                 _ => {
                     return Err(RuntimeError::Other(format!(
                         "container {} is not running",
-                        label(id)
+                        id.label()
                     )))
                 }
             }
@@ -537,7 +528,7 @@ impl ContainerRuntime for ProcessRuntime {
             let which = if previous { "previous terminated " } else { "" };
             return Err(RuntimeError::Other(format!(
                 "no log for {which}container {}",
-                label(id)
+                id.label()
             )));
         };
         let path = dir.join(format!("{number}.log"));
@@ -557,7 +548,7 @@ impl ContainerRuntime for ProcessRuntime {
                 if entry.starting || entry.current.as_ref().is_some_and(|i| i.running()) {
                     return Err(RuntimeError::Other(format!(
                         "container {} is still running: stop it first",
-                        label(id)
+                        id.label()
                     )));
                 }
             }
@@ -758,18 +749,6 @@ fn decode(status: ExitStatus) -> (i32, Option<i32>) {
 /// Kubernetes' wording of an exit.
 fn reason(exit_code: i32) -> String {
     if exit_code == 0 { "Completed" } else { "Error" }.to_string()
-}
-
-/// `namespace/pod/container`, for messages.
-fn label(id: &ContainerId) -> String {
-    format!("{}/{}/{}", id.namespace, id.pod, id.container)
-}
-
-fn start_error(id: &ContainerId, why: impl Into<String>) -> RuntimeError {
-    RuntimeError::Start {
-        container: label(id),
-        why: why.into(),
-    }
 }
 
 /// The kubelet's [`INHERITED_ENV`] overlaid with the spec's variables.
