@@ -70,19 +70,10 @@ async fn one_scheduler_process_binds_and_the_standby_takes_over_when_it_is_kille
         "--metrics-bind",
         "",
     ]);
-    let admin = wait_for(Duration::from_secs(20), "the API server answers", || {
-        let url = url.clone();
-        async move {
-            let c = skiff::client::ApiClient::connect(skiff::client::ClientOptions::new(
-                &url,
-                "admin",
-                "admin-token",
-            ))
-            .await
-            .ok()?;
-            c.api("", "nodes", None).get("only").await.ok()?;
-            Some(c)
-        }
+    let admin = admin_when_ready(&url).await;
+    wait_for(Duration::from_secs(20), "node only registered", || {
+        let nodes = admin.api("", "nodes", None);
+        async move { nodes.get("only").await.ok() }
     })
     .await;
     let leases = admin.api("coordination.k8s.io", "leases", Some("kube-system"));

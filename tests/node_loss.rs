@@ -72,21 +72,7 @@ async fn a_killed_kubelet_process_loses_its_node_and_its_pods_move() {
     let _keep = kubelet(&url, "keep");
     let mut doomed = kubelet(&url, "doomed");
 
-    let admin = wait_for(Duration::from_secs(20), "the API server answers", || {
-        let url = url.clone();
-        async move {
-            let c = skiff::client::ApiClient::connect(skiff::client::ClientOptions::new(
-                &url,
-                "admin",
-                "admin-token",
-            ))
-            .await
-            .ok()?;
-            c.api("", "namespaces", None).get("default").await.ok()?;
-            Some(c)
-        }
-    })
-    .await;
+    let admin = admin_when_ready(&url).await;
     let pods = admin.api("", "pods", Some("default"));
     let live = |pods: skiff::client::Api| async move {
         pods.list(&ListOptions {

@@ -64,12 +64,7 @@ async fn spans_are_exported_over_otlp_http_when_an_endpoint_is_set() {
     let dir = tempfile::tempdir().unwrap();
     let otlp = format!("http://127.0.0.1:{port}");
     let _api = ApiProcess::start(&nats.url(), dir.path(), &["--otlp-endpoint", &otlp]);
-    let admin = client_for(&nats.url(), "admin", "admin-token").await;
-    wait_for(Duration::from_secs(20), "the API server answers", || {
-        let ns = admin.api("", "namespaces", None);
-        async move { ns.get("default").await.ok() }
-    })
-    .await;
+    let admin = admin_when_ready(&nats.url()).await;
     admin
         .api("", "configmaps", Some("default"))
         .create(&json!({"metadata": {"name": "exported"}}))

@@ -10,61 +10,21 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use common::*;
 
-struct Up {
-    child: Child,
-    dir: tempfile::TempDir,
-    cache: tempfile::TempDir,
-    nats_url: String,
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Up {
-    fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.dir.path().join("kubeconfig"))
-            .arg("--cache-dir")
-            .arg(self.cache.path())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(out.status.success(), "kubectl {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-
-    fn trace(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(skiff_bin());
-        c.arg("trace")
-            .args(args)
-            .args(["--nats-url", &self.nats_url, "--data-dir"])
-            .arg(self.dir.path());
-        c
-    }
+/// `skiff trace <args>` against `up`'s bus, with its admin token.
+fn trace(up: &SkiffUp, args: &[&str]) -> Command {
+    let mut c = Command::new(skiff_bin());
+    c.arg("trace")
+        .args(args)
+        .args(["--nats-url", &up.nats_url, "--data-dir"])
+        .arg(up.dir.path());
+    c
 }
 
 fn spans(text: &str) -> Vec<Value> {
@@ -79,45 +39,10 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
 
 #[test]
 fn one_pods_trace_runs_from_the_create_to_running_and_follow_shows_every_hop() {
-    let dir = tempfile::tempdir().unwrap();
-    let (nats_port, https_port) = (free_port(), free_port());
-    let child = Command::new(skiff_bin())
-        .args(["up", "--nodes", "2", "--nats-port", &nats_port.to_string()])
-        .args([
-            "--https-bind",
-            &format!("127.0.0.1:{https_port}"),
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("SKIFF_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("skiff up");
-    let up = Up {
-        child,
-        dir,
-        cache: tempfile::tempdir().unwrap(),
-        nats_url: format!("nats://127.0.0.1:{nats_port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = up.dir.path().join("kubeconfig").exists()
-            && String::from_utf8_lossy(&up.kubectl(&["get", "nodes", "--no-headers"]).stdout)
-                .lines()
-                .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
-                .count()
-                == 2;
-        if ready {
-            break;
-        }
-        assert!(Instant::now() < deadline, "2 nodes Ready in time");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let up = SkiffUp::start(2);
 
     // The live view, running while the Deployment is created and rolled out.
-    let follow = up
-        .trace(&["--follow", "-o", "json", "--duration", "20"])
+    let follow = trace(&up, &["--follow", "-o", "json", "--duration", "20"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -140,8 +65,7 @@ fn one_pods_trace_runs_from_the_create_to_running_and_follow_shows_every_hop() {
     );
 
     // The pod's timeline.
-    let out = up
-        .trace(&[&format!("pod/{pod}"), "-o", "json"])
+    let out = trace(&up, &[&format!("pod/{pod}"), "-o", "json"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -215,7 +139,7 @@ fn one_pods_trace_runs_from_the_create_to_running_and_follow_shows_every_hop() {
         assert!(at(w[0]) <= at(w[1]), "{} before {}", w[0], w[1]);
     }
     // The text timeline names each step with its duration.
-    let text = up.trace(&[&format!("pod/{pod}")]).output().unwrap();
+    let text = trace(&up, &[&format!("pod/{pod}")]).output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
     for step in [
         "ApiServer/create",

@@ -5,71 +5,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-struct Up {
-    child: Child,
-    dir: tempfile::TempDir,
-    cache: tempfile::TempDir,
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-INT")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Up {
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .arg("--cache-dir")
-            .arg(self.cache.path())
-            .args(args)
-            .output()
-            .expect("kubectl")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn eventually(&self, what: &str, secs: u64, mut f: impl FnMut(&Up) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !f(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
 
 fn example(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -94,35 +34,7 @@ fn http_get(ip: &str, port: u16) -> Option<String> {
 
 #[test]
 fn skiff_up_runs_a_deployment_of_real_processes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (nats_port, https_port) = (free_port(), free_port());
-    let child = Command::new(skiff_bin())
-        .args(["up", "--nodes", "3", "--nats-port", &nats_port.to_string()])
-        .args([
-            "--https-bind",
-            &format!("127.0.0.1:{https_port}"),
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("SKIFF_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("skiff up");
-    let up = Up {
-        child,
-        dir,
-        cache: tempfile::tempdir().unwrap(),
-    };
-    up.eventually("3 Ready nodes", 60, |u| {
-        u.kubeconfig().exists()
-            && u.run(&["get", "nodes", "--no-headers"]).status.success()
-            && String::from_utf8_lossy(&u.run(&["get", "nodes", "--no-headers"]).stdout)
-                .lines()
-                .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
-                .count()
-                == 3
-    });
+    let up = SkiffUp::start(3);
 
     up.ok(&["apply", "-f", &example("deployment.yaml")]);
     up.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
@@ -178,7 +90,7 @@ fn skiff_up_runs_a_deployment_of_real_processes() {
     let pod_ip = up.ok(&["get", "pod", &pod, "-o", "jsonpath={.status.podIP}"]);
     assert!(http_get(&pod_ip, 8080).is_some());
     std::thread::sleep(Duration::from_millis(1500));
-    let follows = |u: &Up| {
+    let follows = |u: &SkiffUp| {
         let samples = skiff::metrics::parse(&u.ok(&["get", "--raw", "/metrics"])).unwrap();
         skiff::metrics::sample_value(&samples, "kubelet_log_follows_open", &[])
     };

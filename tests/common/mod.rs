@@ -362,3 +362,102 @@ pub async fn admin_when_ready(url: &str) -> ApiClient {
     })
     .await
 }
+
+/// `skiff up --nodes N` as a user runs it (own ports, own data dir), driven with the real
+/// kubectl (own cache dir); SIGINT on drop, as Ctrl-C.
+pub struct SkiffUp {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub cache: tempfile::TempDir,
+    pub nats_url: String,
+}
+
+impl SkiffUp {
+    /// Starts it and waits until `nodes` nodes are Ready.
+    pub fn start(nodes: usize) -> SkiffUp {
+        let dir = tempfile::tempdir().unwrap();
+        let (nats_port, https_port) = (free_port(), free_port());
+        let child = Command::new(skiff_bin())
+            .args(["up", "--nodes", &nodes.to_string()])
+            .args(["--nats-port", &nats_port.to_string()])
+            .args([
+                "--https-bind",
+                &format!("127.0.0.1:{https_port}"),
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .env("SKIFF_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("skiff up");
+        let up = SkiffUp {
+            child,
+            dir,
+            cache: tempfile::tempdir().unwrap(),
+            nats_url: format!("nats://127.0.0.1:{nats_port}"),
+        };
+        up.eventually(&format!("{nodes} Ready nodes"), 60, |u| {
+            u.kubeconfig().exists()
+                && String::from_utf8_lossy(&u.run(&["get", "nodes", "--no-headers"]).stdout)
+                    .lines()
+                    .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
+                    .count()
+                    == nodes
+        });
+        up
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// Runs kubectl against it.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .args(args)
+            .output()
+            .expect("kubectl")
+    }
+
+    /// Runs kubectl, which must succeed; its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls `f` until it holds, for at most `secs`.
+    pub fn eventually(&self, what: &str, secs: u64, mut f: impl FnMut(&SkiffUp) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for SkiffUp {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
