@@ -226,20 +226,27 @@ impl NodeUsers {
         }
     }
 
-    /// Writes both files (each replaced whole, by rename, so nats-server never reads half).
-    fn save(&self) -> std::io::Result<()> {
+    /// Writes both files (each replaced whole, by rename, so nats-server never reads half),
+    /// on a blocking thread: the bootstrap service runs on the API server's actor thread.
+    async fn save(&self) -> std::io::Result<()> {
         let csv: String = self
             .users
             .iter()
             .map(|(n, p)| format!("{n},{p}\n"))
             .collect();
-        write_atomically(&self.file, &csv, 0o600)?;
         let nodes: Vec<(String, String)> = self
             .users
             .iter()
             .map(|(n, p)| (n.clone(), p.clone()))
             .collect();
-        write_atomically(&self.config, &render(&nodes, false, true), 0o600)
+        let config = render(&nodes, false, true);
+        let (file, path) = (self.file.clone(), self.config.clone());
+        tokio::task::spawn_blocking(move || {
+            write_atomically(&file, &csv, 0o600)?;
+            write_atomically(&path, &config, 0o600)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 }
 
@@ -262,7 +269,7 @@ pub async fn serve_bootstrap(
 ) {
     use futures::StreamExt;
     let mut users = NodeUsers::load(&data_dir, &config);
-    if let Err(e) = users.save() {
+    if let Err(e) = users.save().await {
         tracing::warn!(path = %config.display(), error = %e, "cannot write the NATS config");
     }
     let mut sub = match nats.subscribe(BOOTSTRAP_SUBJECT).await {
@@ -281,7 +288,7 @@ pub async fn serve_bootstrap(
             .as_ref()
             .and_then(|h| h.get(crate::api::subject::HEADER_TOKEN))
             .map(|v| v.as_str().to_string());
-        let answer = (|| {
+        let answer = async {
             let user = auth
                 .authenticate(token.as_deref())
                 .map_err(|_| "unknown token".to_string())?;
@@ -298,19 +305,7 @@ pub async fn serve_bootstrap(
             }
             let req: NodeBootstrap =
                 rmp_serde::from_slice(&msg.payload).map_err(|e| format!("malformed: {e}"))?;
-            let dns = |s: &str| {
-                !s.is_empty()
-                    && s.len() <= 253
-                    && s.split('.').all(|l| {
-                        !l.is_empty()
-                            && l.len() <= 63
-                            && l.bytes()
-                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                            && !l.starts_with('-')
-                            && !l.ends_with('-')
-                    })
-            };
-            if !dns(&req.node) {
+            if !crate::apiserver::validation::is_dns1123_subdomain(&req.node) {
                 return Err(format!("{:?} is not a valid node name", req.node));
             }
             if req.password.len() < 16 || !req.password.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -319,10 +314,12 @@ pub async fn serve_bootstrap(
             users.users.insert(req.node.clone(), req.password);
             users
                 .save()
+                .await
                 .map_err(|e| format!("writing the NATS config: {e}"))?;
             tracing::info!(node = %req.node, "node NATS user issued");
             Ok(())
-        })();
+        }
+        .await;
         let answer = BootstrapAnswer {
             error: answer.err(),
         };

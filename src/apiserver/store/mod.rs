@@ -347,20 +347,9 @@ impl Store {
         self.stats.commits += 1;
         self.stats.writes += batch.len() as u64;
         self.stats.commit_seconds += flushed_at.elapsed().as_secs_f64();
-        metrics::histogram(
-            "skiff_store_commit_duration_seconds",
-            "From a batch's flush to its acknowledgment (group commit, durable).",
-            &[],
-            metrics::LATENCY_BUCKETS,
-        )
-        .observe(&[], flushed_at.elapsed().as_secs_f64());
-        metrics::counter(
-            "skiff_store_writes_total",
-            "Writes committed to the store.",
-            &[],
-        )
-        .with(&[])
-        .add(batch.len() as u64);
+        let m = store_metrics();
+        m.commit.observe(flushed_at.elapsed().as_secs_f64());
+        m.writes.add(batch.len() as u64);
         for p in batch {
             let rev = p.event.kv.mod_revision;
             let key = p.event.kv.key.clone();
@@ -381,7 +370,7 @@ impl Store {
                 self.overlay.remove(&key);
             }
             self.revision = rev;
-            revision_gauge().set(rev as f64);
+            store_metrics().revision.set(rev as f64);
             let event = Arc::new(p.event);
             self.notify(&event);
             self.history.push_back(event.clone());
@@ -451,13 +440,7 @@ impl Actor for Store {
                         let r = backend
                             .persist(&batch.changes, batch.revision)
                             .map_err(|e| e.to_string());
-                        metrics::histogram(
-                            "skiff_store_persist_duration_seconds",
-                            "Time to make one batch durable (write-ahead log append and fsync).",
-                            &[],
-                            metrics::LATENCY_BUCKETS,
-                        )
-                        .observe(&[], t.elapsed().as_secs_f64());
+                        store_metrics().persist.observe(t.elapsed().as_secs_f64());
                         r
                     };
                     if result.is_err() {
@@ -664,18 +647,44 @@ pub struct Delete {
     pub trace: Option<Arc<str>>,
 }
 
-/// The store's committed revision, as a metric.
-fn revision_gauge() -> crate::metrics::Gauge {
-    static G: std::sync::OnceLock<crate::metrics::Gauge> = std::sync::OnceLock::new();
-    G.get_or_init(|| {
-        metrics::gauge(
+/// The store's metrics, resolved once (they are updated on the actor's thread per batch).
+struct StoreMetrics {
+    revision: metrics::Gauge,
+    commit: metrics::Histogram,
+    persist: metrics::Histogram,
+    writes: metrics::Counter,
+}
+
+fn store_metrics() -> &'static StoreMetrics {
+    static M: std::sync::OnceLock<StoreMetrics> = std::sync::OnceLock::new();
+    M.get_or_init(|| StoreMetrics {
+        revision: metrics::gauge(
             "skiff_store_revision",
             "The store's committed revision.",
             &[],
         )
-        .with(&[])
+        .with(&[]),
+        commit: metrics::histogram(
+            "skiff_store_commit_duration_seconds",
+            "From a batch's flush to its acknowledgment (group commit, durable).",
+            &[],
+            metrics::LATENCY_BUCKETS,
+        )
+        .with(&[]),
+        persist: metrics::histogram(
+            "skiff_store_persist_duration_seconds",
+            "Time to make one batch durable (write-ahead log append and fsync).",
+            &[],
+            metrics::LATENCY_BUCKETS,
+        )
+        .with(&[]),
+        writes: metrics::counter(
+            "skiff_store_writes_total",
+            "Writes committed to the store.",
+            &[],
+        )
+        .with(&[]),
     })
-    .clone()
 }
 
 /// A write the registry sends: its key, and the trace it is stamped with.
