@@ -254,7 +254,7 @@ async fn startup_latency(nodes: usize, pods: usize, rate: f64) {
                 |n: &str, l: &[(&str, &str)]| skiff::metrics::sample_value(&m, n, l).unwrap_or(0.0);
             eprintln!(
                 "startup: pod creates {} (5xx {}), resumes gap {} silence {} closed {}, slow consumers {}, watches open {}",
-                v("apiserver_request_total", &[("verb", "create"), ("resource", "pods")]),
+                v("apiserver_request_total", &[("verb", "create"), ("resource", "pods"), ("subresource", "")]),
                 v("rest_client_requests_total", &[("verb", "create"), ("code", "504")]),
                 v("skiff_watch_resumes_total", &[("cause", "gap")]),
                 v("skiff_watch_resumes_total", &[("cause", "silence")]),

@@ -160,10 +160,21 @@ impl Handler<Call> for ApiServer {
             }
         }
         let tracer = self.tracer.clone();
-        let (verb, resource) = (call.verb, call.request.resource.clone());
+        let (verb, resource, subresource) = (
+            call.verb,
+            call.request.resource.clone(),
+            call.request.subresource.clone(),
+        );
         let refuse = |s: Status| {
             let answer = Err(s);
-            done(&tracer, &span, verb, &resource, &answer);
+            done(
+                &tracer,
+                &span,
+                verb,
+                &resource,
+                subresource.as_deref(),
+                &answer,
+            );
             Response::reply(answer)
         };
         let user = match authenticate(&self.auth, &call.credentials) {
@@ -177,7 +188,14 @@ impl Handler<Call> for ApiServer {
             // Reads come from the Store's view: answer inline, no future to spawn.
             let _span = tracing::debug_span!("ApiServer::Get", resource = %call.request.resource, user = %user.name).entered();
             let answer = self.registry.get(&call.request).map(Reply::Object);
-            done(&tracer, &span, verb, &resource, &answer);
+            done(
+                &tracer,
+                &span,
+                verb,
+                &resource,
+                subresource.as_deref(),
+                &answer,
+            );
             return Response::reply(answer);
         }
         let warnings = match field_validation(&call.request, call.verb) {
@@ -234,14 +252,28 @@ impl Handler<Call> for ApiServer {
         );
         Response::fut(async move {
             let answer = trace::serving(ctx, tracer.clone(), started, serve).await;
-            done(&tracer, &span, verb, &resource, &answer);
+            done(
+                &tracer,
+                &span,
+                verb,
+                &resource,
+                subresource.as_deref(),
+                &answer,
+            );
             answer
         })
     }
 }
 
 /// Records a served request: its span, and the request count and latency metrics.
-fn done(tracer: &Tracer, span: &Span, verb: Verb, resource: &str, answer: &Result<Reply, Status>) {
+fn done(
+    tracer: &Tracer,
+    span: &Span,
+    verb: Verb,
+    resource: &str,
+    subresource: Option<&str>,
+    answer: &Result<Reply, Status>,
+) {
     let code = outcome(answer);
     tracer.finish(span, code);
     // Labels from a bounded set (unknown resources are "other"), and handles cached per
@@ -251,29 +283,38 @@ fn done(tracer: &Tracer, span: &Span, verb: Verb, resource: &str, answer: &Resul
         .find(|r| r.plural == resource)
         .map(|r| r.plural)
         .unwrap_or("other");
+    let subresource = match subresource {
+        None => "",
+        Some(s) => ["status", "scale", "binding", "eviction", "log"]
+            .into_iter()
+            .find(|k| *k == s)
+            .unwrap_or("other"),
+    };
     type Handles = (metrics::Counter, metrics::Histogram);
+    /// (verb, resource, subresource, code).
+    type Labels = (&'static str, &'static str, &'static str, &'static str);
     thread_local! {
-        static HANDLES: std::cell::RefCell<std::collections::HashMap<(&'static str, &'static str, &'static str), Handles>> =
+        static HANDLES: std::cell::RefCell<std::collections::HashMap<Labels, Handles>> =
             Default::default();
     }
     let (count, latency) = HANDLES.with(|h| {
         h.borrow_mut()
-            .entry((verb.as_str(), resource, code))
+            .entry((verb.as_str(), resource, subresource, code))
             .or_insert_with(|| {
                 (
                     metrics::counter(
                         "apiserver_request_total",
-                        "Requests served, by verb, resource and HTTP-style code.",
-                        &["verb", "resource", "code"],
+                        "Requests served, by verb, resource, subresource and HTTP-style code.",
+                        &["verb", "resource", "subresource", "code"],
                     )
-                    .with(&[verb.as_str(), resource, code]),
+                    .with(&[verb.as_str(), resource, subresource, code]),
                     metrics::histogram(
                         "apiserver_request_duration_seconds",
-                        "Time to serve a request (for watches: to start it), by verb and resource.",
-                        &["verb", "resource"],
+                        "Time to serve a request (for watches: to start it), by verb, resource and subresource.",
+                        &["verb", "resource", "subresource"],
                         metrics::LATENCY_BUCKETS,
                     )
-                    .with(&[verb.as_str(), resource]),
+                    .with(&[verb.as_str(), resource, subresource]),
                 )
             })
             .clone()
