@@ -13,6 +13,10 @@ use super::store::{self, EmbeddedBackend, MemoryBackend, Store, StoreConfig};
 pub struct CreateRun {
     /// Acknowledged (durable) creates per second.
     pub per_second: f64,
+    /// Creates acknowledged.
+    pub created: u64,
+    /// Seconds the run took.
+    pub seconds: f64,
     /// Durable commits during the run.
     pub commits: u64,
     /// Writes those commits carried.
@@ -20,13 +24,15 @@ pub struct CreateRun {
 }
 
 /// Creates `writers × per_writer` keys of `value_bytes` each, `writers` at a time, straight
-/// through the Store's messages (no NATS, no validation). Must run inside an actix System.
+/// through the Store's messages (no NATS, no validation), with `max_batch` and `pipeline` as
+/// in [`StoreConfig`]. Must run inside an actix System.
 pub async fn store_creates(
     dir: Option<&Path>,
     writers: usize,
     per_writer: usize,
     value_bytes: usize,
     max_batch: usize,
+    pipeline: usize,
 ) -> Result<CreateRun, String> {
     let backend: Box<dyn store::Backend> = match dir {
         Some(d) => Box::new(EmbeddedBackend::open(d).map_err(|e| e.to_string())?),
@@ -34,6 +40,7 @@ pub async fn store_creates(
     };
     let config = StoreConfig {
         max_batch,
+        pipeline,
         ..Default::default()
     };
     let store = Store::open(backend, config)
@@ -69,6 +76,8 @@ pub async fn store_creates(
     let after = store.send(store::Stats).await.map_err(|e| e.to_string())?;
     Ok(CreateRun {
         per_second: (writers * per_writer) as f64 / elapsed,
+        created: (writers * per_writer) as u64,
+        seconds: elapsed,
         commits: after.commits - before.commits,
         writes: after.writes - before.writes,
     })

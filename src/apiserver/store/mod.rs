@@ -19,7 +19,7 @@ mod memory;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use crate::metrics;
 use actix::prelude::*;
@@ -138,6 +138,11 @@ pub struct StoreConfig {
     /// Most writes made durable by one commit (1 turns group commit off: the baseline the
     /// benchmark compares with).
     pub max_batch: usize,
+    /// Batches handed to the writer thread at once. With 1, every write that arrives while a
+    /// batch is being made durable waits for the next commit, so a closed loop of N writers
+    /// splits into two groups of N/2; with 2 the writer never waits for the actor between
+    /// commits, but the writers split into three groups.
+    pub pipeline: usize,
 }
 
 impl Default for StoreConfig {
@@ -147,6 +152,7 @@ impl Default for StoreConfig {
             max_value_bytes: 1_572_864,
             watch_buffer: 4096,
             max_batch: 4096,
+            pipeline: 1,
         }
     }
 }
@@ -179,6 +185,8 @@ pub struct Store {
     overlay: HashMap<String, (Revision, Option<KeyValue>)>,
     /// Writes gathering for the next batch.
     gathering: Vec<Pending>,
+    /// A `Flush` is queued behind the messages in the mailbox.
+    flush_scheduled: bool,
     /// Batches handed to the writer thread, oldest first, with when they were handed over.
     in_flight: VecDeque<(Vec<Pending>, std::time::Instant)>,
     /// Channel to the writer thread.
@@ -203,10 +211,6 @@ pub struct Store {
     /// Commit counters.
     stats: StoreStats,
 }
-
-/// Batches handed to the writer thread at once: while one is being fsynced the next is
-/// already queued, so the writer never waits for a wake-up between commits.
-const MAX_IN_FLIGHT: usize = 2;
 
 /// One batch for the writer thread.
 struct Batch {
@@ -247,6 +251,7 @@ impl Store {
             assigned: loaded.revision,
             overlay: HashMap::new(),
             gathering: Vec::new(),
+            flush_scheduled: false,
             in_flight: VecDeque::new(),
             writer: None,
             epoch: 0,
@@ -274,10 +279,6 @@ impl Store {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write_state(&self) -> RwLockWriteGuard<'_, BTreeMap<String, KeyValue>> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The current value of a key including writes not yet durable (for CAS checks).
     fn latest(&self, key: &str) -> Option<KeyValue> {
         match self.overlay.get(key) {
@@ -296,13 +297,18 @@ impl Store {
         self.overlay
             .insert(pending.event.kv.key.clone(), (rev, entry));
         self.gathering.push(pending);
-        self.flush(ctx);
+        // Flushed once the writes already in the mailbox are staged too, so one turn of the
+        // actor makes one batch instead of one per write.
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.notify(Flush);
+        }
     }
 
-    /// Hands gathered writes to the writer thread while fewer than MAX_IN_FLIGHT batches are
-    /// there.
+    /// Hands gathered writes to the writer thread while fewer than `config.pipeline` batches
+    /// are there.
     fn flush(&mut self, _ctx: &mut Context<Self>) {
-        while self.in_flight.len() < MAX_IN_FLIGHT && !self.gathering.is_empty() {
+        while self.in_flight.len() < self.config.pipeline.max(1) && !self.gathering.is_empty() {
             let take = self.gathering.len().min(self.config.max_batch.max(1));
             let rest = self.gathering.split_off(take);
             let batch = std::mem::replace(&mut self.gathering, rest);
@@ -344,34 +350,37 @@ impl Store {
         let Some((batch, flushed_at)) = self.in_flight.pop_front() else {
             return;
         };
-        self.stats.commits += 1;
         self.stats.writes += batch.len() as u64;
         self.stats.commit_seconds += flushed_at.elapsed().as_secs_f64();
         let m = store_metrics();
         m.commit.observe(flushed_at.elapsed().as_secs_f64());
         m.writes.add(batch.len() as u64);
-        for p in batch {
-            let rev = p.event.kv.mod_revision;
-            let key = p.event.kv.key.clone();
-            match p.change {
-                Change::Put(kv) => {
-                    self.write_state().insert(key.clone(), kv);
+        let mut events = Vec::with_capacity(batch.len());
+        {
+            let state = self.state.clone();
+            let mut state = state.write().unwrap_or_else(|p| p.into_inner());
+            for p in batch {
+                let key = &p.event.kv.key;
+                match p.change {
+                    Change::Put(kv) => {
+                        state.insert(kv.key.clone(), kv);
+                    }
+                    Change::Delete(_) => {
+                        state.remove(key);
+                    }
                 }
-                Change::Delete(_) => {
-                    self.write_state().remove(&key);
+                let rev = p.event.kv.mod_revision;
+                if self.overlay.get(key).is_some_and(|(r, _)| *r == rev) {
+                    self.overlay.remove(key);
                 }
+                self.revision = rev;
+                events.push((Arc::new(p.event), p.reply));
             }
-            if self
-                .overlay
-                .get(&key)
-                .map(|(r, _)| *r == rev)
-                .unwrap_or(false)
-            {
-                self.overlay.remove(&key);
-            }
-            self.revision = rev;
-            store_metrics().revision.set(rev as f64);
-            let event = Arc::new(p.event);
+        }
+        // The next batch goes to the writer before watchers and writers hear of this one, so
+        // its fsync overlaps the work below.
+        self.flush(ctx);
+        for (event, reply) in events {
             self.notify(&event);
             self.history.push_back(event.clone());
             while self.history.len() > self.config.history {
@@ -380,10 +389,10 @@ impl Store {
                 }
             }
             // The put's value, or the delete's tombstone.
-            let _ = p.reply.send(Ok(event.kv.clone()));
+            let _ = reply.send(Ok(event.kv.clone()));
         }
+        m.revision.set(self.revision as f64);
         self.progress.send_replace(self.revision);
-        self.flush(ctx);
     }
 
     /// Hands an event to every watcher of a matching prefix; a watcher that is full or gone
@@ -432,24 +441,37 @@ impl Actor for Store {
             .name("store-writer".into())
             .spawn(move || {
                 let mut failed_epoch = None;
-                while let Ok(batch) = rx.recv() {
-                    let result = if failed_epoch == Some(batch.epoch) {
-                        Err("an earlier batch failed".to_string())
-                    } else {
-                        let t = std::time::Instant::now();
-                        let r = backend
-                            .persist(&batch.changes, batch.revision)
-                            .map_err(|e| e.to_string());
-                        store_metrics().persist.observe(t.elapsed().as_secs_f64());
-                        r
-                    };
-                    if result.is_err() {
-                        failed_epoch = Some(batch.epoch);
+                while let Ok(first) = rx.recv() {
+                    // Whatever else is queued is made durable by the same fsync.
+                    let mut queued = vec![first];
+                    queued.extend(rx.try_iter());
+                    let mut queued = queued.into_iter().peekable();
+                    while let Some(mut batch) = queued.next() {
+                        let mut batches = 1;
+                        while let Some(next) = queued.next_if(|b| b.epoch == batch.epoch) {
+                            batch.changes.extend(next.changes);
+                            batch.revision = next.revision;
+                            batches += 1;
+                        }
+                        let result = if failed_epoch == Some(batch.epoch) {
+                            Err("an earlier batch failed".to_string())
+                        } else {
+                            let t = std::time::Instant::now();
+                            let r = backend
+                                .persist(&batch.changes, batch.revision)
+                                .map_err(|e| e.to_string());
+                            store_metrics().persist.observe(t.elapsed().as_secs_f64());
+                            r
+                        };
+                        if result.is_err() {
+                            failed_epoch = Some(batch.epoch);
+                        }
+                        addr.do_send(Persisted {
+                            epoch: batch.epoch,
+                            batches,
+                            result,
+                        });
                     }
-                    addr.do_send(Persisted {
-                        epoch: batch.epoch,
-                        result,
-                    });
                 }
             });
         match spawned {
@@ -459,12 +481,28 @@ impl Actor for Store {
     }
 }
 
-/// The writer thread finished a batch.
+/// Hands the gathered writes to the writer thread (sent by the Store to itself).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+impl Handler<Flush> for Store {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        self.flush(ctx);
+    }
+}
+
+/// The writer thread finished one or more batches (merged into one durable write).
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Persisted {
-    /// The epoch the batch was sent in.
+    /// The epoch the batches were sent in.
     epoch: u64,
+    /// How many of the oldest in-flight batches this covers.
+    batches: usize,
     /// Whether it is durable.
     result: Result<(), String>,
 }
@@ -479,7 +517,12 @@ impl Handler<Persisted> for Store {
             return; // a batch already failed with its epoch
         }
         match msg.result {
-            Ok(()) => self.commit(ctx),
+            Ok(()) => {
+                self.stats.commits += 1;
+                for _ in 0..msg.batches {
+                    self.commit(ctx);
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "store batch failed; failing its writes");
                 self.fail_all(StoreError::Backend(e));
