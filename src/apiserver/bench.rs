@@ -64,6 +64,8 @@ pub async fn store_creates(
                     })
                     .await
                     .map_err(|e| e.to_string())?
+                    .durable()
+                    .await
                     .map_err(|e| e.to_string())?;
             }
             Ok::<(), String>(())

@@ -74,11 +74,11 @@ impl Registry {
         mut msg: M,
     ) -> Result<Result<KeyValue, StoreError>, actix::MailboxError>
     where
-        M: actix::Message<Result = Result<KeyValue, StoreError>> + store::Write + Send + 'static,
+        M: actix::Message<Result = store::Ack> + store::Write + Send + 'static,
         Store: actix::Handler<M>,
     {
         let Some((ctx, tracer, started)) = trace::current() else {
-            return self.store.send(msg).await;
+            return Ok(self.store.send(msg).await?.durable().await);
         };
         msg.stamp(ctx.header().into());
         let object = object_of_key(msg.key());
@@ -86,7 +86,10 @@ impl Registry {
             Span::start("ApiServer/validate", Some(ctx)).about("validate", object.clone());
         validate.started = started.0;
         let commit = Span::start("Store/commit", Some(ctx)).about("commit", object);
-        let result = self.store.send(msg).await;
+        let result = match self.store.send(msg).await {
+            Ok(ack) => Ok(ack.durable().await),
+            Err(e) => Err(e),
+        };
         let mut record = validate.record(tracer.component(), "ok");
         record.start_unix_nanos = trace::unix_nanos(started.0);
         record.duration_nanos = started

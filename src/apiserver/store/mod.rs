@@ -652,7 +652,7 @@ impl Handler<Range> for Store {
 
 /// Creates a key that must not exist.
 #[derive(Message)]
-#[rtype(result = "Result<KeyValue, StoreError>")]
+#[rtype(result = "Ack")]
 pub struct Create {
     /// The key.
     pub key: String,
@@ -664,7 +664,7 @@ pub struct Create {
 
 /// Replaces a key's value if its mod_revision is still `expect`.
 #[derive(Message)]
-#[rtype(result = "Result<KeyValue, StoreError>")]
+#[rtype(result = "Ack")]
 pub struct Update {
     /// The key.
     pub key: String,
@@ -678,7 +678,7 @@ pub struct Update {
 
 /// Removes a key if its mod_revision is still `expect`.
 #[derive(Message)]
-#[rtype(result = "Result<KeyValue, StoreError>")]
+#[rtype(result = "Ack")]
 pub struct Delete {
     /// The key.
     pub key: String,
@@ -807,47 +807,64 @@ impl Store {
     }
 }
 
-/// Waits for a staged write's acknowledgment.
-fn ack(
-    rx: oneshot::Receiver<Result<KeyValue, StoreError>>,
-) -> ResponseFuture<Result<KeyValue, StoreError>> {
-    Box::pin(async move {
-        rx.await
-            .unwrap_or_else(|_| Err(StoreError::Backend("store stopped".into())))
-    })
+/// The Store's answer to a write: the refusal at once, or the promise of the acknowledgment
+/// once the write's batch is durable. Handing back the receiver instead of a future saves a
+/// task per write on the Store's thread; the writer waits on its own.
+pub struct Ack(Result<oneshot::Receiver<Result<KeyValue, StoreError>>, StoreError>);
+
+impl Ack {
+    /// Waits until the write is durable (its value, or the delete's tombstone) or has failed.
+    pub async fn durable(self) -> Result<KeyValue, StoreError> {
+        match self.0 {
+            Err(e) => Err(e),
+            Ok(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Backend("store stopped".into()))),
+        }
+    }
 }
 
-fn ready<T: 'static>(v: Result<T, StoreError>) -> ResponseFuture<Result<T, StoreError>> {
-    Box::pin(async move { v })
+fn ack<M>(rx: oneshot::Receiver<Result<KeyValue, StoreError>>) -> MessageResult<M>
+where
+    M: Message<Result = Ack>,
+{
+    MessageResult(Ack(Ok(rx)))
+}
+
+fn refused<M>(e: StoreError) -> MessageResult<M>
+where
+    M: Message<Result = Ack>,
+{
+    MessageResult(Ack(Err(e)))
 }
 
 impl Handler<Create> for Store {
-    type Result = ResponseFuture<Result<KeyValue, StoreError>>;
+    type Result = MessageResult<Create>;
 
     fn handle(&mut self, msg: Create, ctx: &mut Context<Self>) -> Self::Result {
         let _span =
             tracing::debug_span!("handle", actor = "Store", message = "Create", key = %msg.key)
                 .entered();
         if self.latest(&msg.key).is_some() {
-            return ready(Err(StoreError::AlreadyExists));
+            return refused(StoreError::AlreadyExists);
         }
         ack(self.put(ctx, msg.key, None, msg.value, msg.trace))
     }
 }
 
 impl Handler<Update> for Store {
-    type Result = ResponseFuture<Result<KeyValue, StoreError>>;
+    type Result = MessageResult<Update>;
 
     fn handle(&mut self, msg: Update, ctx: &mut Context<Self>) -> Self::Result {
         let _span =
             tracing::debug_span!("handle", actor = "Store", message = "Update", key = %msg.key)
                 .entered();
         let prev = match self.latest(&msg.key) {
-            None => return ready(Err(StoreError::NotFound)),
+            None => return refused(StoreError::NotFound),
             Some(kv) if kv.mod_revision != msg.expect => {
-                return ready(Err(StoreError::Conflict {
+                return refused(StoreError::Conflict {
                     current: kv.mod_revision,
-                }))
+                })
             }
             Some(kv) => kv,
         };
@@ -856,24 +873,24 @@ impl Handler<Update> for Store {
 }
 
 impl Handler<Delete> for Store {
-    type Result = ResponseFuture<Result<KeyValue, StoreError>>;
+    type Result = MessageResult<Delete>;
 
     fn handle(&mut self, msg: Delete, ctx: &mut Context<Self>) -> Self::Result {
         let _span =
             tracing::debug_span!("handle", actor = "Store", message = "Delete", key = %msg.key)
                 .entered();
         let prev = match self.latest(&msg.key) {
-            None => return ready(Err(StoreError::NotFound)),
+            None => return refused(StoreError::NotFound),
             Some(kv) if kv.mod_revision != msg.expect => {
-                return ready(Err(StoreError::Conflict {
+                return refused(StoreError::Conflict {
                     current: kv.mod_revision,
-                }))
+                })
             }
             Some(kv) => kv,
         };
         let (rev, tombstone) = match self.encode(msg.tombstone) {
             Ok(v) => v,
-            Err(e) => return ready(Err(e)),
+            Err(e) => return refused(e),
         };
         self.assigned = rev;
         let (tx, rx) = oneshot::channel();
@@ -1011,6 +1028,15 @@ impl Handler<CurrentRevision> for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sends a write and waits for it to be durable.
+    async fn write<M>(store: &Addr<Store>, msg: M) -> Result<KeyValue, StoreError>
+    where
+        M: Message<Result = Ack> + Send + 'static,
+        Store: Handler<M>,
+    {
+        store.send(msg).await.unwrap().durable().await
+    }
     use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Fails every persist while `fail` is set.
@@ -1045,15 +1071,16 @@ mod tests {
         .unwrap();
         let reader = store.reader();
         let store = store.start();
-        let a = store
-            .send(Create {
+        let a = write(
+            &store,
+            Create {
                 key: "/a".into(),
                 value: value("1"),
                 trace: None,
-            })
-            .await
-            .unwrap()
-            .unwrap();
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(a.mod_revision, 1);
         fail.store(true, Ordering::SeqCst);
         let mut pending = Vec::new();
@@ -1065,18 +1092,20 @@ mod tests {
             }));
         }
         for p in pending {
-            assert!(matches!(p.await.unwrap(), Err(StoreError::Backend(_))));
+            let result = p.await.unwrap().durable().await;
+            assert!(matches!(result, Err(StoreError::Backend(_))));
         }
         fail.store(false, Ordering::SeqCst);
-        let b = store
-            .send(Create {
+        let b = write(
+            &store,
+            Create {
                 key: "/b".into(),
                 value: value("2"),
                 trace: None,
-            })
-            .await
-            .unwrap()
-            .unwrap();
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(
             b.mod_revision, 2,
             "failed writes never consumed a visible revision"
@@ -1092,44 +1121,48 @@ mod tests {
         let store = Store::open(Box::new(MemoryBackend), StoreConfig::default())
             .unwrap()
             .start();
-        let a = store
-            .send(Create {
+        let a = write(
+            &store,
+            Create {
                 key: "/p/a".into(),
                 value: value("a1"),
                 trace: None,
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        let stale = store
-            .send(Update {
+            },
+        )
+        .await
+        .unwrap();
+        let stale = write(
+            &store,
+            Update {
                 key: "/p/a".into(),
                 expect: a.mod_revision + 5,
                 value: value("a2"),
                 trace: None,
-            })
-            .await
-            .unwrap();
+            },
+        )
+        .await;
         assert_eq!(stale, Err(StoreError::Conflict { current: 1 }));
-        store
-            .send(Update {
+        write(
+            &store,
+            Update {
                 key: "/p/a".into(),
                 expect: 1,
                 value: value("a2"),
                 trace: None,
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        store
-            .send(Create {
+            },
+        )
+        .await
+        .unwrap();
+        write(
+            &store,
+            Create {
                 key: "/p/b".into(),
                 value: value("b1"),
                 trace: None,
-            })
-            .await
-            .unwrap()
-            .unwrap();
+            },
+        )
+        .await
+        .unwrap();
         let range = |at| Range {
             prefix: "/p/".into(),
             start_after: None,
