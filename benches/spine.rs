@@ -7,8 +7,12 @@
 //! 2. Durable creates per second through the API server with 1 and with 64 concurrent
 //!    writers (embedded store: fsynced before acknowledged), next to the fdatasync latency of
 //!    the same disk.
+//! 3. The same at the Store alone (no NATS, no validation), the 1- and 64-writer runs
+//!    interleaved so both see the same disk, with group commit off and with no disk as the
+//!    baselines.
 //!
-//! `cargo bench --bench spine` (needs nats-server on PATH: `scripts/test` installs it).
+//! `cargo bench --bench spine` (needs nats-server on PATH: `scripts/test` installs it);
+//! `SKIFF_BENCH_ONLY=get` or `SKIFF_BENCH_ONLY=store` runs one part.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
