@@ -12,7 +12,7 @@
 //!    baselines.
 //!
 //! `cargo bench --bench spine` (needs nats-server on PATH: `scripts/test` installs it);
-//! `SKIFF_BENCH_ONLY=get` or `SKIFF_BENCH_ONLY=store` runs one part.
+//! `SKIFF_BENCH_ONLY=get`, `=creates` (through the API server) or `=store` runs one part.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -357,15 +357,18 @@ fn main() {
     let only = std::env::var("SKIFF_BENCH_ONLY").unwrap_or_default();
     let only_get = only == "get";
     let only_store = only == "store";
+    let only_creates = only == "creates";
     if !only_store {
         rt.block_on(async {
-            get_vs_echo(rounds).await;
+            if !only_creates {
+                get_vs_echo(rounds).await;
+            }
             if !only_get {
                 durable_creates().await;
             }
         });
     }
-    if !only_get {
+    if !only_get && !only_creates {
         store_level();
     }
     let _ = Arc::new(());
