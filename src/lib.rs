@@ -4,7 +4,8 @@
 //! - `api`: wire and object types only — the `Status` error model, the resource table, NATS
 //!   subjects and envelopes, the guarded MessagePack codec, label and field selectors.
 //! - `apiserver`: the ApiServer actor (authentication, registry, validation, watch streams),
-//!   the Store actor it alone owns (`apiserver::store`, private), and the NATS bridge.
+//!   the Store actor it alone owns (`apiserver::store`, private), the NATS bridge, and the
+//!   HTTPS front (`apiserver::http`: REST, Tables, JSON and Kubernetes-protobuf bodies).
 //! - `client`: `ApiClient`, the one way every other component talks to the API server —
 //!   CRUD, resuming watches and the informer.
 //! - `config`: the layered configuration (file, `SKIFF_*` environment, flags).

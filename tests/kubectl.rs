@@ -388,6 +388,96 @@ fn create_apply_scale_label_and_delete_a_deployment() {
     assert!(k.fails(&["get", "deployment", "web"]).contains("NotFound"));
 }
 
+/// kubectl's typed generators send their objects as Kubernetes protobuf.
+#[test]
+fn typed_generators_send_protobuf_and_it_is_read() {
+    let k = Kube::start();
+    let json = |args: &[&str]| -> serde_json::Value { serde_json::from_str(&k.ok(args)).unwrap() };
+    k.ok(&["create", "namespace", "team-a"]);
+    assert_eq!(
+        k.ok(&["get", "ns", "team-a", "-o", "jsonpath={.status.phase}"]),
+        "Active"
+    );
+    k.ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "-n",
+        "team-a",
+        "--from-literal=mode=fast",
+        "--from-literal=empty=",
+    ]);
+    let cm = json(&["get", "cm", "settings", "-n", "team-a", "-o", "json"]);
+    assert_eq!(cm["data"], serde_json::json!({"mode": "fast", "empty": ""}));
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "-n",
+        "team-a",
+        "--from-literal=password=s3cr3t",
+    ]);
+    let secret = json(&["get", "secret", "creds", "-n", "team-a", "-o", "json"]);
+    assert_eq!(secret["type"], "Opaque");
+    assert_eq!(secret["data"]["password"], "czNjcjN0", "base64 of s3cr3t");
+    k.ok(&[
+        "create",
+        "deployment",
+        "api",
+        "-n",
+        "team-a",
+        "--image=python:3.11",
+        "--replicas=3",
+        "--port=8080",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "8080",
+    ]);
+    let d = json(&["get", "deploy", "api", "-n", "team-a", "-o", "json"]);
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "api");
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "python:3.11");
+    assert_eq!(c["command"][0], "python3");
+    assert_eq!(c["ports"][0]["containerPort"], 8080);
+    assert!(
+        d["metadata"]["creationTimestamp"].is_string(),
+        "the server's own timestamp, not the client's zero time"
+    );
+    // An explicit zero survives (a pointer field on the wire only when set).
+    k.ok(&[
+        "create",
+        "deployment",
+        "idle",
+        "-n",
+        "team-a",
+        "--image=python:3.11",
+        "--replicas=0",
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "idle",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "0"
+    );
+    // The same rules as JSON: a second create is AlreadyExists, a bad name Invalid.
+    assert!(k
+        .fails(&["create", "configmap", "settings", "-n", "team-a"])
+        .contains(r#"configmaps "settings" already exists"#));
+    assert!(k
+        .fails(&["create", "namespace", "Bad_Name"])
+        .contains(r#"The Namespace "Bad_Name" is invalid: metadata.name"#));
+}
+
 #[test]
 fn nodes_cordon_describe_and_wait() {
     let k = Kube::start();

@@ -4,6 +4,8 @@
 //! query parameters, JSON and Tables.
 
 mod discovery;
+pub mod protobuf;
+mod protobuf_schema;
 pub mod table;
 
 use std::net::SocketAddr;
@@ -312,21 +314,20 @@ async fn read_body(mut payload: web::Payload) -> Result<Bytes, Status> {
     Ok(buf.freeze())
 }
 
-/// Refuses bodies Skiff cannot read (protobuf) with 415, which makes client-go retry in JSON.
-fn check_content_type(req: &HttpRequest) -> Result<(), Status> {
-    let ctype = req
-        .headers()
+fn content_type(req: &HttpRequest) -> &str {
+    req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if ctype.contains("protobuf") {
-        return Err(Status::failure(
-            415,
-            "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json (got {ctype})"),
-        ));
+        .unwrap_or("")
+}
+
+/// Reads a create or update body: Kubernetes protobuf (what kubectl's typed generators send)
+/// or JSON/YAML-as-JSON.
+fn parse_object(req: &HttpRequest, body: &[u8]) -> Result<Value, Status> {
+    if content_type(req).starts_with("application/vnd.kubernetes.protobuf") {
+        return protobuf::decode(body).map_err(|e| Status::bad_request(e.to_string()));
     }
-    Ok(())
+    parse_json(body)
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, Status> {
@@ -454,7 +455,6 @@ async fn resource_call(
     credentials: Credentials,
 ) -> Result<HttpResponse, Status> {
     let q = query(req);
-    check_content_type(req)?;
     let body = read_body(payload).await?;
     let mut request = Request {
         group: t.info.group.into(),
@@ -492,11 +492,11 @@ async fn resource_call(
         }
         (Method::GET, Some(_)) => Verb::Get,
         (Method::POST, _) => {
-            request.body = Some(parse_json(&body)?);
+            request.body = Some(parse_object(req, &body)?);
             Verb::Create
         }
         (Method::PUT, Some(_)) => {
-            request.body = Some(parse_json(&body)?);
+            request.body = Some(parse_object(req, &body)?);
             Verb::Update
         }
         (Method::PATCH, Some(_)) => {
@@ -523,6 +523,12 @@ async fn resource_call(
         (Method::DELETE, Some(_)) => {
             let mut opts: DeleteOptions = if body.iter().all(u8::is_ascii_whitespace) {
                 DeleteOptions::default()
+            } else if content_type(req).contains("protobuf") {
+                return Err(Status::failure(
+                    415,
+                    "UnsupportedMediaType",
+                    "DeleteOptions are read from JSON only (got application/vnd.kubernetes.protobuf)",
+                ));
             } else {
                 serde_json::from_slice(&body)
                     .map_err(|e| Status::bad_request(format!("invalid DeleteOptions: {e}")))?
