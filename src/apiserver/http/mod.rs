@@ -5,6 +5,7 @@
 
 mod discovery;
 pub mod protobuf;
+mod protobuf_omitempty;
 mod protobuf_schema;
 pub mod table;
 

@@ -8,15 +8,16 @@
 //! (apiVersion, kind) names the message, `raw` holds it. The message is decoded field by
 //! field against the tables in `protobuf_schema` and written out as the object's JSON would
 //! be: Go's protobuf encoder writes every non-pointer field, so empty strings are dropped as
-//! `omitempty` would drop them, and a zero `Time` is no time at all. Integers and booleans are
-//! kept, zero and `false` included: a pointer field (`replicas`, `enableServiceLinks`) is on
-//! the wire only when set, and the wire does not say which fields are pointers, so an explicit
-//! 0 or `false` must survive; a non-pointer one reads the same as its absence. A field or
+//! `omitempty` would drop them, and a zero `Time` is no time at all. A zero integer or `false`
+//! is dropped only for the plain `omitempty` fields listed in `protobuf_omitempty`: a pointer
+//! field (`replicas`, `enableServiceLinks`) is on the wire only when set, so its explicit 0 or
+//! `false` must survive, and the wire does not say which fields are pointers. A field or
 //! message the tables do not know is refused with a clear error when it carries a value, so
 //! nothing the client sent is lost silently.
 
 use serde_json::{Map, Value};
 
+use super::protobuf_omitempty::ZERO_OMITTED;
 use super::protobuf_schema::MESSAGES;
 use crate::apiserver::certs::base64;
 
@@ -232,11 +233,21 @@ fn message(name: &str, bytes: &[u8], depth: usize) -> Result<Value, ProtoError> 
         })?;
         if field.repeated {
             array(&mut out, field.name).push(value);
-        } else if !omitted(&value) {
+        } else if !omitted(&value) && !zero_omitted(name, field.name, &value) {
             out.insert(field.name.into(), value);
         }
     }
     Ok(Value::Object(out))
+}
+
+/// A zero of a plain Go field with `omitempty`, which JSON would not carry.
+fn zero_omitted(message: &str, field: &str, v: &Value) -> bool {
+    let zero = match v {
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_i64() == Some(0),
+        _ => false,
+    };
+    zero && ZERO_OMITTED.contains(&(message, field))
 }
 
 /// Whether a skipped field's bytes (after its key) carry nothing: a zero varint or fixed
@@ -528,7 +539,8 @@ mod tests {
             .str(3, "sh")
             .str(3, "-c")
             .msg(6, &port)
-            .msg(8, &W::default());
+            .msg(8, &W::default())
+            .int(16, 0);
         let mut pod_spec = W::default();
         pod_spec.msg(2, &container);
         let mut labels = W::default();
@@ -548,6 +560,12 @@ mod tests {
         d.msg(1, &meta).msg(2, &spec).msg(3, &W::default());
         let got = decode(&envelope("apps/v1", "Deployment", &d)).unwrap();
         assert_eq!(got["spec"]["replicas"], json!(0));
+        assert!(
+            got["spec"]["template"]["spec"]["containers"][0]
+                .get("stdin")
+                .is_none(),
+            "a plain omitempty false is not carried"
+        );
         assert_eq!(
             got["spec"]["selector"],
             json!({"matchLabels": {"app": "web"}})
