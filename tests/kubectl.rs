@@ -443,6 +443,10 @@ fn typed_generators_send_protobuf_and_it_is_read() {
     assert_eq!(c["image"], "python:3.11");
     assert_eq!(c["command"][0], "python3");
     assert_eq!(c["ports"][0]["containerPort"], 8080);
+    assert_eq!(
+        c["ports"][0]["protocol"], "TCP",
+        "defaulted as Kubernetes does"
+    );
     assert!(
         d["metadata"]["creationTimestamp"].is_string(),
         "the server's own timestamp, not the client's zero time"

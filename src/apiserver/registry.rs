@@ -1364,6 +1364,11 @@ fn pod_spec_defaults(spec: &mut Value) {
                     .or_insert(json!("/dev/termination-log"));
                 c.entry("terminationMessagePolicy").or_insert(json!("File"));
                 c.entry("resources").or_insert(json!({}));
+                if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                        p.entry("protocol").or_insert(json!("TCP"));
+                    }
+                }
                 let image = c.get("image").and_then(Value::as_str).unwrap_or("");
                 let latest = !image.rsplit('/').next().unwrap_or("").contains(':')
                     || image.ends_with(":latest");
