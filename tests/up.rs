@@ -145,6 +145,46 @@ fn skiff_up_runs_a_deployment_of_real_processes() {
         ]),
         "python:3.11"
     );
+    // The Deployment carries its current revision (the undo made revision 1's template
+    // revision 3), as `kubectl rollout undo` on an unannotated Deployment needs.
+    up.eventually("the Deployment's revision annotation", 20, |u| {
+        u.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+        ]) == "3"
+    });
+    // A Deployment made by `kubectl create deployment` has no annotations of its own; its
+    // undo replaces /metadata/annotations, which must therefore exist.
+    up.ok(&[
+        "create",
+        "deployment",
+        "plain",
+        "--image=python:3.11",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "8081",
+    ]);
+    up.ok(&["rollout", "status", "deployment/plain", "--timeout=90s"]);
+    up.ok(&["set", "image", "deployment/plain", "python=python:3.12"]);
+    up.ok(&["rollout", "status", "deployment/plain", "--timeout=90s"]);
+    up.ok(&["rollout", "undo", "deployment/plain"]);
+    up.ok(&["rollout", "status", "deployment/plain", "--timeout=90s"]);
+    assert_eq!(
+        up.ok(&[
+            "get",
+            "deploy",
+            "plain",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ]),
+        "python:3.11"
+    );
+    up.ok(&["delete", "deployment", "plain"]);
 
     // A crashing container backs off; a pod too big stays Pending and says why.
     up.ok(&["apply", "-f", &example("crashing-pod.yaml")]);

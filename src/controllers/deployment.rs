@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::{json, Value};
 
-use super::deployment_plan::{plan, Action};
+use super::deployment_plan::{current_revision, plan, Action, REVISION_ANNOTATION};
 use super::replicaset::forward;
 use super::{controller_of, key_of, record, Queue};
 use crate::api::meta;
@@ -218,6 +218,23 @@ async fn reconcile(client: &ApiClient, d: &Value, rss: &Cache) {
         if let Err(e) = result {
             tracing::debug!(deployment = %meta::name(d), error = %e, "deployment action failed; will retry");
             return;
+        }
+    }
+    // The Deployment carries the revision of its current ReplicaSet, as Kubernetes' controller
+    // keeps it: `kubectl rollout undo` replaces the annotations it finds there.
+    let revision = current_revision(d, &owned);
+    let annotation = d
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(REVISION_ANNOTATION))
+        .and_then(Value::as_str);
+    if revision > 0 && annotation != Some(revision.to_string().as_str()) {
+        let patch =
+            json!({"metadata": {"annotations": {REVISION_ANNOTATION: revision.to_string()}}});
+        if let Err(e) = d_api
+            .patch(meta::name(d), None, PatchType::Merge, &patch)
+            .await
+        {
+            tracing::debug!(deployment = %meta::name(d), error = %e, "revision annotation not written; will retry");
         }
     }
 }

@@ -12,8 +12,8 @@
 //! ReplicaSet's status (or the Deployment) changes drives a rollout to completion. Availability
 //! is read from ReplicaSet `status.availableReplicas`; pods are never looked at. Differences
 //! from Kubernetes, all deliberate: `unavailableReplicas` is `max(spec.replicas - available, 0)`;
-//! the Deployment's own `deployment.kubernetes.io/revision` annotation is not written (use
-//! [`current_revision`]); `minReadySeconds` is copied only when the ReplicaSet is created; a
+//! the Deployment's own `deployment.kubernetes.io/revision` annotation is not planned here
+//! (the controller writes [`current_revision`] after the plan's actions); `minReadySeconds` is copied only when the ReplicaSet is created; a
 //! hash collision bumps `status.collisionCount` and creates the ReplicaSet in the same plan; a
 //! stale `desired-replicas` annotation on a ReplicaSet that already has the right size is
 //! refreshed (Kubernetes would keep treating every sync as a scaling event).
