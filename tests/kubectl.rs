@@ -602,6 +602,21 @@ fn errors_read_as_kubectl_users_expect() {
         "strict validation names the field: {err}"
     );
 
+    // Streaming subresources are refused at once with a clear error (never a hang: the
+    // upgrade request's body is not waited for).
+    let out = k.apply_stdin("create", &pod("shell", "{app: x}", Some("n1")));
+    assert!(out.status.success(), "{out:?}");
+    let started = Instant::now();
+    let err = k.fails(&["exec", "shell", "--", "true"]);
+    assert!(
+        err.contains("pods/exec is not supported by Skiff yet"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "exec answered late"
+    );
+
     // Without strict validation an unknown field is dropped with a warning.
     let out = k.run_with(
         &k.kubeconfig(),

@@ -456,7 +456,21 @@ async fn resource_call(
     credentials: Credentials,
 ) -> Result<HttpResponse, Status> {
     let q = query(req);
-    let body = read_body(payload).await?;
+    if let Some(sub @ ("exec" | "attach" | "portforward")) = t.subresource.as_deref() {
+        // Answered before the body is read: these requests upgrade the connection, and their
+        // "body" would never end.
+        return Err(Status::bad_request(format!(
+            "pods/{sub} is not supported by Skiff yet: it needs a streaming connection to the \
+             kubelet that Skiff does not provide (kubectl logs works)"
+        )));
+    }
+    // A request that asks to upgrade the connection has no body to wait for.
+    let upgrade = req.headers().contains_key(header::UPGRADE);
+    let body = if upgrade {
+        Bytes::new()
+    } else {
+        read_body(payload).await?
+    };
     let mut request = Request {
         group: t.info.group.into(),
         resource: t.info.plural.into(),

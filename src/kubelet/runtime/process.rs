@@ -9,7 +9,9 @@
 //! pod lifecycle: restarts, back-off and probes belong to the kubelet.
 //!
 //! The image is recorded but not used: there is no filesystem isolation, the command is looked
-//! up on the node's `PATH`. A spec without a command is therefore a start error. Pods share
+//! up on the node's `PATH`. With no `command`, `args` alone are run, as an image without an
+//! ENTRYPOINT runs its args (what `kubectl run NAME --image=I -- prog arg` sends); a spec with
+//! neither is a start error. Pods share
 //! the node's network, so the pod IP is the node's address.
 //!
 //! When a container's main process exits (on its own or after a signal), whatever else is
@@ -227,10 +229,11 @@ impl ProcessRuntime {
         launch: &Launch,
         log_path: &Path,
     ) -> Result<Instance, RuntimeError> {
-        let Some((program, command_args)) = spec.command.split_first() else {
+        let argv = argv(spec);
+        let Some((program, command_args)) = argv.split_first() else {
             return Err(RuntimeError::start(
                 id,
-                "the process runtime needs a command",
+                "the process runtime needs a command or args",
             ));
         };
         let log = tokio::fs::OpenOptions::new()
@@ -248,7 +251,6 @@ impl ProcessRuntime {
         let mut command = Command::new(program);
         command
             .args(command_args)
-            .args(&spec.args)
             .env_clear()
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&launch.working_dir)
@@ -283,6 +285,11 @@ impl ProcessRuntime {
     }
 }
 
+/// What runs: `command` then `args`, or `args` alone when there is no command.
+fn argv(spec: &ContainerSpec) -> Vec<&String> {
+    spec.command.iter().chain(&spec.args).collect()
+}
+
 #[async_trait::async_trait]
 impl ContainerRuntime for ProcessRuntime {
     fn version(&self) -> String {
@@ -290,10 +297,10 @@ impl ContainerRuntime for ProcessRuntime {
     }
 
     async fn start(&self, id: &ContainerId, spec: &ContainerSpec) -> Result<(), RuntimeError> {
-        if spec.command.is_empty() {
+        if argv(spec).is_empty() {
             return Err(RuntimeError::start(
                 id,
-                "the process runtime needs a command",
+                "the process runtime needs a command or args",
             ));
         }
         let dir = self
@@ -1259,9 +1266,31 @@ mod tests {
         };
         match rt.start(&c, &spec).await.unwrap_err() {
             RuntimeError::Start { why, .. } => {
-                assert_eq!(why, "the process runtime needs a command")
+                assert_eq!(why, "the process runtime needs a command or args")
             }
             other => panic!("{other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn args_alone_run_like_an_image_without_an_entrypoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(&dir);
+        let c = id("args-only");
+        let spec = ContainerSpec {
+            image: "python:3.11".to_string(),
+            args: vec!["sh".into(), "-c".into(), "echo from-args".into()],
+            ..ContainerSpec::default()
+        };
+        rt.start(&c, &spec).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = rt.logs(&c, None, false).await.unwrap_or_default();
+            if log.contains("from-args") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "args never ran");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
