@@ -331,6 +331,21 @@ fn create_apply_scale_label_and_delete_a_deployment() {
         String::from_utf8_lossy(&out.stdout).contains("unchanged"),
         "{out:?}"
     );
+    // `kubectl diff` asks for a server-side dry run of the patch: it shows the change and
+    // writes nothing.
+    let more = DEPLOYMENT.replace("replicas: 2", "replicas: 4");
+    let out = k.run_with(&k.kubeconfig(), &["diff", "-f", "-"], Some(&more));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "diff finds a change: {out:?}");
+    assert!(
+        shown.contains("-  replicas: 2") && shown.contains("+  replicas: 4"),
+        "{shown}"
+    );
+    assert_eq!(
+        k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "2",
+        "a dry run writes nothing"
+    );
     let changed = DEPLOYMENT.replace("python:3.11", "python:3.12");
     let out = k.apply_stdin("apply", &changed);
     assert!(
@@ -601,6 +616,15 @@ fn errors_read_as_kubectl_users_expect() {
         !out.status.success() && err.contains("imagee"),
         "strict validation names the field: {err}"
     );
+
+    // The namespaces a cluster cannot do without are not deleted.
+    assert!(k
+        .fails(&["delete", "namespace", "default"])
+        .contains(r#"namespaces "default" is forbidden: this namespace may not be deleted"#));
+    assert!(k
+        .fails(&["delete", "namespace", "kube-system"])
+        .contains("may not be deleted"));
+    k.ok(&["get", "namespace", "default"]);
 
     // Streaming subresources are refused at once with a clear error (never a hang: the
     // upgrade request's body is not waited for).

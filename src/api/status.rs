@@ -231,6 +231,19 @@ impl Status {
         Self::failure(403, reason::FORBIDDEN, message)
     }
 
+    /// 403 about one object: `namespaces "default" is forbidden: <why>`.
+    pub fn forbidden_on(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        Self::failure(
+            403,
+            reason::FORBIDDEN,
+            format!(
+                "{} \"{name}\" is forbidden: {why}",
+                qualified(group, resource)
+            ),
+        )
+        .with_details(group, resource, name)
+    }
+
     /// 405: the verb is not served on this resource.
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::failure(405, reason::METHOD_NOT_ALLOWED, message)

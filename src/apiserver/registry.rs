@@ -761,8 +761,12 @@ impl Registry {
             if !errs.is_empty() {
                 return Err(invalid(info, name, errs));
             }
-            if new == old || dry_run {
+            if new == old {
                 return Ok((kv.value, new));
+            }
+            if dry_run {
+                // What the write would store, not what is stored: `kubectl diff` compares it.
+                return Ok((encode_value(&new)?, new));
             }
             // A namespace also waits for its spec.finalizers (the namespace controller's).
             let ns_pending = info.kind == "Namespace"
@@ -821,6 +825,16 @@ impl Registry {
         let ns = Self::namespace_of(&t)?;
         let key = t.info.key(ns, &name);
         let info = t.info;
+        // The namespaces the cluster cannot do without, as Kubernetes' NamespaceLifecycle
+        // admission keeps them.
+        if info.kind == "Namespace" && IMMORTAL_NAMESPACES.contains(&name.as_str()) {
+            return Err(Status::forbidden_on(
+                info.group,
+                info.plural,
+                &name,
+                "this namespace may not be deleted",
+            ));
+        }
         let opts = req.delete.clone().unwrap_or_default();
         for _ in 0..MAX_RETRIES {
             let kv = self
@@ -1296,6 +1310,9 @@ fn initial_status(info: &ResourceInfo, obj: &mut Value) {
         _ => {}
     }
 }
+
+/// Namespaces that may not be deleted (Kubernetes' NamespaceLifecycle keeps the same three).
+const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
 
 /// Field defaults, as Kubernetes' defaulters set them on every write (so a replaced
 /// template compares equal to the one stored in its ReplicaSet). Idempotent.
