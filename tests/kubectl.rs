@@ -732,6 +732,30 @@ fn client_certificates_signed_by_the_cluster_ca_work_and_others_do_not() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("Forbidden"), "{err}");
 
+    // `kubectl auth whoami` and `auth can-i` answer from the same authenticator and
+    // authorizer as the requests themselves.
+    let me = k.ok(&["auth", "whoami"]);
+    assert!(
+        me.contains("admin") && me.contains("system:masters"),
+        "{me}"
+    );
+    let me = k.run_with(&reader, &["auth", "whoami"], None);
+    let me = String::from_utf8_lossy(&me.stdout);
+    assert!(me.contains("rita") && me.contains("readers"), "{me}");
+    let can = |kubeconfig: &Path, args: &[&str]| {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        let out = k.run_with(kubeconfig, &all, None);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(can(&k.kubeconfig(), &["create", "namespaces"]), "yes");
+    assert_eq!(can(&reader, &["list", "pods", "-n", "default"]), "yes");
+    assert_eq!(can(&reader, &["create", "namespaces"]), "no");
+    assert_eq!(
+        can(&reader, &["delete", "deployments.apps", "-n", "default"]),
+        "no"
+    );
+
     // A certificate from another CA is refused, whatever it claims.
     let other = tempfile::tempdir().unwrap();
     let mut forged = make("mallory", "system:masters", other.path());

@@ -127,14 +127,16 @@ impl Authenticator {
         }
     }
 
-    /// A token of a member of `group` (the kubeconfig written on start uses an admin's).
+    /// A token of a member of `group` (the kubeconfig written on start uses an admin's). A
+    /// person's user comes before a component's (`system:…`, which may share the group), so
+    /// kubectl is not taken for the scheduler; ties go by name, then token.
     pub fn token_for_group(&self, group: &str) -> Option<(&str, &UserInfo)> {
         let mut found: Vec<_> = self
             .tokens
             .iter()
             .filter(|(_, u)| u.groups.iter().any(|g| g == group))
             .collect();
-        found.sort_by(|a, b| a.0.cmp(b.0));
+        found.sort_by_key(|(t, u)| (u.name.starts_with("system:"), u.name.clone(), t.to_string()));
         found.first().map(|(t, u)| (t.as_str(), *u))
     }
 

@@ -536,6 +536,29 @@ fn node_may(node: &str, verb: Verb, req: &Request, registry: &Registry) -> bool 
     }
 }
 
+/// Asks whether a caller may make a request, without making it: what a
+/// SelfSubjectAccessReview (`kubectl auth can-i`) answers.
+#[derive(Message)]
+#[rtype(result = "Result<Result<(), Status>, Status>")]
+pub struct Review {
+    /// The caller's credentials.
+    pub credentials: Credentials,
+    /// The verb asked about.
+    pub verb: Verb,
+    /// The request asked about (group, resource, subresource, namespace, name).
+    pub request: Request,
+}
+
+impl Handler<Review> for ApiServer {
+    type Result = Result<Result<(), Status>, Status>;
+
+    /// Outer error: the caller is not authenticated; inner: the answer (denied, and why).
+    fn handle(&mut self, r: Review, _: &mut Context<Self>) -> Self::Result {
+        let user = authenticate(&self.auth, &r.credentials)?;
+        Ok(authorize(&user, r.verb, &r.request, &self.registry))
+    }
+}
+
 /// The handle the transports use: a cheap clone around the actor's address.
 #[derive(Clone)]
 pub struct ApiHandle {
@@ -550,6 +573,14 @@ impl ApiHandle {
     /// Checks credentials without running a call (discovery documents need a caller too).
     pub fn authenticate(&self, credentials: &Credentials) -> Result<UserInfo, Status> {
         authenticate(&self.auth, credentials)
+    }
+
+    /// Answers whether the caller may make `request` (Ok(Err) says why not).
+    pub async fn review(&self, review: Review) -> Result<Result<(), Status>, Status> {
+        self.addr
+            .send(review)
+            .await
+            .unwrap_or_else(|e| Err(Status::unavailable(format!("api server: {e}"))))
     }
 
     /// Runs one call.

@@ -7,6 +7,7 @@ mod discovery;
 pub mod protobuf;
 mod protobuf_omitempty;
 mod protobuf_schema;
+mod reviews;
 pub mod table;
 
 use std::net::SocketAddr;
@@ -386,8 +387,26 @@ async fn dispatch(
         certificate: req.conn_data::<PeerIdentity>().map(|p| p.0.clone()),
     };
     // Everything past health and version needs an authenticated caller.
-    if let Err(s) = state.api.authenticate(&credentials) {
-        return status_response(&s);
+    let user = match state.api.authenticate(&credentials) {
+        Ok(u) => u,
+        Err(s) => return status_response(&s),
+    };
+    if req.method() == Method::POST {
+        match path.trim_end_matches('/') {
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews" => {
+                return json_response(StatusCode::CREATED, &reviews::who_am_i(&user));
+            }
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => {
+                return match read_body(payload)
+                    .await
+                    .and_then(|b| parse_object(&req, &b))
+                {
+                    Ok(body) => reviews::can_i(&state.api, credentials, body).await,
+                    Err(s) => status_response(&s),
+                };
+            }
+            _ => {}
+        }
     }
     if req.method() == Method::GET {
         let trimmed = path.trim_end_matches('/');

@@ -633,4 +633,32 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
         Field { num: 4, name: "reason", ty: Ty::Str, repeated: false },
         Field { num: 5, name: "message", ty: Ty::Str, repeated: false },
     ]),
+    ("k8s.io.api.authorization.v1.SelfSubjectAccessReview", &[
+        Field { num: 1, name: "metadata", ty: Ty::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { num: 2, name: "spec", ty: Ty::Msg("k8s.io.api.authorization.v1.SelfSubjectAccessReviewSpec"), repeated: false },
+        Field { num: 3, name: "status", ty: Ty::Msg("k8s.io.api.authorization.v1.SubjectAccessReviewStatus"), repeated: false },
+    ]),
+    ("k8s.io.api.authorization.v1.SelfSubjectAccessReviewSpec", &[
+        Field { num: 1, name: "resourceAttributes", ty: Ty::Msg("k8s.io.api.authorization.v1.ResourceAttributes"), repeated: false },
+        Field { num: 2, name: "nonResourceAttributes", ty: Ty::Msg("k8s.io.api.authorization.v1.NonResourceAttributes"), repeated: false },
+    ]),
+    ("k8s.io.api.authorization.v1.ResourceAttributes", &[
+        Field { num: 1, name: "namespace", ty: Ty::Str, repeated: false },
+        Field { num: 2, name: "verb", ty: Ty::Str, repeated: false },
+        Field { num: 3, name: "group", ty: Ty::Str, repeated: false },
+        Field { num: 4, name: "version", ty: Ty::Str, repeated: false },
+        Field { num: 5, name: "resource", ty: Ty::Str, repeated: false },
+        Field { num: 6, name: "subresource", ty: Ty::Str, repeated: false },
+        Field { num: 7, name: "name", ty: Ty::Str, repeated: false },
+    ]),
+    ("k8s.io.api.authorization.v1.NonResourceAttributes", &[
+        Field { num: 1, name: "path", ty: Ty::Str, repeated: false },
+        Field { num: 2, name: "verb", ty: Ty::Str, repeated: false },
+    ]),
+    ("k8s.io.api.authorization.v1.SubjectAccessReviewStatus", &[
+        Field { num: 1, name: "allowed", ty: Ty::Bool, repeated: false },
+        Field { num: 2, name: "reason", ty: Ty::Str, repeated: false },
+        Field { num: 3, name: "evaluationError", ty: Ty::Str, repeated: false },
+        Field { num: 4, name: "denied", ty: Ty::Bool, repeated: false },
+    ]),
 ];
