@@ -756,6 +756,23 @@ fn client_certificates_signed_by_the_cluster_ca_work_and_others_do_not() {
         "no"
     );
 
+    // Impersonation (`--as`): an admin may act as someone else, and then has only their
+    // rights; anyone else may not.
+    let me = k.ok(&["auth", "whoami", "--as", "rita", "--as-group", "readers"]);
+    assert!(me.contains("rita") && me.contains("readers"), "{me}");
+    assert_eq!(
+        can(&k.kubeconfig(), &["create", "namespaces", "--as", "rita"]),
+        "no"
+    );
+    let err = k.fails(&["create", "namespace", "as-rita", "--as", "rita"]);
+    assert!(err.contains("Forbidden"), "{err}");
+    let out = k.run_with(&reader, &["get", "ns", "--as", "admin"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(r#"User "rita" cannot impersonate"#),
+        "{err}"
+    );
+
     // A certificate from another CA is refused, whatever it claims.
     let other = tempfile::tempdir().unwrap();
     let mut forged = make("mallory", "system:masters", other.path());

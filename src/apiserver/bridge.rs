@@ -172,6 +172,7 @@ async fn serve_one(
                 token: header(&msg, HEADER_TOKEN).map(str::to_string),
                 identity: Some(user),
                 certificate: None,
+                impersonate: None,
             },
             verb,
             request,

@@ -94,6 +94,19 @@ pub struct Credentials {
     /// A client certificate the TLS layer verified against Skiff's CA (CN = user, O =
     /// groups); used when there is no token.
     pub certificate: Option<UserInfo>,
+    /// Whom the caller asks to act as (`Impersonate-User` / `Impersonate-Group`, kubectl's
+    /// `--as` / `--as-group`): allowed to admins only, as Kubernetes allows it to those who
+    /// may `impersonate`.
+    pub impersonate: Option<Impersonation>,
+}
+
+/// The user (and groups) a request asks to be made as.
+#[derive(Debug, Clone, Default)]
+pub struct Impersonation {
+    /// The user name (empty: groups were asked for without a user, which is refused).
+    pub user: String,
+    /// The groups.
+    pub groups: Vec<String>,
 }
 
 /// A successful answer.
@@ -397,7 +410,29 @@ fn authenticate(auth: &Authenticator, c: &Credentials) -> Result<UserInfo, Statu
             };
         }
     }
-    Ok(user)
+    match &c.impersonate {
+        None => Ok(user),
+        Some(imp) if imp.user.is_empty() => Err(Status::bad_request(
+            "requested impersonation of groups without impersonating a user",
+        )),
+        Some(imp) if !user.groups.iter().any(|g| g == ADMIN_GROUP) => {
+            Err(Status::forbidden(format!(
+                "users \"{}\" is forbidden: User \"{}\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope",
+                imp.user, user.name
+            )))
+        }
+        Some(imp) => {
+            let mut groups = imp.groups.clone();
+            if !groups.iter().any(|g| g == "system:authenticated") {
+                groups.push("system:authenticated".into());
+            }
+            Ok(UserInfo {
+                name: imp.user.clone(),
+                uid: String::new(),
+                groups,
+            })
+        }
+    }
 }
 
 /// Server-side field validation (`fieldValidation`): fields the kind's schema does not know

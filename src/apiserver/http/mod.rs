@@ -316,6 +316,24 @@ async fn read_body(mut payload: web::Payload) -> Result<Bytes, Status> {
     Ok(buf.freeze())
 }
 
+/// `Impersonate-User` and `Impersonate-Group` (kubectl `--as`, `--as-group`), if asked for.
+fn impersonation(req: &HttpRequest) -> Option<super::Impersonation> {
+    let text = |v: &HeaderValue| v.to_str().ok().map(str::to_string);
+    let user = req.headers().get("impersonate-user").and_then(text);
+    let groups: Vec<String> = req
+        .headers()
+        .get_all("impersonate-group")
+        .filter_map(text)
+        .collect();
+    if user.is_none() && groups.is_empty() {
+        return None;
+    }
+    Some(super::Impersonation {
+        user: user.unwrap_or_default(),
+        groups,
+    })
+}
+
 fn content_type(req: &HttpRequest) -> &str {
     req.headers()
         .get(header::CONTENT_TYPE)
@@ -385,6 +403,7 @@ async fn dispatch(
             .map(String::from),
         identity: None,
         certificate: req.conn_data::<PeerIdentity>().map(|p| p.0.clone()),
+        impersonate: impersonation(&req),
     };
     // Everything past health and version needs an authenticated caller.
     let user = match state.api.authenticate(&credentials) {
