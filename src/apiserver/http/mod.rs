@@ -420,7 +420,7 @@ async fn dispatch(
                     .await
                     .and_then(|b| parse_object(&req, &b))
                 {
-                    Ok(body) => reviews::can_i(&state.api, credentials, body).await,
+                    Ok(body) => reviews::can_i(&state.api, &user, credentials, body).await,
                     Err(s) => status_response(&s),
                 };
             }

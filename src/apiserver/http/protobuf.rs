@@ -227,10 +227,7 @@ fn message(name: &str, bytes: &[u8], depth: usize) -> Result<Value, ProtoError> 
             }
             continue;
         }
-        let value = scalar(name, field, &field.ty, wire, &mut r, depth).map_err(|e| match e {
-            ProtoError::WireType { .. } => wrong(),
-            e => e,
-        })?;
+        let value = scalar(name, field, &field.ty, wire, &mut r, depth)?;
         if field.repeated {
             array(&mut out, field.name).push(value);
         } else if !omitted(&value) && !zero_omitted(name, field.name, &value) {
