@@ -70,14 +70,15 @@ fn control_plane_with(
     })
 }
 
-async fn pods_of(pods: &Api, selector: &str) -> Vec<Value> {
+/// The pods `selector` picks; a failed list is an error, never an empty answer (an empty
+/// list is what "collected" means).
+async fn pods_of(pods: &Api, selector: &str) -> Result<Vec<Value>, skiff::api::Status> {
     pods.list(&ListOptions {
         label_selector: Some(selector.into()),
         ..Default::default()
     })
     .await
     .map(|l| l.items)
-    .unwrap_or_default()
 }
 
 async fn wait_running(pods: &Api, selector: &str, n: usize) -> Vec<Value> {
@@ -90,6 +91,7 @@ async fn wait_running(pods: &Api, selector: &str, n: usize) -> Vec<Value> {
             async move {
                 let live: Vec<Value> = pods_of(&pods, &selector)
                     .await
+                    .ok()?
                     .into_iter()
                     .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
                     .collect();
@@ -184,7 +186,7 @@ async fn replicasets_keep_their_pods_and_the_collector_cleans_up() {
     .unwrap();
     wait_for(Duration::from_secs(30), "pods collected", || {
         let pods = pods.clone();
-        async move { pods_of(&pods, "app=web").await.is_empty().then_some(()) }
+        async move { pods_of(&pods, "app=web").await.ok()?.is_empty().then_some(()) }
     })
     .await;
 }
@@ -250,6 +252,7 @@ async fn deployments_roll_out_and_are_collected() {
             while sampling.load(std::sync::atomic::Ordering::SeqCst) {
                 let live: Vec<Value> = pods_of(&pods, "app=web")
                     .await
+                    .expect("listing pods while sampling")
                     .into_iter()
                     .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
                     .collect();
@@ -337,7 +340,7 @@ async fn deployments_roll_out_and_are_collected() {
                 .ok()?
                 .items
                 .is_empty();
-            let p = pods_of(&pods, "app=web").await.is_empty();
+            let p = pods_of(&pods, "app=web").await.ok()?.is_empty();
             (r && p).then_some(())
         }
     })
@@ -401,6 +404,7 @@ async fn a_silent_node_goes_not_ready_and_its_pods_move() {
         async move {
             let live: Vec<Value> = pods_of(&pods, "app=web")
                 .await
+                .ok()?
                 .into_iter()
                 .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
                 .collect();
@@ -462,7 +466,7 @@ async fn deleting_a_namespace_deletes_what_is_in_it_then_the_namespace() {
         }
     })
     .await;
-    assert!(pods_of(&pods, "app=web").await.is_empty());
+    assert!(pods_of(&pods, "app=web").await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -510,17 +514,41 @@ async fn two_controller_managers_one_acts_and_the_standby_takes_over() {
         json!({"metadata": {"name": name}, "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
             "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}})
     };
+    // Both managers watch; only the leader acts, so the count never overshoots. Every pod
+    // either manager creates is seen as ADDED by a watch from before the ReplicaSet exists.
+    let from = pods.list(&ListOptions::default()).await.unwrap().resource_version;
+    let mut watch = pods.watch(&ListOptions {
+        label_selector: Some("app=one".into()),
+        resource_version: Some(from),
+        ..Default::default()
+    });
+    let (added_tx, mut added) = tokio::sync::watch::channel(0usize);
+    let counting = tokio::spawn(async move {
+        let mut names = std::collections::BTreeSet::new();
+        while let Some(Ok(ev)) = watch.next().await {
+            if ev.event_type == "ADDED" {
+                names.insert(ev.object["metadata"]["name"].as_str().unwrap_or("").to_string());
+                added_tx.send_replace(names.len());
+            }
+        }
+    });
     rss.create(&rs("one", 4)).await.unwrap();
     wait_running(&pods, "app=one", 4).await;
-    // Both managers watch; only the leader acts, so the count never overshoots.
-    for _ in 0..10 {
-        assert_eq!(
-            pods_of(&pods, "app=one").await.len(),
-            4,
-            "exactly one manager created pods"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for(Duration::from_secs(20), "ReplicaSet one reports 4 ready", || {
+        let rss = rss.clone();
+        async move {
+            let status = rss.get("one").await.ok()?["status"].clone();
+            (status["readyReplicas"] == 4 && status["replicas"] == 4).then_some(())
+        }
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(10), added.wait_for(|n| *n >= 4))
+        .await
+        .expect("the watch saw the 4 pods")
+        .unwrap();
+    assert_eq!(*added.borrow(), 4, "exactly one manager created pods");
+    assert_eq!(pods_of(&pods, "app=one").await.unwrap().len(), 4);
+    counting.abort();
     let leases = admin.api("coordination.k8s.io", "leases", Some("kube-system"));
     let holder = leases.get("skiff-controller-manager").await.unwrap()["spec"]["holderIdentity"]
         .as_str()

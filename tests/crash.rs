@@ -135,6 +135,10 @@ async fn kill_during_creates(flags: &[&str]) {
     );
 }
 
+/// Creates in flight at SIGTERM: enough that a server dropping what it had not yet taken from
+/// its socket loses some of them.
+const IN_FLIGHT: usize = 300;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_and_exits() {
     let nats = NatsServer::start();
@@ -147,28 +151,50 @@ async fn sigterm_finishes_in_flight_requests_and_exits() {
         async move { cms.list(&ListOptions::default()).await.ok() }
     })
     .await;
+    // In flight for certain: the server is stopped (SIGSTOP) while nats-server delivers the
+    // 300 creates to it, so each has reached the server and none is answered when SIGTERM
+    // comes; SIGCONT lets it see both.
+    let pid = server.child.id() as i32;
+    let delivered = nats.delivered_to(skiff::api::subject::REQUEST_WILDCARD);
+    assert_eq!(signal(pid, libc::SIGSTOP), 0);
     let mut tasks = Vec::new();
-    for i in 0..50 {
+    for i in 0..IN_FLIGHT {
         let cms = cms.clone();
         tasks.push(tokio::spawn(async move {
             cms.create(&json!({"metadata": {"name": format!("t{i}")}}))
                 .await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let pid = server.child.id() as i32;
-    assert_eq!(signal(pid, 15), 0);
+    wait_for(
+        Duration::from_secs(10),
+        "the creates delivered to the stopped server",
+        || {
+            let now = nats.delivered_to(skiff::api::subject::REQUEST_WILDCARD);
+            async move { (now >= delivered + IN_FLIGHT as u64).then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "no create is answered while the server is stopped"
+    );
+    assert_eq!(signal(pid, libc::SIGTERM), 0);
+    assert_eq!(signal(pid, libc::SIGCONT), 0);
     let status = tokio::task::spawn_blocking(move || server.child.wait())
         .await
         .unwrap()
         .unwrap();
     assert!(status.success(), "graceful exit: {status:?}");
-    let mut acked = Vec::new();
+    let mut failed = Vec::new();
     for (i, t) in tasks.into_iter().enumerate() {
-        if t.await.unwrap().is_ok() {
-            acked.push(format!("t{i}"));
+        if let Err(e) = t.await.unwrap() {
+            failed.push(format!("t{i}: {} {}", e.code, e.message));
         }
     }
+    assert!(
+        failed.is_empty(),
+        "every create in flight at SIGTERM is answered: {failed:?}"
+    );
     let _server = ApiProcess::start(&nats.url(), dir.path(), &[]);
     let list = wait_for(Duration::from_secs(30), "restarted", || {
         let cms = cms.clone();
@@ -180,10 +206,10 @@ async fn sigterm_finishes_in_flight_requests_and_exits() {
         .iter()
         .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
         .collect();
-    for a in acked {
+    for i in 0..IN_FLIGHT {
         assert!(
-            names.contains(&a),
-            "{a} acknowledged before shutdown is stored"
+            names.contains(&format!("t{i}")),
+            "t{i}, answered before the server exited, is stored"
         );
     }
 }

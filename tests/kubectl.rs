@@ -56,6 +56,37 @@ impl Kube {
         self.dir.path().join("kubeconfig")
     }
 
+    /// Starts a long-running kubectl (`get -w`, `wait`) with `-v=6` and returns once its
+    /// watch request has been answered (kubectl logs each response at that level), so that
+    /// what the test changes next happens while kubectl is watching. Its stdout, read on.
+    fn start_watching(&self, args: &[&str]) -> (std::process::Child, Lines) {
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .arg("-v=6")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl on PATH");
+        let mut log = Lines::new(child.stderr.take().unwrap());
+        log.wait_for_line(
+            &format!("kubectl {args:?} to watch"),
+            Duration::from_secs(20),
+            |l| l.contains("watch=true") && l.contains("200 OK"),
+        );
+        // Keep draining kubectl's log so that it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut log = log;
+            let _ = log.wait_until("", Duration::from_secs(600), |_| false);
+        });
+        let out = Lines::new(child.stdout.take().unwrap());
+        (child, out)
+    }
+
     fn data_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -271,44 +302,21 @@ fn get_output_formats_selectors_and_watch() {
     assert_eq!(on_n2.trim(), "pod/db-1");
 
     // get -w prints rows as they happen: ADDED (existing), MODIFIED, DELETED.
-    let mut watch = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(k.kubeconfig())
-        .arg("--cache-dir")
-        .arg(k.cache.path())
-        .args([
-            "get",
-            "pods",
-            "-w",
-            "--output-watch-events",
-            "--request-timeout=20s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let (mut watch, mut rows) = k.start_watching(&[
+        "get",
+        "pods",
+        "-w",
+        "--output-watch-events",
+        "--request-timeout=60s",
+    ]);
+    let event = |kind: &'static str| move |l: &str| l.starts_with(kind) && l.contains("db-1");
+    rows.wait_for_line("ADDED db-1", Duration::from_secs(20), event("ADDED"));
     k.ok(&["label", "pod", "db-1", "tier=backend"]);
+    rows.wait_for_line("MODIFIED db-1", Duration::from_secs(20), event("MODIFIED"));
     k.ok(&["delete", "pod", "db-1", "--grace-period=0", "--force"]);
-    std::thread::sleep(Duration::from_millis(1500));
+    rows.wait_for_line("DELETED db-1", Duration::from_secs(20), event("DELETED"));
     let _ = watch.kill();
-    let out = watch.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("ADDED") && l.contains("db-1")),
-        "{text}"
-    );
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("MODIFIED") && l.contains("db-1")),
-        "{text}"
-    );
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("DELETED") && l.contains("db-1")),
-        "{text}"
-    );
+    let _ = watch.wait();
 }
 
 #[test]
@@ -534,17 +542,8 @@ fn nodes_cordon_describe_and_wait() {
     assert!(describe.contains("Node:") && describe.contains("n1"));
 
     // wait --for=condition=Ready returns once the status subresource says so.
-    let waiter = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(k.kubeconfig())
-        .arg("--cache-dir")
-        .arg(k.cache.path())
-        .args(["wait", "--for=condition=Ready", "pod/p1", "--timeout=30s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    let (mut waiter, mut said) =
+        k.start_watching(&["wait", "--for=condition=Ready", "pod/p1", "--timeout=30s"]);
     let status =
         r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#;
     k.ok(&[
@@ -556,13 +555,11 @@ fn nodes_cordon_describe_and_wait() {
         "-p",
         status,
     ]);
-    let out = waiter.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "wait: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
+    said.wait_for_line("condition met", Duration::from_secs(30), |l| {
+        l.contains("condition met")
+    });
+    let status = waiter.wait().unwrap();
+    assert!(status.success(), "wait: {status:?}");
 
     // No kubelet serves node n1 yet: logs answer a clear 503-style error.
     let err = k.fails(&["logs", "p1"]);

@@ -59,6 +59,18 @@ impl Drop for KubeletThread {
     }
 }
 
+/// Pids of processes whose whole command line is `cmdline`.
+fn pgrep_exact(cmdline: &str) -> Vec<String> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-x", "-f", cmdline])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
 async fn pod_status(pods: &skiff::client::Api, name: &str) -> Value {
     pods.get(name)
         .await
@@ -89,17 +101,17 @@ async fn runs_pods_as_processes_reports_status_and_terminates_gracefully() {
     .await;
     let lease = admin.api("coordination.k8s.io", "leases", Some("kube-node-lease"));
     let first = lease.get("n1").await.expect("lease")["spec"]["renewTime"].clone();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_ne!(
-        lease.get("n1").await.unwrap()["spec"]["renewTime"],
-        first,
-        "lease renewed"
-    );
+    assert!(first.is_string(), "the lease has a renewTime: {first}");
+    wait_for(Duration::from_secs(10), "the lease renewed", || {
+        let (lease, first) = (lease.clone(), first.clone());
+        async move { (lease.get("n1").await.ok()?["spec"]["renewTime"] != first).then_some(()) }
+    })
+    .await;
 
     // A pod bound to n1 runs as a real process.
     let pods = admin.api("", "pods", Some("default"));
     pods.create(&json!({"metadata": {"name": "hello"}, "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 5,
-        "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo hello from $GREETING; exec sleep 300"],
+        "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo hello from $GREETING; exec sleep 3017"],
                         "env": [{"name": "GREETING", "value": "skiff"}]}]}}))
         .await
         .unwrap();
@@ -113,6 +125,11 @@ async fn runs_pods_as_processes_reports_status_and_terminates_gracefully() {
     .await;
     let s = pod_status(&pods, "hello").await;
     assert_eq!(s["podIP"], "127.0.0.1");
+    // After `exec` the container's process is `sleep 3017` (a number no other test uses).
+    wait_for(Duration::from_secs(10), "the pod's process to run", || async {
+        (!pgrep_exact("sleep 3017").is_empty()).then_some(())
+    })
+    .await;
     assert!(s["containerStatuses"][0]["state"]["running"]["startedAt"].is_string());
 
     // Logs come from the kubelet over NATS, through the API server.
@@ -172,14 +189,8 @@ async fn runs_pods_as_processes_reports_status_and_terminates_gracefully() {
         }
     })
     .await;
-    let out = std::process::Command::new("pgrep")
-        .args(["-f", "echo hello from"])
-        .output()
-        .unwrap();
-    assert!(
-        out.stdout.is_empty(),
-        "no process of the deleted pod is left"
-    );
+    let left = pgrep_exact("sleep 3017");
+    assert!(left.is_empty(), "no process of the deleted pod is left: {left:?}");
     pods.delete("crash", &DeleteOptions::default())
         .await
         .unwrap();

@@ -57,11 +57,16 @@ async fn json_logs_carry_trace_ids_and_no_credentials() {
         .unwrap();
     // A refused token must not be echoed either.
     let stranger = client_for_with(&url, "admin", "wrong-token-value", "nats-secret-pw").await;
-    assert!(stranger
+    let refused = stranger
         .api("", "namespaces", None)
         .get("default")
         .await
-        .is_err());
+        .expect_err("a wrong token is refused");
+    assert_eq!(
+        (refused.code, refused.reason.as_str()),
+        (401, "Unauthorized"),
+        "{refused:?}"
+    );
 
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use skiff::api::wire::ListOptions;
+use skiff::api::wire::{ListOptions, PatchType};
 use skiff::client::leader::ElectionTimings;
 use skiff::kubelet::runtime::fake::FakeRuntime;
 use skiff::kubelet::{Kubelet, KubeletOptions};
@@ -169,7 +169,45 @@ async fn pods_are_bound_spread_and_run_and_misfits_say_why() {
         || async { failed_scheduling().await.filter(|n| *n > 0) },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A node change makes the scheduler retry every parked pod: label n1, then park a second
+    // misfit after it and wait for that one's event. The retry of `huge` came first, so a
+    // duplicate event from it would be there by now.
+    admin
+        .api("", "nodes", None)
+        .patch(
+            "n1",
+            None,
+            PatchType::Merge,
+            &json!({"metadata": {"labels": {"retry": "now"}}}),
+        )
+        .await
+        .unwrap();
+    pods.create(
+        &json!({"metadata": {"name": "huge2"}, "spec": {"containers": [{"name": "c", "image": "i",
+        "resources": {"requests": {"cpu": "64"}}}]}}),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "a FailedScheduling event for huge2",
+        || {
+            let events = admin.api("", "events", Some("default"));
+            async move {
+                let list = events
+                    .list(&ListOptions {
+                        field_selector: Some(
+                            "involvedObject.name=huge2,reason=FailedScheduling".into(),
+                        ),
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?;
+                (!list.items.is_empty()).then_some(())
+            }
+        },
+    )
+    .await;
     assert_eq!(failed_scheduling().await, Some(1));
     assert_eq!(
         pods.get("huge").await.unwrap()["status"]["phase"],
@@ -211,6 +249,11 @@ async fn only_the_leading_scheduler_binds_and_a_standby_takes_over() {
         }
     })
     .await;
+    assert_eq!(
+        scheduled_by(&admin, "a").await,
+        holder,
+        "the leader bound pod a"
+    );
     // Stop the leader (its actors and connection); the standby takes over within the lease.
     let standby = if holder == "s1" { "s2" } else { "s1" };
     for (name, thread) in schedulers.iter_mut() {
@@ -244,4 +287,35 @@ async fn only_the_leading_scheduler_binds_and_a_standby_takes_over() {
     );
     let now = leases.get("skiff-scheduler").await.unwrap();
     assert_eq!(now["spec"]["holderIdentity"], standby);
+    assert_eq!(
+        scheduled_by(&admin, "b").await,
+        standby,
+        "the standby bound pod b"
+    );
+}
+
+/// The scheduler replica that bound `pod`: the `reportingInstance` of its Scheduled event
+/// (written after the binding, so waited for). Exactly one such event may exist.
+async fn scheduled_by(admin: &skiff::client::ApiClient, pod: &str) -> String {
+    let events = admin.api("", "events", Some("default"));
+    let selector = format!("involvedObject.name={pod},reason=Scheduled");
+    let list = wait_for(Duration::from_secs(20), "a Scheduled event", || {
+        let (events, selector) = (events.clone(), selector.clone());
+        async move {
+            let list = events
+                .list(&ListOptions {
+                    field_selector: Some(selector),
+                    ..Default::default()
+                })
+                .await
+                .ok()?;
+            (!list.items.is_empty()).then_some(list.items)
+        }
+    })
+    .await;
+    assert_eq!(list.len(), 1, "one Scheduled event for {pod}: {list:?}");
+    list[0]["reportingInstance"]
+        .as_str()
+        .expect("the event names the scheduler replica")
+        .to_string()
 }

@@ -482,7 +482,7 @@ async fn watch_is_ordered_complete_and_resumes_after_a_cut() {
         revs, expected,
         "every change exactly once, in revision order"
     );
-    assert!(w.resumes >= 1, "the watcher resumed after the cut");
+    assert!(w.resumes() >= 1, "the watcher resumed after the cut");
     assert_eq!(seen[20].0, "MODIFIED");
     assert_eq!(seen[40].0, "DELETED");
     assert_eq!(seen[45].0, "ADDED");
@@ -494,13 +494,21 @@ async fn watch_is_ordered_complete_and_resumes_after_a_cut() {
             timeout_seconds: Some(1),
             ..Default::default()
         });
+    let resumed = short.resume_counter();
     let reader = tokio::spawn(async move {
         let got: Vec<u64> = collect(&mut short, 6).await.iter().map(|s| s.1).collect();
-        (got, short.resumes)
+        (got, short.resumes())
     });
+    // Three changes before the server ends the 1 s watch, three after the client resumed.
     let mut more = Vec::new();
     for i in 0..6 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        if i == 3 {
+            wait_for(Duration::from_secs(10), "the 1 s watch to end and resume", || {
+                let n = resumed.load(std::sync::atomic::Ordering::Relaxed);
+                async move { (n >= 1).then_some(()) }
+            })
+            .await;
+        }
         more.push(rv(&cms
             .create(&json!({"metadata": {"name": format!("b{i}")}}))
             .await

@@ -42,12 +42,16 @@ fn one_pods_trace_runs_from_the_create_to_running_and_follow_shows_every_hop() {
     let up = SkiffUp::start(2);
 
     // The live view, running while the Deployment is created and rolled out.
-    let follow = trace(&up, &["--follow", "-o", "json", "--duration", "20"])
+    let mut follow = trace(&up, &["--follow", "-o", "json", "--duration", "120"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let mut live = Lines::new(follow.stdout.take().unwrap());
+    // The first span (leases renew all the time) shows the live view is subscribed.
+    live.wait_for_line("the live view's first span", Duration::from_secs(20), |l| {
+        serde_json::from_str::<Value>(l).is_ok()
+    });
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/deployment.yaml");
     up.ok(&["apply", "-f", manifest.to_str().unwrap()]);
     up.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
@@ -152,17 +156,8 @@ fn one_pods_trace_runs_from_the_create_to_running_and_follow_shows_every_hop() {
         assert!(text.contains(step), "{step} in\n{text}");
     }
 
-    // Every pair of components the flow involves, in the live view.
-    let follow = follow.wait_with_output().unwrap();
-    let seen: BTreeSet<(String, String)> = spans(&String::from_utf8_lossy(&follow.stdout))
-        .iter()
-        .filter(|v| v["from"].is_string())
-        .map(|v| {
-            let short = |x: &str| x.split(':').next().unwrap_or(x).to_string();
-            (short(s(v, "from")), short(s(v, "to")))
-        })
-        .collect();
-    for (from, to) in [
+    // Every pair of components the flow involves, in the live view: read until all are seen.
+    let pairs = [
         ("kubectl", "apiserver"),
         ("controller-manager", "apiserver"),
         ("apiserver", "controller-manager"),
@@ -171,10 +166,28 @@ fn one_pods_trace_runs_from_the_create_to_running_and_follow_shows_every_hop() {
         ("kubelet", "apiserver"),
         ("apiserver", "kubelet"),
         ("kubelet", "runtime"),
-    ] {
-        assert!(
-            seen.contains(&(from.to_string(), to.to_string())),
-            "{from} → {to} in the live view: {seen:?}"
-        );
-    }
+    ];
+    let seen = |lines: &[String]| -> BTreeSet<(String, String)> {
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["from"].is_string())
+            .map(|v| {
+                let short = |x: &str| x.split(':').next().unwrap_or(x).to_string();
+                (short(s(&v, "from")), short(s(&v, "to")))
+            })
+            .collect()
+    };
+    live.wait_until(
+        "every hop of the flow in the live view",
+        Duration::from_secs(60),
+        |lines| {
+            let seen = seen(lines);
+            pairs
+                .iter()
+                .all(|(f, t)| seen.contains(&(f.to_string(), t.to_string())))
+        },
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
 }

@@ -76,6 +76,11 @@ fn skiff_up_runs_a_deployment_of_real_processes() {
     });
 
     // logs -f streams what the process writes next.
+    let follows = |u: &SkiffUp| {
+        let samples = skiff::metrics::parse(&u.ok(&["get", "--raw", "/metrics"])).unwrap();
+        skiff::metrics::sample_value(&samples, "kubelet_log_follows_open", &[])
+    };
+    assert_ne!(follows(&up), Some(1.0), "no followed log before logs -f");
     let mut follow = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(up.kubeconfig())
@@ -86,25 +91,29 @@ fn skiff_up_runs_a_deployment_of_real_processes() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut streamed = Lines::new(follow.stdout.take().unwrap());
+    let request_line = |l: &str| l.contains("\"GET / HTTP/1.0\" 200");
+    let before = up
+        .ok(&["logs", &pod])
+        .lines()
+        .filter(|l| request_line(l))
+        .count();
+    assert!(before >= 1, "the earlier request is in the log");
+    streamed.wait_until("the pod's log so far", Duration::from_secs(20), |seen| {
+        seen.iter().filter(|l| request_line(l)).count() >= before
+    });
+    up.eventually("the kubelet serves the followed log", 20, |u| {
+        follows(u) == Some(1.0)
+    });
     let pod_ip = up.ok(&["get", "pod", &pod, "-o", "jsonpath={.status.podIP}"]);
     assert!(http_get(&pod_ip, 8080).is_some());
-    std::thread::sleep(Duration::from_millis(1500));
-    let follows = |u: &SkiffUp| {
-        let samples = skiff::metrics::parse(&u.ok(&["get", "--raw", "/metrics"])).unwrap();
-        skiff::metrics::sample_value(&samples, "kubelet_log_follows_open", &[])
-    };
-    assert_eq!(
-        follows(&up),
-        Some(1.0),
-        "the kubelet serves the followed log"
+    streamed.wait_until(
+        "the new request streamed",
+        Duration::from_secs(20),
+        |seen| seen.iter().filter(|l| request_line(l)).count() > before,
     );
     let _ = follow.kill();
-    let streamed = String::from_utf8_lossy(&follow.wait_with_output().unwrap().stdout).to_string();
-    assert!(
-        streamed.matches("\"GET / HTTP/1.0\" 200").count() >= 2,
-        "followed output: {streamed}"
-    );
+    let _ = follow.wait();
     // With the client gone, the kubelet stops streaming (it finds nobody listening).
     up.eventually("the kubelet stops following the log", 20, |u| {
         follows(u) == Some(0.0)
@@ -209,7 +218,37 @@ fn skiff_up_runs_a_deployment_of_real_processes() {
         .ok(&["get", "pod", "too-big", "--no-headers"])
         .contains("Pending"));
 
-    // Deleting the Deployment removes its ReplicaSets, pods and processes.
+    // Deleting the Deployment removes its ReplicaSets, pods and processes: first the
+    // processes serving each pod's address, which must be running now.
+    let servers = |ips: &str| -> Vec<String> {
+        ips.split_whitespace()
+            .flat_map(|ip| {
+                let out = Command::new("pgrep")
+                    .args(["-x", "-f", &format!("python3 -u -m http.server 8080 --bind {ip}")])
+                    .output()
+                    .expect("pgrep");
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let web_ips = |u: &SkiffUp| {
+        u.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].status.podIP}",
+        ])
+    };
+    up.eventually("one server process for each of the 6 pods", 30, |u| {
+        let ips = web_ips(u);
+        ips.split_whitespace().count() == 6 && servers(&ips).len() == 6
+    });
+    let web_ips = web_ips(&up);
     up.ok(&["delete", "deployment", "web"]);
     up.eventually("pods gone", 60, |u| {
         u.ok(&["get", "pods", "-l", "app=web", "--no-headers"])
@@ -218,13 +257,6 @@ fn skiff_up_runs_a_deployment_of_real_processes() {
     });
     let rs = up.ok(&["get", "rs", "--no-headers"]);
     assert!(rs.trim().is_empty(), "ReplicaSets left: {rs}");
-    let left = Command::new("pgrep")
-        .args(["-f", "http.server 8080 --bind 127.1"])
-        .output()
-        .unwrap();
-    assert!(
-        left.stdout.is_empty(),
-        "no server process left: {}",
-        String::from_utf8_lossy(&left.stdout)
-    );
+    let left = servers(&web_ips);
+    assert!(left.is_empty(), "no server process left: {left:?}");
 }

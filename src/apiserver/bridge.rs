@@ -34,8 +34,10 @@ pub struct NatsBridge {
     client: async_nats::Client,
     /// Requests being served, so shutdown can wait for them.
     in_flight: Arc<AtomicUsize>,
-    /// The subscription's stream handle, cancelled on shutdown to stop taking requests.
-    subscription: Option<SpawnHandle>,
+    /// Asks the request subscription to drain (see [`drainable`]); taken by Shutdown.
+    drain: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Becomes true once the drained subscription has delivered its last message.
+    drained: watch::Sender<bool>,
     /// Tells running watches to close.
     closing: watch::Sender<bool>,
     /// Largest list page one reply can carry (the server's max_payload less the envelope),
@@ -62,17 +64,49 @@ pub async fn serve_nats(
         .max_payload
         .saturating_sub(ENVELOPE_MARGIN)
         .max(1024);
+    let (drain, drain_rx) = tokio::sync::oneshot::channel();
+    let (drained, _) = watch::channel(false);
     Ok(NatsBridge::create(move |ctx| {
-        let handle = ctx.add_stream(sub);
+        ctx.add_stream(drainable(sub, drain_rx));
         NatsBridge {
             api,
             client,
             in_flight: Arc::new(AtomicUsize::new(0)),
-            subscription: Some(handle),
+            drain: Some(drain),
+            drained,
             closing,
             max_bytes,
         }
     }))
+}
+
+/// The request subscription as a stream that drains when `drain` fires: the bridge
+/// unsubscribes at nats-server but still receives every request the server had already sent
+/// (async-nats ends the stream once the server confirms the unsubscribe). Dropping the
+/// subscription instead would lose the requests already delivered into the socket and its
+/// buffer: acknowledged by nobody, their callers would wait until they time out.
+fn drainable(
+    sub: async_nats::Subscriber,
+    drain: tokio::sync::oneshot::Receiver<()>,
+) -> impl futures::Stream<Item = Message> {
+    futures::stream::unfold((sub, Some(drain)), |(mut sub, mut drain)| async move {
+        use futures::StreamExt;
+        loop {
+            let Some(signal) = drain.as_mut() else {
+                return sub.next().await.map(|m| (m, (sub, None)));
+            };
+            tokio::select! {
+                m = sub.next() => return m.map(|m| (m, (sub, drain))),
+                _ = signal => {
+                    drain = None;
+                    if let Err(e) = sub.drain().await {
+                        tracing::warn!(error = %e, "draining the request subscription");
+                        return None;
+                    }
+                }
+            }
+        }
+    })
 }
 
 impl StreamHandler<Message> for NatsBridge {
@@ -98,9 +132,10 @@ impl StreamHandler<Message> for NatsBridge {
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {
-        // The subscription ended (shutdown or lost connection): keep the actor alive so
-        // in-flight work can finish; Shutdown stops it.
+        // The subscription ended (drained at shutdown, or the connection closed): keep the
+        // actor alive so in-flight work can finish; Shutdown stops it.
         tracing::debug!("request subscription ended");
+        self.drained.send_replace(true);
     }
 }
 
@@ -115,17 +150,21 @@ pub struct Shutdown {
 impl Handler<Shutdown> for NatsBridge {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
         let _span = crate::trace::handler_span("NatsBridge", "Shutdown", None).entered();
-        if let Some(h) = self.subscription.take() {
-            ctx.cancel_future(h);
+        if let Some(drain) = self.drain.take() {
+            let _ = drain.send(());
         }
         self.closing.send_replace(true);
         let in_flight = self.in_flight.clone();
         let client = self.client.clone();
+        let mut drained = self.drained.subscribe();
         Box::pin(
             async move {
                 let deadline = tokio::time::Instant::now() + msg.grace;
+                // Every request nats-server delivered before the unsubscribe is taken…
+                let _ = tokio::time::timeout_at(deadline, drained.wait_for(|d| *d)).await;
+                // …and answered.
                 while in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline
                 {
                     tokio::time::sleep(Duration::from_millis(10)).await;

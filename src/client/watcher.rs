@@ -8,6 +8,8 @@
 //! - **Expired**: the server no longer has that revision (410). The watcher yields the error
 //!   and ends; the caller relists (the informer does so by itself).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -35,8 +37,9 @@ pub struct Watcher {
     last: Option<String>,
     /// Revision the initial snapshot was taken at, while it is still streaming.
     snapshot_at: Option<u64>,
-    /// Resumes so far (gaps, silences, closes), for tests and metrics.
-    pub resumes: u64,
+    /// Resumes so far (gaps, silences, closes), shared so that a test can wait for one while
+    /// another task is blocked in `next`.
+    resumes: Arc<AtomicU64>,
     /// Set once Expired was yielded.
     done: bool,
     /// Yield bookmarks to the caller too.
@@ -63,10 +66,20 @@ impl Watcher {
             stream: None,
             last,
             snapshot_at: None,
-            resumes: 0,
+            resumes: Arc::default(),
             done: false,
             yield_bookmarks: false,
         }
+    }
+
+    /// Resumes so far (gaps, silences, closes).
+    pub fn resumes(&self) -> u64 {
+        self.resumes.load(Ordering::Relaxed)
+    }
+
+    /// A live view of the resume count, readable while the watcher is awaited elsewhere.
+    pub fn resume_counter(&self) -> Arc<AtomicU64> {
+        self.resumes.clone()
     }
 
     /// The revision the watch would resume from.
@@ -98,7 +111,7 @@ impl Watcher {
 
     fn resume(&mut self, cause: &'static str) {
         self.stream = None;
-        self.resumes += 1;
+        self.resumes.fetch_add(1, Ordering::Relaxed);
         crate::metrics::counter(
             "skiff_watch_resumes_total",
             "Watches resumed, by resource and cause (gap, silence, closed, error, undecodable).",

@@ -267,6 +267,7 @@ impl Scheduler {
                     .api("", "pods", Some(meta::namespace(&pod)))
                     .with_parent(Some(span.ctx));
                 let events = self.client.api("", "events", Some(meta::namespace(&pod)));
+                let instance = self.options.identity.clone();
                 let addr = ctx.address();
                 actix::spawn(async move {
                     let binding = json!({"apiVersion": "v1", "kind": "Binding",
@@ -283,7 +284,7 @@ impl Scheduler {
                                 meta::name(&pod)
                             );
                             let _ = events
-                                .create(&event(&pod, "Normal", "Scheduled", &msg))
+                                .create(&event(&pod, &instance, "Normal", "Scheduled", &msg))
                                 .await;
                         }
                         Err(e) => {
@@ -297,6 +298,7 @@ impl Scheduler {
                 self.parked.insert(key, message.clone());
                 let pods = self.client.api("", "pods", Some(meta::namespace(&pod)));
                 let events = self.client.api("", "events", Some(meta::namespace(&pod)));
+                let instance = self.options.identity.clone();
                 actix::spawn(async move {
                     let already = pod
                         .pointer("/status/conditions")
@@ -315,7 +317,7 @@ impl Scheduler {
                         .patch(meta::name(&pod), Some("status"), PatchType::Merge, &status)
                         .await;
                     let _ = events
-                        .create(&event(&pod, "Warning", "FailedScheduling", &message))
+                        .create(&event(&pod, &instance, "Warning", "FailedScheduling", &message))
                         .await;
                 });
             }
@@ -323,8 +325,9 @@ impl Scheduler {
     }
 }
 
-/// A core/v1 Event about a pod from the scheduler.
-fn event(pod: &Value, kind: &str, reason: &str, message: &str) -> Value {
+/// A core/v1 Event about a pod from the scheduler replica `instance` (its election identity,
+/// as kube-scheduler names itself in `reportingInstance`), so one can tell which replica acted.
+fn event(pod: &Value, instance: &str, kind: &str, reason: &str, message: &str) -> Value {
     let now = meta::now();
     json!({
         "apiVersion": "v1", "kind": "Event",
@@ -334,6 +337,7 @@ fn event(pod: &Value, kind: &str, reason: &str, message: &str) -> Value {
             "resourceVersion": meta::resource_version(pod)},
         "reason": reason, "message": message, "type": kind,
         "source": {"component": SCHEDULER_NAME}, "reportingComponent": SCHEDULER_NAME,
+        "reportingInstance": instance,
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
     })
 }

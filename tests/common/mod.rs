@@ -35,6 +35,8 @@ pub fn free_port() -> u16 {
 pub struct NatsServer {
     child: Child,
     pub port: u16,
+    /// The HTTP monitoring port (`/connz`, `/varz`).
+    pub monitor: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -51,10 +53,10 @@ impl NatsServer {
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> NatsServer {
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("tempdir");
-            let port = free_port();
+            let (port, monitor) = (free_port(), free_port());
             let child = Command::new("nats-server")
                 .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-                .args(["-m", &free_port().to_string()])
+                .args(["-m", &monitor.to_string()])
                 .args(extra)
                 .envs(env.iter().copied())
                 .stdout(Stdio::null())
@@ -70,6 +72,7 @@ impl NatsServer {
             let mut server = NatsServer {
                 child,
                 port,
+                monitor,
                 _dir: dir,
             };
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -88,6 +91,38 @@ impl NatsServer {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A JSON document from the monitoring port, e.g. `/connz?subs=1`.
+    pub fn monitoring(&self, path: &str) -> serde_json::Value {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.monitor))
+            .expect("nats-server monitoring port");
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        write!(
+            s,
+            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("monitoring answer");
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("monitoring {path}: {e}: {answer}"))
+    }
+
+    /// Messages nats-server has delivered to the one subscription on `subject` (from
+    /// `/connz?subs=detail`).
+    pub fn delivered_to(&self, subject: &str) -> u64 {
+        let connz = self.monitoring("/connz?subs=detail");
+        let subs: Vec<&serde_json::Value> = connz["connections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["subscriptions_list_detail"].as_array().into_iter().flatten())
+            .filter(|s| s["subject"] == subject)
+            .collect();
+        assert_eq!(subs.len(), 1, "one subscription on {subject}: {connz}");
+        subs[0]["msgs"].as_u64().expect("msgs")
     }
 }
 
@@ -459,5 +494,84 @@ impl Drop for SkiffUp {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The lines a child process writes, read on a thread of their own, so that a test waits for
+/// the line it expects (with a deadline that fails loudly) instead of sleeping.
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+    closed: bool,
+}
+
+impl Lines {
+    pub fn new<R: std::io::Read + Send + 'static>(from: R) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(from).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Reads until `done` holds for the lines seen so far; panics at the deadline or when the
+    /// output ends first, showing what was read.
+    pub fn wait_until(&mut self, what: &str, timeout: Duration, done: impl Fn(&[String]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero() && !self.closed,
+                "{} waiting for {what}; read so far:\n{}",
+                if self.closed { "output ended" } else { "timed out" },
+                self.seen.join("\n")
+            );
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => self.closed = true,
+            }
+        }
+    }
+
+    /// Waits for one line matching `pred` and returns it.
+    pub fn wait_for_line(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        self.wait_until(what, timeout, |seen| seen.iter().any(|l| pred(l)));
+        self.seen.iter().find(|l| pred(l)).cloned().unwrap()
+    }
+
+    /// Everything read so far, one line each.
+    pub fn text(&self) -> String {
+        self.seen.join("\n")
+    }
+}
+
+/// Records a skipped test: the reason on stderr and a line in `$SKIFF_SKIP_LOG`, which the
+/// test command counts into its closing `N passed, N failed, N skipped` line. Only for what
+/// this machine truly cannot have (no Docker Engine at all); anything the test command can
+/// install or build is a failure when missing, never a skip.
+pub fn skip(test: &str, why: &str) {
+    eprintln!("SKIPPED {test}: {why}");
+    if let Some(path) = std::env::var_os("SKIFF_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{test}: {why}");
+        }
     }
 }

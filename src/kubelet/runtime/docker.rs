@@ -1556,29 +1556,37 @@ mod tests {
         }
     }
 
-    async fn harness() -> Option<Harness> {
+    /// The Docker runtime on this machine's engine. No engine at all (no socket) is the one
+    /// case a machine truly cannot run these: the test is then recorded as skipped in
+    /// `$SKIFF_SKIP_LOG`, which the test command counts. An engine that does not answer, or
+    /// a missing image (the test command builds it with `scripts/base-image`), fails.
+    async fn harness(test: &str) -> Option<Harness> {
         let socket = PathBuf::from(DEFAULT_SOCKET);
         if !socket.exists() {
-            eprintln!("skipping: no Docker socket at {}", socket.display());
+            let why = format!("no Docker socket at {}", socket.display());
+            eprintln!("SKIPPED {test}: {why}");
+            if let Some(log) = std::env::var_os("SKIFF_SKIP_LOG") {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .expect("the skip log");
+                writeln!(f, "{test}: {why}").expect("the skip log");
+            }
             return None;
         }
-        let rt = match DockerRuntime::connect(
+        let rt = DockerRuntime::connect(
             socket,
             "10.0.0.7".to_string(),
             DEFAULT_NETWORK.to_string(),
         )
         .await
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("skipping: {e}");
-                return None;
-            }
-        };
-        if !rt.image_exists(IMAGE).await.unwrap_or(false) {
-            eprintln!("skipping: Docker has no image {IMAGE} (scripts/test builds it)");
-            return None;
-        }
+        .unwrap_or_else(|e| panic!("the Docker socket exists but the engine does not answer: {e}"));
+        assert!(
+            rt.image_exists(IMAGE).await.expect("asking Docker for the image"),
+            "Docker has no image {IMAGE}: run scripts/base-image (the test command does)"
+        );
         let random = uuid::Uuid::new_v4().simple().to_string();
         Some(Harness {
             rt,
@@ -1661,7 +1669,7 @@ mod tests {
 
     #[tokio::test]
     async fn exit_code_and_both_streams_reach_the_log() {
-        let Some(h) = harness().await else { return };
+        let Some(h) = harness("exit_code_and_both_streams_reach_the_log").await else { return };
         let c = h.id("app");
         h.rt.start(&c, &sh("echo hello; sleep 0.2; echo oops >&2; exit 3"))
             .await
@@ -1697,7 +1705,7 @@ mod tests {
 
     #[tokio::test]
     async fn restarts_keep_the_previous_instance_and_its_log() {
-        let Some(h) = harness().await else { return };
+        let Some(h) = harness("restarts_keep_the_previous_instance_and_its_log").await else { return };
         let c = h.id("app");
         assert!(h.rt.logs(&c, None, false).await.is_err());
         assert_eq!(h.rt.state(&c).await, ContainerState::Unknown);
@@ -1749,7 +1757,7 @@ mod tests {
 
     #[tokio::test]
     async fn stop_sends_sigterm_through_init() {
-        let Some(h) = harness().await else { return };
+        let Some(h) = harness("stop_sends_sigterm_through_init").await else { return };
         let c = h.id("sleeper");
         let spec = ContainerSpec {
             image: IMAGE.to_string(),
@@ -1787,7 +1795,7 @@ mod tests {
 
     #[tokio::test]
     async fn stop_sigkills_a_process_ignoring_sigterm_after_the_grace() {
-        let Some(h) = harness().await else { return };
+        let Some(h) = harness("stop_sigkills_a_process_ignoring_sigterm_after_the_grace").await else { return };
         let c = h.id("stubborn");
         h.rt.start(&c, &sh("trap '' TERM; echo ready; sleep 1000"))
             .await
@@ -1806,7 +1814,7 @@ mod tests {
 
     #[tokio::test]
     async fn exec_returns_exit_code_and_output() {
-        let Some(h) = harness().await else { return };
+        let Some(h) = harness("exec_returns_exit_code_and_output").await else { return };
         let c = h.id("exec");
         let command = |script: &str| vec!["sh".to_string(), "-c".to_string(), script.to_string()];
         assert!(
@@ -1845,7 +1853,7 @@ mod tests {
 
     #[tokio::test]
     async fn env_and_working_dir_reach_the_process() {
-        let Some(h) = harness().await else { return };
+        let Some(h) = harness("env_and_working_dir_reach_the_process").await else { return };
         let mut spec = sh("echo $FOO; pwd; echo \"[$HOME]\"");
         spec.env.insert("FOO".to_string(), "bar baz".to_string());
         spec.working_dir = Some("/var/tmp".to_string());
@@ -1868,7 +1876,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_image_is_an_image_error() {
-        let Some(h) = harness().await else { return };
+        let Some(h) = harness("an_unknown_image_is_an_image_error").await else { return };
         let c = h.id("ghost");
         let spec = ContainerSpec {
             image: "no-such-image:v1".to_string(),
@@ -1896,7 +1904,7 @@ mod tests {
 
     #[tokio::test]
     async fn command_and_args_follow_kubernetes_semantics() {
-        let Some(h) = harness().await else { return };
+        let Some(h) = harness("command_and_args_follow_kubernetes_semantics").await else { return };
         // An image with both an ENTRYPOINT and a CMD, committed from the base image.
         let base = h.id("base");
         h.rt.start(&base, &sh("true")).await.unwrap();
@@ -1961,7 +1969,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_executable_is_a_start_error() {
-        let Some(h) = harness().await else { return };
+        let Some(h) = harness("a_missing_executable_is_a_start_error").await else { return };
         let c = h.id("missing");
         for command in ["/no/such/program", "skiff-no-such-program", "/etc"] {
             let spec = ContainerSpec {
@@ -1990,7 +1998,7 @@ mod tests {
 
     #[tokio::test]
     async fn remove_leaves_no_container_behind() {
-        let Some(h) = harness().await else { return };
+        let Some(h) = harness("remove_leaves_no_container_behind").await else { return };
         let c = h.id("doomed");
         h.rt.start(&c, &sh("echo one")).await.unwrap();
         h.exited(&c).await;
@@ -2015,7 +2023,7 @@ mod tests {
 
     #[tokio::test]
     async fn stop_all_and_metadata() {
-        let Some(h) = harness().await else { return };
+        let Some(h) = harness("stop_all_and_metadata").await else { return };
         assert!(
             h.rt.version().starts_with("docker://"),
             "{}",
