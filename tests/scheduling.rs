@@ -234,26 +234,32 @@ async fn only_the_leading_scheduler_binds_and_a_standby_takes_over() {
         }
     })
     .await;
+    // Six pods, each bound by the leader: a standby that also bound would win some races.
     let pods = admin.api("", "pods", Some("default"));
-    pods.create(
-        &json!({"metadata": {"name": "a"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
-    )
-    .await
-    .unwrap();
-    wait_for(Duration::from_secs(20), "pod a bound", || {
-        let pods = pods.clone();
-        async move {
-            pods.get("a").await.ok()?["spec"]["nodeName"]
-                .as_str()
-                .map(|_| ())
-        }
-    })
-    .await;
-    assert_eq!(
-        scheduled_by(&admin, "a").await,
-        holder,
-        "the leader bound pod a"
-    );
+    for i in 0..6 {
+        pods.create(
+            &json!({"metadata": {"name": format!("a{i}")}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+        )
+        .await
+        .unwrap();
+    }
+    for i in 0..6 {
+        let name = format!("a{i}");
+        wait_for(Duration::from_secs(20), "pod bound", || {
+            let (pods, name) = (pods.clone(), name.clone());
+            async move {
+                pods.get(&name).await.ok()?["spec"]["nodeName"]
+                    .as_str()
+                    .map(|_| ())
+            }
+        })
+        .await;
+        assert_eq!(
+            scheduled_by(&admin, &name).await,
+            holder,
+            "the leader bound {name}"
+        );
+    }
     // Stop the leader (its actors and connection); the standby takes over within the lease.
     let standby = if holder == "s1" { "s2" } else { "s1" };
     for (name, thread) in schedulers.iter_mut() {

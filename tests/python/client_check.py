@@ -5,7 +5,6 @@ Prints 'python client: ok' on success; any failure raises.
 """
 import os
 import threading
-import time
 
 from kubernetes import client, config, watch
 
@@ -33,9 +32,14 @@ def pod(name, label):
 events = []
 
 
+# The watch starts from this list's resourceVersion, so it sees every change after it
+# however late the thread gets going.
+start_rv = core.list_namespaced_pod(NS).metadata.resource_version
+
+
 def watcher():
     w = watch.Watch()
-    for ev in w.stream(core.list_namespaced_pod, NS, timeout_seconds=10):
+    for ev in w.stream(core.list_namespaced_pod, NS, resource_version=start_rv, timeout_seconds=10):
         events.append((ev["type"], ev["object"].metadata.name))
         if ev["type"] == "DELETED" and ev["object"].metadata.name == "b":
             w.stop()
@@ -43,7 +47,6 @@ def watcher():
 
 t = threading.Thread(target=watcher)
 t.start()
-time.sleep(1)
 core.create_namespaced_pod(NS, pod("a", "web"))
 core.create_namespaced_pod(NS, pod("b", "db"))
 pods = core.list_namespaced_pod(NS)
