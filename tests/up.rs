@@ -223,8 +223,10 @@ fn skiff_up_runs_a_deployment_of_real_processes() {
     let servers = |ips: &str| -> Vec<String> {
         ips.split_whitespace()
             .flat_map(|ip| {
+                // The runtime starts python3 by its full path; the line ends with the address.
+                let pattern = format!("-m http\\.server 8080 --bind {}$", ip.replace('.', "\\."));
                 let out = Command::new("pgrep")
-                    .args(["-x", "-f", &format!("python3 -u -m http.server 8080 --bind {ip}")])
+                    .args(["-f", "--", &pattern])
                     .output()
                     .expect("pgrep");
                 String::from_utf8_lossy(&out.stdout)
