@@ -186,7 +186,13 @@ async fn replicasets_keep_their_pods_and_the_collector_cleans_up() {
     .unwrap();
     wait_for(Duration::from_secs(30), "pods collected", || {
         let pods = pods.clone();
-        async move { pods_of(&pods, "app=web").await.ok()?.is_empty().then_some(()) }
+        async move {
+            pods_of(&pods, "app=web")
+                .await
+                .ok()?
+                .is_empty()
+                .then_some(())
+        }
     })
     .await;
 }
@@ -516,7 +522,11 @@ async fn two_controller_managers_one_acts_and_the_standby_takes_over() {
     };
     // Both managers watch; only the leader acts, so the count never overshoots. Every pod
     // either manager creates is seen as ADDED by a watch from before the ReplicaSet exists.
-    let from = pods.list(&ListOptions::default()).await.unwrap().resource_version;
+    let from = pods
+        .list(&ListOptions::default())
+        .await
+        .unwrap()
+        .resource_version;
     let mut watch = pods.watch(&ListOptions {
         label_selector: Some("app=one".into()),
         resource_version: Some(from),
@@ -527,20 +537,29 @@ async fn two_controller_managers_one_acts_and_the_standby_takes_over() {
         let mut names = std::collections::BTreeSet::new();
         while let Some(Ok(ev)) = watch.next().await {
             if ev.event_type == "ADDED" {
-                names.insert(ev.object["metadata"]["name"].as_str().unwrap_or("").to_string());
+                names.insert(
+                    ev.object["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                );
                 added_tx.send_replace(names.len());
             }
         }
     });
     rss.create(&rs("one", 4)).await.unwrap();
     wait_running(&pods, "app=one", 4).await;
-    wait_for(Duration::from_secs(20), "ReplicaSet one reports 4 ready", || {
-        let rss = rss.clone();
-        async move {
-            let status = rss.get("one").await.ok()?["status"].clone();
-            (status["readyReplicas"] == 4 && status["replicas"] == 4).then_some(())
-        }
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "ReplicaSet one reports 4 ready",
+        || {
+            let rss = rss.clone();
+            async move {
+                let status = rss.get("one").await.ok()?["status"].clone();
+                (status["readyReplicas"] == 4 && status["replicas"] == 4).then_some(())
+            }
+        },
+    )
     .await;
     tokio::time::timeout(Duration::from_secs(10), added.wait_for(|n| *n >= 4))
         .await

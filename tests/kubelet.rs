@@ -126,9 +126,11 @@ async fn runs_pods_as_processes_reports_status_and_terminates_gracefully() {
     let s = pod_status(&pods, "hello").await;
     assert_eq!(s["podIP"], "127.0.0.1");
     // After `exec` the container's process is `sleep 3017` (a number no other test uses).
-    wait_for(Duration::from_secs(10), "the pod's process to run", || async {
-        (!pgrep_exact("sleep 3017").is_empty()).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the pod's process to run",
+        || async { (!pgrep_exact("sleep 3017").is_empty()).then_some(()) },
+    )
     .await;
     assert!(s["containerStatuses"][0]["state"]["running"]["startedAt"].is_string());
 
@@ -190,7 +192,10 @@ async fn runs_pods_as_processes_reports_status_and_terminates_gracefully() {
     })
     .await;
     let left = pgrep_exact("sleep 3017");
-    assert!(left.is_empty(), "no process of the deleted pod is left: {left:?}");
+    assert!(
+        left.is_empty(),
+        "no process of the deleted pod is left: {left:?}"
+    );
     pods.delete("crash", &DeleteOptions::default())
         .await
         .unwrap();

@@ -31,13 +31,35 @@ async fn one_leader_and_a_takeover_within_the_lease_duration() {
         "b",
         timings,
     );
-    // Settle, then watch for a while: never both, never neither for long.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
+    // A leader emerges; then, through three renewals of its Lease, never both lead at once
+    // and never neither.
+    wait_for(Duration::from_secs(10), "a leader", || {
+        let any = *a.is_leader.borrow() || *b.is_leader.borrow();
+        async move { any.then_some(()) }
+    })
+    .await;
+    let leases = cluster
+        .client()
+        .await
+        .api("coordination.k8s.io", "leases", Some("kube-system"));
+    let renew_time = || {
+        let leases = leases.clone();
+        async move { leases.get("skiff-scheduler").await.unwrap()["spec"]["renewTime"].clone() }
+    };
+    let (mut last, mut renewals) = (renew_time().await, 0);
+    let until = Instant::now() + Duration::from_secs(10);
+    while renewals < 3 {
         let (la, lb) = (*a.is_leader.borrow(), *b.is_leader.borrow());
         assert!(!(la && lb), "two leaders at once");
         assert!(la || lb, "no leader");
+        assert!(
+            Instant::now() < until,
+            "the Lease was renewed {renewals} times in 10 s"
+        );
+        let now = renew_time().await;
+        if now != last {
+            (last, renewals) = (now, renewals + 1);
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (leader, follower) = if *a.is_leader.borrow() {

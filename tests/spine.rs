@@ -503,10 +503,14 @@ async fn watch_is_ordered_complete_and_resumes_after_a_cut() {
     let mut more = Vec::new();
     for i in 0..6 {
         if i == 3 {
-            wait_for(Duration::from_secs(10), "the 1 s watch to end and resume", || {
-                let n = resumed.load(std::sync::atomic::Ordering::Relaxed);
-                async move { (n >= 1).then_some(()) }
-            })
+            wait_for(
+                Duration::from_secs(10),
+                "the 1 s watch to end and resume",
+                || {
+                    let n = resumed.load(std::sync::atomic::Ordering::Relaxed);
+                    async move { (n >= 1).then_some(()) }
+                },
+            )
             .await;
         }
         more.push(rv(&cms

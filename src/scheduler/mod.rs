@@ -317,7 +317,13 @@ impl Scheduler {
                         .patch(meta::name(&pod), Some("status"), PatchType::Merge, &status)
                         .await;
                     let _ = events
-                        .create(&event(&pod, &instance, "Warning", "FailedScheduling", &message))
+                        .create(&event(
+                            &pod,
+                            &instance,
+                            "Warning",
+                            "FailedScheduling",
+                            &message,
+                        ))
                         .await;
                 });
             }

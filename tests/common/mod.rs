@@ -118,7 +118,12 @@ impl NatsServer {
             .as_array()
             .into_iter()
             .flatten()
-            .flat_map(|c| c["subscriptions_list_detail"].as_array().into_iter().flatten())
+            .flat_map(|c| {
+                c["subscriptions_list_detail"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+            })
             .filter(|s| s["subject"] == subject)
             .collect();
         assert_eq!(subs.len(), 1, "one subscription on {subject}: {connz}");
@@ -534,7 +539,11 @@ impl Lines {
             assert!(
                 !left.is_zero() && !self.closed,
                 "{} waiting for {what}; read so far:\n{}",
-                if self.closed { "output ended" } else { "timed out" },
+                if self.closed {
+                    "output ended"
+                } else {
+                    "timed out"
+                },
                 self.seen.join("\n")
             );
             match self.rx.recv_timeout(left) {
@@ -570,7 +579,11 @@ pub fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why}");
     if let Some(path) = std::env::var_os("SKIFF_SKIP_LOG") {
         use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             let _ = writeln!(f, "{test}: {why}");
         }
     }

@@ -1576,15 +1576,16 @@ mod tests {
             }
             return None;
         }
-        let rt = DockerRuntime::connect(
-            socket,
-            "10.0.0.7".to_string(),
-            DEFAULT_NETWORK.to_string(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("the Docker socket exists but the engine does not answer: {e}"));
+        let rt =
+            DockerRuntime::connect(socket, "10.0.0.7".to_string(), DEFAULT_NETWORK.to_string())
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("the Docker socket exists but the engine does not answer: {e}")
+                });
         assert!(
-            rt.image_exists(IMAGE).await.expect("asking Docker for the image"),
+            rt.image_exists(IMAGE)
+                .await
+                .expect("asking Docker for the image"),
             "Docker has no image {IMAGE}: run scripts/base-image (the test command does)"
         );
         let random = uuid::Uuid::new_v4().simple().to_string();
@@ -1669,7 +1670,9 @@ mod tests {
 
     #[tokio::test]
     async fn exit_code_and_both_streams_reach_the_log() {
-        let Some(h) = harness("exit_code_and_both_streams_reach_the_log").await else { return };
+        let Some(h) = harness("exit_code_and_both_streams_reach_the_log").await else {
+            return;
+        };
         let c = h.id("app");
         h.rt.start(&c, &sh("echo hello; sleep 0.2; echo oops >&2; exit 3"))
             .await
@@ -1705,7 +1708,9 @@ mod tests {
 
     #[tokio::test]
     async fn restarts_keep_the_previous_instance_and_its_log() {
-        let Some(h) = harness("restarts_keep_the_previous_instance_and_its_log").await else { return };
+        let Some(h) = harness("restarts_keep_the_previous_instance_and_its_log").await else {
+            return;
+        };
         let c = h.id("app");
         assert!(h.rt.logs(&c, None, false).await.is_err());
         assert_eq!(h.rt.state(&c).await, ContainerState::Unknown);
@@ -1757,7 +1762,9 @@ mod tests {
 
     #[tokio::test]
     async fn stop_sends_sigterm_through_init() {
-        let Some(h) = harness("stop_sends_sigterm_through_init").await else { return };
+        let Some(h) = harness("stop_sends_sigterm_through_init").await else {
+            return;
+        };
         let c = h.id("sleeper");
         let spec = ContainerSpec {
             image: IMAGE.to_string(),
@@ -1795,7 +1802,10 @@ mod tests {
 
     #[tokio::test]
     async fn stop_sigkills_a_process_ignoring_sigterm_after_the_grace() {
-        let Some(h) = harness("stop_sigkills_a_process_ignoring_sigterm_after_the_grace").await else { return };
+        let Some(h) = harness("stop_sigkills_a_process_ignoring_sigterm_after_the_grace").await
+        else {
+            return;
+        };
         let c = h.id("stubborn");
         h.rt.start(&c, &sh("trap '' TERM; echo ready; sleep 1000"))
             .await
@@ -1814,7 +1824,9 @@ mod tests {
 
     #[tokio::test]
     async fn exec_returns_exit_code_and_output() {
-        let Some(h) = harness("exec_returns_exit_code_and_output").await else { return };
+        let Some(h) = harness("exec_returns_exit_code_and_output").await else {
+            return;
+        };
         let c = h.id("exec");
         let command = |script: &str| vec!["sh".to_string(), "-c".to_string(), script.to_string()];
         assert!(
@@ -1853,7 +1865,9 @@ mod tests {
 
     #[tokio::test]
     async fn env_and_working_dir_reach_the_process() {
-        let Some(h) = harness("env_and_working_dir_reach_the_process").await else { return };
+        let Some(h) = harness("env_and_working_dir_reach_the_process").await else {
+            return;
+        };
         let mut spec = sh("echo $FOO; pwd; echo \"[$HOME]\"");
         spec.env.insert("FOO".to_string(), "bar baz".to_string());
         spec.working_dir = Some("/var/tmp".to_string());
@@ -1876,7 +1890,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_image_is_an_image_error() {
-        let Some(h) = harness("an_unknown_image_is_an_image_error").await else { return };
+        let Some(h) = harness("an_unknown_image_is_an_image_error").await else {
+            return;
+        };
         let c = h.id("ghost");
         let spec = ContainerSpec {
             image: "no-such-image:v1".to_string(),
@@ -1904,7 +1920,9 @@ mod tests {
 
     #[tokio::test]
     async fn command_and_args_follow_kubernetes_semantics() {
-        let Some(h) = harness("command_and_args_follow_kubernetes_semantics").await else { return };
+        let Some(h) = harness("command_and_args_follow_kubernetes_semantics").await else {
+            return;
+        };
         // An image with both an ENTRYPOINT and a CMD, committed from the base image.
         let base = h.id("base");
         h.rt.start(&base, &sh("true")).await.unwrap();
@@ -1969,7 +1987,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_executable_is_a_start_error() {
-        let Some(h) = harness("a_missing_executable_is_a_start_error").await else { return };
+        let Some(h) = harness("a_missing_executable_is_a_start_error").await else {
+            return;
+        };
         let c = h.id("missing");
         for command in ["/no/such/program", "skiff-no-such-program", "/etc"] {
             let spec = ContainerSpec {
@@ -1998,7 +2018,9 @@ mod tests {
 
     #[tokio::test]
     async fn remove_leaves_no_container_behind() {
-        let Some(h) = harness("remove_leaves_no_container_behind").await else { return };
+        let Some(h) = harness("remove_leaves_no_container_behind").await else {
+            return;
+        };
         let c = h.id("doomed");
         h.rt.start(&c, &sh("echo one")).await.unwrap();
         h.exited(&c).await;
@@ -2023,7 +2045,9 @@ mod tests {
 
     #[tokio::test]
     async fn stop_all_and_metadata() {
-        let Some(h) = harness("stop_all_and_metadata").await else { return };
+        let Some(h) = harness("stop_all_and_metadata").await else {
+            return;
+        };
         assert!(
             h.rt.version().starts_with("docker://"),
             "{}",
