@@ -78,11 +78,7 @@ impl Kube {
             Duration::from_secs(20),
             |l| l.contains("watch=true") && l.contains("200 OK"),
         );
-        // Keep draining kubectl's log so that it never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut log = log;
-            let _ = log.wait_until("", Duration::from_secs(600), |_| false);
-        });
+        log.discard();
         let out = Lines::new(child.stdout.take().unwrap());
         (child, out)
     }

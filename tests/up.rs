@@ -262,3 +262,83 @@ fn skiff_up_runs_a_deployment_of_real_processes() {
     let left = servers(&web_ips);
     assert!(left.is_empty(), "no server process left: {left:?}");
 }
+
+/// Pids of nats-server processes serving `port`.
+fn nats_servers_on(port: &str) -> Vec<String> {
+    let out = Command::new("pgrep")
+        .args(["-f", "--", &format!("^nats-server -a 127.0.0.1 -p {port}$")])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn skiff_up_restarts_its_nats_server_and_takes_it_along_when_killed() {
+    let mut up = SkiffUp::start(1);
+    let port = up.nats_url.rsplit(':').next().unwrap().to_string();
+    let first = nats_servers_on(&port);
+    assert_eq!(first.len(), 1, "skiff up's nats-server on {port}");
+
+    // Its nats-server dies: skiff up starts another, and every component reconnects (a pod
+    // needs the scheduler, the controllers' informers aside, and the kubelet, all over NATS).
+    assert!(Command::new("kill")
+        .args(["-9", &first[0]])
+        .status()
+        .unwrap()
+        .success());
+    up.eventually("a new nats-server", 30, |_| {
+        let now = nats_servers_on(&port);
+        now.len() == 1 && now != first
+    });
+    up.ok(&[
+        "run",
+        "after-restart",
+        "--image=busybox",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    up.eventually("the pod Running after the restart", 60, |u| {
+        u.ok(&[
+            "get",
+            "pod",
+            "after-restart",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]) == "Running"
+    });
+    up.ok(&["delete", "pod", "after-restart", "--grace-period=1"]);
+
+    // kill -9 of skiff up itself: its nats-server goes too and frees the port.
+    let _ = up.child.kill();
+    let _ = up.child.wait();
+    up.eventually("no nats-server left on the port", 10, |_| {
+        nats_servers_on(&port).is_empty()
+    });
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap())).is_ok());
+}
+
+#[test]
+fn skiff_up_refuses_a_nats_port_that_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(skiff_bin())
+        .args(["up", "--nats-port", &port.to_string()])
+        .args(["--https-bind", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("SKIFF_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused: {err}");
+    assert!(
+        err.contains(&format!("port {port} is already in use")),
+        "{err}"
+    );
+    assert!(!dir.path().join("kubeconfig").exists(), "nothing started");
+}

@@ -259,6 +259,11 @@ impl Status {
         Self::failure(500, reason::INTERNAL, message)
     }
 
+    /// 429: the server sheds load; the caller should retry later.
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::failure(429, reason::TOO_MANY_REQUESTS, message)
+    }
+
     /// 503: a dependency (the store, a kubelet) is not there.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::failure(503, reason::UNAVAILABLE, message)

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bench;
 mod bridge;
 pub mod certs;
+pub mod flowcontrol;
 pub mod http;
 pub mod openapi;
 pub mod patch;
@@ -63,6 +64,10 @@ pub struct ApiServerOptions {
     pub trace_capacity: usize,
     /// Where to export spans over OTLP/HTTP (`http://host:4318`); None: nowhere.
     pub otlp_endpoint: Option<String>,
+    /// Calls served at once across the priority levels (see [`flowcontrol`]).
+    pub max_requests_inflight: usize,
+    /// Longest a call waits for a seat before it is refused with 429.
+    pub max_queue_wait: Duration,
 }
 
 impl Default for ApiServerOptions {
@@ -79,6 +84,8 @@ impl Default for ApiServerOptions {
             node_nats: None,
             trace_capacity: trace::collector::DEFAULT_CAPACITY,
             otlp_endpoint: None,
+            max_requests_inflight: flowcontrol::DEFAULT_SEATS,
+            max_queue_wait: flowcontrol::DEFAULT_MAX_WAIT,
         }
     }
 }
@@ -602,6 +609,8 @@ pub struct ApiHandle {
     auth: Arc<Authenticator>,
     /// Ids for watches, unique in this process.
     watch_ids: Arc<AtomicU64>,
+    /// Seats and queues every call waits in (both transports).
+    flow: Arc<flowcontrol::FlowControl>,
 }
 
 impl ApiHandle {
@@ -618,12 +627,23 @@ impl ApiHandle {
             .unwrap_or_else(|e| Err(Status::unavailable(format!("api server: {e}"))))
     }
 
-    /// Runs one call.
+    /// Runs one call, once its priority level has a seat for it (429 when it is saturated).
+    /// A caller whose credentials fail is classified as unauthenticated (the lowest level)
+    /// and answered by the actor as usual.
     pub async fn call(&self, call: Call) -> Result<Reply, Status> {
-        self.addr
+        let user = authenticate(&self.auth, &call.credentials).unwrap_or_else(|_| UserInfo {
+            name: "system:anonymous".into(),
+            uid: String::new(),
+            groups: vec!["system:unauthenticated".into()],
+        });
+        let seat = self.flow.admit(&user, call.verb, &call.request).await?;
+        let answer = self
+            .addr
             .send(call)
             .await
-            .unwrap_or_else(|e| Err(Status::unavailable(format!("api server: {e}"))))
+            .unwrap_or_else(|e| Err(Status::unavailable(format!("api server: {e}"))));
+        drop(seat);
+        answer
     }
 
     /// The Store's counters (commits, writes, revision, watchers).
@@ -660,6 +680,7 @@ pub enum StartError {
 
 /// Opens the store and starts the ApiServer actor (inside a running actix System).
 pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
+    let flow = flowcontrol::FlowControl::new(options.max_requests_inflight, options.max_queue_wait);
     let config = StoreConfig {
         history: options.history,
         max_value_bytes: options.max_object_bytes,
@@ -728,6 +749,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         addr,
         auth,
         watch_ids: Arc::new(AtomicU64::new(0)),
+        flow,
     })
 }
 

@@ -108,6 +108,11 @@ impl WatchStream {
         }
     }
 
+    /// How often the stream bookmarks when idle.
+    pub fn bookmark_interval(&self) -> Duration {
+        self.every
+    }
+
     /// The revision the stream has reached.
     pub fn revision(&self) -> Revision {
         self.last

@@ -6,6 +6,7 @@
 
 mod informer;
 pub mod leader;
+pub mod retry;
 mod watcher;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 pub use informer::{Cache, Informer, Notification};
+pub use retry::RetryPolicy;
 pub use watcher::Watcher;
 
 use crate::api::codec;
@@ -40,6 +42,8 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Silence after which a watch resumes (a few bookmark intervals).
     pub watch_silence: Duration,
+    /// Rate limit and retries (see [`retry`]).
+    pub retry: RetryPolicy,
 }
 
 impl ClientOptions {
@@ -52,6 +56,7 @@ impl ClientOptions {
             nats_user: None,
             timeout: Duration::from_secs(10),
             watch_silence: Duration::from_secs(15),
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -71,6 +76,10 @@ pub struct ApiClient {
     watch_silence: Duration,
     /// Records a span for every request this client sends.
     tracer: Tracer,
+    /// When a refused request is tried again.
+    retry: RetryPolicy,
+    /// Paces this client (and its clones) at its QPS; None: unlimited.
+    bucket: Option<Arc<retry::TokenBucket>>,
 }
 
 /// Why a client could not connect.
@@ -124,6 +133,11 @@ impl ApiClient {
             authorization: format!("Bearer {}", options.token),
             timeout: options.timeout,
             watch_silence: options.watch_silence,
+            retry: options.retry,
+            bucket: options
+                .retry
+                .qps
+                .map(|qps| Arc::new(retry::TokenBucket::new(qps, options.retry.burst))),
         }
     }
 
@@ -170,9 +184,36 @@ impl ApiClient {
                 .message(self.tracer.component(), "apiserver", &subject)
                 .about(verb.as_str(), ObjectRef::of_request(request));
         }
-        let result = self
-            .send_to(subject, Bytes::from(payload), Some(span.ctx))
-            .await;
+        let payload = Bytes::from(payload);
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            if let Some(bucket) = &self.bucket {
+                bucket.take().await;
+            }
+            let result = self
+                .send_to(subject.clone(), payload.clone(), Some(span.ctx))
+                .await;
+            let Err(status) = &result else {
+                break result;
+            };
+            let Some(wait) = self.retry.retry_after(verb, status, attempt) else {
+                break result;
+            };
+            crate::metrics::counter(
+                "rest_client_retries_total",
+                "Requests this process sent again after a 429, 503 or (reads) 504, by code.",
+                &["code"],
+            )
+            .inc(&[&status.code.to_string()]);
+            tracing::debug!(
+                code = status.code,
+                ?wait,
+                attempt,
+                "retrying a refused request"
+            );
+            tokio::time::sleep(wait).await;
+        };
         let outcome = match &result {
             Ok(_) => "200".to_string(),
             Err(s) => s.code.to_string(),
@@ -246,7 +287,7 @@ impl ApiClient {
             async_nats::RequestErrorKind::TimedOut => {
                 Status::timeout("no answer from the API server in time")
             }
-            _ => Status::unavailable(format!("NATS: {e}")),
+            _ => Status::unavailable(format!("{}{e}", retry::TRANSPORT_PREFIX)),
         })?;
         let code = reply
             .headers

@@ -4,7 +4,11 @@
 //!   seen (none at first: the current objects arrive as ADDED).
 //! - **Stream**: events must arrive numbered 1, 2, 3… A jump (a lost message: core NATS is
 //!   at-most-once), a silence longer than a few bookmark intervals, or a `CLOSED` event sends
-//!   it back to Start from the last revision, so nothing is missed or repeated.
+//!   it back to Start from the last revision, so nothing is missed or repeated. Resumes in a
+//!   row back off (jittered, doubling), and each silence resume doubles the silence tolerated
+//!   (up to 4×) until events flow again. Dropping the old subscription is what ends the
+//!   server's side: its next bookmark, sent as a request, finds no subscriber.
+//! - **Bookmarks** are acknowledged (they carry a reply subject) at once.
 //! - **Expired**: the server no longer has that revision (410). The watcher yields the error
 //!   and ends; the caller relists (the informer does so by itself).
 
@@ -23,14 +27,35 @@ use crate::api::Status;
 /// The NATS-only event that ends a stream (see the bridge).
 const CLOSED: &str = "CLOSED";
 
+/// How far the tolerated silence may grow, as a multiple of the configured one.
+const MAX_SILENCE_FACTOR: u32 = 4;
+
+/// The wait before the `n`th resume in a row: full jitter over 100 ms × 2^(n-1), at most 10 s
+/// (the first resume after events flowed waits up to 100 ms), so that a thousand watchers
+/// cut off together do not come back together.
+fn resume_backoff(n: u32) -> Duration {
+    use rand::Rng;
+    let cap = Duration::from_millis(100)
+        .saturating_mul(1 << n.saturating_sub(1).min(10))
+        .min(Duration::from_secs(10));
+    cap.mul_f64(rand::rng().random_range(0.0..1.0))
+}
+
 /// A resuming watch. See the module docs.
 pub struct Watcher {
     /// Where to watch.
     api: Api,
     /// Selectors and the starting revision.
     options: ListOptions,
-    /// Silence after which the watch resumes.
+    /// Silence after which the watch resumes, as configured.
     silence: Duration,
+    /// The silence currently tolerated: doubled (up to [`MAX_SILENCE_FACTOR`]×) after each
+    /// silence resume, back to `silence` once events flow, so that a server too busy to send
+    /// bookmarks on time is not answered with a storm of resumes.
+    patience: Duration,
+    /// Resumes in a row without an event in between (CLOSED excepted); each waits a jittered,
+    /// doubling back-off first.
+    unsettled: u32,
     /// The live subscription and the next expected sequence number.
     stream: Option<(async_nats::Subscriber, u64)>,
     /// The revision to resume after; None before anything past the initial snapshot.
@@ -63,6 +88,8 @@ impl Watcher {
             api,
             options,
             silence,
+            patience: silence,
+            unsettled: 0,
             stream: None,
             last,
             snapshot_at: None,
@@ -111,6 +138,12 @@ impl Watcher {
 
     fn resume(&mut self, cause: &'static str) {
         self.stream = None;
+        if cause == "silence" {
+            self.patience = (self.patience * 2).min(self.silence * MAX_SILENCE_FACTOR);
+        }
+        if cause != "closed" {
+            self.unsettled += 1;
+        }
         self.resumes.fetch_add(1, Ordering::Relaxed);
         crate::metrics::counter(
             "skiff_watch_resumes_total",
@@ -128,6 +161,9 @@ impl Watcher {
                 return None;
             }
             if self.stream.is_none() {
+                if self.unsettled > 0 {
+                    tokio::time::sleep(resume_backoff(self.unsettled)).await;
+                }
                 match self.start().await {
                     Ok(()) => backoff = Duration::from_millis(100),
                     Err(s) if s.is(reason::EXPIRED) || s.code == 410 => {
@@ -149,7 +185,7 @@ impl Watcher {
             let Some((sub, expected)) = self.stream.as_mut() else {
                 continue;
             };
-            let msg = match tokio::time::timeout(self.silence, sub.next()).await {
+            let msg = match tokio::time::timeout(self.patience, sub.next()).await {
                 Ok(Some(msg)) => msg,
                 _ => {
                     tracing::debug!("watch silent; resuming");
@@ -157,6 +193,16 @@ impl Watcher {
                     continue;
                 }
             };
+            // Bookmarks come as requests: the API server learns from nats-server whether this
+            // inbox is still subscribed. Acknowledge at once so the probe ends early.
+            if let Some(reply) = msg.reply.clone() {
+                let _ = self
+                    .api
+                    .client()
+                    .nats()
+                    .publish(reply, bytes::Bytes::new())
+                    .await;
+            }
             let ev: WatchEvent = match codec::decode(&msg.payload) {
                 Ok(ev) => ev,
                 Err(e) => {
@@ -184,6 +230,11 @@ impl Watcher {
                         },
                     );
                 tracer.finish(&span, &ev.event_type);
+            }
+            if ev.seq == *expected && ev.event_type != CLOSED {
+                // Events flow again: the stream has settled.
+                self.unsettled = 0;
+                self.patience = self.silence;
             }
             if ev.seq != *expected {
                 tracing::debug!(expected = *expected, got = ev.seq, "watch gap; resuming");

@@ -292,8 +292,21 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// The rate limit of a component's client. Kubelets get the kubelet's own defaults
+/// (`--kube-api-qps=50 --kube-api-burst=100`); the scheduler and controller-manager are
+/// unlimited here, since kube-scheduler's 50/100 would cap binding at ~25 pods/s, 80× below
+/// what Skiff's scheduler sustains: the API server's load shedding protects it from them.
+pub fn component_retry(user: &str) -> crate::client::RetryPolicy {
+    if user.starts_with("system:node:") {
+        crate::client::RetryPolicy::limited(50.0, 100)
+    } else {
+        crate::client::RetryPolicy::default()
+    }
+}
+
 async fn connect(c: &Connection, user: &str) -> anyhow::Result<ApiClient> {
     let mut options = ClientOptions::new(&c.nats_url, user, &c.bearer()?);
+    options.retry = component_retry(user);
     if let Some(u) = &c.nats_user {
         options.nats_user = Some((u.clone(), c.nats_password.clone().unwrap_or_default()));
     }

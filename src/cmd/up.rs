@@ -26,9 +26,10 @@ pub struct Args {
     /// Use this NATS server instead of starting one.
     #[arg(long, env = "SKIFF_NATS_URL")]
     pub nats_url: Option<String>,
-    /// Port of the nats-server started here.
-    #[arg(long, default_value_t = 4222)]
-    pub nats_port: u16,
+    /// Port of the nats-server started here (default 4222; when that is taken, a free one,
+    /// said on stderr). A port given here that is taken is refused.
+    #[arg(long)]
+    pub nats_port: Option<u16>,
     /// HTTPS address of the Kubernetes API.
     #[arg(long, default_value = "0.0.0.0:6443")]
     pub https_bind: String,
@@ -46,40 +47,194 @@ pub struct Args {
     pub pod_eviction_timeout: u64,
 }
 
-/// A nats-server child, stopped when dropped.
-struct NatsChild(Child);
+/// Supervises the nats-server child: restarts it with back-off when it dies (every
+/// component reconnects by itself), and stops it when dropped. The child also dies with this
+/// process, even on `kill -9` (PR_SET_PDEATHSIG), so it never keeps the port afterwards.
+struct NatsSupervisor {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pid: std::sync::Arc<std::sync::atomic::AtomicI32>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
 
-impl Drop for NatsChild {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// Back-off between restarts of the nats-server child: doubling from 250 ms to at most 10 s,
+/// back to the start after a minute of uptime.
+const NATS_RESTART_MIN: Duration = Duration::from_millis(250);
+const NATS_RESTART_MAX: Duration = Duration::from_secs(10);
+
+impl NatsSupervisor {
+    /// Starts nats-server on `port` and waits until it listens.
+    fn start(port: u16, dir: &Path) -> anyhow::Result<NatsSupervisor> {
+        let log_path = dir.join("nats-server.log");
+        let mut child = spawn_nats(port, &log_path)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!("nats-server exited ({status}); see {}", log_path.display());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("nats-server did not listen on port {port} within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pid = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(child.id() as i32));
+        let (s, p) = (stop.clone(), pid.clone());
+        // The thread that spawns the child must outlive it: PR_SET_PDEATHSIG fires when the
+        // spawning *thread* ends. So the supervising thread spawns every restart itself.
+        let thread = std::thread::Builder::new()
+            .name("nats-supervisor".into())
+            .spawn(move || supervise(child, port, &log_path, &s, &p))?;
+        Ok(NatsSupervisor {
+            stop,
+            pid,
+            thread: Some(thread),
+        })
     }
 }
 
-fn start_nats(port: u16, dir: &Path) -> anyhow::Result<NatsChild> {
-    let log = std::fs::File::create(dir.join("nats-server.log"))?;
-    let child = Command::new("nats-server")
+/// Waits for the child; restarts it with back-off until told to stop.
+fn supervise(
+    mut child: Child,
+    port: u16,
+    log_path: &Path,
+    stop: &std::sync::atomic::AtomicBool,
+    pid: &std::sync::atomic::AtomicI32,
+) {
+    use std::sync::atomic::Ordering;
+    let mut backoff = NATS_RESTART_MIN;
+    loop {
+        let started = Instant::now();
+        let status = child.wait();
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = NATS_RESTART_MIN;
+        }
+        let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        tracing::warn!(%how, retry_in = ?backoff, log = %log_path.display(), "nats-server exited; restarting it");
+        eprintln!(
+            "skiff up: nats-server exited ({how}); restarting it in {backoff:?} (log: {})",
+            log_path.display()
+        );
+        crate::metrics::counter(
+            "skiff_up_nats_restarts_total",
+            "Restarts of the nats-server child of skiff up.",
+            &[],
+        )
+        .inc(&[]);
+        loop {
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(NATS_RESTART_MAX);
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                // Someone else took the port while ours was down: the components would
+                // reconnect to a bus skiff up does not own. Stop everything instead.
+                eprintln!(
+                    "skiff up: port {port} was taken by another process while nats-server was \
+                     down; stopping rather than running on a foreign bus"
+                );
+                // SAFETY: signalling this very process; its SIGTERM handler shuts down.
+                unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+                return;
+            }
+            match spawn_nats(port, log_path) {
+                Ok(c) => {
+                    pid.store(c.id() as i32, Ordering::SeqCst);
+                    child = c;
+                    eprintln!("skiff up: nats-server restarted on 127.0.0.1:{port}");
+                    break;
+                }
+                Err(e) => eprintln!("skiff up: restarting nats-server: {e:#}"),
+            }
+        }
+        // A stop that came while the new child was starting.
+        if stop.load(Ordering::SeqCst) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
+    }
+}
+
+/// One nats-server on loopback `port`, logging (appending) to `log_path`, killed when this
+/// thread or process dies.
+fn spawn_nats(port: u16, log_path: &Path) -> anyhow::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)?;
+    let parent = std::process::id() as libc::pid_t;
+    let mut command = Command::new("nats-server");
+    command
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting nats-server (install it: apt-get install -y nats-server)")?;
-    let mut child = NatsChild(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(child);
-        }
-        if let Some(status) = child.0.try_wait()? {
-            bail!(
-                "nats-server exited ({status}); see {}",
-                dir.join("nats-server.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(25));
+        .stderr(log);
+    // SAFETY: prctl, getppid and kill are async-signal-safe, as pre_exec requires.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            Ok(())
+        });
     }
-    bail!("nats-server did not listen on port {port} within 10 s")
+    command
+        .spawn()
+        .context("starting nats-server (install it: apt-get install -y nats-server)")
 }
+
+impl Drop for NatsSupervisor {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::SeqCst);
+        // SAFETY: signalling our own child (or a pid it had: the supervisor reaps it only
+        // after this flag is seen, so it is still ours).
+        unsafe { libc::kill(self.pid.load(Ordering::SeqCst), libc::SIGTERM) };
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The port for the nats-server child: `asked` if free; when taken, the default is replaced
+/// by a free port (and said so), while an explicitly asked port is refused, never shared
+/// with a foreign server (Debian's package runs one on 4222 as a system service).
+fn nats_port(asked: Option<u16>) -> anyhow::Result<u16> {
+    let port = asked.unwrap_or(DEFAULT_NATS_PORT);
+    if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        return Ok(port);
+    }
+    if asked.is_some() {
+        bail!(
+            "port {port} is already in use (another nats-server?): skiff up will not run on a \
+             bus it did not start; free the port, choose another with --nats-port, or name a \
+             server with --nats-url"
+        );
+    }
+    let free = std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port();
+    eprintln!(
+        "skiff up: port {DEFAULT_NATS_PORT} is already in use (another nats-server?); \
+         starting ours on {free} instead"
+    );
+    Ok(free)
+}
+
+/// The nats-server port `skiff up` starts on unless told otherwise.
+const DEFAULT_NATS_PORT: u16 = 4222;
 
 use apiserver_cmd::ensure_tokens;
 
@@ -92,12 +247,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (_nats, nats_url) = match &args.nats_url {
         Some(url) => (None, url.clone()),
         None => {
-            eprintln!(
-                "skiff up: starting nats-server on 127.0.0.1:{}",
-                args.nats_port
-            );
-            let child = start_nats(args.nats_port, &data_dir)?;
-            (Some(child), format!("nats://127.0.0.1:{}", args.nats_port))
+            let port = nats_port(args.nats_port)?;
+            eprintln!("skiff up: starting nats-server on 127.0.0.1:{port}");
+            let child = NatsSupervisor::start(port, &data_dir)?;
+            (Some(child), format!("nats://127.0.0.1:{port}"))
         }
     };
     let nodes: Vec<String> = (1..=args.nodes)
@@ -133,7 +286,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     apiserver_cmd::run_with(config, move |url| async move {
         let connect = |user: &str| {
             let token = tokens.get(user).cloned().unwrap_or_default();
-            let options = ClientOptions::new(&url, user, &token);
+            let mut options = ClientOptions::new(&url, user, &token);
+            options.retry = components::component_retry(user);
             async move { ApiClient::connect(options).await }
         };
         let mut extras = Extras::default();

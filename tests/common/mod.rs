@@ -488,7 +488,10 @@ impl SkiffUp {
 
 impl Drop for SkiffUp {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return; // already gone (a test killed it)
+        }
+        // SAFETY: signalling our own child, not yet reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -563,6 +566,13 @@ impl Lines {
     ) -> String {
         self.wait_until(what, timeout, |seen| seen.iter().any(|l| pred(l)));
         self.seen.iter().find(|l| pred(l)).cloned().unwrap()
+    }
+
+    /// Keeps reading (and dropping) the rest on a thread, so the child never blocks on a
+    /// full pipe.
+    pub fn discard(self) {
+        let rx = self.rx;
+        std::thread::spawn(move || while rx.recv().is_ok() {});
     }
 
     /// Everything read so far, one line each.

@@ -184,7 +184,12 @@ pub fn served() -> Vec<openapi::Served> {
 /// A Status as an HTTP response.
 fn status_response(s: &Status) -> HttpResponse {
     let code = StatusCode::from_u16(s.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(code)
+    let mut response = HttpResponse::build(code);
+    // client-go and kubectl wait this long before retrying a 429 or 503.
+    if let Some(after) = s.details.as_ref().and_then(|d| d.retry_after_seconds) {
+        response.insert_header(("Retry-After", after.to_string()));
+    }
+    response
         .content_type("application/json")
         .body(serde_json::to_vec(s).unwrap_or_default())
 }
