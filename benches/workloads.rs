@@ -7,9 +7,12 @@
 //!    creations/s on 1,000 nodes (1,000 fake kubelets) vs on 10.
 //! 4. Resident memory of the control plane plus those fake kubelets (this process), with the
 //!    kubelets vs before them.
+//! 5. Fan-out: one pod event's create → delivery to its node's watch with 1,000 node watches
+//!    open vs 10.
 //!
 //! A figure that cannot be measured (no /proc, a stalled run) fails the benchmark; it is
-//! never printed as zero. `SKIFF_BENCH_ONLY=algorithm|scheduler|startup` runs one part.
+//! never printed as zero. `SKIFF_BENCH_ONLY=fanout|algorithm|scheduler|startup` runs one part;
+//! `SKIFF_BENCH_RUNS=10` repeats the 1,000-kubelet startup run.
 //! `cargo bench --bench workloads` (needs nats-server on PATH).
 
 #[path = "../tests/common/mod.rs"]
@@ -187,6 +190,73 @@ fn algorithm_throughput(nodes: usize, pods: usize) -> f64 {
     rate
 }
 
+/// The cost of one pod event with `watchers` kubelet-style watches open (each on
+/// `spec.nodeName=n<i>`): `pods` pods bound to n0 are created one after another, each timed
+/// from its create until n0's watch delivers it. Returns (p50, mean) in ms.
+async fn fanout(watchers: usize, pods: usize) -> (f64, f64) {
+    let cluster = Cluster::with_tokens(ApiServerOptions::default(), &tokens(0));
+    let admin = cluster.client().await;
+    let pod_api = admin.api("", "pods", None);
+    let mut streams = Vec::new();
+    for i in 0..watchers {
+        let mut w = pod_api.watch(&ListOptions {
+            field_selector: Some(format!("spec.nodeName=n{i}")),
+            ..Default::default()
+        });
+        w.yield_bookmarks = true;
+        streams.push(w);
+    }
+    // Start them all (the first next() subscribes and asks), then wait until the Store has
+    // every one registered.
+    let mut n0 = streams.remove(0);
+    let others: Vec<_> = streams
+        .into_iter()
+        .map(|mut w| {
+            tokio::spawn(async move {
+                while let Some(Ok(_)) = w.next().await {}
+            })
+        })
+        .collect();
+    let handle = cluster.api.handle.clone();
+    let first = tokio::spawn(async move {
+        let _ = n0.next().await;
+        n0
+    });
+    wait_for(Duration::from_secs(60), "every watch registered", || {
+        let handle = handle.clone();
+        async move { (handle.store_stats().await.ok()?.watchers >= watchers).then_some(()) }
+    })
+    .await;
+    let mut n0 = first.await.unwrap();
+    let pods_ns = admin.api("", "pods", Some("default"));
+    let mut took = Vec::with_capacity(pods);
+    for i in 0..pods {
+        let started = Instant::now();
+        pods_ns
+            .create(&json!({"metadata": {"name": format!("f{i}")}, "spec": {"nodeName": "n0",
+                "containers": [{"name": "c", "image": "i"}]}}))
+            .await
+            .unwrap();
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(30), n0.next())
+                .await
+                .expect("the event reaches n0")
+                .unwrap()
+                .unwrap();
+            if ev.object["metadata"]["name"] == format!("f{i}") {
+                break;
+            }
+        }
+        took.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    for o in others {
+        o.abort();
+    }
+    let mean = took.iter().sum::<f64>() / took.len() as f64;
+    took.sort_by(f64::total_cmp);
+    (took[took.len() / 2], mean)
+}
+
 /// This process's resident memory in MB; the benchmark fails when it cannot be read.
 fn rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status")
@@ -199,6 +269,15 @@ fn rss_mb() -> f64 {
         .expect("VmRSS in /proc/self/status");
     assert!(kb > 0.0, "a resident memory of 0 kB is no measurement");
     kb / 1024.0
+}
+
+/// Watches the in-process API server serves now (all resources).
+fn open_watches() -> f64 {
+    let m = skiff::metrics::parse(&skiff::metrics::render()).expect("our own metrics parse");
+    m.iter()
+        .filter(|s| s.name == "apiserver_watches_open")
+        .map(|s| s.value)
+        .sum()
 }
 
 /// What one startup run measured.
@@ -303,6 +382,21 @@ async fn startup_latency(nodes: usize, pods: usize, rate: f64) -> Startup {
             t.await.unwrap();
         }
     });
+    // The open watches before the first create, then their range while the pods start: a
+    // leak (watches abandoned by resuming clients but still served) shows as growth.
+    let steady = open_watches();
+    let range = Arc::new(std::sync::Mutex::new((steady, steady)));
+    let sampler = {
+        let range = range.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let now = open_watches();
+                let mut r = range.lock().unwrap();
+                *r = (r.0.min(now), r.1.max(now));
+            }
+        })
+    };
     // Every 5 s on stderr: how far along, and the bus's trouble signs (watch resumes by cause,
     // slow consumers), so a stall shows where it is.
     let progress = tokio::spawn(async {
@@ -345,6 +439,10 @@ async fn startup_latency(nodes: usize, pods: usize, rate: f64) -> Startup {
     }
     creator.await.unwrap();
     progress.abort();
+    sampler.abort();
+    let (low, high) = *range.lock().unwrap();
+    let deviation = (high - steady).max(steady - low) / steady * 100.0;
+    println!("| open watches during the run, {nodes} kubelets | steady {steady:.0}, range {low:.0}–{high:.0} ({deviation:.1} % off; target within 1 %) | |");
     assert_eq!(
         latencies.len(),
         pods,
@@ -381,6 +479,12 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(10_000);
         let only = std::env::var("SKIFF_BENCH_ONLY").unwrap_or_default();
+        if only.is_empty() || only == "fanout" {
+            let few = fanout(10, 500).await;
+            let many = fanout(1_000, 500).await;
+            println!("| fan-out: create → delivery of one pod event to its node's watch | p50 {:.2} ms, mean {:.2} ms with 1,000 node watches | baseline 10 watches: p50 {:.2} ms, mean {:.2} ms ({:.2}× mean; target ≤ 1.5×) |",
+                many.0, many.1, few.0, few.1, many.1 / few.1);
+        }
         if only.is_empty() || only == "algorithm" {
             let small = algorithm_throughput(100, pods);
             let large = algorithm_throughput(5_000, pods);
@@ -392,8 +496,16 @@ fn main() {
             println!("| scheduler through the API server, {pods} pods | {many:.0} pods/s steady on 5,000 nodes | baseline {one:.0} pods/s on 1 node ({:.2}×) |", many / one);
         }
         if only.is_empty() || only == "startup" {
+            let runs: usize = std::env::var("SKIFF_BENCH_RUNS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1);
             let few = startup_latency(10, 1_000, 100.0).await;
-            let many = startup_latency(1_000, 1_000, 100.0).await;
+            let mut many = startup_latency(1_000, 1_000, 100.0).await;
+            for run in 2..=runs {
+                eprintln!("startup: run {run} of {runs}");
+                many = startup_latency(1_000, 1_000, 100.0).await;
+            }
             println!("| startup p99, 1,000 pods at 100/s | {:.0} ms with 1,000 kubelets watching | baseline {:.0} ms with 10 ({:.2}×) |", many.p99_ms, few.p99_ms, many.p99_ms / few.p99_ms);
             println!("| memory per fake kubelet | {:.2} MB (1,000 kubelets: +{:.0} MB) | baseline 10 kubelets: +{:.0} MB |",
                 (many.rss_mb - many.rss_before_mb) / 1000.0, many.rss_mb - many.rss_before_mb, few.rss_mb - few.rss_before_mb);

@@ -14,7 +14,7 @@ use super::validation::{self, FieldError};
 use crate::api::codec::{self, MapWriter};
 use crate::api::meta;
 use crate::api::resource::{self, ResourceInfo};
-use crate::api::selector::{FieldSelector, LabelSelector};
+use crate::api::selector::{FieldOperator, FieldSelector, LabelSelector};
 use crate::api::status::{Status, StatusCause};
 use crate::api::wire::{DeleteOptions, ListOptions, PatchType, Request};
 use crate::trace::{self, ObjectRef, Span};
@@ -940,6 +940,7 @@ impl Registry {
             .send(store::Watch {
                 prefix: t.info.list_prefix(t.namespace.as_deref()),
                 after,
+                trigger: filter.trigger(),
             })
             .await
             .map_err(store_down)?
@@ -999,6 +1000,21 @@ impl Filter {
             .check_supported(&info.field_labels())
             .map_err(|e| Status::bad_request(format!("{e} for {}", info.kind)))?;
         Ok(Filter { labels, fields })
+    }
+
+    /// The exact `spec.nodeName` or `metadata.name` this filter requires, which the Store
+    /// finds the watch's events by (node name first: a kubelet's watch is the common case).
+    pub(super) fn trigger(&self) -> Option<store::Trigger> {
+        let exact = |field: &str| {
+            self.fields
+                .requirements()
+                .iter()
+                .find(|r| r.field() == field && r.operator() == FieldOperator::Equals)
+                .map(|r| r.value().to_string())
+        };
+        exact("spec.nodeName")
+            .map(store::Trigger::NodeName)
+            .or_else(|| exact("metadata.name").map(store::Trigger::Name))
     }
 
     /// True when the filter selects everything.

@@ -120,19 +120,26 @@ async fn run(
     cache: Cache,
     tx: mpsc::UnboundedSender<Notification>,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut failures = 0;
     loop {
-        // List: replace the cache, notifying the differences.
+        // List: replace the cache, notifying the differences. A failed list is retried after
+        // a jittered, doubling back-off (100 ms up to 5 s), so that informers cut off together
+        // do not relist together.
         let list = match api.list_all(&options).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::debug!(error = %e, "informer list failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                failures += 1;
+                tracing::debug!(error = %e, failures, "informer list failed; retrying");
+                tokio::time::sleep(super::retry::backoff(
+                    Duration::from_millis(100),
+                    Duration::from_secs(5),
+                    failures,
+                ))
+                .await;
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
+        failures = 0;
         let fresh: BTreeMap<String, Value> =
             list.items.into_iter().map(|o| (key_of(&o), o)).collect();
         let mut notes = Vec::new();

@@ -37,6 +37,9 @@ pub struct NatsServer {
     pub port: u16,
     /// The HTTP monitoring port (`/connz`, `/varz`).
     pub monitor: u16,
+    /// The extra flags and environment it was started with (for a restart).
+    extra: Vec<String>,
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -73,6 +76,11 @@ impl NatsServer {
                 child,
                 port,
                 monitor,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 _dir: dir,
             };
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -91,6 +99,38 @@ impl NatsServer {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// `kill -9` of the server.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same ports with the same flags, once it listens.
+    pub fn start_again(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            self.child = Command::new("nats-server")
+                .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["-m", &self.monitor.to_string()])
+                .args(&self.extra)
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server");
+            while Instant::now() < deadline {
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return;
+                }
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break; // the port not yet free: try again
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(Instant::now() < deadline, "nats-server did not start again");
+        }
     }
 
     /// A JSON document from the monitoring port, e.g. `/connz?subs=1`.
@@ -247,9 +287,19 @@ pub struct ApiProcess {
 
 impl ApiProcess {
     pub fn start(nats_url: &str, data_dir: &Path, extra: &[&str]) -> ApiProcess {
+        Self::start_with_tokens(nats_url, data_dir, extra, TOKENS)
+    }
+
+    /// The same with a token file of the test's own.
+    pub fn start_with_tokens(
+        nats_url: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        token_file: &str,
+    ) -> ApiProcess {
         let tokens = data_dir.join("test-tokens.csv");
         std::fs::create_dir_all(data_dir).unwrap();
-        std::fs::write(&tokens, TOKENS).unwrap();
+        std::fs::write(&tokens, token_file).unwrap();
         // Every server its own HTTPS port, unless the test names one.
         let https = format!("127.0.0.1:{}", free_port());
         let default_https = ["--https-bind", https.as_str()];

@@ -16,6 +16,9 @@
 mod backend;
 mod embedded;
 mod memory;
+mod watchers;
+
+pub use watchers::Trigger;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
@@ -166,12 +169,6 @@ struct Pending {
     reply: Reply<KeyValue>,
 }
 
-/// A registered watcher.
-struct Watcher {
-    prefix: String,
-    tx: mpsc::Sender<Arc<Event>>,
-}
-
 /// The Store actor. See the module docs.
 pub struct Store {
     /// Committed, durable, visible state; shared read-only with `Reader`s.
@@ -200,10 +197,8 @@ pub struct Store {
     history: VecDeque<Arc<Event>>,
     /// Events up to this revision are gone from history.
     compacted: Revision,
-    /// Registered watchers by id.
-    watchers: HashMap<u64, Watcher>,
-    /// Next watcher id.
-    next_watcher: u64,
+    /// Registered watchers, indexed by what they select.
+    watchers: watchers::Watchers,
     /// Tunables.
     config: StoreConfig,
     /// Latest durable revision, for watchers that want to send bookmarks.
@@ -258,8 +253,7 @@ impl Store {
             backend: Some(backend),
             history: VecDeque::new(),
             compacted: loaded.revision,
-            watchers: HashMap::new(),
-            next_watcher: 1,
+            watchers: Default::default(),
             config,
             progress,
             stats: StoreStats::default(),
@@ -395,12 +389,9 @@ impl Store {
         self.progress.send_replace(self.revision);
     }
 
-    /// Hands an event to every watcher of a matching prefix; a watcher that is full or gone
-    /// is dropped (its stream ends and it resumes from its last revision).
+    /// Hands an event to the watchers it concerns (see `watchers`).
     fn notify(&mut self, event: &Arc<Event>) {
-        self.watchers.retain(|_, w| {
-            !event.kv.key.starts_with(&w.prefix) || w.tx.try_send(event.clone()).is_ok()
-        });
+        self.watchers.notify(event);
     }
 
     /// The values of the keys in `[from, to)` changed after `at`, as they were at `at`
@@ -927,6 +918,8 @@ pub struct Watch {
     /// Replay events after this revision. None: send the current keys as the snapshot and
     /// stream what follows.
     pub after: Option<Revision>,
+    /// The exact value the watch selects on, if any: only events about it are sent.
+    pub trigger: Option<Trigger>,
 }
 
 /// A started watch.
@@ -970,15 +963,7 @@ impl Handler<Watch> for Store {
         for e in replay {
             let _ = tx.try_send(e);
         }
-        let id = self.next_watcher;
-        self.next_watcher += 1;
-        self.watchers.insert(
-            id,
-            Watcher {
-                prefix: msg.prefix,
-                tx,
-            },
-        );
+        self.watchers.add(msg.prefix, msg.trigger, tx);
         Ok(WatchStart {
             snapshot,
             revision: after.max(if msg.after.is_none() {
