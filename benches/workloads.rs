@@ -504,11 +504,12 @@ fn main() {
             let mut many = startup_latency(1_000, 1_000, 100.0).await;
             for run in 2..=runs {
                 eprintln!("startup: run {run} of {runs}");
-                many = startup_latency(1_000, 1_000, 100.0).await;
+                let next = startup_latency(1_000, 1_000, 100.0).await;
+                if next.p99_ms > many.p99_ms {
+                    many = next; // the summary below reports the worst run
+                }
             }
-            println!("| startup p99, 1,000 pods at 100/s | {:.0} ms with 1,000 kubelets watching | baseline {:.0} ms with 10 ({:.2}×) |", many.p99_ms, few.p99_ms, many.p99_ms / few.p99_ms);
-            println!("| memory per fake kubelet | {:.2} MB (1,000 kubelets: +{:.0} MB) | baseline 10 kubelets: +{:.0} MB |",
-                (many.rss_mb - many.rss_before_mb) / 1000.0, many.rss_mb - many.rss_before_mb, few.rss_mb - few.rss_before_mb);
+            println!("| startup p99, 1,000 pods at 100/s (worst of {runs} runs) | {:.0} ms with 1,000 kubelets watching | baseline {:.0} ms with 10 ({:.2}×) |", many.p99_ms, few.p99_ms, many.p99_ms / few.p99_ms);
         }
     });
 }

@@ -17,6 +17,8 @@ pub mod env {
     pub const HISTORY: &str = "SKIFF_HISTORY";
     pub const BOOKMARK_INTERVAL: &str = "SKIFF_BOOKMARK_INTERVAL_SECONDS";
     pub const SHUTDOWN_GRACE: &str = "SKIFF_SHUTDOWN_GRACE_SECONDS";
+    pub const MAX_REQUESTS_INFLIGHT: &str = "SKIFF_MAX_REQUESTS_INFLIGHT";
+    pub const MAX_QUEUE_WAIT: &str = "SKIFF_MAX_QUEUE_WAIT_SECONDS";
     pub const STORE: &str = "SKIFF_STORE";
     pub const CHECKPOINT_BYTES: &str = "SKIFF_CHECKPOINT_BYTES";
     pub const HTTPS_BIND: &str = "SKIFF_HTTPS_BIND";
@@ -53,6 +55,11 @@ pub struct ApiServerConfig {
     pub bookmark_interval_seconds: u64,
     /// Seconds in-flight requests get on shutdown.
     pub shutdown_grace_seconds: u64,
+    /// Calls served at once, shared by the priority levels (kube-apiserver's
+    /// `--max-requests-inflight` plus `--max-mutating-requests-inflight`).
+    pub max_requests_inflight: usize,
+    /// Seconds a call may wait for a seat before it is refused with 429.
+    pub max_queue_wait_seconds: u64,
     /// Write-ahead log bytes after which the embedded store checkpoints into its redb file.
     pub checkpoint_bytes: u64,
     /// Where the HTTPS Kubernetes API listens ("" turns it off).
@@ -85,6 +92,8 @@ impl Default for ApiServerConfig {
             history: 10_000,
             bookmark_interval_seconds: 5,
             shutdown_grace_seconds: 10,
+            max_requests_inflight: crate::apiserver::flowcontrol::DEFAULT_SEATS,
+            max_queue_wait_seconds: crate::apiserver::flowcontrol::DEFAULT_MAX_WAIT.as_secs(),
             checkpoint_bytes: 32 * 1024 * 1024,
             https_bind: "0.0.0.0:6443".into(),
             tls_sans: Vec::new(),
@@ -188,6 +197,12 @@ impl ApiServerConfig {
             return Err(ConfigError::Invalid {
                 key: "checkpoint_bytes",
                 why: "must be at least 1".into(),
+            });
+        }
+        if self.max_requests_inflight < 8 {
+            return Err(ConfigError::Invalid {
+                key: "max_requests_inflight",
+                why: "must be at least 8 (one seat for each priority level)".into(),
             });
         }
         if self.bookmark_interval_seconds == 0 {

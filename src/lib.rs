@@ -4,10 +4,13 @@
 //! - `api`: wire and object types only — the `Status` error model, the resource table, NATS
 //!   subjects and envelopes, the guarded MessagePack codec, label and field selectors.
 //! - `apiserver`: the ApiServer actor (authentication, registry, validation, watch streams),
-//!   the Store actor it alone owns (`apiserver::store`, private), the NATS bridge, and the
-//!   HTTPS front (`apiserver::http`: REST, Tables, JSON and Kubernetes-protobuf bodies).
+//!   the Store actor it alone owns (`apiserver::store`, private, with its watcher index), the
+//!   NATS bridge (which also ends watches nobody listens to any more), flow control
+//!   (`apiserver::flowcontrol`: priority levels, fair queuing, 429) and the HTTPS front
+//!   (`apiserver::http`: REST, Tables, JSON and Kubernetes-protobuf bodies).
 //! - `client`: `ApiClient`, the one way every other component talks to the API server —
-//!   CRUD, resuming watches and the informer.
+//!   CRUD, resuming watches, the informer, and `client::retry` (rate limit, retries with
+//!   back-off and `Retry-After`).
 //! - `config`: the layered configuration (file, `SKIFF_*` environment, flags).
 //! - `scheduler`: the Scheduler actor (informers, node summaries, binding, leader election)
 //!   and its pure filter/score algorithm.

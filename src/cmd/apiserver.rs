@@ -45,6 +45,12 @@ pub struct Args {
     /// Seconds in-flight requests get on shutdown.
     #[arg(long, env = env::SHUTDOWN_GRACE)]
     pub shutdown_grace_seconds: Option<u64>,
+    /// Calls served at once, shared by the priority levels (429 beyond them and their queues).
+    #[arg(long, env = env::MAX_REQUESTS_INFLIGHT)]
+    pub max_requests_inflight: Option<usize>,
+    /// Seconds a call may wait for a seat before it is refused with 429.
+    #[arg(long, env = env::MAX_QUEUE_WAIT)]
+    pub max_queue_wait_seconds: Option<u64>,
     /// Write-ahead log bytes between checkpoints of the embedded store.
     #[arg(long, env = env::CHECKPOINT_BYTES)]
     pub checkpoint_bytes: Option<u64>,
@@ -101,6 +107,12 @@ impl Args {
         }
         if let Some(v) = self.shutdown_grace_seconds {
             c.shutdown_grace_seconds = v;
+        }
+        if let Some(v) = self.max_requests_inflight {
+            c.max_requests_inflight = v;
+        }
+        if let Some(v) = self.max_queue_wait_seconds {
+            c.max_queue_wait_seconds = v;
         }
         if let Some(v) = self.checkpoint_bytes {
             c.checkpoint_bytes = v;
@@ -250,6 +262,8 @@ where
         authenticator,
         history: config.history,
         bookmark_interval: Duration::from_secs(config.bookmark_interval_seconds),
+        max_requests_inflight: config.max_requests_inflight,
+        max_queue_wait: Duration::from_secs(config.max_queue_wait_seconds),
         checkpoint_bytes: config.checkpoint_bytes,
         ..Default::default()
     };
