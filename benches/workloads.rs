@@ -211,11 +211,7 @@ async fn fanout(watchers: usize, pods: usize) -> (f64, f64) {
     let mut n0 = streams.remove(0);
     let others: Vec<_> = streams
         .into_iter()
-        .map(|mut w| {
-            tokio::spawn(async move {
-                while let Some(Ok(_)) = w.next().await {}
-            })
-        })
+        .map(|mut w| tokio::spawn(async move { while let Some(Ok(_)) = w.next().await {} }))
         .collect();
     let handle = cluster.api.handle.clone();
     let first = tokio::spawn(async move {
@@ -233,8 +229,10 @@ async fn fanout(watchers: usize, pods: usize) -> (f64, f64) {
     for i in 0..pods {
         let started = Instant::now();
         pods_ns
-            .create(&json!({"metadata": {"name": format!("f{i}")}, "spec": {"nodeName": "n0",
-                "containers": [{"name": "c", "image": "i"}]}}))
+            .create(
+                &json!({"metadata": {"name": format!("f{i}")}, "spec": {"nodeName": "n0",
+                "containers": [{"name": "c", "image": "i"}]}}),
+            )
             .await
             .unwrap();
         loop {

@@ -75,7 +75,11 @@ fn start_components(url: &str) -> ActixThread {
         }
         for i in 0..NODES {
             let node = format!("f{i}");
-            let o = ClientOptions::new(&u, &format!("system:node:{node}"), &format!("fnode{i}-token"));
+            let o = ClientOptions::new(
+                &u,
+                &format!("system:node:{node}"),
+                &format!("fnode{i}-token"),
+            );
             let client = ApiClient::from_nats(conns[i / 100].clone(), &o);
             let mut ko = KubeletOptions::new(&node);
             ko.capacity = (32, 64 << 30, 110);
@@ -107,7 +111,13 @@ async fn all_nodes_registered(admin: &ApiClient) {
     wait_for(Duration::from_secs(120), "1,000 nodes registered", || {
         let nodes = nodes.clone();
         async move {
-            (nodes.list_all(&ListOptions::default()).await.ok()?.items.len() == NODES)
+            (nodes
+                .list_all(&ListOptions::default())
+                .await
+                .ok()?
+                .items
+                .len()
+                == NODES)
                 .then_some(())
         }
     })
@@ -125,20 +135,29 @@ async fn scale_up(admin: &ApiClient, replicas: i64) -> skiff::client::Api {
         .await
         .unwrap();
     deploys
-        .patch("web", None, PatchType::Merge, &json!({"spec": {"replicas": replicas}}))
+        .patch(
+            "web",
+            None,
+            PatchType::Merge,
+            &json!({"spec": {"replicas": replicas}}),
+        )
         .await
         .unwrap();
     deploys
 }
 
 async fn ready(deploys: &skiff::client::Api, replicas: i64, secs: u64) {
-    wait_for(Duration::from_secs(secs), &format!("{replicas} ready replicas"), || {
-        let deploys = deploys.clone();
-        async move {
-            let d = deploys.get("web").await.ok()?;
-            (d["status"]["readyReplicas"] == replicas).then_some(())
-        }
-    })
+    wait_for(
+        Duration::from_secs(secs),
+        &format!("{replicas} ready replicas"),
+        || {
+            let deploys = deploys.clone();
+            async move {
+                let d = deploys.get("web").await.ok()?;
+                (d["status"]["readyReplicas"] == replicas).then_some(())
+            }
+        },
+    )
     .await;
 }
 
@@ -172,7 +191,11 @@ async fn a_nats_restart_under_load_loses_nothing_and_everything_converges() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i += 1;
                 let name = format!("w{i}");
-                if cms.create(&json!({"metadata": {"name": name}})).await.is_ok() {
+                if cms
+                    .create(&json!({"metadata": {"name": name}}))
+                    .await
+                    .is_ok()
+                {
                     acked.lock().unwrap().push(name);
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -195,23 +218,31 @@ async fn a_nats_restart_under_load_loses_nothing_and_everything_converges() {
     // Every connection comes back: 10 kubelet connections, the scheduler's, the
     // controllers', the admin client's and the API server's own (counted where they use
     // `nats_events`: the kubelets' 10 at least).
-    wait_for(Duration::from_secs(30), "the kubelets' connections back", || {
-        let n = reconnects() - before;
-        async move { (n >= 10.0).then_some(()) }
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "the kubelets' connections back",
+        || {
+            let n = reconnects() - before;
+            async move { (n >= 10.0).then_some(()) }
+        },
+    )
     .await;
     ready(&deploys, REPLICAS, 90).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.unwrap();
 
     // The informer converges to a fresh LIST.
-    wait_for(Duration::from_secs(30), "the informer equal to a fresh LIST", || {
-        let (pods, cache) = (pods.clone(), informer.cache.clone());
-        async move {
-            let fresh = pods.list_all(&ListOptions::default()).await.ok()?;
-            (versions(&fresh.items) == versions(&cache.list())).then_some(())
-        }
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "the informer equal to a fresh LIST",
+        || {
+            let (pods, cache) = (pods.clone(), informer.cache.clone());
+            async move {
+                let fresh = pods.list_all(&ListOptions::default()).await.ok()?;
+                (versions(&fresh.items) == versions(&cache.list())).then_some(())
+            }
+        },
+    )
     .await;
 
     // No acknowledged write is lost.
@@ -293,28 +324,51 @@ async fn an_api_server_paused_for_20_s_recovers_without_leaking_watches() {
     unsafe { libc::kill(pid, libc::SIGCONT) };
 
     // The clients noticed (their watches fell silent) and started new ones…
-    wait_for(Duration::from_secs(60), "every kubelet's watch resumed", || {
-        let n = resumes() - resumed_before;
-        async move { (n >= NODES as f64).then_some(()) }
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "every kubelet's watch resumed",
+        || {
+            let n = resumes() - resumed_before;
+            async move { (n >= NODES as f64).then_some(()) }
+        },
+    )
     .await;
     // …so no collapse means: the abandoned watches end, the count comes back to within 1 %
     // of the steady one, and the cluster still works (a scale-up converges).
-    wait_for(Duration::from_secs(90), "open watches back to their steady count", || {
-        let now = watches_open(&kubeconfig);
-        async move { now.filter(|n| (n - steady).abs() <= steady * 0.01).map(|_| ()) }
-    })
+    wait_for(
+        Duration::from_secs(90),
+        "open watches back to their steady count",
+        || {
+            let now = watches_open(&kubeconfig);
+            async move {
+                now.filter(|n| (n - steady).abs() <= steady * 0.01)
+                    .map(|_| ())
+            }
+        },
+    )
     .await;
     deploys
-        .patch("web", None, PatchType::Merge, &json!({"spec": {"replicas": 250}}))
+        .patch(
+            "web",
+            None,
+            PatchType::Merge,
+            &json!({"spec": {"replicas": 250}}),
+        )
         .await
         .unwrap();
     ready(&deploys, 250, 60).await;
     // A watch that resumes during the scale-up is served twice until its old one's next
     // bookmark finds no subscriber (one interval): steady again once that has passed.
-    wait_for(Duration::from_secs(30), "open watches steady after the scale-up", || {
-        let now = watches_open(&kubeconfig);
-        async move { now.filter(|n| (n - steady).abs() <= steady * 0.01).map(|_| ()) }
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "open watches steady after the scale-up",
+        || {
+            let now = watches_open(&kubeconfig);
+            async move {
+                now.filter(|n| (n - steady).abs() <= steady * 0.01)
+                    .map(|_| ())
+            }
+        },
+    )
     .await;
 }

@@ -92,8 +92,10 @@ async fn a_flood_from_one_user_is_shed_while_the_system_keeps_its_share() {
     let node = client_for(&url, "system:node:n1", "node1-token").await;
     let leases = node.api("coordination.k8s.io", "leases", Some("kube-node-lease"));
     leases
-        .create(&json!({"metadata": {"name": "n1"}, "spec": {"holderIdentity": "n1",
-            "leaseDurationSeconds": 40, "renewTime": "2026-01-01T00:00:00.000000Z"}}))
+        .create(
+            &json!({"metadata": {"name": "n1"}, "spec": {"holderIdentity": "n1",
+            "leaseDurationSeconds": 40, "renewTime": "2026-01-01T00:00:00.000000Z"}}),
+        )
         .await
         .unwrap();
     let scheduler = client_for(&url, "system:kube-scheduler", "scheduler-token").await;
@@ -129,7 +131,7 @@ async fn a_flood_from_one_user_is_shed_while_the_system_keeps_its_share() {
                             let mut i = 0u64;
                             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                                 i += 1;
-                                let r = if (t + i) % 2 == 0 {
+                                let r = if (t + i).is_multiple_of(2) {
                                     pods.list(&ListOptions::default()).await.map(|_| ())
                                 } else {
                                     pods.create(&json!({"metadata": {"generateName": "flood-"}}))
@@ -218,6 +220,12 @@ async fn a_flood_from_one_user_is_shed_while_the_system_keeps_its_share() {
         gap <= Duration::from_secs(2),
         "the Lease was renewed at least every 2 s: longest gap {gap:?}"
     );
-    assert!(p99(&mut renewals) <= Duration::from_secs(1), "node renewal p99");
-    assert!(p99(&mut writes) <= Duration::from_secs(1), "scheduler write p99");
+    assert!(
+        p99(&mut renewals) <= Duration::from_secs(1),
+        "node renewal p99"
+    );
+    assert!(
+        p99(&mut writes) <= Duration::from_secs(1),
+        "scheduler write p99"
+    );
 }

@@ -135,7 +135,10 @@ async fn run_client(c: ApiClient, id: usize, stop: Arc<std::sync::atomic::Atomic
         let outcome = match wrote {
             Ok(o) => {
                 assert_eq!(value_of(&o), value, "the answer carries the value written");
-                Outcome::Ok { rv: rv_of(&o), value }
+                Outcome::Ok {
+                    rv: rv_of(&o),
+                    value,
+                }
             }
             Err(s) if s.code == 409 => Outcome::Failed,
             Err(_) => Outcome::Unknown,
@@ -180,7 +183,10 @@ async fn run_watcher(c: ApiClient, record: Arc<Mutex<WatchRecord>>) {
             } else {
                 s.events.push((
                     rv_of(&ev.object),
-                    ev.object["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                    ev.object["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
                     value_of(&ev.object),
                 ));
             }
@@ -222,7 +228,15 @@ async fn histories_under_faults_are_linearizable_and_watches_keep_their_guarante
         let records = records.clone();
         async move {
             // Some changes seen after each fault: the system is working again.
-            let seen = || records[1].lock().unwrap().stretches.iter().map(|s| s.events.len()).sum::<usize>();
+            let seen = || {
+                records[1]
+                    .lock()
+                    .unwrap()
+                    .stretches
+                    .iter()
+                    .map(|s| s.events.len())
+                    .sum::<usize>()
+            };
             let base = seen();
             wait_for(Duration::from_secs(60), what, || {
                 let n = seen();
@@ -258,16 +272,20 @@ async fn histories_under_faults_are_linearizable_and_watches_keep_their_guarante
         .max()
         .unwrap_or(0);
     for (i, r) in records.iter().enumerate() {
-        wait_for(Duration::from_secs(30), &format!("watcher {i} caught up"), || {
-            let seen = r
-                .lock()
-                .unwrap()
-                .stretches
-                .last()
-                .and_then(|s| s.events.last().map(|e| e.0).or(Some(s.from)))
-                .unwrap_or(0);
-            async move { (seen >= last_write).then_some(()) }
-        })
+        wait_for(
+            Duration::from_secs(30),
+            &format!("watcher {i} caught up"),
+            || {
+                let seen = r
+                    .lock()
+                    .unwrap()
+                    .stretches
+                    .last()
+                    .and_then(|s| s.events.last().map(|e| e.0).or(Some(s.from)))
+                    .unwrap_or(0);
+                async move { (seen >= last_write).then_some(()) }
+            },
+        )
         .await;
     }
     for w in watchers {
@@ -330,7 +348,10 @@ async fn histories_under_faults_are_linearizable_and_watches_keep_their_guarante
     let mut owner = BTreeMap::new();
     for (k, versions) in known.iter().enumerate() {
         for rv in versions.keys() {
-            assert!(owner.insert(*rv, k).is_none(), "revision {rv} used by two keys");
+            assert!(
+                owner.insert(*rv, k).is_none(),
+                "revision {rv} used by two keys"
+            );
         }
     }
 
@@ -339,7 +360,10 @@ async fn histories_under_faults_are_linearizable_and_watches_keep_their_guarante
         .iter()
         .filter(|o| matches!(o.outcome, Outcome::Ok { .. }))
         .count();
-    assert!(acked >= 50, "enough acknowledged swaps to say something: {acked}");
+    assert!(
+        acked >= 50,
+        "enough acknowledged swaps to say something: {acked}"
+    );
     for op in &writes {
         let (expected, value) = op.write.unwrap();
         if let Outcome::Ok { rv, value: v } = op.outcome {
@@ -352,7 +376,10 @@ async fn histories_under_faults_are_linearizable_and_watches_keep_their_guarante
                 "key-{}: the swap from {expected} to {rv} overwrote {between:?}",
                 op.key
             );
-            assert!(known[op.key].contains_key(&expected), "it swapped a version that existed");
+            assert!(
+                known[op.key].contains_key(&expected),
+                "it swapped a version that existed"
+            );
         }
     }
     // Real time agrees with revisions.
@@ -362,20 +389,38 @@ async fn histories_under_faults_are_linearizable_and_watches_keep_their_guarante
         .collect();
     done.sort_by_key(|o| o.returned);
     for op in &ops {
-        let Outcome::Ok { rv, .. } = op.outcome else { continue };
+        let Outcome::Ok { rv, .. } = op.outcome else {
+            continue;
+        };
         for before in done.iter().take_while(|d| d.returned < op.invoked) {
-            let Outcome::Ok { rv: b, .. } = before.outcome else { continue };
+            let Outcome::Ok { rv: b, .. } = before.outcome else {
+                continue;
+            };
             if before.write.is_some() && op.write.is_some() {
-                assert!(b < rv, "a write acknowledged before another began has the lower revision");
+                assert!(
+                    b < rv,
+                    "a write acknowledged before another began has the lower revision"
+                );
             }
             if before.write.is_some() && op.write.is_none() && before.key == op.key {
-                assert!(b <= rv, "key-{}: a read returned {rv}, older than {b} acknowledged before it began", op.key);
+                assert!(
+                    b <= rv,
+                    "key-{}: a read returned {rv}, older than {b} acknowledged before it began",
+                    op.key
+                );
             }
         }
         if op.write.is_none() {
             // The version read was written by an operation that began before the read returned.
-            if let Some(w) = writes.iter().find(|w| matches!(w.outcome, Outcome::Ok { rv: r, .. } if r == rv)) {
-                assert!(w.invoked <= op.returned, "key-{}: a read saw the future", op.key);
+            if let Some(w) = writes
+                .iter()
+                .find(|w| matches!(w.outcome, Outcome::Ok { rv: r, .. } if r == rv))
+            {
+                assert!(
+                    w.invoked <= op.returned,
+                    "key-{}: a read saw the future",
+                    op.key
+                );
             }
         }
     }
@@ -411,8 +456,19 @@ async fn histories_under_faults_are_linearizable_and_watches_keep_their_guarante
     // Resumable: new watches from revisions in the window stream exactly what followed.
     let now = admin_when_ready(&nats.url()).await;
     let cms = now.api("", "configmaps", Some("default"));
-    let current: u64 = cms.list(&ListOptions::default()).await.unwrap().resource_version.parse().unwrap();
-    let recent: Vec<u64> = all.range(..=current).map(|(rv, _)| *rv).rev().take(30).collect();
+    let current: u64 = cms
+        .list(&ListOptions::default())
+        .await
+        .unwrap()
+        .resource_version
+        .parse()
+        .unwrap();
+    let recent: Vec<u64> = all
+        .range(..=current)
+        .map(|(rv, _)| *rv)
+        .rev()
+        .take(30)
+        .collect();
     let starts: BTreeSet<u64> = recent.iter().step_by(7).map(|rv| rv - 1).collect();
     for from in starts {
         let expected: Vec<u64> = all.range(from + 1..=current).map(|(rv, _)| *rv).collect();

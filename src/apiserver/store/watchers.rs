@@ -58,7 +58,14 @@ impl Watchers {
                 self.triggered.entry(t.clone()).or_default().insert(id);
             }
         }
-        self.by_id.insert(id, Watcher { prefix, trigger, tx });
+        self.by_id.insert(
+            id,
+            Watcher {
+                prefix,
+                trigger,
+                tx,
+            },
+        );
     }
 
     /// Live watchers.
@@ -155,7 +162,9 @@ mod tests {
 
     fn kv(key: &str, node: Option<&str>, rev: u64) -> KeyValue {
         let obj = match node {
-            Some(n) => json!({"metadata": {"name": "p"}, "spec": {"nodeName": n, "containers": []}}),
+            Some(n) => {
+                json!({"metadata": {"name": "p"}, "spec": {"nodeName": n, "containers": []}})
+            }
             None => json!({"metadata": {"name": "p"}, "spec": {"containers": []}}),
         };
         KeyValue {
@@ -186,15 +195,41 @@ mod tests {
             rx.insert(name.to_string(), r);
         };
         watch("all", "/registry/pods/", None);
-        watch("n1", "/registry/pods/", Some(Trigger::NodeName("n1".into())));
-        watch("n2", "/registry/pods/", Some(Trigger::NodeName("n2".into())));
-        watch("unbound", "/registry/pods/", Some(Trigger::NodeName(String::new())));
-        watch("by-name", "/registry/pods/default/", Some(Trigger::Name("p".into())));
+        watch(
+            "n1",
+            "/registry/pods/",
+            Some(Trigger::NodeName("n1".into())),
+        );
+        watch(
+            "n2",
+            "/registry/pods/",
+            Some(Trigger::NodeName("n2".into())),
+        );
+        watch(
+            "unbound",
+            "/registry/pods/",
+            Some(Trigger::NodeName(String::new())),
+        );
+        watch(
+            "by-name",
+            "/registry/pods/default/",
+            Some(Trigger::Name("p".into())),
+        );
         watch("cms", "/registry/configmaps/", None);
         // Created unbound, bound to n1, moved to n2 (a re-created pod of the same name).
         ws.notify(&event("/registry/pods/default/p", None, None, 2));
-        ws.notify(&event("/registry/pods/default/p", Some("n1"), Some(None), 3));
-        ws.notify(&event("/registry/pods/default/p", Some("n2"), Some(Some("n1")), 4));
+        ws.notify(&event(
+            "/registry/pods/default/p",
+            Some("n1"),
+            Some(None),
+            3,
+        ));
+        ws.notify(&event(
+            "/registry/pods/default/p",
+            Some("n2"),
+            Some(Some("n1")),
+            4,
+        ));
         let mut got = |name: &str| {
             let r = rx.get_mut(name).unwrap();
             let mut revs = Vec::new();
@@ -215,7 +250,11 @@ mod tests {
     fn a_full_or_closed_watcher_is_dropped_from_the_index() {
         let mut ws = Watchers::default();
         let (tx, rx) = mpsc::channel(1);
-        ws.add("/registry/pods/".into(), Some(Trigger::NodeName("n1".into())), tx);
+        ws.add(
+            "/registry/pods/".into(),
+            Some(Trigger::NodeName("n1".into())),
+            tx,
+        );
         drop(rx);
         ws.notify(&event("/registry/pods/default/p", Some("n1"), None, 2));
         assert_eq!(ws.len(), 0);
