@@ -9,9 +9,11 @@
 //!    kubelets vs before them.
 //! 5. Fan-out: one pod event's create → delivery to its node's watch with 1,000 node watches
 //!    open vs 10.
+//! 6. Overload: GETs offered at twice the measured capacity for 60 s; goodput vs capacity, and
+//!    the time until a probe's p99 is back to normal.
 //!
 //! A figure that cannot be measured (no /proc, a stalled run) fails the benchmark; it is
-//! never printed as zero. `SKIFF_BENCH_ONLY=fanout|algorithm|scheduler|startup` runs one part;
+//! never printed as zero. `SKIFF_BENCH_ONLY=overload|fanout|algorithm|scheduler|startup` runs one part;
 //! `SKIFF_BENCH_RUNS=10` repeats the 1,000-kubelet startup run.
 //! `cargo bench --bench workloads` (needs nats-server on PATH).
 
@@ -255,6 +257,128 @@ async fn fanout(watchers: usize, pods: usize) -> (f64, f64) {
     (took[took.len() / 2], mean)
 }
 
+/// GETs of one ConfigMap by a user who is not exempt from flow control (`global-default`),
+/// over NATS: the capacity with 192 closed-loop clients for 10 s (enough to keep the level's
+/// 48 seats busy, within its queues, so nothing is shed); then an open-loop offered
+/// load of twice that for `secs`; goodput (answered 200s per second) against the capacity;
+/// then how long until a probe's p99 over a 1 s window is back within 2× its p99 before the
+/// overload. Clients do not retry (a retry would only add load).
+async fn overload(secs: u64) {
+    let tokens = format!("{}user-token,user,99,\"users\"\n", tokens(0));
+    let cluster = Cluster::with_tokens(ApiServerOptions::default(), &tokens);
+    let admin = cluster.client().await;
+    admin
+        .api("", "configmaps", Some("default"))
+        .create(&json!({"metadata": {"name": "target"}, "data": {"k": "v"}}))
+        .await
+        .unwrap();
+    let url = cluster.nats.url();
+    let user = |timeout: Duration| {
+        let url = url.clone();
+        async move {
+            let mut o = ClientOptions::new(&url, "user", "user-token");
+            o.retry.max_retries = 0;
+            o.timeout = timeout;
+            ApiClient::connect(o).await.unwrap()
+        }
+    };
+    // Calm: the probe's normal p99.
+    let probe_client = user(Duration::from_secs(10)).await;
+    let probe = probe_client.api("", "configmaps", Some("default"));
+    let window = |probe: skiff::client::Api, d: Duration| async move {
+        let mut took = Vec::new();
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            let t = Instant::now();
+            let ok = probe.get("target").await.is_ok();
+            if ok {
+                took.push(t.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        took.sort();
+        took.get((took.len().max(1) - 1) * 99 / 100)
+            .copied()
+            .unwrap_or(Duration::MAX)
+    };
+    let normal = window(probe.clone(), Duration::from_secs(3)).await;
+    // Capacity: 192 clients in a closed loop.
+    let mut conns = Vec::new();
+    for _ in 0..8 {
+        conns.push(user(Duration::from_secs(10)).await);
+    }
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut tasks = Vec::new();
+    for i in 0..192 {
+        let (api, done) = (
+            conns[i % 8].api("", "configmaps", Some("default")),
+            done.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                if api.get("target").await.is_ok() {
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let capacity = done.load(std::sync::atomic::Ordering::Relaxed) as f64 / 10.0;
+    // Twice that, open loop, for `secs`.
+    let rate = capacity * 2.0;
+    let (ok, shed, failed) = (
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    );
+    let start = Instant::now();
+    let every = Duration::from_secs_f64(1.0 / rate);
+    let total = (rate * secs as f64) as u64;
+    let mut sent = 0u64;
+    let mut in_flight = Vec::new();
+    while sent < total {
+        // Catch up to the schedule in bursts (a tick per request would be too coarse).
+        let due = (start.elapsed().as_secs_f64() / every.as_secs_f64()) as u64;
+        while sent < due.min(total) {
+            let api = conns[(sent % 8) as usize].api("", "configmaps", Some("default"));
+            let (ok, shed, failed) = (ok.clone(), shed.clone(), failed.clone());
+            in_flight.push(tokio::spawn(async move {
+                let counter = match api.get("target").await {
+                    Ok(_) => &ok,
+                    Err(s) if s.code == 429 => &shed,
+                    Err(_) => &failed,
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }));
+            sent += 1;
+        }
+        in_flight.retain(|t| !t.is_finished());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let offered_for = start.elapsed().as_secs_f64();
+    let goodput = ok.load(std::sync::atomic::Ordering::Relaxed) as f64 / offered_for;
+    let stopped = Instant::now();
+    // Recovery: 1 s windows of the probe until one's p99 is within 2× the normal p99.
+    let recovered = loop {
+        let p99 = window(probe.clone(), Duration::from_secs(1)).await;
+        if p99 <= normal * 2 || stopped.elapsed() > Duration::from_secs(60) {
+            break stopped.elapsed();
+        }
+    };
+    for t in in_flight {
+        let _ = t.await;
+    }
+    println!("| overload: GETs at 2× capacity ({rate:.0}/s offered for {secs} s, one non-exempt user) | goodput {goodput:.0}/s = {:.0} % of capacity; {} shed (429), {} failed otherwise | baseline capacity {capacity:.0}/s (192 closed-loop clients); probe p99 back within 2× normal ({:.1} ms) {:.1} s after the load stopped (targets ≥ 90 %, ≤ 5 s) |",
+        goodput / capacity * 100.0,
+        shed.load(std::sync::atomic::Ordering::Relaxed),
+        failed.load(std::sync::atomic::Ordering::Relaxed),
+        normal.as_secs_f64() * 1000.0,
+        recovered.as_secs_f64());
+}
+
 /// This process's resident memory in MB; the benchmark fails when it cannot be read.
 fn rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status")
@@ -477,6 +601,13 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(10_000);
         let only = std::env::var("SKIFF_BENCH_ONLY").unwrap_or_default();
+        if only.is_empty() || only == "overload" {
+            let secs = std::env::var("SKIFF_BENCH_OVERLOAD_SECONDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(60);
+            overload(secs).await;
+        }
         if only.is_empty() || only == "fanout" {
             let few = fanout(10, 500).await;
             let many = fanout(1_000, 500).await;

@@ -372,3 +372,80 @@ async fn an_api_server_paused_for_20_s_recovers_without_leaking_watches() {
     )
     .await;
 }
+
+/// A client cut off (by a proxy) for longer than the history window: when its link comes
+/// back its watch resumes from a revision the server no longer has (410), the informer
+/// relists, and its cache converges to a fresh LIST — changes, creations and deletions made
+/// while it was away included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cut_off_past_the_history_window_relists_and_converges() {
+    let cluster = Cluster::with(ApiServerOptions {
+        history: 20,
+        ..Default::default()
+    });
+    let writer = cluster.client().await;
+    let cms = writer.api("", "configmaps", Some("default"));
+    for i in 0..10 {
+        cms.create(&json!({"metadata": {"name": format!("c{i}")}, "data": {"v": "0"}}))
+            .await
+            .unwrap();
+    }
+    let proxy = common::proxy::Proxy::start(cluster.nats.port).await;
+    let cut_off = client_for(&proxy.url(), ADMIN.0, ADMIN.1).await;
+    let informer = Informer::start(
+        cut_off.api("", "configmaps", Some("default")),
+        ListOptions::default(),
+    );
+    wait_for(Duration::from_secs(20), "the informer synced", || {
+        let n = informer.cache.len();
+        async move { (n == 10).then_some(()) }
+    })
+    .await;
+    let relists_before = resumes();
+
+    proxy.cut();
+    // Three times the history window of changes while it is away.
+    for round in 0..6 {
+        for i in 0..10 {
+            let name = format!("c{i}");
+            if round == 5 && i % 3 == 0 {
+                cms.delete(&name, &Default::default()).await.unwrap();
+            } else {
+                cms.patch(
+                    &name,
+                    None,
+                    PatchType::Merge,
+                    &json!({"data": {"v": round.to_string()}}),
+                )
+                .await
+                .unwrap();
+            }
+        }
+    }
+    cms.create(&json!({"metadata": {"name": "new"}}))
+        .await
+        .unwrap();
+    proxy.heal();
+
+    wait_for(
+        Duration::from_secs(60),
+        "the informer equal to a fresh LIST",
+        || {
+            let (cms, cache) = (cms.clone(), informer.cache.clone());
+            async move {
+                let fresh = cms.list_all(&ListOptions::default()).await.ok()?;
+                (versions(&fresh.items) == versions(&cache.list())).then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(resumes() > relists_before, "its watch had to start over");
+    assert!(
+        informer.cache.get("default", "c0").is_none(),
+        "a deletion it missed is seen"
+    );
+    assert!(
+        informer.cache.get("default", "new").is_some(),
+        "a creation it missed is seen"
+    );
+}
