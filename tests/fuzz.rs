@@ -1,7 +1,7 @@
 //! Every decoder fed arbitrary input, as property tests with shrinking (stable Rust: no
 //! nightly toolchain for cargo-fuzz here): the MessagePack checker and the NATS request
-//! envelope, JSON values through MessagePack and back, Kubernetes protobuf bodies, the
-//! strategic merge patch, label and field selectors, quantities, NATS subject escaping, and
+//! envelope, JSON values through MessagePack and back, Kubernetes protobuf bodies, every
+//! patch type (merge, JSON patch, strategic merge), label and field selectors, quantities, NATS subject escaping, and
 //! object validation. None may panic; where a decoder accepts, what it built must mean the
 //! same when written out again. The write-ahead log's recovery from arbitrary bytes is in
 //! the store's own tests (`store::embedded`).
@@ -159,6 +159,34 @@ proptest! {
         let mut doc = original.clone();
         if skiff::apiserver::patch::strategic_merge(kind, &mut doc, &patch).is_err() {
             prop_assert_eq!(doc, original);
+        }
+    }
+
+    /// Every patch type (merge, JSON patch, strategic merge) on arbitrary documents, with
+    /// arbitrary patches and JSON-patch operation lists made of real operations and paths:
+    /// never a panic, and a refused patch leaves the object as it was.
+    #[test]
+    fn every_patch_type_never_crashes(original in object_like(), patch in object_like(),
+            ops in proptest::collection::vec((
+                proptest::sample::select(vec!["add", "remove", "replace", "move", "copy", "test", "bogus"]),
+                proptest::sample::select(vec!["", "/", "/metadata", "/metadata/labels", "/metadata/labels/a",
+                    "/spec/containers/0", "/spec/containers/-", "/spec/containers/99", "/a~1b", "/~2", "/data/v"]),
+                proptest::sample::select(vec!["/metadata", "/spec", "/status", "/metadata/labels", "/nope"]),
+                object_like()), 0..8),
+            kind in proptest::sample::select(vec!["Pod", "Deployment", "ConfigMap"])) {
+        use skiff::api::wire::PatchType;
+        let json_ops = Value::Array(ops.into_iter().map(|(op, path, from, value)|
+            json!({"op": op, "path": path, "from": from, "value": value})).collect());
+        for (ptype, p) in [
+            (PatchType::Merge, &patch),
+            (PatchType::Strategic, &patch),
+            (PatchType::Json, &json_ops),
+            (PatchType::Json, &patch),
+        ] {
+            let mut doc = original.clone();
+            if skiff::apiserver::patch::apply(kind, &mut doc, ptype, p).is_err() {
+                prop_assert_eq!(&doc, &original, "{:?} refused but changed the object", ptype);
+            }
         }
     }
 

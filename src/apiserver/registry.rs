@@ -665,7 +665,7 @@ impl Registry {
         let sub = req.subresource.clone();
         self.modify(&t, &name, expect, req.dry_run, move |obj| {
             let old = obj.clone();
-            apply_patch(info.kind, obj, ptype, &patch)?;
+            super::patch::apply(info.kind, obj, ptype, &patch)?;
             restrict(info, sub.as_deref(), &old, obj)
         })
         .await
@@ -691,7 +691,7 @@ impl Registry {
                     None => body.clone(),
                     Some((ptype, p)) => {
                         let mut s = scale_of(obj);
-                        apply_patch("Scale", &mut s, *ptype, p)?;
+                        super::patch::apply("Scale", &mut s, *ptype, p)?;
                         s
                     }
                 };
@@ -1225,32 +1225,6 @@ fn restrict(
         }
     }
     Ok(())
-}
-
-/// Applies a merge, JSON or strategic merge patch to an object of `kind`.
-fn apply_patch(kind: &str, obj: &mut Value, ptype: PatchType, patch: &Value) -> Result<(), Status> {
-    match ptype {
-        PatchType::Merge => {
-            if !patch.is_object() {
-                return Err(Status::bad_request("a merge patch must be a JSON object"));
-            }
-            json_patch::merge(obj, patch);
-            Ok(())
-        }
-        PatchType::Json => {
-            let p: json_patch::Patch = serde_json::from_value(patch.clone())
-                .map_err(|e| Status::bad_request(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(obj, &p).map_err(|e| {
-                Status::failure(
-                    422,
-                    "Invalid",
-                    format!("the JSON patch could not be applied: {e}"),
-                )
-            })
-        }
-        PatchType::Strategic => super::patch::strategic_merge(kind, obj, patch)
-            .map_err(|e| Status::bad_request(format!("strategic merge patch: {e}"))),
-    }
 }
 
 /// autoscaling/v1 Scale of a Deployment or ReplicaSet.
