@@ -167,3 +167,51 @@ async fn json_patches_that_fail_part_way_change_nothing_and_crash_nothing() {
         assert_eq!(now, created, "{ops} changed nothing");
     }
 }
+
+/// A JSON patch of `copy` operations that doubles the object each time (a copy bomb: 40 of
+/// them would reach terabytes) is refused with 422 at once and changes nothing; so is one of
+/// more than 10,000 operations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_bomb_patch_is_refused_before_it_grows() {
+    let cluster = Cluster::start();
+    let c = cluster.client().await;
+    let cms = c.api("", "configmaps", Some("default"));
+    let created = cms
+        .create(&serde_json::json!({"metadata": {"name": "bomb", "annotations": {"a": "x".repeat(1000)}}}))
+        .await
+        .unwrap();
+    let bomb: Vec<serde_json::Value> = (0..40)
+        .map(|i| serde_json::json!({"op": "copy", "from": "/metadata/annotations", "path": format!("/metadata/annotations/c{i}")}))
+        .collect();
+    let started = std::time::Instant::now();
+    let err = cms
+        .patch(
+            "bomb",
+            None,
+            skiff::api::wire::PatchType::Json,
+            &serde_json::Value::Array(bomb),
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code, 422, "{err:?}");
+    assert!(err.message.contains("copies more than"), "{err:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "refused at once: {:?}",
+        started.elapsed()
+    );
+    let many: Vec<serde_json::Value> = (0..10_001)
+        .map(|_| serde_json::json!({"op": "test", "path": "/metadata/name", "value": "bomb"}))
+        .collect();
+    let err = cms
+        .patch(
+            "bomb",
+            None,
+            skiff::api::wire::PatchType::Json,
+            &serde_json::Value::Array(many),
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code, 422, "{err:?}");
+    assert_eq!(cms.get("bomb").await.unwrap(), created, "nothing changed");
+}

@@ -293,10 +293,6 @@ fn traced_event(seq: u64, kind: &str, object: &[u8], trace: Option<&str>) -> Byt
     Bytes::from(w.finish())
 }
 
-/// How long a bookmark sent as a liveness probe waits for the watcher's acknowledgement
-/// before its outcome is ignored (a busy watcher that has not answered is still there).
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Streams a watch to the caller's inbox until it ends, the server shuts down, or nobody
 /// subscribes the inbox any more.
 ///
@@ -304,11 +300,12 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// caller resumed elsewhere or went away would stream to nobody until its timeout, and every
 /// commit would keep fanning out to it: under load, clients that resume after a silence
 /// multiplied the open watches (1,006 → 3,757 for the same 1,000 kubelets) and made the
-/// server slower still. So each bookmark goes out as a request: nats-server answers "no
-/// responders" at once when the inbox has no subscriber, and the watch ends there (under
-/// steady traffic, which sends no bookmarks, an event goes out as the probe once per bookmark
-/// interval). A watcher that is merely slow to acknowledge is still subscribed and is left
-/// alone.
+/// server slower still. So each bookmark goes out with a reply subject of the pump's own:
+/// nats-server answers a message with a reply subject "no responders" (a 503 status) at once
+/// when nobody subscribes its subject, and the watch ends there (under steady traffic, which
+/// sends no bookmarks, an event carries the reply subject once per bookmark interval). The
+/// probe is published in line with the events, so it keeps its place in the stream. A watcher
+/// that is merely slow is still subscribed and is left alone.
 async fn pump(
     client: async_nats::Client,
     mut stream: WatchStream,
@@ -317,7 +314,15 @@ async fn pump(
 ) {
     let mut seq = 0u64;
     let info = stream.info;
-    let (gone_tx, mut gone) = watch::channel(false);
+    // Where nats-server's "no responders" answers to this watch's probes arrive.
+    let probe_inbox = client.new_inbox();
+    let mut probe_answers = match client.subscribe(probe_inbox.clone()).await {
+        Ok(sub) => Some(sub),
+        Err(e) => {
+            tracing::warn!(error = %e, "subscribing a watch's probe inbox; it goes unprobed");
+            None
+        }
+    };
     // Under steady traffic a watch sends no bookmarks, so an event goes out as the probe
     // when none was sent for a bookmark interval.
     let every = stream.bookmark_interval();
@@ -326,10 +331,13 @@ async fn pump(
         let item = tokio::select! {
             item = stream.next() => item,
             _ = closing.wait_for(|c| *c) => None,
-            _ = gone.wait_for(|g| *g) => {
-                tracing::debug!(%inbox, "watch inbox has no subscriber; ending the watch");
-                watch_ended("abandoned");
-                return;
+            Some(answer) = next_answer(&mut probe_answers) => {
+                if answer.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                    tracing::debug!(%inbox, "watch inbox has no subscriber; ending the watch");
+                    watch_ended("abandoned");
+                    return;
+                }
+                continue;
             }
         };
         seq += 1;
@@ -343,14 +351,8 @@ async fn pump(
             Some(WatchItem::Bookmark(rev)) => {
                 let obj = json!({"kind": info.kind, "apiVersion": info.api_version(), "metadata": {"resourceVersion": rev.to_string()}});
                 let bytes = codec::value_to_msgpack(&obj).unwrap_or_default();
-                probe(
-                    &client,
-                    &inbox,
-                    event(seq, event_type::BOOKMARK, &bytes),
-                    &gone_tx,
-                );
-                probe_due = tokio::time::Instant::now() + every;
-                continue;
+                probe_due = tokio::time::Instant::now(); // every bookmark is a probe
+                event(seq, event_type::BOOKMARK, &bytes)
             }
             Some(WatchItem::Error(status)) => {
                 let bytes = codec::encode(&status).unwrap_or_default();
@@ -366,33 +368,28 @@ async fn pump(
                 return;
             }
         };
-        if tokio::time::Instant::now() >= probe_due {
-            probe(&client, &inbox, payload, &gone_tx);
+        let sent = if probe_answers.is_some() && tokio::time::Instant::now() >= probe_due {
             probe_due = tokio::time::Instant::now() + every;
-            continue;
-        }
-        if client.publish(inbox.clone(), payload).await.is_err() {
+            client
+                .publish_with_reply(inbox.clone(), probe_inbox.clone(), payload)
+                .await
+        } else {
+            client.publish(inbox.clone(), payload).await
+        };
+        if sent.is_err() {
             watch_ended("disconnected");
             return;
         }
     }
 }
 
-/// Sends a bookmark as a request on its own task (the stream goes on meanwhile); flags
-/// `gone` when nats-server says nobody subscribes the inbox. Requests leave the connection
-/// in order with the publishes before and after them, so the bookmark keeps its place.
-fn probe(client: &async_nats::Client, inbox: &str, payload: Bytes, gone: &watch::Sender<bool>) {
-    let (client, inbox, gone) = (client.clone(), inbox.to_string(), gone.clone());
-    let request = async_nats::Request::new()
-        .payload(payload)
-        .timeout(Some(PROBE_TIMEOUT));
-    tokio::spawn(async move {
-        if let Err(e) = client.send_request(inbox, request).await {
-            if e.kind() == async_nats::RequestErrorKind::NoResponders {
-                gone.send_replace(true);
-            }
-        }
-    });
+/// The next answer to a watch's probes (never, without a probe subscription).
+async fn next_answer(answers: &mut Option<async_nats::Subscriber>) -> Option<Message> {
+    use futures::StreamExt;
+    match answers {
+        Some(sub) => sub.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Counts a NATS watch that ended, by why: its timeout or a shutdown (`closed`), its inbox

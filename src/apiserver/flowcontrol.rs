@@ -214,8 +214,16 @@ impl FlowControl {
                 dispatched(l.name);
                 return Ok(self.seat(index, kind));
             }
-            let flow_len = s.waiting.get(&user.name).map_or(0, VecDeque::len);
-            if s.queued >= l.queue_limit || flow_len >= FLOW_QUEUE_LIMIT {
+            let full = |s: &LevelState| {
+                s.queued >= l.queue_limit
+                    || s.waiting.get(&user.name).map_or(0, VecDeque::len) >= FLOW_QUEUE_LIMIT
+            };
+            if full(&s) {
+                // Callers that gave up still count until a freed seat reaches them: forget
+                // them before refusing anyone.
+                s.purge_abandoned();
+            }
+            if full(&s) {
                 drop(s);
                 return Err(rejected(l.name, "queue-full"));
             }
@@ -229,15 +237,19 @@ impl FlowControl {
             gauge("apiserver_flowcontrol_current_inqueue_requests", l.name).set(s.queued as f64);
             rx
         };
-        let mut rx = rx;
-        match tokio::time::timeout(self.max_wait, &mut rx).await {
-            Ok(Ok(())) => {}
-            _ => {
-                // Gave up; a seat handed over at the very last moment is still ours.
-                rx.close();
-                if rx.try_recv().is_err() {
-                    return Err(rejected(l.name, "time-out"));
-                }
+        let mut waiting = Waiting {
+            rx: Some(rx),
+            control: self.clone(),
+            index,
+        };
+        let handed = tokio::time::timeout(self.max_wait, waiting.rx.as_mut().unwrap()).await;
+        let rx = waiting.rx.take().unwrap();
+        if !matches!(handed, Ok(Ok(()))) {
+            // Gave up; a seat handed over at the very last moment is still ours.
+            let mut rx = rx;
+            rx.close();
+            if rx.try_recv().is_err() {
+                return Err(rejected(l.name, "time-out"));
             }
         }
         dispatched(l.name);
@@ -281,6 +293,25 @@ impl FlowControl {
         s.in_use -= 1;
         gauge("apiserver_flowcontrol_current_inqueue_requests", l.name).set(s.queued as f64);
         gauge("apiserver_flowcontrol_current_executing_seats", l.name).set(s.in_use as f64);
+    }
+}
+
+/// A call waiting for a seat. If the call is dropped while it waits (its client went away),
+/// a seat already handed to it is passed on instead of being lost.
+struct Waiting {
+    rx: Option<oneshot::Receiver<()>>,
+    control: Arc<FlowControl>,
+    index: usize,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if rx.try_recv().is_ok() {
+                self.control.release(self.index);
+            }
+        }
     }
 }
 
@@ -460,6 +491,33 @@ mod tests {
             .unwrap();
         let st = s.state.lock().unwrap();
         assert_eq!(st.in_use, 0, "every seat returned");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_call_dropped_after_its_seat_came_passes_the_seat_on() {
+        let fc = FlowControl::new(LEVELS.iter().map(|l| l.shares).sum(), DEFAULT_MAX_WAIT);
+        let seats = fc.seats_of("catch-all").unwrap();
+        let nobody = user("system:anonymous", &["system:unauthenticated"]);
+        let r = req("", "pods");
+        let mut held = Vec::new();
+        for _ in 0..seats {
+            held.push(fc.admit(&nobody, Verb::Get, &r).await.unwrap());
+        }
+        // A call queues, a seat is handed to it, and it is dropped before it runs again.
+        let mut waiting = Box::pin(fc.admit(&nobody, Verb::Get, &r));
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        held.pop();
+        drop(waiting);
+        // The seat was passed on: a new call gets it at once.
+        let again =
+            tokio::time::timeout(Duration::from_millis(1), fc.admit(&nobody, Verb::Get, &r))
+                .await
+                .expect("the seat was not lost")
+                .unwrap();
+        drop(again);
+        drop(held);
+        let l = fc.levels.iter().find(|l| l.name == "catch-all").unwrap();
+        assert_eq!(l.state.lock().unwrap().in_use, 0, "every seat returned");
     }
 
     #[tokio::test]

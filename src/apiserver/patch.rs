@@ -38,6 +38,48 @@ const DELETE_FROM_PRIMITIVE_LIST: &str = "$deleteFromPrimitiveList/";
 /// How deep a patch may nest before it is refused (far beyond any real object).
 const MAX_DEPTH: usize = 256;
 
+/// Most operations one JSON patch may have (kube-apiserver's limit).
+pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
+/// Most bytes the `copy` operations of one JSON patch may copy, together (kube-apiserver
+/// bounds the accumulated copy size the same way, at a few times its largest request body).
+pub const MAX_JSON_PATCH_COPIED_BYTES: usize = 3 * 1_572_864;
+
+/// The size of `v` as JSON, counted only up to `budget` (so a huge value costs no more to
+/// measure than the budget).
+fn encoded_size(v: &Value, budget: usize) -> usize {
+    fn walk(v: &Value, left: &mut usize) {
+        let add = |left: &mut usize, n: usize| *left = left.saturating_sub(n);
+        match v {
+            Value::Null | Value::Bool(_) => add(left, 5),
+            Value::Number(_) => add(left, 20),
+            Value::String(s) => add(left, s.len() + 2),
+            Value::Array(a) => {
+                add(left, 2 + a.len());
+                for x in a {
+                    if *left == 0 {
+                        return;
+                    }
+                    walk(x, left);
+                }
+            }
+            Value::Object(m) => {
+                add(left, 2 + m.len());
+                for (k, x) in m {
+                    if *left == 0 {
+                        return;
+                    }
+                    add(left, k.len() + 3);
+                    walk(x, left);
+                }
+            }
+        }
+    }
+    let mut left = budget;
+    walk(v, &mut left);
+    budget - left
+}
+
 /// Applies a patch of any type Kubernetes defines to `obj` in place: a JSON merge patch
 /// (RFC 7386), a JSON patch (RFC 6902), or a strategic merge patch. What a malformed patch
 /// gets: 400; a JSON patch whose operations cannot be applied: 422.
@@ -64,14 +106,36 @@ pub fn apply(
             // is incomplete (a `move` whose target is missing has already removed its
             // source), and for some patches it panics instead ("unable to undo applied
             // patches": found by tests/fuzz.rs) — a request must never crash the server.
+            let invalid = |why: String| Status::failure(422, "Invalid", why);
+            if p.0.len() > MAX_JSON_PATCH_OPERATIONS {
+                return Err(invalid(format!(
+                    "the JSON patch has {} operations; at most {MAX_JSON_PATCH_OPERATIONS} are allowed",
+                    p.0.len()
+                )));
+            }
             let mut patched = obj.clone();
-            json_patch::patch_unsafe(&mut patched, &p).map_err(|e| {
-                Status::failure(
-                    422,
-                    "Invalid",
-                    format!("the JSON patch could not be applied: {e}"),
-                )
-            })?;
+            // One operation at a time, so that what `copy` operations add is counted before
+            // it is made: a few dozen copies of a subtree into itself would otherwise double
+            // the document each time, to gigabytes, before any size check could run.
+            let mut copied = 0usize;
+            for (i, op) in p.0.iter().enumerate() {
+                if let json_patch::PatchOperation::Copy(c) = op {
+                    if let Ok(source) = c.from.resolve(&patched) {
+                        copied += encoded_size(source, MAX_JSON_PATCH_COPIED_BYTES - copied + 1);
+                        if copied > MAX_JSON_PATCH_COPIED_BYTES {
+                            return Err(invalid(format!(
+                                "the JSON patch copies more than {MAX_JSON_PATCH_COPIED_BYTES} bytes"
+                            )));
+                        }
+                    }
+                }
+                json_patch::patch_unsafe(&mut patched, std::slice::from_ref(op)).map_err(|e| {
+                    invalid(format!(
+                        "the JSON patch could not be applied: operation {i}: {}",
+                        e.kind
+                    ))
+                })?;
+            }
             *obj = patched;
             Ok(())
         }

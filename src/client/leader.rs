@@ -77,7 +77,24 @@ async fn run(leases: Api, name: String, me: String, t: ElectionTimings, tx: watc
     let mut last_renew = Instant::now();
     loop {
         let leading = *tx.borrow();
-        match try_acquire_or_renew(&leases, &name, &me, &t, &mut observed).await {
+        // A round may not outlast the renew deadline: a leader whose answers are lost must
+        // step down before its Lease expires, however the client retries inside the round.
+        let budget = if leading {
+            t.renew_deadline.saturating_sub(last_renew.elapsed())
+        } else {
+            t.renew_deadline
+        };
+        let round = tokio::time::timeout(
+            budget.max(t.retry_period),
+            try_acquire_or_renew(&leases, &name, &me, &t, &mut observed),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::api::Status::timeout(
+                "lease round past the renew deadline",
+            ))
+        });
+        match round {
             Ok(true) => {
                 last_renew = Instant::now();
                 if !leading {

@@ -7,8 +7,9 @@
 //!   it back to Start from the last revision, so nothing is missed or repeated. Resumes in a
 //!   row back off (jittered, doubling), and each silence resume doubles the silence tolerated
 //!   (up to 4×) until events flow again. Dropping the old subscription is what ends the
-//!   server's side: its next bookmark, sent as a request, finds no subscriber.
-//! - **Bookmarks** are acknowledged (they carry a reply subject) at once.
+//!   server's side: its next bookmark, sent with a reply subject, draws nats-server's
+//!   "no responders". A 429 or 5xx when starting is retried after a back-off, never turned
+//!   into an error (which would make an informer relist: the most expensive call).
 //! - **Expired**: the server no longer has that revision (410). The watcher yields the error
 //!   and ends; the caller relists (the informer does so by itself).
 
@@ -170,7 +171,7 @@ impl Watcher {
                         self.done = true;
                         return Some(Err(s));
                     }
-                    Err(s) if s.code == 503 || s.code == 504 || s.code >= 500 => {
+                    Err(s) if s.code == 429 || s.code >= 500 => {
                         tracing::debug!(error = %s, "watch start failed; retrying");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -193,16 +194,6 @@ impl Watcher {
                     continue;
                 }
             };
-            // Bookmarks come as requests: the API server learns from nats-server whether this
-            // inbox is still subscribed. Acknowledge at once so the probe ends early.
-            if let Some(reply) = msg.reply.clone() {
-                let _ = self
-                    .api
-                    .client()
-                    .nats()
-                    .publish(reply, bytes::Bytes::new())
-                    .await;
-            }
             let ev: WatchEvent = match codec::decode(&msg.payload) {
                 Ok(ev) => ev,
                 Err(e) => {

@@ -109,6 +109,8 @@ fn supervise(
     loop {
         let started = Instant::now();
         let status = child.wait();
+        // Reaped: its pid may be anyone's now, so nobody may signal it any more.
+        pid.store(0, Ordering::SeqCst);
         if stop.load(Ordering::SeqCst) {
             return;
         }
@@ -199,9 +201,13 @@ impl Drop for NatsSupervisor {
     fn drop(&mut self) {
         use std::sync::atomic::Ordering;
         self.stop.store(true, Ordering::SeqCst);
-        // SAFETY: signalling our own child (or a pid it had: the supervisor reaps it only
-        // after this flag is seen, so it is still ours).
-        unsafe { libc::kill(self.pid.load(Ordering::SeqCst), libc::SIGTERM) };
+        let pid = self.pid.load(Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: signalling our own child, not yet reaped (the supervisor zeroes the pid
+            // as soon as it has reaped it; a restart in between is killed by the supervisor
+            // itself once it sees the flag).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
