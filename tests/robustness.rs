@@ -389,8 +389,8 @@ async fn histories_under_faults_are_linearizable_and_watches_keep_their_guarante
     // Linearizable, per key, by the Wing–Gong–Lowe search (which trusts no order the server
     // reports). An unanswered swap took effect exactly when its value was ever seen.
     let far = Instant::now() + Duration::from_secs(86_400);
-    for k in 0..KEYS {
-        let rv_of_value: BTreeMap<u64, u64> = known[k].iter().map(|(rv, v)| (*v, *rv)).collect();
+    for (k, versions) in known.iter().enumerate() {
+        let rv_of_value: BTreeMap<u64, u64> = versions.iter().map(|(rv, v)| (*v, *rv)).collect();
         let history: Vec<linearizability::Operation> = ops
             .iter()
             .filter(|o| o.key == k)
@@ -430,7 +430,7 @@ async fn histories_under_faults_are_linearizable_and_watches_keep_their_guarante
                 })
             })
             .collect();
-        let (first_rv, first_value) = known[k].iter().next().map(|(r, v)| (*r, *v)).unwrap();
+        let (first_rv, first_value) = versions.iter().next().map(|(r, v)| (*r, *v)).unwrap();
         assert!(
             linearizability::check((first_rv, first_value), &history),
             "key-{k}: the {} operations have no linearization",
