@@ -431,11 +431,23 @@ async fn histories_under_faults_are_linearizable_and_watches_keep_their_guarante
             })
             .collect();
         let (first_rv, first_value) = versions.iter().next().map(|(r, v)| (*r, *v)).unwrap();
-        assert!(
-            linearizability::check((first_rv, first_value), &history),
-            "key-{k}: the {} operations have no linearization",
-            history.len()
-        );
+        if !linearizability::check((first_rv, first_value), &history) {
+            let t0 = history.iter().map(|o| o.invoked).min().unwrap();
+            let mut sorted = history.clone();
+            sorted.sort_by_key(|o| o.invoked);
+            for o in &sorted {
+                eprintln!(
+                    "{:>10.3} {:>10.3} {:?}",
+                    o.invoked.duration_since(t0).as_secs_f64() * 1000.0,
+                    o.returned.saturating_duration_since(t0).as_secs_f64() * 1000.0,
+                    o.action
+                );
+            }
+            panic!(
+                "key-{k}: the {} operations have no linearization (from version {first_rv})",
+                history.len()
+            );
+        }
     }
     // Real time agrees with revisions.
     let mut done: Vec<&Op> = ops

@@ -182,6 +182,13 @@ pub struct Store {
     overlay: HashMap<String, (Revision, Option<KeyValue>)>,
     /// Writes gathering for the next batch.
     gathering: Vec<Pending>,
+    /// Refusals that rest on a write not yet durable (a conflict with it, a create of a key it
+    /// creates, …), with that write's revision: answered only once it is durable, and as a
+    /// failure (not a refusal) if it fails. Answering at once would tell the caller of a
+    /// write that nobody can read yet, and that may never happen — found by the robustness
+    /// checker: a swap refused at t, then a read started after t still returning the version
+    /// the swap expected.
+    deferred: Vec<(Revision, Reply<KeyValue>, StoreError)>,
     /// A `Flush` is queued behind the messages in the mailbox.
     flush_scheduled: bool,
     /// Batches handed to the writer thread, oldest first, with when they were handed over.
@@ -246,6 +253,7 @@ impl Store {
             assigned: loaded.revision,
             overlay: HashMap::new(),
             gathering: Vec::new(),
+            deferred: Vec::new(),
             flush_scheduled: false,
             in_flight: VecDeque::new(),
             writer: None,
@@ -278,6 +286,22 @@ impl Store {
         match self.overlay.get(key) {
             Some((_, v)) => v.clone(),
             None => self.read_state().get(key).cloned(),
+        }
+    }
+
+    /// Refuses a write to `key`: at once when the refusal rests on durable state, else once
+    /// the pending write it rests on is durable (see `deferred`).
+    fn refuse<M>(&mut self, key: &str, error: StoreError) -> MessageResult<M>
+    where
+        M: Message<Result = Ack>,
+    {
+        match self.overlay.get(key) {
+            Some((rev, _)) => {
+                let (tx, rx) = oneshot::channel();
+                self.deferred.push((*rev, tx, error));
+                ack(rx)
+            }
+            None => refused(error),
         }
     }
 
@@ -334,6 +358,12 @@ impl Store {
         for p in in_flight.chain(self.gathering.drain(..)) {
             let _ = p.reply.send(Err(error.clone()));
         }
+        // The writes those refusals rested on did not happen: the refusals would be wrong.
+        for (_, reply, _) in self.deferred.drain(..) {
+            let _ = reply.send(Err(StoreError::Backend(format!(
+                "a concurrent write failed ({error}); retry"
+            ))));
+        }
         self.overlay.clear();
         self.assigned = self.revision;
         self.epoch += 1;
@@ -384,6 +414,16 @@ impl Store {
             }
             // The put's value, or the delete's tombstone.
             let _ = reply.send(Ok(event.kv.clone()));
+        }
+        if !self.deferred.is_empty() {
+            let durable = self.revision;
+            let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+                .into_iter()
+                .partition(|(rev, _, _)| *rev <= durable);
+            self.deferred = waiting;
+            for (_, reply, error) in ready {
+                let _ = reply.send(Err(error));
+            }
         }
         m.revision.set(self.revision as f64);
         self.progress.send_replace(self.revision);
@@ -837,7 +877,7 @@ impl Handler<Create> for Store {
             tracing::debug_span!("handle", actor = "Store", message = "Create", key = %msg.key)
                 .entered();
         if self.latest(&msg.key).is_some() {
-            return refused(StoreError::AlreadyExists);
+            return self.refuse(&msg.key, StoreError::AlreadyExists);
         }
         ack(self.put(ctx, msg.key, None, msg.value, msg.trace))
     }
@@ -851,11 +891,10 @@ impl Handler<Update> for Store {
             tracing::debug_span!("handle", actor = "Store", message = "Update", key = %msg.key)
                 .entered();
         let prev = match self.latest(&msg.key) {
-            None => return refused(StoreError::NotFound),
+            None => return self.refuse(&msg.key, StoreError::NotFound),
             Some(kv) if kv.mod_revision != msg.expect => {
-                return refused(StoreError::Conflict {
-                    current: kv.mod_revision,
-                })
+                let current = kv.mod_revision;
+                return self.refuse(&msg.key, StoreError::Conflict { current });
             }
             Some(kv) => kv,
         };
@@ -871,11 +910,10 @@ impl Handler<Delete> for Store {
             tracing::debug_span!("handle", actor = "Store", message = "Delete", key = %msg.key)
                 .entered();
         let prev = match self.latest(&msg.key) {
-            None => return refused(StoreError::NotFound),
+            None => return self.refuse(&msg.key, StoreError::NotFound),
             Some(kv) if kv.mod_revision != msg.expect => {
-                return refused(StoreError::Conflict {
-                    current: kv.mod_revision,
-                })
+                let current = kv.mod_revision;
+                return self.refuse(&msg.key, StoreError::Conflict { current });
             }
             Some(kv) => kv,
         };
@@ -1098,6 +1136,107 @@ mod tests {
         assert!(
             reader.get("/f0").is_none(),
             "nothing of a failed batch is visible"
+        );
+    }
+
+    /// Persists only while the gate is open (then fails if told to): lets a test hold a
+    /// write pending.
+    struct Gated {
+        gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl Backend for Gated {
+        fn load(&mut self) -> Result<backend::Loaded, BackendError> {
+            Ok(Default::default())
+        }
+        fn persist(&mut self, _: &[Change], _: Revision) -> Result<(), BackendError> {
+            let (open, cv) = &*self.gate;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            if self.fail.load(Ordering::SeqCst) {
+                Err(BackendError("disk on fire".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_refusal_resting_on_a_pending_write_waits_for_it() {
+        let gate = Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new()));
+        let fail = Arc::new(AtomicBool::new(false));
+        let set = |open: bool| {
+            *gate.0.lock().unwrap() = open;
+            gate.1.notify_all();
+        };
+        let store = Store::open(
+            Box::new(Gated {
+                gate: gate.clone(),
+                fail: fail.clone(),
+            }),
+            StoreConfig::default(),
+        )
+        .unwrap()
+        .start();
+        let create = |key: &str| Create {
+            key: key.into(),
+            value: value("v1"),
+            trace: None,
+        };
+        let swap = |key: &str| Update {
+            key: key.into(),
+            expect: 1,
+            value: value("v2"),
+            trace: None,
+        };
+        write(&store, create("/k")).await.unwrap();
+        // Two swaps from revision 1 while the disk holds the first: the second's conflict
+        // is known at once, but must not be told before the first is durable.
+        set(false);
+        let first = store.send(swap("/k")).await.unwrap();
+        let second = store.send(swap("/k")).await.unwrap();
+        let mut second = Box::pin(second.durable());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            futures::poll!(second.as_mut()).is_pending(),
+            "refused before the write it conflicts with was durable"
+        );
+        set(true);
+        assert_eq!(first.durable().await.unwrap().mod_revision, 2);
+        assert_eq!(second.await, Err(StoreError::Conflict { current: 2 }));
+
+        // If the write it rested on fails, the refusal would be wrong: it fails instead.
+        write(&store, create("/j")).await.unwrap();
+        set(false);
+        fail.store(true, Ordering::SeqCst);
+        let first = store
+            .send(Update {
+                key: "/j".into(),
+                expect: 3,
+                value: value("v2"),
+                trace: None,
+            })
+            .await
+            .unwrap();
+        let second = store
+            .send(Update {
+                key: "/j".into(),
+                expect: 3,
+                value: value("v3"),
+                trace: None,
+            })
+            .await
+            .unwrap();
+        set(true);
+        assert!(matches!(first.durable().await, Err(StoreError::Backend(_))));
+        assert!(
+            matches!(second.durable().await, Err(StoreError::Backend(_))),
+            "not a conflict with a write that never happened"
         );
     }
 
