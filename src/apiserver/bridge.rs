@@ -43,6 +43,55 @@ pub struct NatsBridge {
     /// Largest list page one reply can carry (the server's max_payload less the envelope),
     /// read once: `server_info()` clones the whole INFO block.
     max_bytes: usize,
+    /// Requests in progress past which callers outside the system's own identities are
+    /// refused with 429 at once (see `shed`).
+    max_backlog: usize,
+}
+
+impl NatsBridge {
+    /// Whether a request comes from the control plane itself or an exempt admin (its token
+    /// says so): those are never shed here, only by their own priority levels.
+    fn is_system(&self, msg: &Message) -> bool {
+        let Some((user, _)) = subject::parse_request(&msg.subject) else {
+            return false;
+        };
+        let credentials = Credentials {
+            token: header(msg, HEADER_TOKEN).map(str::to_string),
+            identity: Some(user),
+            certificate: None,
+            impersonate: None,
+        };
+        self.api.authenticate(&credentials).is_ok_and(|u| {
+            u.groups
+                .iter()
+                .any(|g| g == "system:masters" || g == "system:nodes")
+                || u.name == "system:kube-scheduler"
+                || u.name == "system:kube-controller-manager"
+        })
+    }
+}
+
+/// Answers a request 429 `TooManyRequests` (retry after 1 s) without serving it.
+fn shed(client: async_nats::Client, msg: &Message, reply: String) {
+    let mut headers = HeaderMap::new();
+    if let Some(id) = header(msg, HEADER_REQUEST_ID) {
+        headers.insert(HEADER_REQUEST_ID, id);
+    }
+    headers.insert(HEADER_CODE, "429");
+    let mut status =
+        Status::too_many_requests("the API server is overloaded, please try again later");
+    status.details = Some(crate::api::status::StatusDetails {
+        retry_after_seconds: Some(1),
+        ..Default::default()
+    });
+    crate::metrics::counter(
+        "apiserver_nats_shed_requests_total",
+        "Requests the NATS bridge refused with 429 because too many were in progress.",
+        &[],
+    )
+    .inc(&[]);
+    let body = codec::encode(&status).map(Bytes::from).unwrap_or_default();
+    actix::spawn(async move { publish(&client, reply, headers, body).await });
 }
 
 impl Actor for NatsBridge {
@@ -69,6 +118,7 @@ pub async fn serve_nats(
     Ok(NatsBridge::create(move |ctx| {
         ctx.add_stream(drainable(sub, drain_rx));
         NatsBridge {
+            max_backlog: api.max_backlog(),
             api,
             client,
             in_flight: Arc::new(AtomicUsize::new(0)),
@@ -116,6 +166,14 @@ impl StreamHandler<Message> for NatsBridge {
             tracing::debug!(subject = %msg.subject, "request without a reply subject dropped");
             return;
         };
+        if self.in_flight.load(Ordering::Relaxed) >= self.max_backlog && !self.is_system(&msg) {
+            // Overloaded: refuse here, at the cost of one small reply, before the request
+            // costs a task, decoding and a place in the flow-control queues — under a load
+            // past capacity the backlog otherwise builds up in front of flow control, where
+            // nothing sheds it.
+            shed(self.client.clone(), &msg, reply.to_string());
+            return;
+        }
         let api = self.api.clone();
         let client = self.client.clone();
         let in_flight = self.in_flight.clone();

@@ -179,6 +179,11 @@ impl FlowControl {
         })
     }
 
+    /// Seats of every level together.
+    pub fn total_seats(&self) -> usize {
+        self.levels.iter().map(|l| l.seats).sum()
+    }
+
     /// Seats of a level (for tests and docs).
     pub fn seats_of(&self, level: &str) -> Option<usize> {
         self.levels

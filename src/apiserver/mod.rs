@@ -646,6 +646,13 @@ impl ApiHandle {
         answer
     }
 
+    /// Requests a transport may have in progress before it refuses callers outside the
+    /// system's own identities (twice the flow-control seats: room for every seat and as
+    /// many queued).
+    pub fn max_backlog(&self) -> usize {
+        self.flow.total_seats() * 2
+    }
+
     /// The Store's counters (commits, writes, revision, watchers).
     pub async fn store_stats(&self) -> Result<StoreStats, Status> {
         self.addr
