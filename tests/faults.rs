@@ -106,6 +106,22 @@ fn start_components(url: &str) -> ActixThread {
     })
 }
 
+/// Waits until the informer's cache equals a fresh LIST of `api` (names and revisions).
+async fn converges(informer: &Informer, api: &skiff::client::Api, secs: u64) {
+    wait_for(
+        Duration::from_secs(secs),
+        "the informer equal to a fresh LIST",
+        || {
+            let (api, cache) = (api.clone(), informer.cache.clone());
+            async move {
+                let fresh = api.list_all(&ListOptions::default()).await.ok()?;
+                (versions(&fresh.items) == versions(&cache.list())).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
 async fn all_nodes_registered(admin: &ApiClient) {
     let nodes = admin.api("", "nodes", None);
     wait_for(Duration::from_secs(120), "1,000 nodes registered", || {
@@ -232,18 +248,7 @@ async fn a_nats_restart_under_load_loses_nothing_and_everything_converges() {
     writer.await.unwrap();
 
     // The informer converges to a fresh LIST.
-    wait_for(
-        Duration::from_secs(30),
-        "the informer equal to a fresh LIST",
-        || {
-            let (pods, cache) = (pods.clone(), informer.cache.clone());
-            async move {
-                let fresh = pods.list_all(&ListOptions::default()).await.ok()?;
-                (versions(&fresh.items) == versions(&cache.list())).then_some(())
-            }
-        },
-    )
-    .await;
+    converges(&informer, &pods, 30).await;
 
     // No acknowledged write is lost.
     let stored = admin
@@ -427,18 +432,7 @@ async fn a_client_cut_off_past_the_history_window_relists_and_converges() {
         .unwrap();
     proxy.heal();
 
-    wait_for(
-        Duration::from_secs(60),
-        "the informer equal to a fresh LIST",
-        || {
-            let (cms, cache) = (cms.clone(), informer.cache.clone());
-            async move {
-                let fresh = cms.list_all(&ListOptions::default()).await.ok()?;
-                (versions(&fresh.items) == versions(&cache.list())).then_some(())
-            }
-        },
-    )
-    .await;
+    converges(&informer, &cms, 60).await;
     assert!(resumes() > relists_before, "its watch had to start over");
     assert!(
         informer.cache.get("default", "c0").is_none(),

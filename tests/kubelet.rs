@@ -61,14 +61,7 @@ impl Drop for KubeletThread {
 
 /// Pids of processes whose whole command line is `cmdline`.
 fn pgrep_exact(cmdline: &str) -> Vec<String> {
-    let out = std::process::Command::new("pgrep")
-        .args(["-x", "-f", cmdline])
-        .output()
-        .expect("pgrep");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect()
+    pgrep(&["-x", "-f"], cmdline)
 }
 
 async fn pod_status(pods: &skiff::client::Api, name: &str) -> Value {

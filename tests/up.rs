@@ -225,14 +225,7 @@ fn skiff_up_runs_a_deployment_of_real_processes() {
             .flat_map(|ip| {
                 // The runtime starts python3 by its full path; the line ends with the address.
                 let pattern = format!("-m http\\.server 8080 --bind {}$", ip.replace('.', "\\."));
-                let out = Command::new("pgrep")
-                    .args(["-f", "--", &pattern])
-                    .output()
-                    .expect("pgrep");
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .map(String::from)
-                    .collect::<Vec<_>>()
+                pgrep(&["-f"], &pattern)
             })
             .collect()
     };
@@ -265,14 +258,7 @@ fn skiff_up_runs_a_deployment_of_real_processes() {
 
 /// Pids of nats-server processes serving `port`.
 fn nats_servers_on(port: &str) -> Vec<String> {
-    let out = Command::new("pgrep")
-        .args(["-f", "--", &format!("^nats-server -a 127.0.0.1 -p {port}$")])
-        .output()
-        .expect("pgrep");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect()
+    pgrep(&["-f"], &format!("^nats-server -a 127.0.0.1 -p {port}$"))
 }
 
 #[test]

@@ -631,6 +631,20 @@ impl Lines {
     }
 }
 
+/// Pids of the processes `pgrep` finds with `args` before the pattern (e.g. `-x -f`).
+pub fn pgrep(args: &[&str], pattern: &str) -> Vec<String> {
+    let out = Command::new("pgrep")
+        .args(args)
+        .arg("--")
+        .arg(pattern)
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
 /// Records a skipped test: the reason on stderr and a line in `$SKIFF_SKIP_LOG`, which the
 /// test command counts into its closing `N passed, N failed, N skipped` line. Only for what
 /// this machine truly cannot have (no Docker Engine at all); anything the test command can
