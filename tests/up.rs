@@ -267,6 +267,32 @@ fn skiff_up_restarts_its_nats_server_and_takes_it_along_when_killed() {
     let port = up.nats_url.rsplit(':').next().unwrap().to_string();
     let first = nats_servers_on(&port);
     assert_eq!(first.len(), 1, "skiff up's nats-server on {port}");
+    // `skiff trace` finds that bus by itself, from the URL skiff up wrote (it is not 4222).
+    let written = std::fs::read_to_string(up.dir.path().join("nats-url")).unwrap();
+    assert_eq!(written.trim(), up.nats_url);
+    let mut follow = Command::new(skiff_bin())
+        .args([
+            "trace",
+            "--follow",
+            "-o",
+            "json",
+            "--duration",
+            "30",
+            "--data-dir",
+        ])
+        .arg(up.dir.path())
+        .env_remove("SKIFF_NATS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    Lines::new(follow.stdout.take().unwrap()).wait_for_line(
+        "a span from skiff trace without --nats-url",
+        Duration::from_secs(20),
+        |l| l.starts_with('{'),
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
 
     // Its nats-server dies: skiff up starts another, and every component reconnects (a pod
     // needs the scheduler, the controllers' informers aside, and the kubelet, all over NATS).

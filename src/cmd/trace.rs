@@ -52,9 +52,10 @@ pub struct Args {
     /// Only spans about objects with this name.
     #[arg(long)]
     pub name: Option<String>,
-    /// NATS server URL.
-    #[arg(long, env = env::NATS_URL, default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    /// NATS server URL (default: the one `skiff up` wrote into the data dir, else
+    /// nats://127.0.0.1:4222).
+    #[arg(long, env = env::NATS_URL)]
+    pub nats_url: Option<String>,
     /// NATS user (`trace` in deploy/nats/nats.conf).
     #[arg(long, env = env::NATS_USER)]
     pub nats_user: Option<String>,
@@ -127,9 +128,22 @@ async fn connect(args: &Args) -> anyhow::Result<async_nats::Client> {
     if let Some(u) = &args.nats_user {
         o = o.user_and_password(u.clone(), args.nats_password.clone().unwrap_or_default());
     }
-    o.connect(args.nats_url.as_str())
+    let url = nats_url(args);
+    o.connect(url.as_str())
         .await
-        .with_context(|| format!("connecting to {}", args.nats_url))
+        .with_context(|| format!("connecting to {url}"))
+}
+
+/// The bus to watch: `--nats-url`, else the one `skiff up` runs (it may not be on 4222 when
+/// that port was taken), else the default.
+fn nats_url(args: &Args) -> String {
+    args.nats_url.clone().unwrap_or_else(|| {
+        std::fs::read_to_string(args.data_dir.join(crate::cmd::up::NATS_URL_FILE))
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "nats://127.0.0.1:4222".into())
+    })
 }
 
 /// Whether a span passes the filters.

@@ -239,6 +239,10 @@ fn nats_port(asked: Option<u16>) -> anyhow::Result<u16> {
     Ok(free)
 }
 
+/// The file in the data dir where `skiff up` writes the NATS URL its components use, so
+/// that `skiff trace` finds the bus wherever it is.
+pub const NATS_URL_FILE: &str = "nats-url";
+
 /// The nats-server port `skiff up` starts on unless told otherwise.
 const DEFAULT_NATS_PORT: u16 = 4222;
 
@@ -259,6 +263,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (Some(child), format!("nats://127.0.0.1:{port}"))
         }
     };
+    std::fs::write(data_dir.join(NATS_URL_FILE), format!("{nats_url}\n"))
+        .with_context(|| format!("writing {}", data_dir.join(NATS_URL_FILE).display()))?;
     let nodes: Vec<String> = (1..=args.nodes)
         .map(|i| format!("skiff-node-{i}"))
         .collect();
