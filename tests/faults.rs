@@ -264,6 +264,18 @@ async fn a_nats_restart_under_load_loses_nothing_and_everything_converges() {
     }
 }
 
+/// Waits until the API server's open watches are within 1 % of `steady`.
+async fn watches_back_to(kubeconfig: &std::path::Path, steady: f64, secs: u64, what: &str) {
+    wait_for(Duration::from_secs(secs), what, || {
+        let now = watches_open(kubeconfig);
+        async move {
+            now.filter(|n| (n - steady).abs() <= steady * 0.01)
+                .map(|_| ())
+        }
+    })
+    .await;
+}
+
 /// Watch resumes of every client in this process.
 fn resumes() -> f64 {
     let m = skiff::metrics::parse(&skiff::metrics::render()).unwrap();
@@ -340,16 +352,11 @@ async fn an_api_server_paused_for_20_s_recovers_without_leaking_watches() {
     .await;
     // …so no collapse means: the abandoned watches end, the count comes back to within 1 %
     // of the steady one, and the cluster still works (a scale-up converges).
-    wait_for(
-        Duration::from_secs(90),
+    watches_back_to(
+        &kubeconfig,
+        steady,
+        90,
         "open watches back to their steady count",
-        || {
-            let now = watches_open(&kubeconfig);
-            async move {
-                now.filter(|n| (n - steady).abs() <= steady * 0.01)
-                    .map(|_| ())
-            }
-        },
     )
     .await;
     deploys
@@ -364,16 +371,11 @@ async fn an_api_server_paused_for_20_s_recovers_without_leaking_watches() {
     ready(&deploys, 250, 60).await;
     // A watch that resumes during the scale-up is served twice until its old one's next
     // bookmark finds no subscriber (one interval): steady again once that has passed.
-    wait_for(
-        Duration::from_secs(30),
+    watches_back_to(
+        &kubeconfig,
+        steady,
+        30,
         "open watches steady after the scale-up",
-        || {
-            let now = watches_open(&kubeconfig);
-            async move {
-                now.filter(|n| (n - steady).abs() <= steady * 0.01)
-                    .map(|_| ())
-            }
-        },
     )
     .await;
 }
