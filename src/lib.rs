@@ -20,6 +20,8 @@
 //!   container runtimes (`process`, `docker`, `fake`).
 //! - `metrics`: the process-wide Prometheus registry every component updates and `/metrics`
 //!   renders.
+//! - `rt`: side threads (a current-thread runtime of their own) for work that must not queue
+//!   behind a component's tasks.
 //! - `trace`: W3C trace context on every hop, span records, the per-process tracer and the
 //!   API server's span collector (bounded buffer, timeline queries, OTLP export).
 //! - `cmd`: the subcommands of the `skiff` binary (components, `up`, `kubeconfig`,
@@ -37,5 +39,6 @@ pub mod config;
 pub mod controllers;
 pub mod kubelet;
 pub mod metrics;
+pub mod rt;
 pub mod scheduler;
 pub mod trace;

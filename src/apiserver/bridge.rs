@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{ApiHandle, Call, Credentials, Reply, WatchItem, WatchStream};
+use super::{intake, ApiHandle, Call, Credentials, Reply, WatchItem, WatchStream};
 use crate::api::codec::{self, MapWriter};
 use crate::api::subject::{self, HEADER_CODE, HEADER_REQUEST_ID, HEADER_TOKEN, HEADER_TRACEPARENT};
 use crate::api::wire::{event_type, Request, Verb, WatchStarted};
@@ -34,7 +34,7 @@ pub struct NatsBridge {
     client: async_nats::Client,
     /// Requests being served, so shutdown can wait for them.
     in_flight: Arc<AtomicUsize>,
-    /// Asks the request subscription to drain (see [`drainable`]); taken by Shutdown.
+    /// Asks the intake to drain the request subscription; taken by Shutdown.
     drain: Option<tokio::sync::oneshot::Sender<()>>,
     /// Becomes true once the drained subscription has delivered its last message.
     drained: watch::Sender<bool>,
@@ -44,61 +44,39 @@ pub struct NatsBridge {
     /// read once: `server_info()` clones the whole INFO block.
     max_bytes: usize,
     /// Requests in progress past which callers outside the system's own identities are
-    /// refused with 429 at once (see `shed`).
+    /// refused with 429 at once.
     max_backlog: usize,
+    /// Where the bridge reports how long the requests it takes waited (see `intake`).
+    delay: intake::Delay,
 }
 
-impl NatsBridge {
-    /// Whether a request comes from the control plane itself or an exempt admin (its token
-    /// says so): those are never shed here, only by their own priority levels.
-    fn is_system(&self, msg: &Message) -> bool {
-        let Some((user, _)) = subject::parse_request(&msg.subject) else {
-            return false;
-        };
-        let credentials = Credentials {
-            token: header(msg, HEADER_TOKEN).map(str::to_string),
-            identity: Some(user),
-            certificate: None,
-            impersonate: None,
-        };
-        self.api.authenticate(&credentials).is_ok_and(|u| {
-            u.groups
-                .iter()
-                .any(|g| g == "system:masters" || g == "system:nodes")
-                || u.name == "system:kube-scheduler"
-                || u.name == "system:kube-controller-manager"
-        })
-    }
-}
-
-/// Answers a request 429 `TooManyRequests` (retry after 1 s) without serving it.
-fn shed(client: async_nats::Client, msg: &Message, reply: String) {
-    let mut headers = HeaderMap::new();
-    if let Some(id) = header(msg, HEADER_REQUEST_ID) {
-        headers.insert(HEADER_REQUEST_ID, id);
-    }
-    headers.insert(HEADER_CODE, "429");
-    let mut status =
-        Status::too_many_requests("the API server is overloaded, please try again later");
-    status.details = Some(crate::api::status::StatusDetails {
-        retry_after_seconds: Some(1),
-        ..Default::default()
-    });
-    crate::metrics::counter(
-        "apiserver_nats_shed_requests_total",
-        "Requests the NATS bridge refused with 429 because too many were in progress.",
-        &[],
-    )
-    .inc(&[]);
-    let body = codec::encode(&status).map(Bytes::from).unwrap_or_default();
-    actix::spawn(async move { publish(&client, reply, headers, body).await });
+/// Whether a request comes from the control plane itself or an exempt admin (its token says
+/// so): those are never shed by the transport, only by their own priority levels.
+fn is_system(api: &ApiHandle, msg: &Message) -> bool {
+    let Some((user, _)) = subject::parse_request(&msg.subject) else {
+        return false;
+    };
+    let credentials = Credentials {
+        token: header(msg, HEADER_TOKEN).map(str::to_string),
+        identity: Some(user),
+        certificate: None,
+        impersonate: None,
+    };
+    api.authenticate(&credentials).is_ok_and(|u| {
+        u.groups
+            .iter()
+            .any(|g| g == "system:masters" || g == "system:nodes")
+            || u.name == "system:kube-scheduler"
+            || u.name == "system:kube-controller-manager"
+    })
 }
 
 impl Actor for NatsBridge {
     type Context = Context<Self>;
 }
 
-/// Subscribes the request subjects and starts the bridge.
+/// Subscribes the request subjects and starts the bridge, its requests read by the intake
+/// (see [`super::intake`]).
 pub async fn serve_nats(
     api: ApiHandle,
     client: async_nats::Client,
@@ -115,8 +93,20 @@ pub async fn serve_nats(
         .max(1024);
     let (drain, drain_rx) = tokio::sync::oneshot::channel();
     let (drained, _) = watch::channel(false);
+    let delay = intake::Delay::default();
+    let system_api = api.clone();
+    let requests = intake::start(
+        sub,
+        drain_rx,
+        client.clone(),
+        Arc::new(move |msg: &Message| is_system(&system_api, msg)),
+        delay.clone(),
+    );
+    let requests = futures::stream::unfold(requests, |mut rx| async move {
+        rx.recv().await.map(|arrived| (arrived, rx))
+    });
     Ok(NatsBridge::create(move |ctx| {
-        ctx.add_stream(drainable(sub, drain_rx));
+        ctx.add_stream(requests);
         NatsBridge {
             max_backlog: api.max_backlog(),
             api,
@@ -126,52 +116,27 @@ pub async fn serve_nats(
             drained,
             closing,
             max_bytes,
+            delay,
         }
     }))
 }
 
-/// The request subscription as a stream that drains when `drain` fires: the bridge
-/// unsubscribes at nats-server but still receives every request the server had already sent
-/// (async-nats ends the stream once the server confirms the unsubscribe). Dropping the
-/// subscription instead would lose the requests already delivered into the socket and its
-/// buffer: acknowledged by nobody, their callers would wait until they time out.
-fn drainable(
-    sub: async_nats::Subscriber,
-    drain: tokio::sync::oneshot::Receiver<()>,
-) -> impl futures::Stream<Item = Message> {
-    futures::stream::unfold((sub, Some(drain)), |(mut sub, mut drain)| async move {
-        use futures::StreamExt;
-        loop {
-            let Some(signal) = drain.as_mut() else {
-                return sub.next().await.map(|m| (m, (sub, None)));
-            };
-            tokio::select! {
-                m = sub.next() => return m.map(|m| (m, (sub, drain))),
-                _ = signal => {
-                    drain = None;
-                    if let Err(e) = sub.drain().await {
-                        tracing::warn!(error = %e, "draining the request subscription");
-                        return None;
-                    }
-                }
-            }
-        }
-    })
-}
-
-impl StreamHandler<Message> for NatsBridge {
-    fn handle(&mut self, msg: Message, _: &mut Context<Self>) {
+impl StreamHandler<intake::Arrived> for NatsBridge {
+    fn handle(&mut self, arrived: intake::Arrived, _: &mut Context<Self>) {
+        let intake::Arrived { msg, at } = arrived;
+        self.delay.taken(at);
         let _span = tracing::debug_span!("handle", actor = "NatsBridge", message = "Request", subject = %msg.subject).entered();
         let Some(reply) = msg.reply.clone() else {
-            tracing::debug!(subject = %msg.subject, "request without a reply subject dropped");
-            return;
+            return; // the intake passes only requests with a reply subject
         };
-        if self.in_flight.load(Ordering::Relaxed) >= self.max_backlog && !self.is_system(&msg) {
-            // Overloaded: refuse here, at the cost of one small reply, before the request
-            // costs a task, decoding and a place in the flow-control queues — under a load
-            // past capacity the backlog otherwise builds up in front of flow control, where
-            // nothing sheds it.
-            shed(self.client.clone(), &msg, reply.to_string());
+        if self.in_flight.load(Ordering::Relaxed) >= self.max_backlog && !is_system(&self.api, &msg)
+        {
+            // Too many in progress (slow store, slow watchers' first pages): refuse before
+            // the request costs a task, decoding and a place in the flow-control queues.
+            let client = self.client.clone();
+            actix::spawn(async move {
+                intake::refuse(&client, &msg, reply.to_string(), "backlog").await;
+            });
             return;
         }
         let api = self.api.clone();

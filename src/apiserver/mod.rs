@@ -11,6 +11,7 @@ mod bridge;
 pub mod certs;
 pub mod flowcontrol;
 pub mod http;
+pub mod intake;
 pub mod openapi;
 pub mod patch;
 mod registry;

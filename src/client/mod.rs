@@ -385,6 +385,15 @@ impl Api {
         }
     }
 
+    /// The same resource in `namespace` (for handles over all namespaces that act on one
+    /// object they saw).
+    pub fn with_namespace(&self, namespace: &str) -> Api {
+        Api {
+            namespace: Some(namespace.to_string()),
+            ..self.clone()
+        }
+    }
+
     /// This handle, with its requests continuing the trace that produced this version of
     /// `obj` (as seen on a watch), if known.
     pub fn traced_by(&self, obj: &Value) -> Api {

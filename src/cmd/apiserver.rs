@@ -292,8 +292,8 @@ where
         if let (Some(u), Some(p)) = (&config.nats_user, &config.nats_password) {
             connect = connect.user_and_password(u.clone(), p.clone());
         }
-        let nats = connect
-            .connect(config.nats_url.as_str())
+        // On the intake's thread: the socket is read and written off the request path.
+        let nats = apiserver::intake::connect(connect, config.nats_url.clone())
             .await
             .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
         let mut options = options;

@@ -2,6 +2,7 @@
 //! runs each through a pod worker on a `ContainerRuntime`; serves `kubectl logs` on its own
 //! NATS subject. It reaches the API server only through `ApiClient`.
 
+pub mod hollow;
 pub mod pod;
 pub mod runtime;
 
@@ -97,38 +98,37 @@ impl Kubelet {
             next_ip: 0,
         }
     }
+}
 
-    /// The Node object this kubelet registers.
-    fn node_object(&self) -> Value {
-        let o = &self.options;
-        let (cpu, mem, pods) = o.capacity;
-        let resources = json!({"cpu": cpu.to_string(), "memory": format!("{}Ki", mem / 1024), "pods": pods.to_string()});
-        let now = crate::api::meta::now();
-        let cond = |t: &str, s: &str, reason: &str, msg: &str| json!({"type": t, "status": s, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": now});
-        json!({
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": o.node_name, "labels": {
-                "kubernetes.io/hostname": o.node_name, "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": std::env::consts::ARCH, "node.kubernetes.io/instance-type": "skiff"}},
-            "spec": {},
-            "status": {
-                "capacity": resources, "allocatable": resources,
-                "addresses": [{"type": "InternalIP", "address": o.node_ip}, {"type": "Hostname", "address": o.node_name}],
-                "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-                "nodeInfo": {
-                    "architecture": std::env::consts::ARCH, "bootID": "", "containerRuntimeVersion": self.runtime.version(),
-                    "kernelVersion": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-                    "kubeProxyVersion": "", "kubeletVersion": format!("v1.33.0-skiff.{}", env!("CARGO_PKG_VERSION")),
-                    "machineID": "", "operatingSystem": "linux", "osImage": "Skiff", "systemUUID": ""},
-                "conditions": [
-                    cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-                    cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                    cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-                    cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-                ],
-            },
-        })
-    }
+/// The Node object a kubelet with `o` registers, its runtime reporting `runtime_version`.
+fn node_object(o: &KubeletOptions, runtime_version: &str) -> Value {
+    let (cpu, mem, pods) = o.capacity;
+    let resources = json!({"cpu": cpu.to_string(), "memory": format!("{}Ki", mem / 1024), "pods": pods.to_string()});
+    let now = crate::api::meta::now();
+    let cond = |t: &str, s: &str, reason: &str, msg: &str| json!({"type": t, "status": s, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": now});
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": o.node_name, "labels": {
+            "kubernetes.io/hostname": o.node_name, "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": std::env::consts::ARCH, "node.kubernetes.io/instance-type": "skiff"}},
+        "spec": {},
+        "status": {
+            "capacity": resources, "allocatable": resources,
+            "addresses": [{"type": "InternalIP", "address": o.node_ip}, {"type": "Hostname", "address": o.node_name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "architecture": std::env::consts::ARCH, "bootID": "", "containerRuntimeVersion": runtime_version,
+                "kernelVersion": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+                "kubeProxyVersion": "", "kubeletVersion": format!("v1.33.0-skiff.{}", env!("CARGO_PKG_VERSION")),
+                "machineID": "", "operatingSystem": "linux", "osImage": "Skiff", "systemUUID": ""},
+            "conditions": [
+                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+            ],
+        },
+    })
 }
 
 impl Actor for Kubelet {
@@ -136,7 +136,7 @@ impl Actor for Kubelet {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let nodes = self.client.api("", "nodes", None);
-        let node = self.node_object();
+        let node = node_object(&self.options, &self.runtime.version());
         let name = self.options.node_name.clone();
         // Register (or refresh) the Node, then keep its Lease and Ready status fresh.
         let leases = self

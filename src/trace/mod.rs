@@ -461,26 +461,11 @@ impl Tracer {
 /// threads. None if the thread cannot be started (spans are then not recorded).
 pub fn runtime() -> Option<tokio::runtime::Handle> {
     static RT: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
-    RT.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let started = std::thread::Builder::new()
-            .name("skiff-trace".into())
-            .spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                let _ = tx.send(rt.handle().clone());
-                rt.block_on(std::future::pending::<()>());
-            });
-        match started {
-            Ok(_) => rx.recv().ok(),
-            Err(e) => {
-                tracing::warn!(error = %e, "no trace thread: spans are not recorded");
-                None
-            }
+    RT.get_or_init(|| match crate::rt::side_thread("skiff-trace") {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "no trace thread: spans are not recorded");
+            None
         }
     })
     .clone()

@@ -203,7 +203,10 @@ impl InProcess {
         let thread = std::thread::spawn(move || {
             let system = actix::System::new();
             system.block_on(async move {
-                let nats = async_nats::connect(url.as_str()).await.expect("nats");
+                let nats =
+                    apiserver::intake::connect(async_nats::ConnectOptions::new(), url.clone())
+                        .await
+                        .expect("nats");
                 let mut options = options;
                 options.node_nats = Some(nats.clone());
                 let api = apiserver::start(options).await.expect("api server starts");
