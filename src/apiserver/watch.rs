@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -182,9 +183,11 @@ impl WatchStream {
         let (new, prev) = ev.decoded.get_or_init(|| {
             (
                 (ev.kind == EventKind::Put)
-                    .then(|| decode(&ev.kv.value).ok())
+                    .then(|| decode(&ev.kv.value).ok().map(selectable))
                     .flatten(),
-                ev.prev.as_ref().and_then(|p| decode(&p.value).ok()),
+                ev.prev
+                    .as_ref()
+                    .and_then(|p| decode(&p.value).ok().map(selectable)),
             )
         });
         let was = prev.as_ref().is_some_and(|p| self.filter.matches(p));
@@ -195,5 +198,63 @@ impl WatchStream {
             (true, false) => Some(event_type::DELETED),
             (false, false) => None,
         })
+    }
+}
+
+/// What selectors can see of an object: its name, namespace and labels, and the scalars at
+/// the top level and one level down (every field label is `a` or `a.b`: `spec.nodeName`,
+/// `status.phase`, `involvedObject.name`, `type`). The event keeps this, not the whole
+/// object, for the other filtered watchers to match against: the history holds thousands
+/// of events, and a decoded pod is ~16 KB.
+fn selectable(obj: Value) -> Value {
+    let Value::Object(top) = obj else {
+        return obj;
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in top {
+        match v {
+            Value::Object(inner) if k == "metadata" => {
+                let keep: serde_json::Map<String, Value> = inner
+                    .into_iter()
+                    .filter(|(f, _)| matches!(f.as_str(), "name" | "namespace" | "labels"))
+                    .collect();
+                out.insert(k, Value::Object(keep));
+            }
+            Value::Object(inner) => {
+                let scalars: serde_json::Map<String, Value> = inner
+                    .into_iter()
+                    .filter(|(_, v)| !v.is_object() && !v.is_array())
+                    .collect();
+                out.insert(k, Value::Object(scalars));
+            }
+            Value::Array(_) => {}
+            scalar => {
+                out.insert(k, scalar);
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod selectable_tests {
+    use super::selectable;
+    use serde_json::json;
+
+    #[test]
+    fn keeps_what_selectors_read_and_drops_the_rest() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "web"},
+                "annotations": {"big": "x"}, "managedFields": [{"manager": "m"}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c"}], "restartPolicy": "Always"},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready"}]},
+            "type": "Opaque"});
+        assert_eq!(
+            selectable(pod),
+            json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "web"}},
+                "spec": {"nodeName": "n1", "restartPolicy": "Always"},
+                "status": {"phase": "Running"}, "type": "Opaque"})
+        );
     }
 }

@@ -1,15 +1,28 @@
-//! The informer: list, then watch, into a local cache, with notifications of every change;
-//! relists when its watch expires, telling its owner exactly what changed in between.
-//! One writer (the informer task), many cheap readers (`Cache`).
+//! The shared informer: list, then watch, into a local cache, with notifications of every
+//! change to each subscriber; relists when its watch expires, telling subscribers exactly
+//! what changed in between.
+//!
+//! Shared, as client-go's SharedInformerFactory: every `Informer::start` with the same client
+//! (or a clone of it), resource and selectors in a process subscribes to one cache and one
+//! watch, so the controller-manager's controllers keep one copy of the pods, not one each.
+//! A subscriber that joins late is told of every cached object as Added (and Synced, once
+//! the cache is), as client-go replays its store to a new handler.
+//!
+//! Compact: the cache keeps each object MessagePack-encoded (a pod is ~1.6 KB so, ~16 KB as a
+//! `serde_json::Value`) with the few fields controllers scan by ([`Meta`]): reading an object
+//! decodes it, scanning metadata decodes nothing, and the indexes (namespace, owner uid,
+//! node name) find the objects a reconcile needs without touching the rest.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::Api;
+use crate::api::codec;
 use crate::api::meta;
 use crate::api::wire::{event_type, ListOptions};
 
@@ -38,44 +51,272 @@ impl Notification {
     }
 }
 
-/// The informer's cache, readable from anywhere.
-#[derive(Clone, Default)]
-pub struct Cache {
-    /// `namespace/name` (or `name`) to object.
-    objects: Arc<RwLock<BTreeMap<String, Value>>>,
+/// One ownerReference, as far as controllers scan it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRef {
+    /// The owner's kind.
+    pub kind: String,
+    /// The owner's uid.
+    pub uid: String,
+    /// Whether it is the controller reference.
+    pub controller: bool,
 }
 
-fn key_of(obj: &Value) -> String {
-    let ns = meta::namespace(obj);
-    if ns.is_empty() {
-        meta::name(obj).to_string()
-    } else {
-        format!("{ns}/{}", meta::name(obj))
+/// What controllers scan of a cached object without decoding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// Namespace ("" for cluster-scoped objects).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// uid.
+    pub uid: String,
+    /// resourceVersion.
+    pub resource_version: String,
+    /// ownerReferences.
+    pub owners: Vec<OwnerRef>,
+    /// Finalizers.
+    pub finalizers: Vec<String>,
+    /// deletionTimestamp is set.
+    pub deleting: bool,
+    /// `spec.nodeName` (pods), if set.
+    pub node: Option<String>,
+}
+
+impl Meta {
+    fn of(obj: &Value) -> Meta {
+        let strings = |v: Option<&Value>| -> Vec<String> {
+            v.and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Meta {
+            namespace: meta::namespace(obj).to_string(),
+            name: meta::name(obj).to_string(),
+            uid: meta::uid(obj).to_string(),
+            resource_version: meta::resource_version(obj).to_string(),
+            owners: obj
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .map(|refs| {
+                    refs.iter()
+                        .map(|r| OwnerRef {
+                            kind: r["kind"].as_str().unwrap_or("").to_string(),
+                            uid: r["uid"].as_str().unwrap_or("").to_string(),
+                            controller: r["controller"].as_bool().unwrap_or(false),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            finalizers: strings(obj.pointer("/metadata/finalizers")),
+            deleting: obj.pointer("/metadata/deletionTimestamp").is_some(),
+            node: obj
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .map(String::from),
+        }
+    }
+
+    fn key(&self) -> String {
+        key(&self.namespace, &self.name)
     }
 }
 
+/// One cached object: its encoding and its scanned metadata.
+struct Entry {
+    bytes: Bytes,
+    meta: Arc<Meta>,
+}
+
+impl Entry {
+    fn of(obj: &Value) -> Entry {
+        Entry {
+            bytes: Bytes::from(codec::value_to_msgpack(obj).unwrap_or_default()),
+            meta: Arc::new(Meta::of(obj)),
+        }
+    }
+
+    fn decode(&self) -> Value {
+        codec::msgpack_to_value(&self.bytes).unwrap_or(Value::Null)
+    }
+}
+
+/// The shared state: objects, indexes, subscribers.
+#[derive(Default)]
+struct Store {
+    /// `namespace/name` (or `name`) to object.
+    objects: BTreeMap<String, Entry>,
+    /// Owner uid to the keys of its dependents.
+    by_owner: HashMap<String, BTreeSet<String>>,
+    /// Node name to the keys of the pods bound to it.
+    by_node: HashMap<String, BTreeSet<String>>,
+    /// Where notifications go; closed ones are dropped on the next send.
+    subscribers: Vec<mpsc::UnboundedSender<Notification>>,
+    /// The cache has matched a full list at least once.
+    synced: bool,
+}
+
+fn key(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        name.to_string()
+    } else {
+        format!("{namespace}/{name}")
+    }
+}
+
+impl Store {
+    /// Stores `entry` under `key`, returning the entry it replaces, indexes kept.
+    fn put(&mut self, key: String, entry: Entry) -> Option<Entry> {
+        for o in &entry.meta.owners {
+            self.by_owner
+                .entry(o.uid.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        if let Some(n) = &entry.meta.node {
+            self.by_node
+                .entry(n.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        let old = self.objects.insert(key.clone(), entry);
+        if let Some(old) = &old {
+            self.unindex(&key, old, self.objects.get(&key).map(|e| e.meta.clone()));
+        }
+        old
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let old = self.objects.remove(key)?;
+        self.unindex(key, &old, None);
+        Some(old)
+    }
+
+    /// Drops `key` from the index entries of `old` that `now` no longer has.
+    fn unindex(&mut self, key: &str, old: &Entry, now: Option<Arc<Meta>>) {
+        for o in &old.meta.owners {
+            if now
+                .as_ref()
+                .is_some_and(|m| m.owners.iter().any(|x| x.uid == o.uid))
+            {
+                continue;
+            }
+            if let Some(keys) = self.by_owner.get_mut(&o.uid) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_owner.remove(&o.uid);
+                }
+            }
+        }
+        if let Some(n) = &old.meta.node {
+            if now.as_ref().is_some_and(|m| m.node.as_ref() == Some(n)) {
+                return;
+            }
+            if let Some(keys) = self.by_node.get_mut(n) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_node.remove(n);
+                }
+            }
+        }
+    }
+
+    fn notify(&mut self, note: Notification) {
+        match self.subscribers.as_slice() {
+            [] => {}
+            [only] => {
+                if only.send(note).is_err() {
+                    self.subscribers.clear();
+                }
+            }
+            _ => self.subscribers.retain(|tx| tx.send(note.clone()).is_ok()),
+        }
+    }
+
+    fn decode_keys<'a>(&self, keys: impl IntoIterator<Item = &'a String>) -> Vec<Value> {
+        keys.into_iter()
+            .filter_map(|k| self.objects.get(k))
+            .map(Entry::decode)
+            .collect()
+    }
+}
+
+/// The informer's cache, readable from anywhere: every read decodes what it returns.
+#[derive(Clone, Default)]
+pub struct Cache {
+    store: Arc<RwLock<Store>>,
+}
+
 impl Cache {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Store> {
+        self.store.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Store> {
+        self.store.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// One object by namespace ("" for cluster-scoped) and name.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Value> {
-        let key = if namespace.is_empty() {
-            name.to_string()
-        } else {
-            format!("{namespace}/{name}")
-        };
-        self.objects.read().ok()?.get(&key).cloned()
+        self.read()
+            .objects
+            .get(&key(namespace, name))
+            .map(Entry::decode)
     }
 
     /// Every cached object, in key order.
     pub fn list(&self) -> Vec<Value> {
-        self.objects
-            .read()
-            .map(|m| m.values().cloned().collect())
+        self.read().objects.values().map(Entry::decode).collect()
+    }
+
+    /// The objects of one namespace, in name order.
+    pub fn list_namespace(&self, namespace: &str) -> Vec<Value> {
+        let prefix = format!("{namespace}/");
+        self.read()
+            .objects
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, e)| e.decode())
+            .collect()
+    }
+
+    /// The objects with an ownerReference to `uid`.
+    pub fn owned_by(&self, uid: &str) -> Vec<Value> {
+        let store = self.read();
+        store
+            .by_owner
+            .get(uid)
+            .map(|keys| store.decode_keys(keys))
             .unwrap_or_default()
+    }
+
+    /// The pods bound to `node`.
+    pub fn on_node(&self, node: &str) -> Vec<Value> {
+        let store = self.read();
+        store
+            .by_node
+            .get(node)
+            .map(|keys| store.decode_keys(keys))
+            .unwrap_or_default()
+    }
+
+    /// The metadata of every cached object, in key order (nothing decoded).
+    pub fn metas(&self) -> Vec<Arc<Meta>> {
+        self.read()
+            .objects
+            .values()
+            .map(|e| e.meta.clone())
+            .collect()
     }
 
     /// Number of cached objects.
     pub fn len(&self) -> usize {
-        self.objects.read().map(|m| m.len()).unwrap_or(0)
+        self.read().objects.len()
     }
 
     /// No objects cached.
@@ -84,48 +325,96 @@ impl Cache {
     }
 }
 
-/// A running informer: its cache and its notifications.
-pub struct Informer {
-    /// The cache.
-    pub cache: Cache,
-    /// Changes, in order.
-    pub notifications: mpsc::UnboundedReceiver<Notification>,
-    /// The task; aborted when the informer is dropped.
-    task: tokio::task::JoinHandle<()>,
+/// What identifies one shared informer: the client, the resource and the selectors.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    client: u64,
+    group: String,
+    resource: String,
+    namespace: Option<String>,
+    labels: Option<String>,
+    fields: Option<String>,
 }
 
-impl Drop for Informer {
+/// One running shared informer; its task ends when the last subscriber's handle is dropped.
+struct Running {
+    cache: Cache,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Running {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
+fn running() -> &'static Mutex<HashMap<Key, Weak<Running>>> {
+    static RUNNING: OnceLock<Mutex<HashMap<Key, Weak<Running>>>> = OnceLock::new();
+    RUNNING.get_or_init(Default::default)
+}
+
+/// A subscription to a shared informer: its cache and this subscriber's notifications.
+pub struct Informer {
+    /// The cache (shared with every other subscriber).
+    pub cache: Cache,
+    /// Changes, in order.
+    pub notifications: mpsc::UnboundedReceiver<Notification>,
+    /// Keeps the informer running while this subscriber lives.
+    _running: Arc<Running>,
+}
+
 impl Informer {
-    /// Starts listing and watching `api` with the selectors in `options`.
+    /// Subscribes to the informer of `api` with the selectors in `options`, starting it if
+    /// no one in this process runs it yet (must be called inside a tokio runtime).
     pub fn start(api: Api, options: ListOptions) -> Informer {
-        let cache = Cache::default();
+        let key = Key {
+            client: api.client.id,
+            group: api.group.clone(),
+            resource: api.resource.clone(),
+            namespace: api.namespace.clone(),
+            labels: options.label_selector.clone(),
+            fields: options.field_selector.clone(),
+        };
+        let mut all = running().lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|_, r| r.strong_count() > 0);
+        let running = match all.get(&key).and_then(Weak::upgrade) {
+            Some(r) => r,
+            None => {
+                let cache = Cache::default();
+                let task = tokio::spawn(run(api, options, cache.clone())).abort_handle();
+                let r = Arc::new(Running { cache, task });
+                all.insert(key, Arc::downgrade(&r));
+                r
+            }
+        };
+        drop(all);
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(api, options, cache.clone(), tx));
+        {
+            // Catch up with what the cache already holds, then follow.
+            let mut store = running.cache.write();
+            for e in store.objects.values() {
+                let _ = tx.send(Notification::Added(e.decode()));
+            }
+            if store.synced {
+                let _ = tx.send(Notification::Synced);
+            }
+            store.subscribers.push(tx);
+        }
         Informer {
-            cache,
+            cache: running.cache.clone(),
             notifications: rx,
-            task,
+            _running: running,
         }
     }
 }
 
-async fn run(
-    api: Api,
-    options: ListOptions,
-    cache: Cache,
-    tx: mpsc::UnboundedSender<Notification>,
-) {
+async fn run(api: Api, options: ListOptions, cache: Cache) {
     let mut failures = 0;
     loop {
         // List: replace the cache, notifying the differences. A failed list is retried after
         // a jittered, doubling back-off (100 ms up to 5 s), so that informers cut off together
         // do not relist together.
-        let list = match api.list_all(&options).await {
+        let (resource_version, fresh) = match list(&api, &options).await {
             Ok(l) => l,
             Err(e) => {
                 failures += 1;
@@ -140,35 +429,10 @@ async fn run(
             }
         };
         failures = 0;
-        let fresh: BTreeMap<String, Value> =
-            list.items.into_iter().map(|o| (key_of(&o), o)).collect();
-        let mut notes = Vec::new();
-        if let Ok(mut objects) = cache.objects.write() {
-            for (k, old) in objects.iter() {
-                if !fresh.contains_key(k) {
-                    notes.push(Notification::Deleted(old.clone()));
-                }
-            }
-            for (k, new) in &fresh {
-                match objects.get(k) {
-                    None => notes.push(Notification::Added(new.clone())),
-                    Some(old) if old != new => {
-                        notes.push(Notification::Updated(old.clone(), new.clone()))
-                    }
-                    Some(_) => {}
-                }
-            }
-            *objects = fresh;
-        }
-        notes.push(Notification::Synced);
-        for n in notes {
-            if tx.send(n).is_err() {
-                return;
-            }
-        }
+        relisted(&cache, fresh);
         // Watch from the list's revision until it expires.
         let mut opts = options.clone();
-        opts.resource_version = Some(list.resource_version.clone());
+        opts.resource_version = Some(resource_version);
         opts.continue_token = None;
         opts.limit = 0;
         let mut watcher = api.watch(&opts);
@@ -180,28 +444,161 @@ async fn run(
                     break;
                 }
             };
-            let key = key_of(&ev.object);
-            let note = {
-                let Ok(mut objects) = cache.objects.write() else {
-                    return;
-                };
-                match ev.event_type.as_str() {
-                    event_type::ADDED | event_type::MODIFIED => {
-                        match objects.insert(key, ev.object.clone()) {
-                            Some(old) => Notification::Updated(old, ev.object),
-                            None => Notification::Added(ev.object),
-                        }
+            let mut store = cache.write();
+            let k = key(meta::namespace(&ev.object), meta::name(&ev.object));
+            let note = match ev.event_type.as_str() {
+                event_type::ADDED | event_type::MODIFIED => {
+                    match store.put(k, Entry::of(&ev.object)) {
+                        Some(old) => Notification::Updated(old.decode(), ev.object),
+                        None => Notification::Added(ev.object),
                     }
-                    event_type::DELETED => {
-                        objects.remove(&key);
-                        Notification::Deleted(ev.object)
-                    }
-                    _ => continue,
                 }
+                event_type::DELETED => {
+                    store.remove(&k);
+                    Notification::Deleted(ev.object)
+                }
+                _ => continue,
             };
-            if tx.send(note).is_err() {
-                return;
-            }
+            store.notify(note);
         }
+    }
+}
+
+/// Lists every page, keeping each object encoded as it arrives (a page at a time is
+/// decoded, never the whole list): the list's resourceVersion and the objects by key.
+async fn list(
+    api: &Api,
+    options: &ListOptions,
+) -> Result<(String, BTreeMap<String, Entry>), crate::api::Status> {
+    let mut fresh = BTreeMap::new();
+    let mut opts = options.clone();
+    let mut resource_version = None;
+    loop {
+        let page = api.list(&opts).await?;
+        resource_version.get_or_insert(page.resource_version);
+        for o in page.items {
+            let e = Entry::of(&o);
+            fresh.insert(e.meta.key(), e);
+        }
+        match page.continue_token {
+            Some(t) => opts.continue_token = Some(t),
+            None => return Ok((resource_version.unwrap_or_default(), fresh)),
+        }
+    }
+}
+
+/// Replaces the cache's objects with a fresh list, notifying each difference, then Synced.
+fn relisted(cache: &Cache, mut fresh: BTreeMap<String, Entry>) {
+    let mut store = cache.write();
+    let gone: Vec<String> = store
+        .objects
+        .keys()
+        .filter(|k| !fresh.contains_key(*k))
+        .cloned()
+        .collect();
+    for k in gone {
+        if let Some(old) = store.remove(&k) {
+            let note = Notification::Deleted(old.decode());
+            store.notify(note);
+        }
+    }
+    for (k, entry) in std::mem::take(&mut fresh) {
+        let same = store
+            .objects
+            .get(&k)
+            .is_some_and(|e| e.bytes == entry.bytes);
+        if same {
+            continue;
+        }
+        let obj = entry.decode();
+        let note = match store.put(k, entry) {
+            Some(old) => Notification::Updated(old.decode(), obj),
+            None => Notification::Added(obj),
+        };
+        store.notify(note);
+    }
+    store.synced = true;
+    store.notify(Notification::Synced);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, node: Option<&str>, owner: Option<&str>) -> Value {
+        let mut p = json!({"metadata": {"name": name, "namespace": "ns", "uid": format!("u-{name}")},
+            "spec": {}});
+        if let Some(n) = node {
+            p["spec"]["nodeName"] = json!(n);
+        }
+        if let Some(o) = owner {
+            p["metadata"]["ownerReferences"] =
+                json!([{"kind": "ReplicaSet", "name": "rs", "uid": o, "controller": true}]);
+        }
+        p
+    }
+
+    fn fresh(items: Vec<Value>) -> BTreeMap<String, Entry> {
+        items
+            .iter()
+            .map(|o| {
+                let e = Entry::of(o);
+                (e.meta.key(), e)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn indexes_follow_every_change() {
+        let cache = Cache::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        cache.write().subscribers.push(tx);
+        relisted(
+            &cache,
+            fresh(vec![
+                pod("a", Some("n1"), Some("rs1")),
+                pod("b", None, None),
+            ]),
+        );
+        assert_eq!(cache.on_node("n1").len(), 1);
+        assert_eq!(cache.owned_by("rs1").len(), 1);
+        assert_eq!(cache.list_namespace("ns").len(), 2);
+        assert!(
+            cache.list_namespace("n").is_empty(),
+            "a prefix of a namespace is not it"
+        );
+        // a moves to n2 and loses its owner; b is gone from the next list.
+        relisted(&cache, fresh(vec![pod("a", Some("n2"), None)]));
+        assert!(cache.on_node("n1").is_empty());
+        assert_eq!(cache.on_node("n2").len(), 1);
+        assert!(cache.owned_by("rs1").is_empty());
+        assert_eq!(cache.len(), 1);
+        let mut notes = Vec::new();
+        while let Ok(n) = rx.try_recv() {
+            notes.push(n);
+        }
+        let kinds: Vec<&str> = notes
+            .iter()
+            .map(|n| match n {
+                Notification::Added(_) => "added",
+                Notification::Updated(..) => "updated",
+                Notification::Deleted(_) => "deleted",
+                Notification::Synced => "synced",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["added", "added", "synced", "deleted", "updated", "synced"]
+        );
+        // An unchanged relist notifies nothing but Synced.
+        relisted(&cache, fresh(vec![pod("a", Some("n2"), None)]));
+        assert_eq!(rx.try_recv().unwrap(), Notification::Synced);
+        assert!(rx.try_recv().is_err());
+        // Metadata without decoding.
+        let metas = cache.metas();
+        assert_eq!(metas[0].node.as_deref(), Some("n2"));
+        assert_eq!(metas[0].uid, "u-a");
+        assert_eq!(cache.get("ns", "a").unwrap(), pod("a", Some("n2"), None));
     }
 }

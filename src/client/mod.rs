@@ -17,7 +17,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde_json::Value;
 
-pub use informer::{Cache, Informer, Notification};
+pub use informer::{Cache, Informer, Meta, Notification, OwnerRef};
 pub use retry::RetryPolicy;
 pub use watcher::Watcher;
 
@@ -80,6 +80,9 @@ pub struct ApiClient {
     retry: RetryPolicy,
     /// Paces this client (and its clones) at its QPS; None: unlimited.
     bucket: Option<Arc<retry::TokenBucket>>,
+    /// Unique in this process, shared by clones: informers of one client (and the same
+    /// resource and selectors) share one cache and one watch.
+    id: u64,
 }
 
 /// Why a client could not connect.
@@ -126,7 +129,9 @@ impl ApiClient {
 
     /// Wraps an existing connection.
     pub fn from_nats(nats: async_nats::Client, options: &ClientOptions) -> Self {
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         ApiClient {
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             tracer: Tracer::to_nats(&trace::component_of(&options.user), nats.clone()),
             nats,
             user: options.user.clone(),

@@ -3,6 +3,7 @@
 //! `orphan`. It watches the kinds that own or are owned here: Deployments, ReplicaSets, Pods.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -11,7 +12,7 @@ use serde_json::{json, Value};
 use super::replicaset::forward;
 use crate::api::meta;
 use crate::api::wire::{DeleteOptions, ListOptions, PatchType};
-use crate::client::{ApiClient, Cache, Informer, Notification};
+use crate::client::{ApiClient, Cache, Informer, Meta, Notification};
 
 /// (group, resource) of each kind the collector knows, by kind.
 const KINDS: &[(&str, &str, &str)] = &[
@@ -60,41 +61,37 @@ impl GarbageCollector {
         if self.busy || !*self.leading.borrow() {
             return;
         }
-        let objects: Vec<(&'static str, Value)> = self
+        // Metadata only: nothing is decoded until there is work on it.
+        let objects: Vec<(&'static str, Arc<Meta>)> = self
             .caches
             .iter()
-            .flat_map(|(kind, c)| c.list().into_iter().map(move |o| (*kind, o)))
+            .flat_map(|(kind, c)| c.metas().into_iter().map(move |m| (*kind, m)))
             .collect();
-        let live: HashMap<String, Value> = objects
+        let live: HashMap<&str, &Meta> = objects
             .iter()
-            .map(|(_, o)| (meta::uid(o).to_string(), o.clone()))
+            .map(|(_, m)| (m.uid.as_str(), m.as_ref()))
             .collect();
         let mut work: Vec<Work> = Vec::new();
         let mut missing = HashSet::new();
+        let mut has_dependents = HashSet::new();
         for (kind, obj) in &objects {
-            let refs = obj
-                .pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for r in refs {
-                let uid = r["uid"].as_str().unwrap_or("").to_string();
-                if !KINDS.iter().any(|(k, _, _)| r["kind"] == *k) {
+            for r in &obj.owners {
+                has_dependents.insert(r.uid.as_str());
+                if !KINDS.iter().any(|(k, _, _)| r.kind == *k) {
                     continue;
                 }
-                match live.get(&uid) {
+                match live.get(r.uid.as_str()) {
                     None => {
-                        if self.gone.contains(&uid) || self.suspects.contains(&uid) {
+                        if self.gone.contains(&r.uid) || self.suspects.contains(&r.uid) {
                             work.push(Work::Delete(kind, obj.clone()));
                         } else {
-                            missing.insert(uid);
+                            missing.insert(r.uid.clone());
                         }
                     }
-                    Some(owner) if owner.pointer("/metadata/deletionTimestamp").is_some() => {
-                        let fins = finalizers(owner);
-                        if fins.iter().any(|f| f == "orphan") {
-                            work.push(Work::Release(kind, obj.clone(), uid));
-                        } else if fins.iter().any(|f| f == "foregroundDeletion") {
+                    Some(owner) if owner.deleting => {
+                        if owner.finalizers.iter().any(|f| f == "orphan") {
+                            work.push(Work::Release(kind, obj.clone(), r.uid.clone()));
+                        } else if owner.finalizers.iter().any(|f| f == "foregroundDeletion") {
                             work.push(Work::Delete(kind, obj.clone()));
                         }
                     }
@@ -104,17 +101,11 @@ impl GarbageCollector {
         }
         // Owners waiting on a finalizer whose dependents are all handled.
         for (kind, owner) in &objects {
-            if owner.pointer("/metadata/deletionTimestamp").is_none() {
+            if !owner.deleting || has_dependents.contains(owner.uid.as_str()) {
                 continue;
             }
-            let uid = meta::uid(owner);
-            let has_dependents = objects.iter().any(|(_, o)| {
-                o.pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .is_some_and(|rs| rs.iter().any(|r| r["uid"] == uid))
-            });
             for f in ["orphan", "foregroundDeletion"] {
-                if !has_dependents && finalizers(owner).iter().any(|x| x == f) {
+                if owner.finalizers.iter().any(|x| x == f) {
                     work.push(Work::Finish(kind, owner.clone(), f));
                 }
             }
@@ -125,46 +116,36 @@ impl GarbageCollector {
         }
         self.busy = true;
         let client = self.client.clone();
+        let caches = self.caches.clone();
         let addr = ctx.address();
         actix::spawn(async move {
             for w in work {
-                w.run(&client).await;
+                w.run(&client, &caches).await;
             }
             addr.do_send(Seen::Done);
         });
     }
 }
 
-fn finalizers(obj: &Value) -> Vec<String> {
-    obj.pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 enum Work {
     /// Delete a dependent (its owner is gone or deleting in the foreground).
-    Delete(&'static str, Value),
+    Delete(&'static str, Arc<Meta>),
     /// Remove the ownerReference to this owner uid (orphaning).
-    Release(&'static str, Value, String),
+    Release(&'static str, Arc<Meta>, String),
     /// Drop a finished finalizer from an owner.
-    Finish(&'static str, Value, &'static str),
+    Finish(&'static str, Arc<Meta>, &'static str),
 }
 
-fn api_for(client: &ApiClient, kind: &str, obj: &Value) -> Option<crate::client::Api> {
+fn api_for(client: &ApiClient, kind: &str, obj: &Meta) -> Option<crate::client::Api> {
     let (_, group, resource) = KINDS.iter().find(|(k, _, _)| *k == kind)?;
-    Some(client.api(group, resource, Some(meta::namespace(obj))))
+    Some(client.api(group, resource, Some(&obj.namespace)))
 }
 
 impl Work {
-    async fn run(self, client: &ApiClient) {
+    async fn run(self, client: &ApiClient, caches: &[(&'static str, Cache)]) {
         match self {
             Work::Delete(kind, obj) => {
-                if obj.pointer("/metadata/deletionTimestamp").is_some() {
+                if obj.deleting {
                     return;
                 }
                 let Some(api) = api_for(client, kind, &obj) else {
@@ -173,16 +154,16 @@ impl Work {
                 let opts = DeleteOptions {
                     propagation_policy: Some("Background".into()),
                     preconditions: Some(crate::api::wire::Preconditions {
-                        uid: Some(meta::uid(&obj).into()),
+                        uid: Some(obj.uid.clone()),
                         resource_version: None,
                     }),
                     ..Default::default()
                 };
-                match api.delete(meta::name(&obj), &opts).await {
-                    Ok(_) => tracing::info!(kind, name = %meta::name(&obj), "garbage collected"),
+                match api.delete(&obj.name, &opts).await {
+                    Ok(_) => tracing::info!(kind, name = %obj.name, "garbage collected"),
                     Err(e) if e.code == 404 || e.code == 409 => {}
                     Err(e) => {
-                        tracing::warn!(kind, name = %meta::name(&obj), error = %e, "collecting")
+                        tracing::warn!(kind, name = %obj.name, error = %e, "collecting")
                     }
                 }
             }
@@ -190,7 +171,15 @@ impl Work {
                 let Some(api) = api_for(client, kind, &obj) else {
                     return;
                 };
-                let refs: Vec<Value> = obj
+                // The full references, from the cached object.
+                let Some(full) = caches
+                    .iter()
+                    .find(|(k, _)| *k == kind)
+                    .and_then(|(_, c)| c.get(&obj.namespace, &obj.name))
+                else {
+                    return;
+                };
+                let refs: Vec<Value> = full
                     .pointer("/metadata/ownerReferences")
                     .and_then(Value::as_array)
                     .map(|a| {
@@ -207,7 +196,7 @@ impl Work {
                 };
                 let _ = api
                     .patch(
-                        meta::name(&obj),
+                        &obj.name,
                         None,
                         PatchType::Merge,
                         &json!({"metadata": {"ownerReferences": refs}}),
@@ -218,19 +207,15 @@ impl Work {
                 let Some(api) = api_for(client, kind, &obj) else {
                     return;
                 };
-                let rest: Vec<String> = finalizers(&obj)
-                    .into_iter()
-                    .filter(|f| f != finalizer)
-                    .collect();
+                let rest: Vec<&String> =
+                    obj.finalizers.iter().filter(|f| *f != finalizer).collect();
                 let rest = if rest.is_empty() {
                     Value::Null
                 } else {
                     json!(rest)
                 };
-                let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": meta::resource_version(&obj)}});
-                let _ = api
-                    .patch(meta::name(&obj), None, PatchType::Merge, &patch)
-                    .await;
+                let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": obj.resource_version}});
+                let _ = api.patch(&obj.name, None, PatchType::Merge, &patch).await;
             }
         }
     }

@@ -48,6 +48,9 @@ pub struct NodeLifecycleController {
     heartbeats: HashMap<String, (String, Instant)>,
     /// When this controller first saw each node tainted unreachable (our clock).
     tainted_at: HashMap<String, Instant>,
+    /// Nodes carrying the unreachable taint, as last seen (kept from the node notifications
+    /// so that a tick decodes no node).
+    unreachable: std::collections::HashSet<String>,
     busy: bool,
     keep: Vec<Informer>,
 }
@@ -56,7 +59,7 @@ pub struct NodeLifecycleController {
 #[rtype(result = "()")]
 enum Seen {
     Lease(Notification),
-    Ignore(#[allow(dead_code)] Notification),
+    Node(Notification),
     Tick,
     Done,
 }
@@ -76,6 +79,7 @@ impl NodeLifecycleController {
             pods: Cache::default(),
             heartbeats: HashMap::new(),
             tainted_at: HashMap::new(),
+            unreachable: Default::default(),
             busy: false,
             keep: Vec::new(),
         }
@@ -87,27 +91,31 @@ impl NodeLifecycleController {
         }
         let now = Instant::now();
         let mut work = Vec::new();
-        for node in self.nodes.list() {
-            let name = meta::name(&node).to_string();
+        // Names and metadata only: a node is decoded when there is work on it.
+        for m in self.nodes.metas() {
+            let name = m.name.clone();
             let seen = self
                 .heartbeats
                 .entry(name.clone())
                 .or_insert_with(|| (String::new(), now))
                 .1;
             let stale = now.duration_since(seen) > self.options.grace;
-            let tainted = taints(&node).iter().any(|t| t["key"] == UNREACHABLE);
-            if stale && !tainted {
-                work.push(Work::MarkUnreachable(node.clone()));
-            } else if !stale && tainted {
-                self.tainted_at.remove(&name);
-                work.push(Work::Clear(node.clone()));
+            let tainted = self.unreachable.contains(&name);
+            if stale != tainted {
+                let Some(node) = self.nodes.get("", &name) else {
+                    continue;
+                };
+                if stale {
+                    work.push(Work::MarkUnreachable(node));
+                } else {
+                    self.tainted_at.remove(&name);
+                    work.push(Work::Clear(node));
+                }
             }
             if stale && tainted {
                 let since = *self.tainted_at.entry(name.clone()).or_insert(now);
-                for pod in self.pods.list() {
-                    if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(name.as_str())
-                        || pod.pointer("/metadata/deletionTimestamp").is_some()
-                    {
+                for pod in self.pods.on_node(&name) {
+                    if pod.pointer("/metadata/deletionTimestamp").is_some() {
                         continue;
                     }
                     let toleration = tolerated_for(&pod).unwrap_or(self.options.eviction_timeout);
@@ -257,8 +265,11 @@ impl Actor for NodeLifecycleController {
         );
         self.nodes = nodes.cache.clone();
         self.pods = pods.cache.clone();
-        self.keep.push(forward(nodes, addr.clone(), Seen::Ignore));
-        self.keep.push(forward(pods, addr.clone(), Seen::Ignore));
+        self.keep.push(forward(nodes, addr.clone(), Seen::Node));
+        // Pods are read from the cache only: no notifications wanted.
+        let mut pods = pods;
+        pods.notifications.close();
+        self.keep.push(pods);
         self.keep.push(forward(leases, addr, Seen::Lease));
         ctx.run_interval(Duration::from_millis(500), |_, ctx| ctx.notify(Seen::Tick));
     }
@@ -273,7 +284,7 @@ impl Handler<Seen> for NodeLifecycleController {
             "Seen",
             match &seen {
                 Seen::Lease(n) => n.object(),
-                Seen::Ignore(n) => n.object(),
+                Seen::Node(n) => n.object(),
                 _ => None,
             },
         )
@@ -293,7 +304,18 @@ impl Handler<Seen> for NodeLifecycleController {
                     *entry = (renew, Instant::now());
                 }
             }
-            Seen::Lease(_) | Seen::Ignore(_) => {}
+            Seen::Node(Notification::Added(n) | Notification::Updated(_, n)) => {
+                let name = meta::name(&n).to_string();
+                if taints(&n).iter().any(|t| t["key"] == UNREACHABLE) {
+                    self.unreachable.insert(name);
+                } else {
+                    self.unreachable.remove(&name);
+                }
+            }
+            Seen::Node(Notification::Deleted(n)) => {
+                self.unreachable.remove(meta::name(&n));
+            }
+            Seen::Lease(_) | Seen::Node(_) => {}
             Seen::Tick => self.tick(ctx),
             Seen::Done => self.busy = false,
         }

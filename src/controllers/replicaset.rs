@@ -195,9 +195,9 @@ impl Handler<Seen> for ReplicaSetController {
                         Some(k) => self.queue.add(k),
                         None => {
                             // An orphan: any ReplicaSet of its namespace may adopt it.
-                            for rs in self.replica_sets.list() {
-                                if meta::namespace(&rs) == meta::namespace(pod) {
-                                    self.queue.add(key_of(&rs));
+                            for rs in self.replica_sets.metas() {
+                                if rs.namespace == meta::namespace(pod) {
+                                    self.queue.add(format!("{}/{}", rs.namespace, rs.name));
                                 }
                             }
                         }
@@ -205,8 +205,8 @@ impl Handler<Seen> for ReplicaSetController {
                 }
             }
             Seen::Tick => {
-                for rs in self.replica_sets.list() {
-                    self.queue.add(key_of(&rs));
+                for rs in self.replica_sets.metas() {
+                    self.queue.add(format!("{}/{}", rs.namespace, rs.name));
                 }
             }
         }
@@ -278,7 +278,14 @@ async fn reconcile(client: &ApiClient, rs: &Value, pods: &Cache, exp: &Expectati
     }
     let api = client.api("", "pods", Some(&ns));
     let mut owned = Vec::new();
-    for pod in pods.list().into_iter().filter(|p| meta::namespace(p) == ns) {
+    // Its own pods by the owner index; orphans of the namespace by their metadata, decoded
+    // only when they could be adopted.
+    let orphans = pods
+        .metas()
+        .into_iter()
+        .filter(|m| m.namespace == ns && !m.deleting && !m.owners.iter().any(|o| o.controller))
+        .filter_map(|m| pods.get(&m.namespace, &m.name));
+    for pod in pods.owned_by(&uid).into_iter().chain(orphans) {
         match controller_of(&pod, "ReplicaSet") {
             Some(u) if u == uid => owned.push(pod),
             None if selector.matches_object(&pod) && active(&pod) => {

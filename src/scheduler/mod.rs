@@ -6,7 +6,7 @@
 
 pub mod algorithm;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::api::meta;
 use crate::api::wire::{ListOptions, PatchType};
 use crate::client::leader::{elect, Election, ElectionTimings};
-use crate::client::{ApiClient, Informer, Notification};
+use crate::client::{ApiClient, Cache, Informer, Notification};
 use crate::trace::{self, ObjectRef, Span};
 use algorithm::{NodeSummary, PodSummary};
 
@@ -78,8 +78,11 @@ pub struct Scheduler {
     by_name: HashMap<String, usize>,
     /// Pods waiting for a decision, by key.
     queue: VecDeque<String>,
-    /// The latest version of every unscheduled pod, by `namespace/name`.
-    unscheduled: HashMap<String, Value>,
+    /// Every unscheduled pod, by `namespace/name` (read from the pod cache when its turn
+    /// comes: a queue of keys costs bytes, a queue of decoded pods ~16 KB each).
+    unscheduled: HashSet<String>,
+    /// The pod informer's cache.
+    pods: Cache,
     /// Pods that fit nowhere, retried when the cluster changes.
     parked: HashMap<String, String>,
     /// Whether this replica leads.
@@ -101,7 +104,8 @@ impl Scheduler {
             nodes: Vec::new(),
             by_name: HashMap::new(),
             queue: VecDeque::new(),
-            unscheduled: HashMap::new(),
+            unscheduled: HashSet::new(),
+            pods: Cache::default(),
             parked: HashMap::new(),
             leading: false,
             tie: 0,
@@ -191,7 +195,7 @@ impl Scheduler {
                 if !ours || pod.pointer("/metadata/deletionTimestamp").is_some() {
                     return;
                 }
-                let fresh = self.unscheduled.insert(key.clone(), pod).is_none();
+                let fresh = self.unscheduled.insert(key.clone());
                 if fresh && !self.parked.contains_key(&key) {
                     self.queue.push_back(key);
                 }
@@ -216,9 +220,22 @@ impl Scheduler {
 
     /// Decides one pod: bind it (assuming it on the node at once), or park it with a reason.
     fn schedule_one(&mut self, key: String, ctx: &mut Context<Self>) {
-        let Some(pod) = self.unscheduled.get(&key).cloned() else {
+        if !self.unscheduled.contains(&key) {
+            return;
+        }
+        let (ns, name) = key.split_once('/').unwrap_or(("", &key));
+        let Some(pod) = self.pods.get(ns, name) else {
+            self.unscheduled.remove(&key);
             return;
         };
+        if pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty())
+        {
+            self.unscheduled.remove(&key);
+            return;
+        }
         // The decision continues the trace of the write that made this version of the pod.
         let span = Span::start("Scheduler/schedule", trace::of(&pod)).about(
             "schedule",
@@ -355,6 +372,7 @@ impl Actor for Scheduler {
         let addr = ctx.address();
         let mut nodes = Informer::start(self.client.api("", "nodes", None), ListOptions::default());
         let mut pods = Informer::start(self.client.api("", "pods", None), ListOptions::default());
+        self.pods = pods.cache.clone();
         let (mut node_rx, mut pod_rx) = (
             std::mem::replace(
                 &mut nodes.notifications,
@@ -460,12 +478,8 @@ impl Handler<BindFailed> for Scheduler {
             summary.remove_pod(&msg.pod);
         }
         // The informer will tell whether the pod is bound elsewhere or still waits.
-        let mut pod = msg.pod;
-        if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.remove("nodeName");
-        }
-        let key = Self::key(&pod);
-        if self.unscheduled.insert(key.clone(), pod).is_none() {
+        let key = Self::key(&msg.pod);
+        if self.unscheduled.insert(key.clone()) {
             self.queue.push_back(key);
         }
         self.kick(ctx);
