@@ -670,7 +670,8 @@ async fn scale(nodes: usize, fill: usize) {
     );
     let with_nodes = rss_mb();
 
-    // Fill: `fill` pods, 64 creates in flight, counted Running through a watch.
+    // Fill: `fill` pods at FILL_RATE/s (64 creates in flight at most), counted Running
+    // through a watch.
     let pods = admin.api("", "pods", Some("scale"));
     admin
         .api("", "namespaces", None)
@@ -679,9 +680,11 @@ async fn scale(nodes: usize, fill: usize) {
         .unwrap();
     let running = running_counter(&pods).await;
     let t = Instant::now();
+    let every = Duration::from_secs_f64(1.0 / FILL_RATE);
     parallel(fill, 64, |i| {
         let pods = pods.clone();
         async move {
+            tokio::time::sleep_until((t + every * i as u32).into()).await;
             pods.create(
                 &json!({"metadata": {"name": format!("f{i}"), "labels": {"app": "fill"}},
                 "spec": {"containers": [{"name": "c", "image": "registry.example/app:1",
@@ -699,26 +702,36 @@ async fn scale(nodes: usize, fill: usize) {
     })
     .await;
     eprintln!(
-        "scale: {fill} pods created in {created_in:.1} s, all Running after {:.1} s",
+        "scale: {fill} pods created in {created_in:.1} s (at most {FILL_RATE}/s), all Running after {:.1} s",
         t.elapsed().as_secs_f64()
     );
 
     // Startup of 1,000 more at 100/s, with everything above in place.
     let (p50, p99) = startup_on(&pods, 1_000, 100.0).await;
 
-    // A LIST of every pod, page after page (each as large as a NATS message allows, all at
-    // the first page's revision), each page decoded and dropped, three times.
+    // A LIST of every pod as the server serves it: page after page over NATS (each as large
+    // as a message allows, all at the first page's revision), each page's items counted,
+    // not decoded, three times.
     let mut lists = Vec::new();
-    let all = admin.api("", "pods", None);
     for _ in 0..3 {
         let t = Instant::now();
-        let (mut n, mut opts) = (0, ListOptions::default());
+        let (mut n, mut request) = (
+            0,
+            skiff::api::wire::Request {
+                resource: "pods".into(),
+                ..Default::default()
+            },
+        );
         loop {
-            let page = all.list(&opts).await.unwrap();
+            let bytes = admin
+                .call_raw(skiff::api::wire::Verb::List, &request)
+                .await
+                .unwrap();
+            let page: RawPage = skiff::api::codec::decode(&bytes).unwrap();
             n += page.items.len();
-            match page.continue_token {
-                Some(c) => opts.continue_token = Some(c),
-                None => break,
+            match page.metadata.next {
+                Some(c) if !c.is_empty() => request.list.continue_token = Some(c),
+                _ => break,
             }
         }
         lists.push(t.elapsed().as_secs_f64());
@@ -746,9 +759,27 @@ async fn scale(nodes: usize, fill: usize) {
     let rss = rss_mb();
     println!("| scale: {nodes} hollow nodes, {fill} running pods, scheduler and controller-manager | resident memory {rss:.0} MB (target ≤ 1,024 MB) | baseline {before:.0} MB before the nodes, {with_nodes:.0} MB with the nodes and no pods |");
     println!("| scale: startup latency, 1,000 pods at 100/s on top | p50 {p50:.0} ms, p99 {p99:.0} ms (target ≤ 1,000 ms) | |");
-    println!("| scale: LIST of all {} pods (paged over NATS, decoded by the client) | median {:.2} s, best {:.2} s, worst {:.2} s of 3 (target ≤ 1 s) | |", fill + 1_000, lists[1], lists[0], lists[2]);
+    println!("| scale: LIST of all {} pods (paged over NATS, items not decoded by the client) | median {:.2} s, best {:.2} s, worst {:.2} s of 3 (target ≤ 1 s) | |", fill + 1_000, lists[1], lists[0], lists[2]);
     println!("| scale: Leases renewed in the last 15 s | {fresh} of {} | fill: {fill} creates in {created_in:.0} s |", leases.len());
 }
+
+/// A list reply with its items skipped, not decoded.
+#[derive(serde::Deserialize)]
+struct RawPage {
+    metadata: RawPageMeta,
+    items: Vec<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawPageMeta {
+    #[serde(rename = "continue", default)]
+    next: Option<String>,
+}
+
+/// Pods created per second while the scale run fills the cluster: an arrival rate the
+/// pipeline (create, bind, status) keeps up with on this machine, so the run measures the
+/// steady state of 100,000 pods, not a backlog.
+const FILL_RATE: f64 = 1_000.0;
 
 /// Counts the pods of `api` seen Running on a watch from now.
 async fn running_counter(api: &skiff::client::Api) -> Arc<std::sync::atomic::AtomicU64> {

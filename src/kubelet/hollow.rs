@@ -40,8 +40,11 @@ pub struct HollowOptions {
     pub lease_duration: Duration,
     /// Capacity of each node: cores, bytes, pods.
     pub capacity: (i64, i64, i64),
-    /// Requests in flight at once, for registration, renewals and pod updates each.
+    /// Requests in flight at once, for registration and for renewals each.
     pub width: usize,
+    /// Pod status updates and removals in flight at once (a real node pool has one kubelet
+    /// per node, each with its own requests in flight).
+    pub pod_width: usize,
 }
 
 impl HollowOptions {
@@ -54,6 +57,7 @@ impl HollowOptions {
             lease_duration: Duration::from_secs(40),
             capacity: (32, 64 << 30, 110),
             width: 32,
+            pod_width: 256,
         }
     }
 
@@ -243,13 +247,13 @@ async fn keep_ready(nodes: Api, o: Arc<HollowOptions>) {
 }
 
 /// Reports each pod bound to one of our nodes Running, and removes it once it is being
-/// deleted; `width` updates in flight at once.
+/// deleted; `pod_width` updates in flight at once.
 async fn run_pods(pods: Api, o: Arc<HollowOptions>) {
     let options = ListOptions {
         field_selector: Some("spec.nodeName!=".into()),
         ..Default::default()
     };
-    let permits = Arc::new(tokio::sync::Semaphore::new(o.width));
+    let permits = Arc::new(tokio::sync::Semaphore::new(o.pod_width));
     // Addresses handed out per node, for pod IPs in the node's /24.
     let next_ip = Arc::new(std::sync::Mutex::new(HashMap::<usize, u8>::new()));
     follow(pods.clone(), options, |pod| {

@@ -173,7 +173,7 @@ impl StreamHandler<Notification> for Kubelet {
     fn handle(&mut self, note: Notification, _: &mut Context<Self>) {
         let _span = crate::trace::handler_span("Kubelet", "Notification", note.object()).entered();
         let pod = match note {
-            Notification::Added(p) | Notification::Updated(_, p) => p,
+            Notification::Added(p) | Notification::Updated(_, p) => p.into_value(),
             Notification::Deleted(p) => {
                 // Gone from the API: stop whatever still runs of it.
                 let uid = crate::api::meta::uid(&p).to_string();
