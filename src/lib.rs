@@ -5,19 +5,21 @@
 //!   subjects and envelopes, the guarded MessagePack codec, label and field selectors.
 //! - `apiserver`: the ApiServer actor (authentication, registry, validation, watch streams),
 //!   the Store actor it alone owns (`apiserver::store`, private, with its watcher index), the
-//!   NATS bridge (which also ends watches nobody listens to any more), flow control
+//!   NATS bridge (which also ends watches nobody listens to any more), the intake (a thread
+//!   that reads requests off the bus and refuses the late ones with 429), flow control
 //!   (`apiserver::flowcontrol`: priority levels, fair queuing, 429) and the HTTPS front
 //!   (`apiserver::http`: REST, Tables, JSON and Kubernetes-protobuf bodies).
 //! - `client`: `ApiClient`, the one way every other component talks to the API server —
-//!   CRUD, resuming watches, the informer, and `client::retry` (rate limit, retries with
-//!   back-off and `Retry-After`).
+//!   CRUD, resuming watches, shared informers (compact caches with indexes), and
+//!   `client::retry` (rate limit, retries with back-off and `Retry-After`).
 //! - `config`: the layered configuration (file, `SKIFF_*` environment, flags).
 //! - `scheduler`: the Scheduler actor (informers, node summaries, binding, leader election)
 //!   and its pure filter/score algorithm.
 //! - `controllers`: the controller-manager's actors (ReplicaSet, Deployment, garbage
 //!   collector, namespace, node lifecycle) and the pure Deployment rollout planner.
 //! - `kubelet`: the Kubelet actor (node registration, lease, pod workers, probes, logs) and the
-//!   container runtimes (`process`, `docker`, `fake`).
+//!   container runtimes (`process`, `docker`, `fake`); `kubelet::hollow`, many simulated
+//!   nodes in one actor for scale runs.
 //! - `metrics`: the process-wide Prometheus registry every component updates and `/metrics`
 //!   renders.
 //! - `rt`: side threads (a current-thread runtime of their own) for work that must not queue
