@@ -160,16 +160,11 @@ async fn read(
             continue;
         };
         let queued = tx.max_capacity() - tx.capacity();
-        let late = queued > 0 && delay.last() > MAX_WAIT;
-        if (late || tx.capacity() == 0) && !is_system(&msg) {
-            refuse(
-                &client,
-                &msg,
-                reply.to_string(),
-                if late { "late" } else { "full" },
-            )
-            .await;
-            continue;
+        if let Some(why) = door(queued, tx.capacity(), delay.last()) {
+            if !is_system(&msg) {
+                refuse(&client, &msg, reply.to_string(), why).await;
+                continue;
+            }
         }
         let arrived = Arrived {
             msg,
@@ -178,6 +173,20 @@ async fn read(
         if tx.send(arrived).await.is_err() {
             break;
         }
+    }
+}
+
+/// Why a request arriving now is refused (if its caller is not the system's): "late" while
+/// requests are queued and the last one taken had waited past [`MAX_WAIT`], "full" when no
+/// room is left. An empty queue admits, however long the last request waited: the backlog
+/// is gone.
+fn door(queued: usize, room: usize, last_wait: Duration) -> Option<&'static str> {
+    if room == 0 {
+        Some("full")
+    } else if queued > 0 && last_wait > MAX_WAIT {
+        Some("late")
+    } else {
+        None
     }
 }
 
@@ -205,5 +214,24 @@ pub async fn refuse(client: &async_nats::Client, msg: &Message, reply: String, w
     let body = codec::encode(&status).map(Bytes::from).unwrap_or_default();
     if let Err(e) = client.publish_with_headers(reply, headers, body).await {
         tracing::warn!(error = %e, "publishing a refusal");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_door_closes_on_a_late_or_full_queue_and_opens_when_it_empties() {
+        let slow = MAX_WAIT + Duration::from_millis(1);
+        assert_eq!(door(0, QUEUE, Duration::ZERO), None);
+        assert_eq!(
+            door(10, QUEUE - 10, MAX_WAIT),
+            None,
+            "at the bound, still admitted"
+        );
+        assert_eq!(door(10, QUEUE - 10, slow), Some("late"));
+        assert_eq!(door(0, QUEUE, slow), None, "an empty queue admits");
+        assert_eq!(door(QUEUE, 0, Duration::ZERO), Some("full"));
     }
 }
