@@ -9,12 +9,16 @@
 //!    kubelets vs before them.
 //! 5. Fan-out: one pod event's create → delivery to its node's watch with 1,000 node watches
 //!    open vs 10.
-//! 6. Overload: GETs offered at twice the measured capacity for 60 s; goodput vs capacity, and
-//!    the time until a probe's p99 is back to normal.
+//! 6. Overload: server-bound LISTs offered at twice the measured capacity for 60 s; goodput
+//!    vs capacity, and the time until a probe's p99 is back to normal.
+//! 7. Scale (only with `SKIFF_BENCH_ONLY=scale`): 10,000 hollow nodes and 100,000 pods with
+//!    the scheduler and controller-manager; resident memory vs before the nodes, startup
+//!    latency on top, a LIST of every pod, Leases kept fresh.
 //!
 //! A figure that cannot be measured (no /proc, a stalled run) fails the benchmark; it is
-//! never printed as zero. `SKIFF_BENCH_ONLY=overload|fanout|algorithm|scheduler|startup` runs one part;
-//! `SKIFF_BENCH_RUNS=10` repeats the 1,000-kubelet startup run.
+//! never printed as zero. `SKIFF_BENCH_ONLY=overload|fanout|algorithm|scheduler|startup|scale`
+//! runs one part; `SKIFF_BENCH_RUNS=10` repeats the 1,000-kubelet startup run;
+//! `SKIFF_BENCH_TRACING=off` switches span recording off.
 //! `cargo bench --bench workloads` (needs nats-server on PATH).
 
 #[path = "../tests/common/mod.rs"]
