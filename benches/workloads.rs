@@ -98,18 +98,7 @@ async fn scheduler_throughput(nodes: usize, pods: usize) -> (f64, f64) {
         }
     })
     .await;
-    let start_rv = pod_api
-        .list(&ListOptions {
-            limit: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .resource_version;
-    let mut watch = pod_api.watch(&ListOptions {
-        resource_version: Some(start_rv),
-        ..Default::default()
-    });
+    let mut watch = watch_from_now(&pod_api, None).await;
     let url = cluster.nats.url();
     let started = Instant::now();
     let _scheduler = ActixThread::start(move || async move {
@@ -746,9 +735,11 @@ struct RawPageMeta {
 /// steady state of 100,000 pods, not a backlog.
 const FILL_RATE: f64 = 1_000.0;
 
-/// Counts the pods of `api` seen Running on a watch from now.
-async fn running_counter(api: &skiff::client::Api) -> Arc<std::sync::atomic::AtomicU64> {
-    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+/// A watch of `api` from now (the current revision, no initial objects), with `labels`.
+async fn watch_from_now(
+    api: &skiff::client::Api,
+    labels: Option<String>,
+) -> skiff::client::Watcher {
     let rv = api
         .list(&ListOptions {
             limit: 1,
@@ -757,10 +748,17 @@ async fn running_counter(api: &skiff::client::Api) -> Arc<std::sync::atomic::Ato
         .await
         .unwrap()
         .resource_version;
-    let mut watch = api.watch(&ListOptions {
+    api.watch(&ListOptions {
         resource_version: Some(rv),
+        label_selector: labels,
         ..Default::default()
-    });
+    })
+}
+
+/// Counts the pods of `api` seen Running on a watch from now.
+async fn running_counter(api: &skiff::client::Api) -> Arc<std::sync::atomic::AtomicU64> {
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut watch = watch_from_now(api, None).await;
     let c = count.clone();
     tokio::spawn(async move {
         let mut seen = HashSet::new();
@@ -789,19 +787,7 @@ async fn startup_on(
     label: &str,
     ready: impl FnOnce(),
 ) -> (f64, f64) {
-    let rv = api
-        .list(&ListOptions {
-            limit: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .resource_version;
-    let mut watch = api.watch(&ListOptions {
-        resource_version: Some(rv),
-        label_selector: (!label.is_empty()).then(|| format!("app={label}")),
-        ..Default::default()
-    });
+    let mut watch = watch_from_now(api, (!label.is_empty()).then(|| format!("app={label}"))).await;
     let labels = if label.is_empty() {
         json!({})
     } else {
