@@ -215,3 +215,48 @@ async fn a_copy_bomb_patch_is_refused_before_it_grows() {
     assert_eq!(err.code, 422, "{err:?}");
     assert_eq!(cms.get("bomb").await.unwrap(), created, "nothing changed");
 }
+
+/// Over NATS as over HTTP: dryRun in the DeleteOptions deletes nothing, and unknown
+/// dryRun values or propagation policies are 422 and delete nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_options_over_nats_are_checked_and_dry_run_deletes_nothing() {
+    let cluster = Cluster::start();
+    let client = cluster.client().await;
+    let cms = client.api("", "configmaps", Some("default"));
+    let made = cms
+        .create(&serde_json::json!({"metadata": {"name": "keep"}}))
+        .await
+        .unwrap();
+    let dry = skiff::api::wire::DeleteOptions {
+        dry_run: Some(vec!["All".into()]),
+        ..Default::default()
+    };
+    let answered = cms.delete("keep", &dry).await.unwrap();
+    assert_eq!(answered["metadata"]["name"], "keep");
+    let still = cms.get("keep").await.expect("still there");
+    assert_eq!(
+        still["metadata"]["resourceVersion"],
+        made["metadata"]["resourceVersion"]
+    );
+    for (bad, field) in [
+        (
+            skiff::api::wire::DeleteOptions {
+                dry_run: Some(vec!["Foo".into()]),
+                ..Default::default()
+            },
+            "dryRun",
+        ),
+        (
+            skiff::api::wire::DeleteOptions {
+                propagation_policy: Some("Sideways".into()),
+                ..Default::default()
+            },
+            "propagationPolicy",
+        ),
+    ] {
+        let e = cms.delete("keep", &bad).await.unwrap_err();
+        assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"), "{e:?}");
+        assert!(e.message.contains(field), "{}", e.message);
+        cms.get("keep").await.expect("nothing deleted");
+    }
+}

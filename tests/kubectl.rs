@@ -795,3 +795,101 @@ fn client_certificates_signed_by_the_cluster_ca_work_and_others_do_not() {
         "a foreign certificate must not get in: {err}"
     );
 }
+
+/// `kubectl delete --dry-run=server` (dryRun in the DeleteOptions body) and `?dryRun=All` in
+/// the query delete nothing, whatever the object; unknown dryRun values and propagation
+/// policies are refused with 422 and act on nothing.
+#[test]
+fn dry_run_deletes_nothing_and_bad_options_act_on_nothing() {
+    let k = Kube::start();
+    k.ok(&["create", "configmap", "keep", "--from-literal=a=b"]);
+    let rv = k.ok(&[
+        "get",
+        "cm",
+        "keep",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    let out = k.ok(&["delete", "cm", "keep", "--dry-run=server"]);
+    assert!(out.contains("deleted (server dry run)"), "{out}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "cm",
+            "keep",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}"
+        ]),
+        rv,
+        "the ConfigMap is still there, unchanged"
+    );
+    // A scheduled pod's delete is graceful: a dry run sets no deletionTimestamp either.
+    let out = k.apply_stdin("create", &pod("graceful", "{app: x}", Some("n1")));
+    assert!(out.status.success(), "{out:?}");
+    k.ok(&[
+        "delete",
+        "pod",
+        "graceful",
+        "--dry-run=server",
+        "--wait=false",
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pod",
+            "graceful",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}"
+        ]),
+        "",
+        "no deletion under way"
+    );
+    // The query form, as client-go sends it.
+    let raw = k.run(&[
+        "delete",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps/keep?dryRun=All",
+    ]);
+    assert!(raw.status.success(), "{raw:?}");
+    k.ok(&["get", "cm", "keep"]);
+
+    // Unknown values: 422 and nothing acts.
+    let err = k.fails(&[
+        "delete",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps/keep?dryRun=Foo",
+    ]);
+    assert!(
+        err.contains(r#"dryRun: Unsupported value: \"Foo\": supported values: \"All\""#)
+            || err.contains(r#"dryRun: Unsupported value: "Foo": supported values: "All""#),
+        "{err}"
+    );
+    let err = k.fails(&[
+        "delete",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps/keep?propagationPolicy=Sideways",
+    ]);
+    assert!(
+        err.contains("propagationPolicy: Unsupported value"),
+        "{err}"
+    );
+    k.ok(&["get", "cm", "keep"]);
+    let body = k.data_dir().join("cm.json");
+    std::fs::write(
+        &body,
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"made"}}"#,
+    )
+    .unwrap();
+    let err = k.fails(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?dryRun=Foo",
+        "-f",
+        body.to_str().unwrap(),
+    ]);
+    assert!(err.contains("Unsupported value"), "{err}");
+    assert!(
+        k.fails(&["get", "cm", "made"]).contains("NotFound"),
+        "a create with a bad dryRun stores nothing"
+    );
+}

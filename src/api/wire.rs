@@ -112,6 +112,74 @@ pub struct DeleteOptions {
     pub preconditions: Option<Preconditions>,
     /// Legacy: false means Orphan.
     pub orphan_dependents: Option<bool>,
+    /// `["All"]`: check everything, delete nothing (what `kubectl delete --dry-run=server`
+    /// sends, in the body).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<Vec<String>>,
+}
+
+impl DeleteOptions {
+    /// Checks the options as kube-apiserver does (422 `DeleteOptions.meta.k8s.io "" is
+    /// invalid` naming the field) and says whether they ask for a dry run.
+    pub fn validate(&self) -> Result<bool, crate::api::Status> {
+        let mut causes = Vec::new();
+        if let Some(p) = &self.propagation_policy {
+            if !matches!(p.as_str(), "Foreground" | "Background" | "Orphan") {
+                causes.push(unsupported(
+                    "propagationPolicy",
+                    p,
+                    &["Foreground", "Background", "Orphan"],
+                ));
+            }
+            if self.orphan_dependents.is_some() {
+                causes.push(crate::api::status::StatusCause {
+                    reason: "FieldValueInvalid".into(),
+                    message: "Invalid value: \"null\": orphanDependents and deletionPropagation \
+                              cannot be both set"
+                        .into(),
+                    field: "propagationPolicy".into(),
+                });
+            }
+        }
+        let dry = dry_run_values(self.dry_run.as_deref().unwrap_or_default(), &mut causes);
+        if causes.is_empty() {
+            Ok(dry)
+        } else {
+            Err(crate::api::Status::invalid(
+                "meta.k8s.io",
+                "DeleteOptions",
+                "",
+                causes,
+            ))
+        }
+    }
+}
+
+/// Whether `dryRun` values ask for a dry run: none is no, each "All" is yes, anything else
+/// is a cause of its own (kube-apiserver knows only "All").
+pub fn dry_run_values(
+    values: &[String],
+    causes: &mut Vec<crate::api::status::StatusCause>,
+) -> bool {
+    for v in values {
+        if v != "All" {
+            causes.push(unsupported("dryRun", v, &["All"]));
+        }
+    }
+    !values.is_empty()
+}
+
+fn unsupported(field: &str, value: &str, supported: &[&str]) -> crate::api::status::StatusCause {
+    let list = supported
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    crate::api::status::StatusCause {
+        reason: "FieldValueNotSupported".into(),
+        message: format!("Unsupported value: {value:?}: supported values: {list}"),
+        field: field.into(),
+    }
 }
 
 /// One request on the bus.

@@ -836,6 +836,9 @@ impl Registry {
             ));
         }
         let opts = req.delete.clone().unwrap_or_default();
+        // `dryRun` may come in the query (the request's flag) or in the DeleteOptions body
+        // (kubectl's `--dry-run=server`); either way nothing is deleted.
+        let dry_run = opts.validate()? || req.dry_run;
         for _ in 0..MAX_RETRIES {
             let kv = self
                 .read(&key)
@@ -874,7 +877,7 @@ impl Registry {
                     .and_then(Value::as_array)
                     .is_some_and(|a| !a.is_empty());
             let wait = !finalizers_empty(&obj) || ns_finalizers || grace > 0;
-            if req.dry_run {
+            if dry_run {
                 return Ok(kv.value);
             }
             let result = if wait {

@@ -520,7 +520,26 @@ async fn resource_call(
         namespace: t.namespace.clone(),
         name: t.name.clone(),
         subresource: t.subresource.clone(),
-        dry_run: param(&q, "dryRun").is_some_and(|v| v == "All"),
+        dry_run: {
+            let values: Vec<String> = q
+                .iter()
+                .filter(|(k, _)| k == "dryRun")
+                .map(|(_, v)| v.clone())
+                .collect();
+            let mut causes = Vec::new();
+            let dry = crate::api::wire::dry_run_values(&values, &mut causes);
+            if !causes.is_empty() {
+                let kind = match *req.method() {
+                    Method::POST => "CreateOptions",
+                    Method::PUT => "UpdateOptions",
+                    Method::PATCH => "PatchOptions",
+                    Method::DELETE => "DeleteOptions",
+                    _ => "ListOptions",
+                };
+                return Err(Status::invalid("meta.k8s.io", kind, "", causes));
+            }
+            dry
+        },
         container: param(&q, "container").map(String::from),
         tail_lines: param(&q, "tailLines").and_then(|v| v.parse().ok()),
         follow: truthy(param(&q, "follow")),
