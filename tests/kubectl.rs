@@ -853,6 +853,54 @@ fn dry_run_deletes_nothing_and_bad_options_act_on_nothing() {
     assert!(raw.status.success(), "{raw:?}");
     k.ok(&["get", "cm", "keep"]);
 
+    // `kubectl scale --dry-run=server` scales nothing; a dry-run binding binds nothing.
+    k.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=2",
+    ]);
+    let out = k.ok(&[
+        "scale",
+        "deployment",
+        "web",
+        "--replicas=5",
+        "--dry-run=server",
+    ]);
+    assert!(out.contains("scaled (server dry run)"), "{out}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "2"
+    );
+    let out = k.apply_stdin("create", &pod("unbound", "{app: unbound}", None));
+    assert!(out.status.success(), "{out:?}");
+    let binding = k.data_dir().join("binding.json");
+    std::fs::write(
+        &binding,
+        r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"unbound"},"target":{"kind":"Node","name":"n1"}}"#,
+    )
+    .unwrap();
+    let raw = k.run(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/pods/unbound/binding?dryRun=All",
+        "-f",
+        binding.to_str().unwrap(),
+    ]);
+    assert!(raw.status.success(), "{raw:?}");
+    assert_eq!(
+        k.ok(&["get", "pod", "unbound", "-o", "jsonpath={.spec.nodeName}"]),
+        "",
+        "a dry-run binding binds nothing"
+    );
+
     // Unknown values: 422 and nothing acts.
     let err = k.fails(&[
         "delete",

@@ -540,7 +540,7 @@ impl Registry {
             .to_string();
         let info = t.info;
         let pod = name.clone();
-        self.modify(t, &pod, None, false, move |obj| {
+        self.modify(t, &pod, None, req.dry_run, move |obj| {
             if obj.pointer("/metadata/deletionTimestamp").is_some() {
                 return Err(Status::conflict(
                     info.group,
@@ -619,7 +619,7 @@ impl Registry {
         }
         let sub = req.subresource.clone();
         if sub.as_deref() == Some("scale") {
-            return self.update_scale(&t, &name, body, None).await;
+            return self.update_scale(&t, &name, body, None, req.dry_run).await;
         }
         check_type(t.info, &mut body)?;
         let body_name = meta::name(&body);
@@ -651,7 +651,7 @@ impl Registry {
         let ptype = req.patch_type.unwrap_or(PatchType::Merge);
         if req.subresource.as_deref() == Some("scale") {
             return self
-                .update_scale(&t, &name, Value::Null, Some((ptype, patch)))
+                .update_scale(&t, &name, Value::Null, Some((ptype, patch)), req.dry_run)
                 .await;
         }
         let expect = patch
@@ -680,13 +680,14 @@ impl Registry {
         name: &str,
         body: Value,
         patch: Option<(PatchType, Value)>,
+        dry_run: bool,
     ) -> Result<Bytes, Status> {
         if !t.info.has_scale {
             return Err(Status::not_found(t.info.group, "scale", name));
         }
         let info = t.info;
         let (_, obj) = self
-            .modify(t, name, None, false, move |obj| {
+            .modify(t, name, None, dry_run, move |obj| {
                 let mut scale = match &patch {
                     None => body.clone(),
                     Some((ptype, p)) => {
