@@ -100,6 +100,19 @@ impl Kubelet {
     }
 }
 
+/// An architecture as Kubernetes names it (Go's GOARCH): what `kubernetes.io/arch` and
+/// `nodeInfo.architecture` say, and what every manifest's nodeSelector expects (`amd64`,
+/// not Rust's `x86_64`).
+fn go_arch(rust: &str) -> &str {
+    match rust {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}
+
 /// The Node object a kubelet with `o` registers, its runtime reporting `runtime_version`.
 fn node_object(o: &KubeletOptions, runtime_version: &str) -> Value {
     let (cpu, mem, pods) = o.capacity;
@@ -110,14 +123,14 @@ fn node_object(o: &KubeletOptions, runtime_version: &str) -> Value {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": o.node_name, "labels": {
             "kubernetes.io/hostname": o.node_name, "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": std::env::consts::ARCH, "node.kubernetes.io/instance-type": "skiff"}},
+            "kubernetes.io/arch": go_arch(std::env::consts::ARCH), "node.kubernetes.io/instance-type": "skiff"}},
         "spec": {},
         "status": {
             "capacity": resources, "allocatable": resources,
             "addresses": [{"type": "InternalIP", "address": o.node_ip}, {"type": "Hostname", "address": o.node_name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
             "nodeInfo": {
-                "architecture": std::env::consts::ARCH, "bootID": "", "containerRuntimeVersion": runtime_version,
+                "architecture": go_arch(std::env::consts::ARCH), "bootID": "", "containerRuntimeVersion": runtime_version,
                 "kernelVersion": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
                 "kubeProxyVersion": "", "kubeletVersion": format!("v1.33.0-skiff.{}", env!("CARGO_PKG_VERSION")),
                 "machineID": "", "operatingSystem": "linux", "osImage": "Skiff", "systemUUID": ""},
@@ -453,5 +466,27 @@ async fn serve_logs(nats: async_nats::Client, subject: String, runtime: Arc<dyn 
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(subject::HEADER_CODE, code.to_string().as_str());
         let _ = nats.publish_with_headers(reply, headers, body.into()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_say_their_architecture_as_kubernetes_does() {
+        assert_eq!(go_arch("x86_64"), "amd64");
+        assert_eq!(go_arch("aarch64"), "arm64");
+        assert_eq!(go_arch("s390x"), "s390x");
+        let node = node_object(&KubeletOptions::new("n1"), "fake://0");
+        let label = node["metadata"]["labels"]["kubernetes.io/arch"]
+            .as_str()
+            .unwrap();
+        assert_eq!(label, go_arch(std::env::consts::ARCH));
+        assert_eq!(node["status"]["nodeInfo"]["architecture"], label);
+        assert_ne!(
+            label, "x86_64",
+            "a nodeSelector kubernetes.io/arch: amd64 must match"
+        );
     }
 }
