@@ -113,6 +113,8 @@ pub async fn connect(
 /// Starts reading `sub`: returns the queue the bridge takes requests from. When `drain`
 /// fires, the subscription is drained (unsubscribed at nats-server, with every request the
 /// server had already sent still delivered) and the queue ends after the last of them.
+/// Dropping the subscription instead would lose the requests already in the socket and its
+/// buffer: answered by nobody, their callers would wait until they time out.
 pub fn start(
     sub: async_nats::Subscriber,
     drain: tokio::sync::oneshot::Receiver<()>,
