@@ -86,22 +86,10 @@ async fn informers_of_one_client_share_a_watch_and_late_subscribers_catch_up() {
     )
     .await;
 
-    // The watch ends when the last subscriber of it is gone (found out at its next bookmark;
-    // the Store forgets a watcher at the next event for its prefix, so keep writing).
+    // The watch ends when the last subscriber of it is gone (found out at its next bookmark).
     drop(first);
     drop(second);
-    let mut n = 0;
-    wait_for(Duration::from_secs(15), "the shared watch ended", || {
-        n += 1;
-        let (cms, name) = (cms.clone(), format!("tick-{n}"));
-        async move {
-            cms.create(&json!({"metadata": {"name": name}}))
-                .await
-                .ok()?;
-            (watchers().await == base + 1).then_some(())
-        }
-    })
-    .await;
+    write_until_watchers(&cluster, &cms, base + 1, "the shared watch ended").await;
 }
 
 /// Hollow nodes register, keep their Leases, report a pod bound to one of them Running, and

@@ -908,8 +908,9 @@ fn dry_run_deletes_nothing_and_bad_options_act_on_nothing() {
         "/api/v1/namespaces/default/configmaps/keep?dryRun=Foo",
     ]);
     assert!(
-        err.contains(r#"dryRun: Unsupported value: \"Foo\": supported values: \"All\""#)
-            || err.contains(r#"dryRun: Unsupported value: "Foo": supported values: "All""#),
+        err.contains(
+            r#"The DeleteOptions "" is invalid: dryRun: Unsupported value: []string{"Foo"}: supported values: "All""#
+        ),
         "{err}"
     );
     let err = k.fails(&[
@@ -918,7 +919,9 @@ fn dry_run_deletes_nothing_and_bad_options_act_on_nothing() {
         "/api/v1/namespaces/default/configmaps/keep?propagationPolicy=Sideways",
     ]);
     assert!(
-        err.contains("propagationPolicy: Unsupported value"),
+        err.contains(
+            r#"propagationPolicy: Unsupported value: "Sideways": supported values: "Foreground", "Background", "Orphan", "nil""#
+        ),
         "{err}"
     );
     k.ok(&["get", "cm", "keep"]);
@@ -935,7 +938,12 @@ fn dry_run_deletes_nothing_and_bad_options_act_on_nothing() {
         "-f",
         body.to_str().unwrap(),
     ]);
-    assert!(err.contains("Unsupported value"), "{err}");
+    assert!(
+        err.contains(
+            r#"The CreateOptions "" is invalid: dryRun: Unsupported value: []string{"Foo"}"#
+        ),
+        "{err}"
+    );
     assert!(
         k.fails(&["get", "cm", "made"]).contains("NotFound"),
         "a create with a bad dryRun stores nothing"

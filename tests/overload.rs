@@ -42,24 +42,8 @@ async fn a_watch_whose_inbox_is_gone_ends_and_a_live_one_stays() {
     assert_eq!(watchers().await, base + 51, "51 watches registered");
     drop(gone);
 
-    // Their server-side watches end at their next bookmark (the Store forgets a watcher at
-    // the next event for its prefix, so keep writing).
-    let mut n = 0;
-    wait_for(
-        Duration::from_secs(20),
-        "the abandoned watches to end",
-        || {
-            n += 1;
-            let (cms, name) = (cms.clone(), format!("tick-{n}"));
-            async move {
-                cms.create(&json!({"metadata": {"name": name}}))
-                    .await
-                    .ok()?;
-                (watchers().await == base + 1).then_some(())
-            }
-        },
-    )
-    .await;
+    // Their server-side watches end at their next bookmark.
+    let n = write_until_watchers(&cluster, &cms, base + 1, "the abandoned watches to end").await;
 
     // The idle watcher was left alone: it reads every change, in order, without resuming.
     let mut seen = Vec::new();

@@ -124,21 +124,23 @@ impl DeleteOptions {
     pub fn validate(&self) -> Result<bool, crate::api::Status> {
         let mut causes = Vec::new();
         if let Some(p) = &self.propagation_policy {
-            if !matches!(p.as_str(), "Foreground" | "Background" | "Orphan") {
-                causes.push(unsupported(
-                    "propagationPolicy",
-                    p,
-                    &["Foreground", "Background", "Orphan"],
-                ));
-            }
+            // In kube-apiserver's order: both set, then an unknown policy.
             if self.orphan_dependents.is_some() {
                 causes.push(crate::api::status::StatusCause {
                     reason: "FieldValueInvalid".into(),
-                    message: "Invalid value: \"null\": orphanDependents and deletionPropagation \
-                              cannot be both set"
-                        .into(),
+                    message: format!(
+                        "Invalid value: {p:?}: orphanDependents and deletionPropagation cannot \
+                         be both set"
+                    ),
                     field: "propagationPolicy".into(),
                 });
+            }
+            if !matches!(p.as_str(), "Foreground" | "Background" | "Orphan") {
+                causes.push(unsupported(
+                    "propagationPolicy",
+                    &format!("{p:?}"),
+                    &["Foreground", "Background", "Orphan", "nil"],
+                ));
             }
         }
         let dry = dry_run_values(self.dry_run.as_deref().unwrap_or_default(), &mut causes);
@@ -155,20 +157,29 @@ impl DeleteOptions {
     }
 }
 
-/// Whether `dryRun` values ask for a dry run: none is no, each "All" is yes, anything else
-/// is a cause of its own (kube-apiserver knows only "All").
+/// Whether `dryRun` values ask for a dry run: none is no, "All" (each of them) is yes;
+/// anything else adds one cause naming the whole list, as kube-apiserver's
+/// `Unsupported value: []string{"Foo"}: supported values: "All"`.
 pub fn dry_run_values(
     values: &[String],
     causes: &mut Vec<crate::api::status::StatusCause>,
 ) -> bool {
-    for v in values {
-        if v != "All" {
-            causes.push(unsupported("dryRun", v, &["All"]));
-        }
+    if values.iter().any(|v| v != "All") {
+        let list = values
+            .iter()
+            .map(|v| format!("{v:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        causes.push(unsupported(
+            "dryRun",
+            &format!("[]string{{{list}}}"),
+            &["All"],
+        ));
     }
     !values.is_empty()
 }
 
+/// A `FieldValueNotSupported` cause; `value` is written as Go's `%#v` would print it.
 fn unsupported(field: &str, value: &str, supported: &[&str]) -> crate::api::status::StatusCause {
     let list = supported
         .iter()
@@ -177,8 +188,52 @@ fn unsupported(field: &str, value: &str, supported: &[&str]) -> crate::api::stat
         .join(", ");
     crate::api::status::StatusCause {
         reason: "FieldValueNotSupported".into(),
-        message: format!("Unsupported value: {value:?}: supported values: {list}"),
+        message: format!("Unsupported value: {value}: supported values: {list}"),
         field: field.into(),
+    }
+}
+
+#[cfg(test)]
+mod delete_options_tests {
+    use super::*;
+
+    fn message(o: &DeleteOptions) -> String {
+        o.validate().unwrap_err().message
+    }
+
+    #[test]
+    fn invalid_options_read_as_kube_apiserver_writes_them() {
+        let both = DeleteOptions {
+            propagation_policy: Some("Foreground".into()),
+            orphan_dependents: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            message(&both),
+            r#"DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: Invalid value: "Foreground": orphanDependents and deletionPropagation cannot be both set"#
+        );
+        let sideways = DeleteOptions {
+            propagation_policy: Some("Sideways".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            message(&sideways),
+            r#"DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: Unsupported value: "Sideways": supported values: "Foreground", "Background", "Orphan", "nil""#
+        );
+        let foo = DeleteOptions {
+            dry_run: Some(vec!["All".into(), "Foo".into()]),
+            ..Default::default()
+        };
+        assert_eq!(
+            message(&foo),
+            r#"DeleteOptions.meta.k8s.io "" is invalid: dryRun: Unsupported value: []string{"All", "Foo"}: supported values: "All""#
+        );
+        let dry = DeleteOptions {
+            dry_run: Some(vec!["All".into()]),
+            ..Default::default()
+        };
+        assert!(dry.validate().unwrap());
+        assert!(!DeleteOptions::default().validate().unwrap());
     }
 }
 

@@ -244,6 +244,32 @@ impl Drop for InProcess {
     }
 }
 
+/// Creates ConfigMaps `tick-1`, `tick-2`, … in `cms` until the API server's Store has
+/// `watchers` watchers: a watch whose client is gone ends at its next bookmark, but the
+/// Store forgets it only at the next event for its prefix, so a test has to keep writing to
+/// see it go. Returns how many ConfigMaps it created.
+pub async fn write_until_watchers(
+    cluster: &Cluster,
+    cms: &skiff::client::Api,
+    watchers: usize,
+    what: &str,
+) -> usize {
+    let mut n = 0;
+    wait_for(Duration::from_secs(20), what, || {
+        n += 1;
+        let (cms, name) = (cms.clone(), format!("tick-{n}"));
+        async move {
+            cms.create(&serde_json::json!({"metadata": {"name": name}}))
+                .await
+                .ok()?;
+            let now = cluster.api.handle.store_stats().await.ok()?.watchers;
+            (now == watchers).then_some(())
+        }
+    })
+    .await;
+    n
+}
+
 /// A NATS server plus an in-process API server.
 pub struct Cluster {
     pub api: InProcess,
