@@ -12,6 +12,10 @@
 //! `serde_json::Value`) with the few fields controllers scan by ([`Meta`]): reading an object
 //! decodes it, scanning metadata decodes nothing, and the indexes (namespace, owner uid,
 //! node name) find the objects a reconcile needs without touching the rest.
+//!
+//! Transformed, when asked ([`Transform`], client-go's `SetTransform`): a component that
+//! reads little of an object keeps only that (the scheduler keeps a bound pod's requests and
+//! labels, not its status), and the cache and notifications carry the smaller object.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
@@ -109,6 +113,26 @@ impl PartialEq for Object {
 impl std::fmt::Debug for Object {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+/// A change made to every object before it is cached and notified, as client-go's
+/// `SetTransform`: the cache keeps what its readers need and no more. Subscribers share an
+/// informer only when they ask for the same transform (by name).
+#[derive(Clone, Copy)]
+pub struct Transform {
+    /// Identifies the transform among the informer's subscribers.
+    pub name: &'static str,
+    /// The change; it must keep `metadata.namespace`, `name` and `uid`.
+    pub apply: fn(Value) -> Value,
+}
+
+impl Transform {
+    fn value(t: Option<Transform>, obj: Value) -> Value {
+        match t {
+            Some(t) => (t.apply)(obj),
+            None => obj,
+        }
     }
 }
 
@@ -400,6 +424,7 @@ struct Key {
     namespace: Option<String>,
     labels: Option<String>,
     fields: Option<String>,
+    transform: Option<&'static str>,
 }
 
 /// One running shared informer; its task ends when the last subscriber's handle is dropped.
@@ -433,6 +458,11 @@ impl Informer {
     /// Subscribes to the informer of `api` with the selectors in `options`, starting it if
     /// no one in this process runs it yet (must be called inside a tokio runtime).
     pub fn start(api: Api, options: ListOptions) -> Informer {
+        Self::start_with(api, options, None)
+    }
+
+    /// As [`Informer::start`], every object changed by `transform` before it is cached.
+    pub fn start_with(api: Api, options: ListOptions, transform: Option<Transform>) -> Informer {
         let key = Key {
             client: api.client.id,
             group: api.group.clone(),
@@ -440,6 +470,7 @@ impl Informer {
             namespace: api.namespace.clone(),
             labels: options.label_selector.clone(),
             fields: options.field_selector.clone(),
+            transform: transform.map(|t| t.name),
         };
         let mut all = running().lock().unwrap_or_else(|p| p.into_inner());
         all.retain(|_, r| r.strong_count() > 0);
@@ -447,7 +478,7 @@ impl Informer {
             Some(r) => r,
             None => {
                 let cache = Cache::default();
-                let task = tokio::spawn(run(api, options, cache.clone())).abort_handle();
+                let task = tokio::spawn(run(api, options, transform, cache.clone())).abort_handle();
                 let r = Arc::new(Running { cache, task });
                 all.insert(key, Arc::downgrade(&r));
                 r
@@ -474,13 +505,13 @@ impl Informer {
     }
 }
 
-async fn run(api: Api, options: ListOptions, cache: Cache) {
+async fn run(api: Api, options: ListOptions, transform: Option<Transform>, cache: Cache) {
     let mut failures = 0;
     loop {
         // List: replace the cache, notifying the differences. A failed list is retried after
         // a jittered, doubling back-off (100 ms up to 5 s), so that informers cut off together
         // do not relist together.
-        let (resource_version, fresh) = match list(&api, &options).await {
+        let (resource_version, fresh) = match list(&api, &options, transform).await {
             Ok(l) => l,
             Err(e) => {
                 failures += 1;
@@ -510,11 +541,12 @@ async fn run(api: Api, options: ListOptions, cache: Cache) {
                     break;
                 }
             };
+            let object = Transform::value(transform, ev.object);
             let mut store = cache.write();
-            let k = key(meta::namespace(&ev.object), meta::name(&ev.object));
+            let k = key(meta::namespace(&object), meta::name(&object));
             let note = match ev.event_type.as_str() {
                 event_type::ADDED | event_type::MODIFIED => {
-                    let entry = Entry::of(&ev.object);
+                    let entry = Entry::of(&object);
                     let new = entry.object();
                     match store.put(k, entry) {
                         Some(old) => Notification::Updated(old.object(), new),
@@ -523,7 +555,7 @@ async fn run(api: Api, options: ListOptions, cache: Cache) {
                 }
                 event_type::DELETED => {
                     store.remove(&k);
-                    Notification::Deleted(Object::from(ev.object))
+                    Notification::Deleted(Object::from(object))
                 }
                 _ => continue,
             };
@@ -537,6 +569,7 @@ async fn run(api: Api, options: ListOptions, cache: Cache) {
 async fn list(
     api: &Api,
     options: &ListOptions,
+    transform: Option<Transform>,
 ) -> Result<(String, BTreeMap<String, Entry>), crate::api::Status> {
     let mut fresh = BTreeMap::new();
     let mut opts = options.clone();
@@ -545,7 +578,7 @@ async fn list(
         let page = api.list(&opts).await?;
         resource_version.get_or_insert(page.resource_version);
         for o in page.items {
-            let e = Entry::of(&o);
+            let e = Entry::of(&Transform::value(transform, o));
             fresh.insert(e.meta.key(), e);
         }
         match page.continue_token {

@@ -17,7 +17,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde_json::Value;
 
-pub use informer::{Cache, Informer, Meta, Notification, Object, OwnerRef};
+pub use informer::{Cache, Informer, Meta, Notification, Object, OwnerRef, Transform};
 pub use retry::RetryPolicy;
 pub use watcher::Watcher;
 

@@ -175,8 +175,16 @@ fn spawn_nats(port: u16, log_path: &Path) -> anyhow::Result<Child> {
         .open(log_path)?;
     let parent = std::process::id() as libc::pid_t;
     let mut command = Command::new("nats-server");
+    // Its configuration sits beside its log: the message size every Skiff bus allows.
+    let conf = log_path.with_file_name("nats-server.conf");
+    std::fs::write(
+        &conf,
+        format!("max_payload: {}\n", super::natsconf::MAX_PAYLOAD),
+    )
+    .with_context(|| format!("writing {}", conf.display()))?;
     command
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-c"])
+        .arg(&conf)
         .stdout(Stdio::null())
         .stderr(log);
     // SAFETY: prctl, getppid and kill are async-signal-safe, as pre_exec requires.

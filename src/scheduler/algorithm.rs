@@ -1313,23 +1313,52 @@ impl<'a> Diagnosis<'a> {
     }
 }
 
-/// The whole decision over summaries, returning the index of the chosen node: filter
-/// every node, score the feasible ones, pick the highest score, ties broken by node
-/// name rotated by `tie_breaker` (the `tie_breaker % ties`-th tied node in name order).
-/// Err carries the FailedScheduling message (see [`schedule`]).
+/// How many feasible nodes a decision looks for before it scores them: kube-scheduler's
+/// `numFeasibleNodesToFind` with the default, adaptive `percentageOfNodesToScore` — every
+/// node of a cluster under 100; else 50 % less one point per 125 nodes, at least 5 %, and at
+/// least 100 nodes (5,000 nodes: 10 %, 500; 10,000 nodes: 5 %, 500).
+pub fn feasible_nodes_to_find(total: usize) -> usize {
+    const MIN_NODES: usize = 100;
+    if total < MIN_NODES {
+        return total;
+    }
+    let percent = 50usize.saturating_sub(total / 125).max(5);
+    (total * percent / 100).max(MIN_NODES)
+}
+
+/// The whole decision over summaries, returning the index of the chosen node: filter the
+/// nodes from `*next_start` on, wrapping, until [`feasible_nodes_to_find`] fit (every node
+/// when fewer do), score those, pick the highest score, ties broken by node name rotated by
+/// `tie_breaker` (the `tie_breaker % ties`-th tied node in name order). `*next_start`
+/// moves past the nodes filtered, so the next decision looks at others first, as
+/// kube-scheduler's `nextStartNodeIndex`. Err carries the FailedScheduling message (see
+/// [`schedule`]), and then every node was filtered.
 pub fn select_node(
     pod: &PodSummary,
     nodes: &[NodeSummary],
     tie_breaker: usize,
+    next_start: &mut usize,
 ) -> Result<usize, String> {
     if nodes.is_empty() {
         return Err(NO_NODES_AVAILABLE.to_string());
     }
+    let to_find = feasible_nodes_to_find(nodes.len());
+    let first = *next_start % nodes.len();
     let mut failures = Vec::with_capacity(4);
-    let mut feasible: Vec<(usize, usize)> = Vec::with_capacity(nodes.len());
+    let mut feasible: Vec<(usize, usize)> = Vec::with_capacity(to_find);
     let mut diagnosis: Option<Diagnosis<'_>> = None;
     let mut owner_max = 0;
-    for (i, node) in nodes.iter().enumerate() {
+    let mut filtered = 0;
+    let order = nodes
+        .iter()
+        .enumerate()
+        .skip(first)
+        .chain(nodes.iter().enumerate().take(first));
+    for (i, node) in order {
+        if feasible.len() >= to_find {
+            break;
+        }
+        filtered += 1;
         failures.clear();
         check(pod, node, false, &mut failures);
         if failures.is_empty() {
@@ -1342,6 +1371,7 @@ pub fn select_node(
                 .record(node, &failures);
         }
     }
+    *next_start = (first + filtered) % nodes.len();
     if feasible.is_empty() {
         let diagnosis = diagnosis.unwrap_or_else(Diagnosis::new);
         return Err(diagnosis.message(pod, nodes.len()));
@@ -1395,7 +1425,7 @@ pub fn schedule_summaries(
     tie_breaker: usize,
 ) -> Result<String, String> {
     let summary = PodSummary::new(pod);
-    select_node(&summary, nodes, tie_breaker).map(|i| nodes[i].name.clone())
+    select_node(&summary, nodes, tie_breaker, &mut 0).map(|i| nodes[i].name.clone())
 }
 
 /// The whole decision: filter every node, score the feasible ones, pick the highest
@@ -2019,6 +2049,40 @@ mod tests {
                 let _ = schedule(p, &[ni], 7);
             }
         }
+    }
+
+    #[test]
+    fn large_clusters_are_sampled_as_kube_scheduler_samples_them() {
+        assert_eq!(feasible_nodes_to_find(0), 0);
+        assert_eq!(feasible_nodes_to_find(99), 99);
+        assert_eq!(feasible_nodes_to_find(150), 100);
+        assert_eq!(feasible_nodes_to_find(1_000), 420);
+        assert_eq!(feasible_nodes_to_find(5_000), 500);
+        assert_eq!(feasible_nodes_to_find(10_000), 500);
+        assert_eq!(feasible_nodes_to_find(100_000), 5_000);
+        let nodes: Vec<NodeSummary> = (0..1_000)
+            .map(|i| NodeSummary::new(&node(&format!("n{i:04}"), "4", "8Gi", "110")))
+            .collect();
+        let pod = PodSummary::new(&owned("p", "rs"));
+        // Every node fits: 420 are filtered, and the next decision starts after them.
+        let mut next = 990;
+        let at = select_node(&pod, &nodes, 0, &mut next).unwrap();
+        assert_eq!(next, (990 + 420) % 1_000);
+        assert!(!(410..990).contains(&at), "chosen among the filtered: {at}");
+        // Only the last node fits: every node is filtered to find it.
+        let mut nodes = nodes;
+        for n in nodes.iter_mut().take(999) {
+            n.unschedulable = true;
+        }
+        let mut next = 5;
+        assert_eq!(select_node(&pod, &nodes, 0, &mut next), Ok(999));
+        assert_eq!(next, 5);
+        nodes[999].unschedulable = true;
+        let why = select_node(&pod, &nodes, 0, &mut next).unwrap_err();
+        assert!(
+            why.starts_with("0/1000 nodes are available: 1000 node(s) were unschedulable."),
+            "{why}"
+        );
     }
 
     /// 1,000 pods over 5,000 nodes (a tenth tainted, a quarter of the pods pinned to one zone)

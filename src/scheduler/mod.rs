@@ -15,12 +15,70 @@ use serde_json::{json, Value};
 use crate::api::meta;
 use crate::api::wire::{ListOptions, PatchType};
 use crate::client::leader::{elect, Election, ElectionTimings};
-use crate::client::{ApiClient, Cache, Informer, Notification};
+use crate::client::{ApiClient, Cache, Informer, Notification, Transform};
 use crate::trace::{self, ObjectRef, Span};
 use algorithm::{NodeSummary, PodSummary};
 
 /// The scheduler's name, matched against `spec.schedulerName`.
 pub const SCHEDULER_NAME: &str = "default-scheduler";
+
+/// What the scheduler's pod cache keeps of each pod: a pod waiting for a node whole, as
+/// the decision reads all of its spec; a bound pod only as its node's summary counts it
+/// (identity, labels and owners, phase, each container's requests and ports, priority and
+/// affinity), about a fifth of a Running pod, whose status is most of the rest. With
+/// 100,000 pods this is the difference between ~40 MB and ~230 MB.
+pub const KEEP: Transform = Transform {
+    name: "scheduler",
+    apply: keep,
+};
+
+fn keep(mut pod: Value) -> Value {
+    let bound = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    if !bound {
+        return pod;
+    }
+    if let Some(md) = pod.get_mut("metadata").and_then(Value::as_object_mut) {
+        md.remove("annotations");
+        md.remove("managedFields");
+    }
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.retain(|k, _| {
+            matches!(
+                k.as_str(),
+                "nodeName"
+                    | "schedulerName"
+                    | "hostNetwork"
+                    | "overhead"
+                    | "priority"
+                    | "preemptionPolicy"
+                    | "affinity"
+                    | "containers"
+                    | "initContainers"
+            )
+        });
+        for list in ["containers", "initContainers"] {
+            for c in spec
+                .get_mut(list)
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(c) = c.as_object_mut() {
+                    c.retain(|k, _| {
+                        matches!(k.as_str(), "name" | "resources" | "ports" | "restartPolicy")
+                    });
+                }
+            }
+        }
+    }
+    if let Some(status) = pod.get_mut("status").and_then(Value::as_object_mut) {
+        status.retain(|k, _| k == "phase");
+    }
+    pod
+}
 
 /// What the scheduler needs.
 #[derive(Clone)]
@@ -89,6 +147,8 @@ pub struct Scheduler {
     leading: bool,
     /// Rotates ties between equally good nodes.
     tie: usize,
+    /// Where the next decision starts filtering nodes (see [`algorithm::select_node`]).
+    next_start: usize,
     /// Keeps the informers and the election alive.
     keep: Vec<Box<dyn std::any::Any>>,
     /// A Drain is already queued.
@@ -109,6 +169,7 @@ impl Scheduler {
             parked: HashMap::new(),
             leading: false,
             tie: 0,
+            next_start: 0,
             keep: Vec::new(),
             draining: false,
         }
@@ -247,7 +308,8 @@ impl Scheduler {
         );
         let summary = PodSummary::new(&pod);
         self.tie = self.tie.wrapping_add(1);
-        let decision = algorithm::select_node(&summary, &self.nodes, self.tie);
+        let decision =
+            algorithm::select_node(&summary, &self.nodes, self.tie, &mut self.next_start);
         let tracer = self.client.tracer();
         let result = match &decision {
             Ok(i) => {
@@ -371,7 +433,11 @@ impl Actor for Scheduler {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let addr = ctx.address();
         let mut nodes = Informer::start(self.client.api("", "nodes", None), ListOptions::default());
-        let mut pods = Informer::start(self.client.api("", "pods", None), ListOptions::default());
+        let mut pods = Informer::start_with(
+            self.client.api("", "pods", None),
+            ListOptions::default(),
+            Some(KEEP),
+        );
         self.pods = pods.cache.clone();
         let (mut node_rx, mut pod_rx) = (
             std::mem::replace(
@@ -483,5 +549,60 @@ impl Handler<BindFailed> for Scheduler {
             self.queue.push_back(key);
         }
         self.kick(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bound, Running pod as a kubelet reports it: what the node summary counts must be
+    /// the same whether it reads the whole pod or what the cache keeps of it.
+    #[test]
+    fn the_kept_pod_counts_as_the_whole_one() {
+        let pod = json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "labels": {"app": "a"},
+                "annotations": {"note": "x".repeat(500)},
+                "ownerReferences": [{"kind": "ReplicaSet", "name": "rs", "uid": "rs1", "controller": true}]},
+            "spec": {"nodeName": "n1", "schedulerName": "default-scheduler",
+                "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists"}],
+                "containers": [{"name": "c", "image": "app:1", "command": ["sleep", "1d"],
+                    "env": [{"name": "A", "value": "1"}],
+                    "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}},
+                    "ports": [{"containerPort": 80, "hostPort": 8080}]}],
+                "initContainers": [{"name": "i", "image": "init:1",
+                    "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "hostIP": "10.1.0.1",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "c", "ready": true, "restartCount": 0,
+                    "state": {"running": {"startedAt": "2026-12-07T00:00:00Z"}}}]}
+        });
+        let kept = keep(pod.clone());
+        assert!(kept.to_string().len() * 2 < pod.to_string().len(), "{kept}");
+        assert_eq!(algorithm::pod_key(&kept), algorithm::pod_key(&pod));
+        assert_eq!(algorithm::owner_key(&kept), algorithm::owner_key(&pod));
+        assert_eq!(
+            algorithm::pod_requests(&kept),
+            algorithm::pod_requests(&pod)
+        );
+        assert_eq!(
+            algorithm::pod_non_zero_requests(&kept),
+            algorithm::pod_non_zero_requests(&pod)
+        );
+        let node = json!({"metadata": {"name": "n1"},
+            "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}});
+        let (mut whole, mut small) = (NodeSummary::new(&node), NodeSummary::new(&node));
+        whole.add_pod(&pod);
+        small.add_pod(&kept);
+        assert_eq!(whole.requested, small.requested);
+        assert_eq!(whole.host_ports, small.host_ports);
+        assert_eq!(whole.owner_counts, small.owner_counts);
+        let mut done = kept.clone();
+        done["status"]["phase"] = json!("Succeeded");
+        assert!(algorithm::is_terminal(&keep(done)));
+        // A pod still waiting for a node is kept whole.
+        let mut waiting = pod.clone();
+        waiting["spec"].as_object_mut().unwrap().remove("nodeName");
+        assert_eq!(keep(waiting.clone()), waiting);
     }
 }

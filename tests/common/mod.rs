@@ -288,7 +288,11 @@ impl Cluster {
     }
 
     pub fn with_tokens(options: ApiServerOptions, tokens: &str) -> Cluster {
-        let nats = NatsServer::start();
+        Self::on(NatsServer::start(), options, tokens)
+    }
+
+    /// An API server on a nats-server the caller started.
+    pub fn on(nats: NatsServer, options: ApiServerOptions, tokens: &str) -> Cluster {
         let api = InProcess::start_with_tokens(&nats.url(), options, tokens);
         Cluster { api, nats }
     }
