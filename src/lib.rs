@@ -48,6 +48,8 @@ pub mod trace;
 /// Every Skiff process (and every test and benchmark, which link this crate) allocates with
 /// mimalloc rather than glibc's malloc: at 10,000 hollow nodes and 100,000 pods glibc's
 /// allocator took a third of the CPU (`_int_malloc`, `malloc_consolidate`, `free`) and kept
-/// ~400 MB freed but resident across its per-thread arenas.
+/// ~400 MB freed but resident across its per-thread arenas. The `system-allocator` feature
+/// keeps glibc's, for heap profilers that hook `malloc` (heaptrack, valgrind).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

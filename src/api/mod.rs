@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod meta;
+pub mod packed;
 pub mod resource;
 pub mod selector;
 pub mod status;

@@ -8,7 +8,8 @@
 //! A subscriber that joins late is told of every cached object as Added (and Synced, once
 //! the cache is), as client-go replays its store to a new handler.
 //!
-//! Compact: the cache keeps each object MessagePack-encoded (a pod is ~1.6 KB so, ~16 KB as a
+//! Compact: the cache keeps each object MessagePack-encoded and packed against the first one
+//! it held ([`crate::api::packed`]: a Running pod is ~0.3 KB so, ~1.7 KB encoded, ~16 KB as a
 //! `serde_json::Value`) with the few fields controllers scan by ([`Meta`]): reading an object
 //! decodes it, scanning metadata decodes nothing, and the indexes (namespace, owner uid,
 //! node name) find the objects a reconcile needs without touching the rest.
@@ -28,6 +29,7 @@ use tokio::sync::mpsc;
 use super::Api;
 use crate::api::codec;
 use crate::api::meta;
+use crate::api::packed::{Dictionaries, Packed};
 use crate::api::wire::{event_type, ListOptions};
 
 /// A change the informer saw.
@@ -212,27 +214,34 @@ impl Meta {
     }
 }
 
-/// One cached object: its encoding and its scanned metadata.
+/// Packs a cache's objects against the first one it held (see [`crate::api::packed`]).
+type Packer = Arc<Mutex<Dictionaries>>;
+
+/// One cached object: its encoding, packed, and its scanned metadata.
 struct Entry {
-    bytes: Bytes,
+    packed: Packed,
     meta: Arc<Meta>,
 }
 
 impl Entry {
-    fn of(obj: &Value) -> Entry {
+    fn of(obj: &Value, packer: &Packer) -> Entry {
+        let bytes = codec::value_to_msgpack(obj).unwrap_or_default();
         Entry {
-            bytes: Bytes::from(codec::value_to_msgpack(obj).unwrap_or_default()),
+            packed: packer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pack("", &bytes),
             meta: Arc::new(Meta::of(obj)),
         }
     }
 
     fn decode(&self) -> Value {
-        codec::msgpack_to_value(&self.bytes).unwrap_or(Value::Null)
+        codec::msgpack_to_value(&self.packed.bytes()).unwrap_or(Value::Null)
     }
 
     /// The entry as a notification carries it (nothing decoded).
     fn object(&self) -> Object {
-        Object::new(self.bytes.clone())
+        Object::new(self.packed.bytes())
     }
 }
 
@@ -340,6 +349,7 @@ impl Store {
 #[derive(Clone, Default)]
 pub struct Cache {
     store: Arc<RwLock<Store>>,
+    packer: Packer,
 }
 
 impl Cache {
@@ -511,7 +521,7 @@ async fn run(api: Api, options: ListOptions, transform: Option<Transform>, cache
         // List: replace the cache, notifying the differences. A failed list is retried after
         // a jittered, doubling back-off (100 ms up to 5 s), so that informers cut off together
         // do not relist together.
-        let (resource_version, fresh) = match list(&api, &options, transform).await {
+        let (resource_version, fresh) = match list(&api, &options, transform, &cache.packer).await {
             Ok(l) => l,
             Err(e) => {
                 failures += 1;
@@ -546,7 +556,7 @@ async fn run(api: Api, options: ListOptions, transform: Option<Transform>, cache
             let k = key(meta::namespace(&object), meta::name(&object));
             let note = match ev.event_type.as_str() {
                 event_type::ADDED | event_type::MODIFIED => {
-                    let entry = Entry::of(&object);
+                    let entry = Entry::of(&object, &cache.packer);
                     let new = entry.object();
                     match store.put(k, entry) {
                         Some(old) => Notification::Updated(old.object(), new),
@@ -570,6 +580,7 @@ async fn list(
     api: &Api,
     options: &ListOptions,
     transform: Option<Transform>,
+    packer: &Packer,
 ) -> Result<(String, BTreeMap<String, Entry>), crate::api::Status> {
     let mut fresh = BTreeMap::new();
     let mut opts = options.clone();
@@ -578,7 +589,7 @@ async fn list(
         let page = api.list(&opts).await?;
         resource_version.get_or_insert(page.resource_version);
         for o in page.items {
-            let e = Entry::of(&Transform::value(transform, o));
+            let e = Entry::of(&Transform::value(transform, o), packer);
             fresh.insert(e.meta.key(), e);
         }
         match page.continue_token {
@@ -607,7 +618,7 @@ fn relisted(cache: &Cache, mut fresh: BTreeMap<String, Entry>) {
         let same = store
             .objects
             .get(&k)
-            .is_some_and(|e| e.bytes == entry.bytes);
+            .is_some_and(|e| e.packed == entry.packed);
         if same {
             continue;
         }
@@ -640,11 +651,11 @@ mod tests {
         p
     }
 
-    fn fresh(items: Vec<Value>) -> BTreeMap<String, Entry> {
+    fn fresh(cache: &Cache, items: Vec<Value>) -> BTreeMap<String, Entry> {
         items
             .iter()
             .map(|o| {
-                let e = Entry::of(o);
+                let e = Entry::of(o, &cache.packer);
                 (e.meta.key(), e)
             })
             .collect()
@@ -657,10 +668,10 @@ mod tests {
         cache.write().subscribers.push(tx);
         relisted(
             &cache,
-            fresh(vec![
-                pod("a", Some("n1"), Some("rs1")),
-                pod("b", None, None),
-            ]),
+            fresh(
+                &cache,
+                vec![pod("a", Some("n1"), Some("rs1")), pod("b", None, None)],
+            ),
         );
         assert_eq!(cache.on_node("n1").len(), 1);
         assert_eq!(cache.owned_by("rs1").len(), 1);
@@ -670,7 +681,7 @@ mod tests {
             "a prefix of a namespace is not it"
         );
         // a moves to n2 and loses its owner; b is gone from the next list.
-        relisted(&cache, fresh(vec![pod("a", Some("n2"), None)]));
+        relisted(&cache, fresh(&cache, vec![pod("a", Some("n2"), None)]));
         assert!(cache.on_node("n1").is_empty());
         assert_eq!(cache.on_node("n2").len(), 1);
         assert!(cache.owned_by("rs1").is_empty());
@@ -693,7 +704,7 @@ mod tests {
             ["added", "added", "synced", "deleted", "updated", "synced"]
         );
         // An unchanged relist notifies nothing but Synced.
-        relisted(&cache, fresh(vec![pod("a", Some("n2"), None)]));
+        relisted(&cache, fresh(&cache, vec![pod("a", Some("n2"), None)]));
         assert_eq!(rx.try_recv().unwrap(), Notification::Synced);
         assert!(rx.try_recv().is_err());
         // Metadata without decoding.
