@@ -602,17 +602,25 @@ async fn scale(nodes: usize, fill: usize) {
     let before = rss_mb();
     let started = Instant::now();
     let _components = ActixThread::start(move || async move {
+        // The components with the clients `skiff up` gives them (not the tests' shorter
+        // watch silence).
+        let connect =
+            |user: &str, token: &str| ApiClient::connect(ClientOptions::new(&url, user, token));
         let hollow = actix::Actor::start(skiff::kubelet::hollow::HollowNodes::new(
             skiff::kubelet::hollow::HollowOptions::new("h", nodes),
-            client_for(&url, ADMIN.0, ADMIN.1).await,
+            connect(ADMIN.0, ADMIN.1).await.unwrap(),
         ));
         let scheduler = start_scheduler(
-            client_for(&url, "system:kube-scheduler", "scheduler-token").await,
+            connect("system:kube-scheduler", "scheduler-token")
+                .await
+                .unwrap(),
             "bench",
         )
         .await;
         let controllers = skiff::cmd::components::start_controllers(
-            client_for(&url, "system:kube-controller-manager", "cm-token").await,
+            connect("system:kube-controller-manager", "cm-token")
+                .await
+                .unwrap(),
             "bench",
             Default::default(),
             Default::default(),
@@ -670,8 +678,16 @@ async fn scale(nodes: usize, fill: usize) {
         t.elapsed().as_secs_f64()
     );
 
-    // Startup of 1,000 more at 100/s, with everything above in place.
+    // Startup of 1,000 more at 100/s, with everything above in place; what went wrong
+    // meanwhile (refusals, retries, resumes, relists) counted across it.
+    let before_startup = trouble();
     let (p50, p99) = startup_on(&pods, 1_000, 100.0, "startup", || {}).await;
+    let during: Vec<String> = trouble()
+        .iter()
+        .zip(&before_startup)
+        .map(|((what, now), (_, then))| format!("{what} {:.0}", now - then))
+        .collect();
+    eprintln!("scale: during the startup phase: {}", during.join(", "));
 
     // A LIST of every pod as the server serves it: page after page over NATS (each as large
     // as a message allows, all at the first page's revision), each page's items counted,
@@ -707,6 +723,41 @@ async fn scale(nodes: usize, fill: usize) {
     println!("| scale: startup latency, 1,000 pods at 100/s on top | p50 {p50:.0} ms, p99 {p99:.0} ms (target ≤ 1,000 ms) | |");
     println!("| scale: LIST of all {} pods (paged over NATS, items not decoded by the client) | median {:.2} s, best {:.2} s, worst {:.2} s of 3 (target ≤ 1 s) | |", fill + 1_000, lists[1], lists[0], lists[2]);
     println!("| scale: Leases renewed in the last 15 s | {fresh} of {} | fill: {fill} creates in {created_in:.0} s |", leases.len());
+}
+
+/// Counters of things that delay a request or a watch: refusals, retries, resumes, relists.
+fn trouble() -> Vec<(&'static str, f64)> {
+    let m = skiff::metrics::parse(&skiff::metrics::render()).unwrap_or_default();
+    let v = |n: &str, l: &[(&str, &str)]| skiff::metrics::sample_value(&m, n, l).unwrap_or(0.0);
+    vec![
+        (
+            "shed by the intake",
+            v("apiserver_nats_shed_requests_total", &[]),
+        ),
+        (
+            "refused by flow control",
+            v("apiserver_flowcontrol_rejected_requests_total", &[]),
+        ),
+        ("client retries", v("rest_client_retries_total", &[])),
+        (
+            "client 504s",
+            v("rest_client_requests_total", &[("code", "504")]),
+        ),
+        (
+            "resumes (gap)",
+            v("skiff_watch_resumes_total", &[("cause", "gap")]),
+        ),
+        (
+            "resumes (silence)",
+            v("skiff_watch_resumes_total", &[("cause", "silence")]),
+        ),
+        (
+            "resumes (closed)",
+            v("skiff_watch_resumes_total", &[("cause", "closed")]),
+        ),
+        ("informer relists", v("skiff_informer_relists_total", &[])),
+        ("slow consumers", v("skiff_nats_slow_consumer_total", &[])),
+    ]
 }
 
 /// The objects of a core `resource` as the server lists them: page after page over NATS

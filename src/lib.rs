@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - `api`: wire and object types only — the `Status` error model, the resource table, NATS
-//!   subjects and envelopes, the guarded MessagePack codec, label and field selectors.
+//!   subjects and envelopes, the guarded MessagePack codec, packed objects (LZ4 against a
+//!   per-kind dictionary, for caches), label and field selectors.
 //! - `apiserver`: the ApiServer actor (authentication, registry, validation, watch streams),
 //!   the Store actor it alone owns (`apiserver::store`, private, with its watcher index), the
 //!   NATS bridge (which also ends watches nobody listens to any more), the intake (a thread

@@ -256,9 +256,12 @@ fn skiff_up_runs_a_deployment_of_real_processes() {
     assert!(left.is_empty(), "no server process left: {left:?}");
 }
 
-/// Pids of nats-server processes serving `port`.
+/// Pids of nats-server processes serving `port` (skiff up adds `-c <data-dir>/nats-server.conf`).
 fn nats_servers_on(port: &str) -> Vec<String> {
-    pgrep(&["-f"], &format!("^nats-server -a 127.0.0.1 -p {port}$"))
+    pgrep(
+        &["-f"],
+        &format!("^nats-server -a 127.0.0.1 -p {port}( -c [^ ]+)?$"),
+    )
 }
 
 #[test]

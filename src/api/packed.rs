@@ -16,12 +16,12 @@ use bytes::Bytes;
 /// LZ4 matches reach back at most 64 KiB: a longer dictionary is cut to its end.
 const MAX_DICTIONARY: usize = 64 * 1024;
 
-/// One object, compressed against its kind's dictionary.
+/// One object, compressed against its kind's dictionary; a copy shares both.
 #[derive(Clone)]
 pub struct Packed {
     dictionary: Arc<[u8]>,
-    /// The LZ4 block, with the expanded length before it.
-    data: Box<[u8]>,
+    /// The LZ4 block, with the expanded length before it (shared by copies).
+    data: Bytes,
 }
 
 impl Packed {
@@ -29,8 +29,9 @@ impl Packed {
     pub fn new(bytes: &[u8], dictionary: &Arc<[u8]>) -> Packed {
         Packed {
             dictionary: dictionary.clone(),
-            data: lz4_flex::block::compress_prepend_size_with_dict(bytes, dictionary)
-                .into_boxed_slice(),
+            data: Bytes::from(lz4_flex::block::compress_prepend_size_with_dict(
+                bytes, dictionary,
+            )),
         }
     }
 

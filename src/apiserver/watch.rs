@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::registry::{decode, Filter};
-use super::store::{Event, EventKind, KeyValue, Revision};
+use super::store::{Event, EventKind, Revision, Snapshot};
 use crate::api::resource::ResourceInfo;
 use crate::api::wire::event_type;
 use crate::api::Status;
@@ -40,7 +40,7 @@ pub enum WatchItem {
 /// A running watch. See the module docs.
 pub struct WatchStream {
     /// Objects to announce as ADDED first (watch without a revision).
-    snapshot: std::vec::IntoIter<KeyValue>,
+    snapshot: Snapshot,
     /// Events from the Store.
     events: mpsc::Receiver<Arc<Event>>,
     /// The Store's durable revision.
@@ -95,7 +95,7 @@ impl WatchStream {
     ) -> Self {
         let now = Instant::now();
         WatchStream {
-            snapshot: start.snapshot.into_iter(),
+            snapshot: start.snapshot,
             events: start.events,
             progress: start.progress,
             filter,

@@ -516,7 +516,7 @@ impl Informer {
 }
 
 async fn run(api: Api, options: ListOptions, transform: Option<Transform>, cache: Cache) {
-    let mut failures = 0;
+    let (mut failures, mut listed) = (0, false);
     loop {
         // List: replace the cache, notifying the differences. A failed list is retried after
         // a jittered, doubling back-off (100 ms up to 5 s), so that informers cut off together
@@ -536,6 +536,15 @@ async fn run(api: Api, options: ListOptions, transform: Option<Transform>, cache
             }
         };
         failures = 0;
+        if listed {
+            crate::metrics::counter(
+                "skiff_informer_relists_total",
+                "Lists an informer made again after its first (its watch expired or failed).",
+                &["resource"],
+            )
+            .inc(&[&api.resource]);
+        }
+        listed = true;
         relisted(&cache, fresh);
         // Watch from the list's revision until it expires.
         let mut opts = options.clone();

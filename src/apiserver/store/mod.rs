@@ -16,6 +16,7 @@
 mod backend;
 mod embedded;
 mod memory;
+mod state;
 mod watchers;
 
 pub use watchers::Trigger;
@@ -27,6 +28,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use crate::metrics;
 use actix::prelude::*;
 use bytes::Bytes;
+pub use state::Snapshot;
+use state::State;
 use tokio::sync::{mpsc, oneshot};
 
 pub use backend::{Backend, BackendError, Change};
@@ -171,8 +174,8 @@ struct Pending {
 
 /// The Store actor. See the module docs.
 pub struct Store {
-    /// Committed, durable, visible state; shared read-only with `Reader`s.
-    state: Arc<RwLock<BTreeMap<String, KeyValue>>>,
+    /// Committed, durable, visible state (packed); shared read-only with `Reader`s.
+    state: Arc<RwLock<State>>,
     /// Last durable revision: what reads and watches see.
     revision: Revision,
     /// Last revision handed out (>= revision while a batch is in flight).
@@ -241,11 +244,7 @@ impl Store {
     /// before the actor system serves requests.
     pub fn open(mut backend: Box<dyn Backend>, config: StoreConfig) -> Result<Self, BackendError> {
         let loaded = backend.load()?;
-        let state = loaded
-            .kvs
-            .into_iter()
-            .map(|kv| (kv.key.clone(), kv))
-            .collect::<BTreeMap<_, _>>();
+        let state = State::of(loaded.kvs);
         let (progress, _) = tokio::sync::watch::channel(loaded.revision);
         Ok(Store {
             state: Arc::new(RwLock::new(state)),
@@ -276,7 +275,7 @@ impl Store {
         }
     }
 
-    fn read_state(&self) -> RwLockReadGuard<'_, BTreeMap<String, KeyValue>> {
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
         // Only the Store writes, and it never panics while holding the lock.
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -285,7 +284,7 @@ impl Store {
     fn latest(&self, key: &str) -> Option<KeyValue> {
         match self.overlay.get(key) {
             Some((_, v)) => v.clone(),
-            None => self.read_state().get(key).cloned(),
+            None => self.read_state().get(key),
         }
     }
 
@@ -386,9 +385,7 @@ impl Store {
             for p in batch {
                 let key = &p.event.kv.key;
                 match p.change {
-                    Change::Put(kv) => {
-                        state.insert(kv.key.clone(), kv);
-                    }
+                    Change::Put(kv) => state.insert(kv),
                     Change::Delete(_) => {
                         state.remove(key);
                     }
@@ -566,7 +563,7 @@ impl Handler<Persisted> for Store {
 /// Reads committed keys without a message to the Store (the Store is their only writer).
 #[derive(Clone)]
 pub struct Reader {
-    state: Arc<RwLock<BTreeMap<String, KeyValue>>>,
+    state: Arc<RwLock<State>>,
     progress: tokio::sync::watch::Receiver<Revision>,
 }
 
@@ -577,7 +574,6 @@ impl Reader {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
-            .cloned()
     }
 
     /// Waits (up to `limit`) until the committed revision reaches `rev`: a writer that lost a
@@ -639,10 +635,7 @@ impl Handler<Range> for Store {
             _ => Bound::Included(msg.prefix.clone()),
         };
         let state = self.read_state();
-        let mut current = state
-            .range((start.clone(), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(&msg.prefix))
-            .peekable();
+        let mut current = state.range(start.clone(), &msg.prefix).peekable();
         let mut past = undo
             .range((start, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(&msg.prefix))
@@ -660,7 +653,7 @@ impl Handler<Range> for Store {
                     }
                     past.next().and_then(|(_, v)| v.clone())
                 }
-                (Some(_), _) => current.next().map(|(_, v)| v.clone()),
+                (Some(_), _) => current.next().map(|(_, v)| v),
                 (None, Some(_)) => past.next().and_then(|(_, v)| v.clone()),
             };
             let Some(kv) = next else { continue };
@@ -963,7 +956,7 @@ pub struct Watch {
 /// A started watch.
 pub struct WatchStart {
     /// The keys at `revision`, when the watch asked for a snapshot.
-    pub snapshot: Vec<KeyValue>,
+    pub snapshot: Snapshot,
     /// The revision the watch starts after.
     pub revision: Revision,
     /// Events after `revision`, in order. Ends when the watcher falls too far behind.
@@ -980,16 +973,9 @@ impl Handler<Watch> for Store {
         let (snapshot, after) = match msg.after {
             Some(after) => {
                 self.check_window(after)?;
-                (Vec::new(), after)
+                (Snapshot::empty(), after)
             }
-            None => (
-                self.read_state()
-                    .range(msg.prefix.clone()..)
-                    .take_while(|(k, _)| k.starts_with(&msg.prefix))
-                    .map(|(_, v)| v.clone())
-                    .collect(),
-                self.revision,
-            ),
+            None => (self.read_state().snapshot(&msg.prefix), self.revision),
         };
         let replay: Vec<_> = self
             .history
