@@ -95,21 +95,35 @@ async fn get_vs_echo(rounds: usize) {
 
     let (mut api, mut echo) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
     let mut untraced = Vec::with_capacity(rounds);
-    // Warm up both paths, then alternate blocks so drift hits both sides alike.
+    // Warm up both paths, then alternate blocks so drift hits both sides alike. A block is
+    // long (~0.2 s of GETs) against the tracer's 100 ms batching, so the batches a traced
+    // block leaves behind are sent during the echo block that follows it, not the untraced one.
+    const BLOCK: usize = 1_000;
+    // The spans the collector keeps meanwhile, counted: tracing that silently recorded
+    // nothing would read as free.
+    let collected = || {
+        skiff::metrics::sample_value(
+            &skiff::metrics::parse(&skiff::metrics::render()).unwrap_or_default(),
+            "skiff_trace_spans_collected_total",
+            &[],
+        )
+        .unwrap_or(0.0)
+    };
+    let collected_before = collected();
     for _ in 0..500 {
         client.call_raw(Verb::Get, &req).await.unwrap();
         nats.request_with_headers("bench.echo", headers.clone(), echo_payload.clone())
             .await
             .unwrap();
     }
-    for _ in 0..(rounds / 100) {
-        for _ in 0..100 {
+    for _ in 0..(rounds / BLOCK).max(1) {
+        for _ in 0..BLOCK {
             let t = Instant::now();
             let b = client.call_raw(Verb::Get, &req).await.unwrap();
             api.push(t.elapsed());
             assert_eq!(b.len(), reply_size);
         }
-        for _ in 0..100 {
+        for _ in 0..BLOCK {
             let t = Instant::now();
             let m = nats
                 .request_with_headers("bench.echo", headers.clone(), echo_payload.clone())
@@ -119,7 +133,7 @@ async fn get_vs_echo(rounds: usize) {
             assert_eq!(m.payload.len(), reply_size);
         }
         skiff::trace::set_enabled(false);
-        for _ in 0..100 {
+        for _ in 0..BLOCK {
             let t = Instant::now();
             let b = client.call_raw(Verb::Get, &req).await.unwrap();
             untraced.push(t.elapsed());
@@ -127,6 +141,13 @@ async fn get_vs_echo(rounds: usize) {
         }
         skiff::trace::set_enabled(true);
     }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let spans = collected() - collected_before;
+    assert!(
+        spans >= api.len() as f64,
+        "tracing on: the collector kept {spans} spans for {} GETs",
+        api.len()
+    );
     let mean = |v: &[Duration]| v.iter().map(|d| d.as_secs_f64()).sum::<f64>() / v.len() as f64;
     let (traced_mean, untraced_mean) = (mean(&api), mean(&untraced));
     api.sort();
@@ -172,6 +193,10 @@ async fn get_vs_echo(rounds: usize) {
         untraced_mean * 1e6,
         micros(u50),
         micros(u99)
+    );
+    println!(
+        "| spans collected while on | {:.1} a GET | | |",
+        spans / api.len() as f64
     );
     println!(
         "| cost of tracing | {:+.1}% (target < 10%) | {:+.1}% | {:+.1}% |",
@@ -343,10 +368,12 @@ fn main() {
         // `cargo bench -- --list` / test harness probing: nothing to list.
         return;
     }
-    let rounds: usize = std::env::var("SKIFF_BENCH_ROUNDS")
+    // The GETs come in blocks of 1,000 (longer than the tracer's batching): 30 blocks a side
+    // by default, so that one disturbance of a few milliseconds does not make a p99.
+    let get_rounds: usize = std::env::var("SKIFF_BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000);
+        .unwrap_or(30_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -361,7 +388,7 @@ fn main() {
     if !only_store {
         rt.block_on(async {
             if !only_creates {
-                get_vs_echo(rounds).await;
+                get_vs_echo(get_rounds).await;
             }
             if !only_get {
                 durable_creates().await;

@@ -409,8 +409,13 @@ fn peak_rss_mb() -> f64 {
 
 /// A kB figure of /proc/self/status, in MB.
 fn proc_status_mb(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .expect("reading /proc/self/status for the resident memory");
+    process_status_mb("self", field)
+}
+
+/// A kB figure of /proc/<pid>/status, in MB.
+fn process_status_mb(pid: &str, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("reading /proc/<pid>/status for the resident memory");
     let kb: f64 = status
         .lines()
         .find(|l| l.starts_with(field))
@@ -719,7 +724,13 @@ async fn scale(nodes: usize, fill: usize) {
         })
         .count();
     let (rss, peak) = (rss_mb(), peak_rss_mb());
-    println!("| scale: {nodes} hollow nodes, {fill} running pods, scheduler and controller-manager | resident memory {rss:.0} MB at the end, {peak:.0} MB at the peak (target ≤ 1,024 MB) | baseline {before:.0} MB before the nodes, {with_nodes:.0} MB with the nodes and no pods |");
+    // The bus is part of the control plane: its nats-server's memory counts too.
+    let nats_pid = cluster.nats.pid().to_string();
+    let (nats_rss, nats_peak) = (
+        process_status_mb(&nats_pid, "VmRSS:"),
+        process_status_mb(&nats_pid, "VmHWM:"),
+    );
+    println!("| scale: {nodes} hollow nodes, {fill} running pods, scheduler and controller-manager, and their nats-server | resident memory {:.0} MB at the end, at most {:.0} MB (sum of the peaks; target ≤ 1,024 MB) | this process {rss:.0} MB (peak {peak:.0}; {before:.0} MB before the nodes, {with_nodes:.0} MB with the nodes and no pods), nats-server {nats_rss:.0} MB (peak {nats_peak:.0}) |", rss + nats_rss, peak + nats_peak);
     println!("| scale: startup latency, 1,000 pods at 100/s on top | p50 {p50:.0} ms, p99 {p99:.0} ms (target ≤ 1,000 ms) | |");
     println!("| scale: LIST of all {} pods (paged over NATS, items not decoded by the client) | median {:.2} s, best {:.2} s, worst {:.2} s of 3 (target ≤ 1 s) | |", fill + 1_000, lists[1], lists[0], lists[2]);
     println!("| scale: Leases renewed in the last 15 s | {fresh} of {} | fill: {fill} creates in {created_in:.0} s |", leases.len());

@@ -61,6 +61,10 @@ pub struct ApiServerOptions {
     pub checkpoint_bytes: u64,
     /// The NATS connection requests to kubelets (logs) go out on.
     pub node_nats: Option<async_nats::Client>,
+    /// The connection spans travel on: the collector's and the API server's own span sender.
+    /// A connection of their own keeps span batches out of the socket that carries requests
+    /// and replies (a GET's reply waited behind them); None: `node_nats`.
+    pub trace_nats: Option<async_nats::Client>,
     /// Spans the trace collector keeps.
     pub trace_capacity: usize,
     /// Where to export spans over OTLP/HTTP (`http://host:4318`); None: nowhere.
@@ -83,6 +87,7 @@ impl Default for ApiServerOptions {
             max_batch: 4096,
             checkpoint_bytes: store::DEFAULT_CHECKPOINT_BYTES,
             node_nats: None,
+            trace_nats: None,
             trace_capacity: trace::collector::DEFAULT_CAPACITY,
             otlp_endpoint: None,
             max_requests_inflight: flowcontrol::DEFAULT_SEATS,
@@ -723,7 +728,8 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         .map_err(|s| StartError::Seed(Box::new(s)))?;
     let auth = Arc::new(options.authenticator.clone());
     let mut collector = None;
-    let tracer = match (&options.node_nats, trace::runtime()) {
+    let spans_nats = options.trace_nats.as_ref().or(options.node_nats.as_ref());
+    let tracer = match (spans_nats, trace::runtime()) {
         (Some(nats), Some(rt)) => {
             // The collector keeps every component's spans for `skiff trace`. It and the API
             // server's span sender run on a thread of their own, off the request path.

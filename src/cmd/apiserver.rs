@@ -293,7 +293,7 @@ where
             connect = connect.user_and_password(u.clone(), p.clone());
         }
         // On the intake's thread: the socket is read and written off the request path.
-        let nats = apiserver::intake::connect(connect, config.nats_url.clone())
+        let nats = apiserver::intake::connect(connect.clone(), config.nats_url.clone())
             .await
             .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
         let mut options = options;
@@ -306,6 +306,11 @@ where
             ));
         }
         options.node_nats = Some(nats.clone());
+        // Spans on a connection of their own, read and written on the trace thread.
+        match crate::trace::connect(connect.name("skiff apiserver spans"), config.nats_url.clone()).await {
+            Ok(spans) => options.trace_nats = Some(spans),
+            Err(e) => tracing::warn!(error = %e, "no connection of its own for spans: they share the API server's"),
+        }
         options.otlp_endpoint = config.otlp_endpoint.clone();
         let api = apiserver::start(options).await?;
         let http = match https {

@@ -217,7 +217,15 @@ impl Collector {
         }
         let mut buffer = self.spans.lock().unwrap_or_else(|p| p.into_inner());
         let Buffer { spans, texts } = &mut *buffer;
+        let before = spans.len();
         spans.extend(batch.into_iter().filter_map(|s| texts.keep(s)));
+        crate::metrics::counter(
+            "skiff_trace_spans_collected_total",
+            "Spans the trace collector has kept (it holds the latest of them).",
+            &[],
+        )
+        .with(&[])
+        .add((spans.len() - before) as u64);
         while spans.len() > self.capacity {
             spans.pop_front();
         }

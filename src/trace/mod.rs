@@ -368,8 +368,9 @@ pub fn component_of(user: &str) -> String {
     }
 }
 
-/// How many spans a tracer sends in one message at most.
-const BATCH: usize = 256;
+/// How many spans a tracer sends in one message at most; a full batch is sent at once, so
+/// the work of sending and collecting comes in small pieces, not one burst per [`FLUSH`].
+const BATCH: usize = 64;
 /// How long a span may wait for its batch.
 const FLUSH: Duration = Duration::from_millis(100);
 /// Spans waiting to be sent beyond this are dropped (a stalled bus must not grow memory).
@@ -380,7 +381,24 @@ const QUEUE_LIMIT: usize = 10_000;
 #[derive(Clone)]
 pub struct Tracer {
     component: Arc<str>,
-    sink: Option<mpsc::Sender<SpanRecord>>,
+    sink: Option<Sink>,
+}
+
+/// Where a tracer's spans wait for their batch.
+#[derive(Clone)]
+struct Sink {
+    tx: mpsc::Sender<SpanRecord>,
+    /// Wakes the sender early once a whole batch waits.
+    full: Arc<tokio::sync::Notify>,
+}
+
+impl Sink {
+    fn send(&self, record: SpanRecord) {
+        let _ = self.tx.try_send(record);
+        if self.tx.max_capacity() - self.tx.capacity() >= BATCH {
+            self.full.notify_one();
+        }
+    }
 }
 
 impl Tracer {
@@ -400,6 +418,8 @@ impl Tracer {
             return Tracer::disabled(component);
         };
         let (tx, mut rx) = mpsc::channel::<SpanRecord>(QUEUE_LIMIT);
+        let full = Arc::new(tokio::sync::Notify::new());
+        let woken = full.clone();
         on.spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             loop {
@@ -408,22 +428,34 @@ impl Tracer {
                     None => return,
                 };
                 batch.push(first);
-                let deadline = tokio::time::Instant::now() + FLUSH;
-                while batch.len() < BATCH {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(s)) => batch.push(s),
-                        Ok(None) | Err(_) => break,
+                // The rest of the batch is collected after the wait, not span by span: a
+                // receiver waiting on the channel is woken by every send, a cross-thread
+                // wake-up on each request's path (most of what tracing cost a GET).
+                tokio::select! {
+                    _ = tokio::time::sleep(FLUSH) => {}
+                    _ = woken.notified() => {}
+                }
+                loop {
+                    while batch.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(s) => batch.push(s),
+                            Err(_) => break,
+                        }
+                    }
+                    let more = batch.len() == BATCH;
+                    if let Ok(bytes) = rmp_serde::to_vec_named(&batch) {
+                        let _ = nats.publish(SPANS_SUBJECT, bytes.into()).await;
+                    }
+                    batch.clear();
+                    if !more {
+                        break;
                     }
                 }
-                if let Ok(bytes) = rmp_serde::to_vec_named(&batch) {
-                    let _ = nats.publish(SPANS_SUBJECT, bytes.into()).await;
-                }
-                batch.clear();
             }
         });
         Tracer {
             component: component.into(),
-            sink: Some(tx),
+            sink: Some(Sink { tx, full }),
         }
     }
 
@@ -441,7 +473,7 @@ impl Tracer {
     pub fn finish(&self, span: &Span, outcome: &str) {
         if let Some(sink) = &self.sink {
             if enabled() {
-                let _ = sink.try_send(span.record(&self.component, outcome));
+                sink.send(span.record(&self.component, outcome));
             }
         }
     }
@@ -450,7 +482,7 @@ impl Tracer {
     pub fn emit(&self, record: SpanRecord) {
         if let Some(sink) = &self.sink {
             if enabled() {
-                let _ = sink.try_send(record);
+                sink.send(record);
             }
         }
     }
@@ -469,6 +501,24 @@ pub fn runtime() -> Option<tokio::runtime::Handle> {
         }
     })
     .clone()
+}
+
+/// A NATS connection whose socket is served on the trace thread (so spans' traffic never
+/// waits on a component's threads); on the caller's runtime without that thread.
+pub async fn connect(
+    options: async_nats::ConnectOptions,
+    url: String,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let Some(rt) = runtime() else {
+        return options.connect(url).await;
+    };
+    match rt.spawn(async move { options.connect(url).await }).await {
+        Ok(connected) => connected,
+        Err(e) => Err(async_nats::ConnectError::with_source(
+            async_nats::ConnectErrorKind::Io,
+            e,
+        )),
+    }
 }
 
 /// Object versions (uid, resourceVersion) whose trace this process has seen, oldest first,

@@ -101,6 +101,12 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id (for its resident memory in /proc).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `kill -9` of the server.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -209,6 +215,11 @@ impl InProcess {
                         .expect("nats");
                 let mut options = options;
                 options.node_nats = Some(nats.clone());
+                options.trace_nats = Some(
+                    skiff::trace::connect(async_nats::ConnectOptions::new(), url.clone())
+                        .await
+                        .expect("nats for spans"),
+                );
                 let api = apiserver::start(options).await.expect("api server starts");
                 let bridge = apiserver::serve_nats(api.clone(), nats)
                     .await
