@@ -949,3 +949,168 @@ fn dry_run_deletes_nothing_and_bad_options_act_on_nothing() {
         "a create with a bad dryRun stores nothing"
     );
 }
+
+/// Updates as kube-apiserver's `rest.BeforeUpdate` and storage preconditions treat them: the
+/// URL's namespace fills an absent one and a different one is 400; a uid in a PUT's body is a
+/// precondition (409); a patch may not change the uid (422); a Secret's `stringData` is merged
+/// into `data` on every write and never stored.
+#[test]
+fn updates_check_namespace_and_uid_and_secrets_merge_string_data() {
+    let k = Kube::start();
+    k.ok(&["create", "configmap", "c", "--from-literal=a=1"]);
+    let uid = k.ok(&["get", "cm", "c", "-o", "jsonpath={.metadata.uid}"]);
+    let put = |name: &str, body: &str| {
+        let file = k.data_dir().join(name);
+        std::fs::write(&file, body).unwrap();
+        k.run(&[
+            "replace",
+            "--raw",
+            "/api/v1/namespaces/default/configmaps/c",
+            "-f",
+            file.to_str().unwrap(),
+        ])
+    };
+    let out = put(
+        "no-ns.json",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{"a":"2"}}"#,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(k.ok(&["get", "cm", "c", "-o", "jsonpath={.data.a}"]), "2");
+    let out = put(
+        "other-ns.json",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","namespace":"kube-system"},"data":{"a":"3"}}"#,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            ),
+        "{out:?}"
+    );
+    let out = put(
+        "stale-uid.json",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","uid":"00000000-0000-0000-0000-000000000001"},"data":{"a":"4"}}"#,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(&format!(
+                "Precondition failed: UID in precondition: 00000000-0000-0000-0000-000000000001, UID in object meta: {uid}"
+            )),
+        "{out:?}"
+    );
+    let err = k.fails(&[
+        "patch",
+        "cm",
+        "c",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"uid":"00000000-0000-0000-0000-000000000002"}}"#,
+    ]);
+    assert!(
+        err.contains(r#"metadata.uid: Invalid value: "00000000-0000-0000-0000-000000000002": field is immutable"#),
+        "{err}"
+    );
+    assert_eq!(k.ok(&["get", "cm", "c", "-o", "jsonpath={.data.a}"]), "2");
+    assert_eq!(
+        k.ok(&["get", "cm", "c", "-o", "jsonpath={.metadata.uid}"]),
+        uid
+    );
+
+    // stringData: merged on create, on apply's patch, and never stored.
+    let secret = |value: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\ndata:\n  kept: eA==\nstringData:\n  user: {value}\n"
+        )
+    };
+    let out = k.apply_stdin("apply", &secret("admin"));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "secret",
+            "s",
+            "-o",
+            "jsonpath={.data.user} {.data.kept}"
+        ]),
+        "YWRtaW4= eA=="
+    );
+    let out = k.apply_stdin("apply", &secret("root"));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        k.ok(&["get", "secret", "s", "-o", "jsonpath={.data.user}"]),
+        "cm9vdA=="
+    );
+    assert_eq!(
+        k.ok(&["get", "secret", "s", "-o", "jsonpath={.stringData}"]),
+        "",
+        "stringData is never stored"
+    );
+}
+
+/// The same resourceVersion rules over HTTPS, as kubectl and client-go send them: 422 for
+/// options kube refuses, 504 for a revision from the future, and a watch list that ends its
+/// initial objects with the `k8s.io/initial-events-end` BOOKMARK at once.
+#[test]
+fn list_options_and_watch_lists_over_http() {
+    let k = Kube::start();
+    k.ok(&["create", "configmap", "one", "--from-literal=a=1"]);
+    let err = k.fails(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?resourceVersionMatch=NotOlderThan",
+    ]);
+    assert!(
+        err.contains("resourceVersionMatch is forbidden unless resourceVersion is provided"),
+        "{err}"
+    );
+    let err = k.fails(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true",
+    ]);
+    assert!(
+        err.contains("sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"),
+        "{err}"
+    );
+    let err = k.fails(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?resourceVersion=999999999",
+    ]);
+    assert!(err.contains("Too large resource version"), "{err}");
+
+    let started = std::time::Instant::now();
+    let out = k.ok(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1",
+    ]);
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    // kube-root-ca.crt may not exist here; "one" does, and the annotated bookmark follows
+    // the ADDED events, within the 1 s the watch lasts (bookmarks otherwise come every 5 s).
+    let end = types
+        .iter()
+        .position(|t| *t == "BOOKMARK")
+        .unwrap_or_else(|| panic!("no bookmark: {out}"));
+    assert!(
+        types[..end].iter().all(|t| *t == "ADDED") && end >= 1,
+        "{out}"
+    );
+    assert!(
+        events[..end]
+            .iter()
+            .any(|e| e["object"]["metadata"]["name"] == "one"),
+        "{out}"
+    );
+    assert_eq!(
+        events[end]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true",
+        "{out}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}

@@ -556,15 +556,29 @@ async fn compacted_watch_gets_410_and_informer_relists() {
     let e = w.next().await.unwrap().unwrap_err();
     assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
     assert!(w.next().await.is_none());
-    // A paged list whose snapshot fell out of history is Expired too.
+    // A list at exactly a revision that fell out of history is Expired too; without
+    // `Exact` a revision means "not older than", and the current state answers.
     let e = cms
         .list(&ListOptions {
-            resource_version: Some(old),
+            resource_version: Some(old.clone()),
+            resource_version_match: Some("Exact".into()),
             ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(e.code, 410);
+    let now = cms
+        .list(&ListOptions {
+            resource_version: Some(old),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        now.items.len() >= 30,
+        "the current state: {}",
+        now.items.len()
+    );
 
     // The informer, cut off while more than the history window changes, relists.
     let proxy = proxy::Proxy::start(cluster.nats.port).await;
@@ -702,4 +716,151 @@ async fn large_lists_are_paged_consistently() {
         .await
         .unwrap();
     assert_eq!(limited.items.len(), 7);
+}
+
+/// resourceVersion rules as kube-apiserver applies them, over NATS: "not older than" by
+/// default, `Exact` on request, a revision the Store has not reached is 504 (retry after 1 s)
+/// after a short wait, options kube refuses are 422; and a watch list (`sendInitialEvents`)
+/// sends the current objects, then the `k8s.io/initial-events-end` BOOKMARK at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_version_rules_and_watch_lists() {
+    let cluster = Cluster::start();
+    let client = cluster.client().await;
+    let cms = client.api("", "configmaps", Some("default"));
+    cms.create(&json!({"metadata": {"name": "a"}, "data": {"v": "1"}}))
+        .await
+        .unwrap();
+    let first = cms
+        .list(&ListOptions::default())
+        .await
+        .unwrap()
+        .resource_version;
+    cms.patch("a", None, PatchType::Merge, &json!({"data": {"v": "2"}}))
+        .await
+        .unwrap();
+    cms.create(&json!({"metadata": {"name": "b"}}))
+        .await
+        .unwrap();
+    let at = |rv: &str, m: Option<&str>| ListOptions {
+        resource_version: Some(rv.to_string()),
+        resource_version_match: m.map(String::from),
+        ..Default::default()
+    };
+    // Not older than: today's objects. Exact: as they were.
+    let now = cms.list(&at(&first, None)).await.unwrap();
+    assert_eq!(now.items.len(), 2);
+    let then = cms.list(&at(&first, Some("Exact"))).await.unwrap();
+    assert_eq!(then.items.len(), 1);
+    assert_eq!(then.items[0]["data"]["v"], "1");
+    assert_eq!(then.resource_version, first);
+    // A revision from the future: 504 after the wait, with a retry hint.
+    let future = (now.resource_version.parse::<u64>().unwrap() + 1_000).to_string();
+    let started = std::time::Instant::now();
+    let e = cms.list(&at(&future, None)).await.unwrap_err();
+    assert_eq!((e.code, e.reason.as_str()), (504, "Timeout"), "{e:?}");
+    assert!(e.message.starts_with("Too large resource version"), "{e:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "it waited for the revision"
+    );
+    // Options kube refuses.
+    for (opts, why) in [
+        (
+            ListOptions {
+                resource_version_match: Some("NotOlderThan".into()),
+                ..Default::default()
+            },
+            "resourceVersionMatch is forbidden unless resourceVersion is provided",
+        ),
+        (
+            at(&first, Some("Sometimes")),
+            "Unsupported value: \"Sometimes\"",
+        ),
+        (
+            at("0", Some("Exact")),
+            "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+        ),
+        (
+            ListOptions {
+                send_initial_events: Some(true),
+                ..Default::default()
+            },
+            "sendInitialEvents is forbidden for list",
+        ),
+    ] {
+        let e = cms.list(&opts).await.unwrap_err();
+        assert_eq!(e.code, 422, "{opts:?}: {e:?}");
+        assert!(e.message.contains(why), "{opts:?}: {e:?}");
+    }
+    let mut w = cms.watch(&ListOptions {
+        send_initial_events: Some(true),
+        ..Default::default()
+    });
+    let e = w.next().await.unwrap().unwrap_err();
+    assert_eq!(e.code, 422);
+    assert!(
+        e.message
+            .contains("sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"),
+        "{e:?}"
+    );
+
+    // The watch list: both objects, then the annotated bookmark, well before the 5 s
+    // bookmark interval.
+    let started = std::time::Instant::now();
+    let mut w = cms.watch(&ListOptions {
+        send_initial_events: Some(true),
+        resource_version_match: Some("NotOlderThan".into()),
+        allow_watch_bookmarks: true,
+        ..Default::default()
+    });
+    w.yield_bookmarks = true;
+    let mut seen = Vec::new();
+    let end = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("events")
+            .unwrap()
+            .unwrap();
+        if ev.event_type == "BOOKMARK" {
+            break ev;
+        }
+        assert_eq!(ev.event_type, "ADDED");
+        seen.push(ev.object["metadata"]["name"].as_str().unwrap().to_string());
+    };
+    seen.sort();
+    assert_eq!(seen, ["a", "b"]);
+    assert_eq!(
+        end.object["metadata"]["annotations"]["k8s.io/initial-events-end"], "true",
+        "{end:?}"
+    );
+    assert_eq!(
+        end.object["metadata"]["resourceVersion"],
+        json!(now.resource_version)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // Then changes, as any watch.
+    cms.create(&json!({"metadata": {"name": "c"}}))
+        .await
+        .unwrap();
+    let ev = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("an event")
+            .unwrap()
+            .unwrap();
+        if ev.event_type != "BOOKMARK" {
+            break ev;
+        }
+    };
+    assert_eq!(
+        (
+            ev.event_type.as_str(),
+            ev.object["metadata"]["name"].as_str()
+        ),
+        ("ADDED", Some("c"))
+    );
 }

@@ -88,6 +88,91 @@ pub struct ListOptions {
     pub timeout_seconds: Option<u64>,
     /// Send BOOKMARK events (NATS watches always get them as heartbeats).
     pub allow_watch_bookmarks: bool,
+    /// How `resource_version` applies to a list: `NotOlderThan` (the default for a revision
+    /// given without it) or `Exact`; on a watch only with `send_initial_events`.
+    pub resource_version_match: Option<String>,
+    /// Watch list: true starts the watch with the current objects as ADDED and ends them with
+    /// a BOOKMARK annotated `k8s.io/initial-events-end`; false starts without them.
+    pub send_initial_events: Option<bool>,
+}
+
+/// kube-apiserver's checks of list and watch options (`ValidateListOptions`), as the causes
+/// of a 422 for `ListOptions.meta.k8s.io`.
+pub fn list_options_causes(o: &ListOptions, watch: bool) -> Vec<crate::api::status::StatusCause> {
+    use crate::api::status::StatusCause;
+    let forbidden = |field: &str, why: &str| StatusCause {
+        reason: "FieldValueForbidden".into(),
+        message: format!("Forbidden: {why}"),
+        field: field.into(),
+    };
+    let mut causes = Vec::new();
+    let rv = o.resource_version.as_deref().unwrap_or("");
+    let match_ = o.resource_version_match.as_deref().unwrap_or("");
+    let continues = o.continue_token.as_deref().is_some_and(|c| !c.is_empty());
+    if watch {
+        if o.send_initial_events.is_some() && match_ != "NotOlderThan" {
+            causes.push(forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if !match_.is_empty() {
+            if o.send_initial_events.is_none() {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                ));
+            }
+            if match_ != "NotOlderThan" {
+                causes.push(unsupported(
+                    "resourceVersionMatch",
+                    &format!("{match_:?}"),
+                    &["NotOlderThan"],
+                ));
+            }
+            if continues {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+        }
+        return causes;
+    }
+    if !match_.is_empty() {
+        if rv.is_empty() {
+            causes.push(forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            ));
+        }
+        if continues {
+            causes.push(forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden when continue is provided",
+            ));
+        }
+        if match_ != "Exact" && match_ != "NotOlderThan" {
+            causes.push(unsupported(
+                "resourceVersionMatch",
+                &format!("{match_:?}"),
+                &["Exact", "NotOlderThan", ""],
+            ));
+        }
+        if match_ == "Exact" && rv == "0" {
+            causes.push(forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+            ));
+        }
+    }
+    if o.send_initial_events.is_some() {
+        causes.push(forbidden(
+            "sendInitialEvents",
+            "sendInitialEvents is forbidden for list",
+        ));
+    }
+    causes
 }
 
 /// Preconditions of a delete.

@@ -377,6 +377,11 @@ async fn pump(
                 probe_due = tokio::time::Instant::now(); // every bookmark is a probe
                 event(seq, event_type::BOOKMARK, &bytes)
             }
+            Some(WatchItem::InitialEventsEnd(rev)) => {
+                let obj = crate::api::meta::initial_events_end(info.kind, &info.api_version(), rev);
+                let bytes = codec::value_to_msgpack(&obj).unwrap_or_default();
+                event(seq, event_type::BOOKMARK, &bytes)
+            }
             Some(WatchItem::Error(status)) => {
                 let bytes = codec::encode(&status).unwrap_or_default();
                 event(seq, event_type::ERROR, &bytes)

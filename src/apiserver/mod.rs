@@ -264,6 +264,9 @@ impl Handler<Call> for ApiServer {
                             timeout,
                         );
                         stream.allow_bookmarks = req.list.allow_watch_bookmarks;
+                        if req.list.send_initial_events == Some(true) {
+                            stream.announce_initial_events_end();
+                        }
                         return Ok(Reply::Watch(Box::new(stream)));
                     }
                 };

@@ -315,6 +315,7 @@ impl Registry {
     pub async fn list(&self, req: &Request, max_bytes: usize) -> Result<Bytes, Status> {
         let t = Self::target(req)?;
         let opts = &req.list;
+        check_list_options(opts, false)?;
         let filter = Filter::new(t.info, opts)?;
         let (mut start_after, mut at) = match opts.continue_token.as_deref() {
             Some(tok) if !tok.is_empty() => {
@@ -329,8 +330,16 @@ impl Registry {
             _ => (None, None),
         };
         if at.is_none() {
-            at = meta::parse_revision(opts.resource_version.as_deref().unwrap_or(""))
-                .map_err(Status::bad_request)?;
+            // A revision is "not older than" unless the caller asks for exactly it: the
+            // current state, once the Store has reached it.
+            if let Some(rv) = meta::parse_revision(opts.resource_version.as_deref().unwrap_or(""))
+                .map_err(Status::bad_request)?
+            {
+                self.fresh_as(rv).await?;
+                if opts.resource_version_match.as_deref() == Some("Exact") {
+                    at = Some(rv);
+                }
+            }
         }
         let prefix = t.info.list_prefix(t.namespace.as_deref());
         let limit = opts.limit as usize;
@@ -459,6 +468,7 @@ impl Registry {
         if matches!(t.info.kind, "Pod" | "Deployment" | "ReplicaSet") {
             md.insert("generation".into(), json!(1));
         }
+        normalise(t.info, &mut obj)?;
         defaults(t.info, &mut obj);
         initial_status(t.info, &mut obj);
         let name = meta::name(&obj).to_string();
@@ -631,7 +641,21 @@ impl Registry {
         let expect =
             meta::parse_revision(meta::resource_version(&body)).map_err(Status::bad_request)?;
         let info = t.info;
+        let uid = meta::uid(&body).to_string();
         self.modify(&t, &name, expect, req.dry_run, move |obj| {
+            // The body's uid is a precondition, checked against the stored object (kube's
+            // storage preconditions): 409 before anything else is looked at.
+            if !uid.is_empty() && uid != meta::uid(obj) {
+                return Err(Status::conflict(
+                    info.group,
+                    info.plural,
+                    &name_of(obj),
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta::uid(obj)
+                    ),
+                ));
+            }
             let old = std::mem::replace(obj, body.clone());
             restrict(info, sub.as_deref(), &old, obj)
         })
@@ -756,6 +780,8 @@ impl Registry {
                 return Err(Status::bad_request("the result must be a JSON object"));
             }
             check_type(info, &mut new)?;
+            same_namespace(info, ns, &mut new)?;
+            normalise(info, &mut new)?;
             defaults(info, &mut new);
             strategy(&old, &mut new);
             let errs = validation::validate_update(info.kind, info.namespaced, &old, &new);
@@ -936,9 +962,22 @@ impl Registry {
         req: &Request,
     ) -> Result<(store::WatchStart, Filter, &'static ResourceInfo), Status> {
         let t = Self::target(req)?;
+        check_list_options(&req.list, true)?;
         let filter = Filter::new(t.info, &req.list)?;
-        let after = meta::parse_revision(req.list.resource_version.as_deref().unwrap_or(""))
+        let rv = meta::parse_revision(req.list.resource_version.as_deref().unwrap_or(""))
             .map_err(Status::bad_request)?;
+        let after = match req.list.send_initial_events {
+            // Watch list: the current objects first (at least as fresh as the revision).
+            Some(true) => {
+                if let Some(rv) = rv {
+                    self.fresh_as(rv).await?;
+                }
+                None
+            }
+            // No initial objects: from the revision given, or from now.
+            Some(false) => Some(rv.unwrap_or_else(|| self.reader.revision())),
+            None => rv,
+        };
         let start = self
             .store
             .send(store::Watch {
@@ -950,6 +989,31 @@ impl Registry {
             .map_err(store_down)?
             .map_err(|e| Self::status(t.info, "", e))?;
         Ok((start, filter, t.info))
+    }
+
+    /// Waits (up to 3 s, as kube's watch cache) for the Store to reach `rv`; a revision it
+    /// has not reached by then is "too large" (504, retry after 1 s).
+    async fn fresh_as(&self, rv: Revision) -> Result<(), Status> {
+        if self.reader.revision() < rv {
+            self.reader.wait_for(rv, FRESH_WAIT).await;
+        }
+        let current = self.reader.revision();
+        if current < rv {
+            let mut status = Status::timeout(format!(
+                "Too large resource version: {rv}, current: {current}"
+            ));
+            status.details = Some(crate::api::status::StatusDetails {
+                causes: vec![crate::api::status::StatusCause {
+                    reason: "ResourceVersionTooLarge".into(),
+                    message: "Too large resource version".into(),
+                    field: String::new(),
+                }],
+                retry_after_seconds: Some(1),
+                ..Default::default()
+            });
+            return Err(status);
+        }
+        Ok(())
     }
 
     /// Seeds the namespaces every cluster has.
@@ -1159,8 +1223,19 @@ fn strategy(old: &Value, new: &mut Value) {
     let old_md = old.get("metadata").cloned().unwrap_or(json!({}));
     {
         let md = meta::metadata_mut(new);
+        // A uid the writer gives is kept, so that validation refuses a changed one (422, as
+        // kube's BeforeUpdate); an absent one is the stored one.
+        if md
+            .get("uid")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            match old_md.get("uid") {
+                Some(v) => md.insert("uid".into(), v.clone()),
+                None => md.remove("uid"),
+            };
+        }
         for k in [
-            "uid",
             "creationTimestamp",
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
@@ -1310,6 +1385,95 @@ const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"]
 
 /// Field defaults, as Kubernetes' defaulters set them on every write (so a replaced
 /// template compares equal to the one stored in its ReplicaSet). Idempotent.
+/// How long a read at a revision the Store has not reached waits for it.
+const FRESH_WAIT: Duration = Duration::from_secs(3);
+
+/// List and watch options as kube-apiserver checks them: 422 for `ListOptions`.
+fn check_list_options(opts: &crate::api::wire::ListOptions, watch: bool) -> Result<(), Status> {
+    let causes = crate::api::wire::list_options_causes(opts, watch);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(Status::invalid("meta.k8s.io", "ListOptions", "", causes))
+    }
+}
+
+fn name_of(obj: &Value) -> String {
+    meta::name(obj).to_string()
+}
+
+/// An update's object names its namespace as the URL does (kube's `rest.BeforeUpdate`): an
+/// absent one is the URL's, another one is 400; a cluster-scoped object has none.
+fn same_namespace(info: &ResourceInfo, url: Option<&str>, obj: &mut Value) -> Result<(), Status> {
+    if !info.namespaced {
+        meta::metadata_mut(obj).remove("namespace");
+        return Ok(());
+    }
+    let Some(url) = url else {
+        return Ok(());
+    };
+    let given = meta::namespace(obj).to_string();
+    if given.is_empty() {
+        meta::metadata_mut(obj).insert("namespace".into(), json!(url));
+    } else if given != url {
+        return Err(Status::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    Ok(())
+}
+
+/// What kube's conversion to its internal types does to a written object before defaults:
+/// a Secret's `stringData` is merged into `data` (base64, overriding the same keys) and is
+/// never stored.
+fn normalise(info: &ResourceInfo, obj: &mut Value) -> Result<(), Status> {
+    if info.kind != "Secret" {
+        return Ok(());
+    }
+    let Some(map) = obj.as_object_mut() else {
+        return Ok(());
+    };
+    let string_data = match map.remove("stringData") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            return Err(Status::bad_request(format!(
+                "Secret in version \"v1\" cannot be handled as a Secret: json: cannot unmarshal {} into Go struct field Secret.stringData of type map[string]string",
+                json_kind(&other)
+            )))
+        }
+    };
+    let data = map.entry("data").or_insert_with(|| json!({}));
+    if data.is_null() {
+        *data = json!({});
+    }
+    let Some(data) = data.as_object_mut() else {
+        return Ok(()); // validation refuses a data that is not a map
+    };
+    for (k, v) in string_data {
+        let Some(text) = v.as_str() else {
+            return Err(Status::bad_request(format!(
+                "Secret in version \"v1\" cannot be handled as a Secret: json: cannot unmarshal {} into Go struct field Secret.stringData of type string",
+                json_kind(&v)
+            )));
+        };
+        data.insert(k, json!(super::certs::base64(text.as_bytes())));
+    }
+    Ok(())
+}
+
+/// The JSON type's name as Go's encoding/json words it in an unmarshal error.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
 fn defaults(info: &ResourceInfo, obj: &mut Value) {
     match info.kind {
         "Namespace"

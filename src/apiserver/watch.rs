@@ -33,6 +33,9 @@ pub enum WatchItem {
     },
     /// Every event up to this revision has been delivered.
     Bookmark(Revision),
+    /// A watch list's initial objects have all been delivered, as of this revision: a
+    /// BOOKMARK annotated `k8s.io/initial-events-end: "true"`.
+    InitialEventsEnd(Revision),
     /// The watch failed.
     Error(Box<Status>),
 }
@@ -59,6 +62,8 @@ pub struct WatchStream {
     deadline: Instant,
     /// The caller asked for BOOKMARK events (HTTP); NATS watches always get them.
     pub allow_bookmarks: bool,
+    /// A watch list: the revision its initial objects are at, announced once they are sent.
+    initial_events_end: Option<Revision>,
     /// Counts this watch in `apiserver_watches_open` while it lives.
     _open: OpenWatch,
 }
@@ -105,8 +110,15 @@ impl WatchStream {
             next_bookmark: now + every,
             deadline: now + timeout,
             allow_bookmarks: false,
+            initial_events_end: None,
             _open: OpenWatch::new(info.plural),
         }
+    }
+
+    /// Makes this a watch list (`sendInitialEvents=true`): the end of the initial objects is
+    /// announced with [`WatchItem::InitialEventsEnd`].
+    pub fn announce_initial_events_end(&mut self) {
+        self.initial_events_end = Some(self.last);
     }
 
     /// How often the stream bookmarks when idle.
@@ -135,6 +147,10 @@ impl WatchStream {
                 Ok(false) => {}
                 Err(s) => return Some(WatchItem::Error(Box::new(s))),
             }
+        }
+        if let Some(rev) = self.initial_events_end.take() {
+            self.next_bookmark = Instant::now() + self.every;
+            return Some(WatchItem::InitialEventsEnd(rev));
         }
         loop {
             tokio::select! {

@@ -126,6 +126,12 @@ impl Watcher {
         let mut req = self.api.request(None);
         req.list = self.options.clone();
         req.list.resource_version = self.last.clone();
+        if self.last.is_some() && self.options.send_initial_events.is_some() {
+            // A watch list's initial objects come once: a resume continues from the last
+            // revision seen, as client-go's reflector does.
+            req.list.send_initial_events = None;
+            req.list.resource_version_match = None;
+        }
         req.inbox = Some(inbox);
         let bytes = client.call_raw(Verb::Watch, &req).await?;
         let started: WatchStarted =

@@ -68,4 +68,28 @@ try:
     raise AssertionError("pod a should be gone")
 except client.exceptions.ApiException as e:
     assert e.status == 404, e
+# replace_namespaced_* with a body that names no namespace: the URL's is used.
+cm = core.create_namespaced_config_map(NS, {"metadata": {"name": "r1"}, "data": {"a": "1"}})
+body = {"metadata": {"name": "r1", "resourceVersion": cm.metadata.resource_version}, "data": {"a": "2"}}
+replaced = core.replace_namespaced_config_map("r1", NS, body)
+assert replaced.metadata.namespace == NS and replaced.data == {"a": "2"}, replaced
+# Another namespace in the body: 400, nothing written.
+try:
+    core.replace_namespaced_config_map("r1", NS, {"metadata": {"name": "r1", "namespace": "kube-system"}, "data": {"a": "3"}})
+    raise AssertionError("a mismatched namespace must be refused")
+except client.exceptions.ApiException as e:
+    assert e.status == 400, e
+# A uid in the body is a precondition: 409 when it is another object's.
+try:
+    core.replace_namespaced_config_map("r1", NS, {"metadata": {"name": "r1", "uid": "00000000-0000-0000-0000-000000000001"}, "data": {"a": "4"}})
+    raise AssertionError("a stale uid must be refused")
+except client.exceptions.ApiException as e:
+    assert e.status == 409 and "Precondition failed: UID in precondition" in e.body, e
+assert core.read_namespaced_config_map("r1", NS).data == {"a": "2"}
+# A Secret's stringData is merged into data and never stored.
+secret = core.create_namespaced_secret(NS, {"metadata": {"name": "s1"}, "stringData": {"user": "admin"}, "data": {"old": "eA=="}})
+assert secret.data == {"old": "eA==", "user": "YWRtaW4="}, secret.data
+assert secret.string_data is None, secret.string_data
+core.delete_namespaced_config_map("r1", NS)
+core.delete_namespaced_secret("s1", NS)
 print("python client: ok")

@@ -552,6 +552,10 @@ async fn resource_call(
             resource_version: param(&q, "resourceVersion").map(String::from),
             timeout_seconds: param(&q, "timeoutSeconds").and_then(|v| v.parse().ok()),
             allow_watch_bookmarks: truthy(param(&q, "allowWatchBookmarks")),
+            resource_version_match: param(&q, "resourceVersionMatch")
+                .filter(|v| !v.is_empty())
+                .map(String::from),
+            send_initial_events: param(&q, "sendInitialEvents").map(|v| truthy(Some(v))),
         },
         ..Default::default()
     };
@@ -762,6 +766,12 @@ fn watch_response(stream: WatchStream, table: bool, include: table::Include) -> 
                         continue;
                     }
                     json!({"type": event_type::BOOKMARK, "object": {"kind": info.kind, "apiVersion": info.api_version(), "metadata": {"resourceVersion": rev.to_string()}}})
+                }
+                WatchItem::InitialEventsEnd(rev) => {
+                    if !bookmarks {
+                        continue;
+                    }
+                    json!({"type": event_type::BOOKMARK, "object": crate::api::meta::initial_events_end(info.kind, &info.api_version(), rev)})
                 }
                 WatchItem::Error(status) => json!({"type": event_type::ERROR, "object": *status}),
             };

@@ -578,6 +578,11 @@ impl Reader {
             .get(key)
     }
 
+    /// The committed revision.
+    pub fn revision(&self) -> Revision {
+        *self.progress.borrow()
+    }
+
     /// Waits (up to `limit`) until the committed revision reaches `rev`: a writer that lost a
     /// compare-and-swap to a write still being made durable retries once that write is
     /// visible, instead of spinning on the old value.
