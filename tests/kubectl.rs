@@ -1114,3 +1114,67 @@ fn list_options_and_watch_lists_over_http() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// DELETE on a collection (what client-go's `DeleteCollection` and the Python client's
+/// `delete_collection_*` send): the selected objects only, with the DeleteOptions' dry run
+/// and preconditions honoured per object; refused options delete nothing.
+#[test]
+fn delete_collection_deletes_what_the_selectors_select() {
+    let k = Kube::start();
+    for (name, tier) in [("a", "web"), ("b", "web"), ("c", "db")] {
+        k.ok(&["create", "configmap", name]);
+        k.ok(&["label", "configmap", name, &format!("tier={tier}")]);
+    }
+    let names = || {
+        k.ok(&[
+            "get",
+            "cm",
+            "-l",
+            "tier",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+    };
+    // Dry run in the body, as client-go sends it: nothing goes.
+    let body = k.data_dir().join("dry.json");
+    std::fs::write(
+        &body,
+        r#"{"kind":"DeleteOptions","apiVersion":"v1","dryRun":["All"]}"#,
+    )
+    .unwrap();
+    let out = k.run(&[
+        "delete",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?labelSelector=tier%3Dweb",
+        "-f",
+        body.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["kind"], "ConfigMapList", "{answer}");
+    assert_eq!(
+        answer["items"].as_array().map(Vec::len),
+        Some(2),
+        "{answer}"
+    );
+    assert_eq!(names(), "a b c");
+    // A refused option: 422, nothing goes.
+    let err = k.fails(&[
+        "delete",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?labelSelector=tier%3Dweb&propagationPolicy=Sideways",
+    ]);
+    assert!(err.contains("Unsupported value: \"Sideways\""), "{err}");
+    assert_eq!(names(), "a b c");
+    // For real: the selected ones only.
+    let out = k.ok(&[
+        "delete",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?labelSelector=tier%3Dweb",
+    ]);
+    assert!(out.contains("ConfigMapList"), "{out}");
+    assert_eq!(names(), "c");
+    // Discovery says so, as kube's does.
+    let out = k.ok(&["api-resources", "--verbs=deletecollection", "-o", "name"]);
+    assert!(out.lines().any(|l| l == "configmaps"), "{out}");
+}

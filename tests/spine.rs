@@ -863,4 +863,45 @@ async fn resource_version_rules_and_watch_lists() {
         ),
         ("ADDED", Some("c"))
     );
+
+    // deletecollection over NATS: a dry run in the options deletes nothing, then the
+    // selected objects go and the others stay.
+    let names = |l: &Value| {
+        let mut v: Vec<String> = l["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let by_name = ListOptions {
+        field_selector: Some("metadata.name!=c".into()),
+        ..Default::default()
+    };
+    let dry = cms
+        .delete_collection(
+            &by_name,
+            &DeleteOptions {
+                dry_run: Some(vec!["All".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(names(&dry), ["a", "b"]);
+    assert_eq!(
+        cms.list(&ListOptions::default()).await.unwrap().items.len(),
+        3
+    );
+    let gone = cms
+        .delete_collection(&by_name, &DeleteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(gone["kind"], "ConfigMapList");
+    assert_eq!(names(&gone), ["a", "b"]);
+    let left = cms.list(&ListOptions::default()).await.unwrap().items;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["metadata"]["name"], "c");
 }

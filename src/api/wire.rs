@@ -24,6 +24,8 @@ pub enum Verb {
     Patch,
     /// Delete one object.
     Delete,
+    /// Delete every object a list's selectors match (`DELETE` on a collection).
+    DeleteCollection,
     /// Stream changes to the caller's inbox.
     Watch,
 }
@@ -38,6 +40,7 @@ impl Verb {
             Verb::Update => "update",
             Verb::Patch => "patch",
             Verb::Delete => "delete",
+            Verb::DeleteCollection => "deletecollection",
             Verb::Watch => "watch",
         }
     }
@@ -51,6 +54,7 @@ impl Verb {
             "update" => Verb::Update,
             "patch" => Verb::Patch,
             "delete" => Verb::Delete,
+            "deletecollection" => Verb::DeleteCollection,
             "watch" => Verb::Watch,
             _ => return None,
         })

@@ -249,6 +249,7 @@ impl Handler<Call> for ApiServer {
                     Verb::Update => registry.update(req).await,
                     Verb::Patch => registry.patch(req).await,
                     Verb::Delete => registry.delete(req).await,
+                    Verb::DeleteCollection => registry.delete_collection(req).await,
                     Verb::Watch => {
                         let (start, filter, info) = registry.watch(req).await?;
                         let timeout = req

@@ -844,6 +844,60 @@ impl Registry {
         ))
     }
 
+    /// DELETECOLLECTION: every object the list options select, each deleted as by DELETE
+    /// with the same options (dry run, preconditions, propagation, grace); one already gone
+    /// is skipped. Answers the `<Kind>List` of what was deleted (or now waits), as kube does.
+    pub async fn delete_collection(&self, req: &Request) -> Result<Bytes, Status> {
+        let t = Self::target(req)?;
+        let ns = Self::namespace_of(&t)?;
+        check_list_options(&req.list, false)?;
+        let opts = req.delete.clone().unwrap_or_default();
+        // Refused options act on nothing: checked before the first delete.
+        opts.validate()?;
+        let filter = Filter::new(t.info, &req.list)?;
+        let page = self
+            .store
+            .send(store::Range {
+                prefix: t.info.list_prefix(ns),
+                start_after: None,
+                limit: 0,
+                max_bytes: 0,
+                at: None,
+            })
+            .await
+            .map_err(store_down)?
+            .map_err(|e| Self::status(t.info, "", e))?;
+        let mut deleted = Vec::new();
+        for kv in page.kvs {
+            if !filter.matches_bytes(&kv.value)? {
+                continue;
+            }
+            let mut one = req.clone();
+            one.name = Some(meta::name(&decode(&kv.value)?).to_string());
+            one.list = Default::default();
+            match self.delete(&one).await {
+                Ok(bytes) => deleted.push(bytes),
+                Err(s) if s.code == 404 => {}
+                Err(s) => return Err(s),
+            }
+        }
+        let mut md = serde_json::Map::new();
+        md.insert(
+            "resourceVersion".into(),
+            json!(self.reader.revision().to_string()),
+        );
+        let md = codec::encode(&md).map_err(|e| Status::internal(e.to_string()))?;
+        let mut w = MapWriter::new(4);
+        w.str("kind", &t.info.list_kind())
+            .str("apiVersion", &t.info.api_version())
+            .raw("metadata", &md)
+            .array("items", deleted.len() as u32);
+        for item in &deleted {
+            w.raw_item(item);
+        }
+        Ok(Bytes::from(w.finish()))
+    }
+
     /// DELETE: graceful for scheduled pods, deferred while finalizers remain, immediate
     /// otherwise. Answers the object as it was deleted (or as it now waits).
     pub async fn delete(&self, req: &Request) -> Result<Bytes, Status> {

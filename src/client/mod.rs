@@ -542,6 +542,18 @@ impl Api {
         self.call(Verb::Delete, &r).await
     }
 
+    /// Deletes every object `list` selects, each with `options`; the objects deleted.
+    pub async fn delete_collection(
+        &self,
+        list: &ListOptions,
+        options: &DeleteOptions,
+    ) -> Result<Value, Status> {
+        let mut r = self.request(None);
+        r.list = list.clone();
+        r.delete = Some(options.clone());
+        self.call(Verb::DeleteCollection, &r).await
+    }
+
     /// Watches from `options.resource_version` ("" for the current objects first, as
     /// ADDED), resuming by itself after gaps, silences and server restarts. Ends with an
     /// Expired error when the revision is no longer in history: relist then.

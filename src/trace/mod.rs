@@ -307,6 +307,7 @@ pub fn verb_name(prefix: Side, verb: crate::api::wire::Verb) -> &'static str {
         (Side::Client, Update) => "ApiClient/update",
         (Side::Client, Patch) => "ApiClient/patch",
         (Side::Client, Delete) => "ApiClient/delete",
+        (Side::Client, DeleteCollection) => "ApiClient/deletecollection",
         (Side::Client, Watch) => "ApiClient/watch",
         (Side::Server, Get) => "ApiServer/get",
         (Side::Server, List) => "ApiServer/list",
@@ -314,6 +315,7 @@ pub fn verb_name(prefix: Side, verb: crate::api::wire::Verb) -> &'static str {
         (Side::Server, Update) => "ApiServer/update",
         (Side::Server, Patch) => "ApiServer/patch",
         (Side::Server, Delete) => "ApiServer/delete",
+        (Side::Server, DeleteCollection) => "ApiServer/deletecollection",
         (Side::Server, Watch) => "ApiServer/watch",
     }
 }

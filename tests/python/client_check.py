@@ -92,4 +92,12 @@ assert secret.data == {"old": "eA==", "user": "YWRtaW4="}, secret.data
 assert secret.string_data is None, secret.string_data
 core.delete_namespaced_config_map("r1", NS)
 core.delete_namespaced_secret("s1", NS)
+# deletecollection: by label, dry run first (deletes nothing), then for real.
+for i in range(3):
+    core.create_namespaced_config_map(NS, {"metadata": {"name": f"dc{i}", "labels": {"batch": "x" if i < 2 else "y"}}})
+core.delete_collection_namespaced_config_map(NS, label_selector="batch=x", dry_run="All")
+assert len(core.list_namespaced_config_map(NS, label_selector="batch").items) == 3
+core.delete_collection_namespaced_config_map(NS, label_selector="batch=x")
+left = [c.metadata.name for c in core.list_namespaced_config_map(NS, label_selector="batch").items]
+assert left == ["dc2"], left
 print("python client: ok")

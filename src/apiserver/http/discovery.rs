@@ -68,7 +68,14 @@ pub fn api_group(group: &str) -> Option<Value> {
 /// Every served resource takes every verb (subresources list their own).
 fn verbs(_: &ResourceInfo) -> Vec<&'static str> {
     vec![
-        "create", "delete", "get", "list", "patch", "update", "watch",
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
     ]
 }
 

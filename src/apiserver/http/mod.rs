@@ -601,7 +601,7 @@ async fn resource_call(
             request.body = Some(parse_json(&body)?);
             Verb::Patch
         }
-        (Method::DELETE, Some(_)) => {
+        (Method::DELETE, name) => {
             let mut opts: DeleteOptions = if body.iter().all(u8::is_ascii_whitespace) {
                 DeleteOptions::default()
             } else if content_type(req).contains("protobuf") {
@@ -621,7 +621,11 @@ async fn resource_call(
                 opts.propagation_policy = Some(p.into());
             }
             request.delete = Some(opts);
-            Verb::Delete
+            if name.is_some() {
+                Verb::Delete
+            } else {
+                Verb::DeleteCollection
+            }
         }
         (m, _) => {
             return Err(Status::method_not_allowed(format!(
