@@ -1081,6 +1081,19 @@ fn list_options_and_watch_lists_over_http() {
     ]);
     assert!(err.contains("Too large resource version"), "{err}");
 
+    // Field selectors kube's pods and nodes take; an unset bool selects as false.
+    let out = k.apply_stdin("create", &pod("plain", "{app: plain}", None));
+    assert!(out.status.success(), "{out:?}");
+    let out = k.ok(&[
+        "get",
+        "pods",
+        "--field-selector",
+        "spec.hostNetwork=false,status.podIP=",
+        "-o",
+        "name",
+    ]);
+    assert!(out.lines().any(|l| l == "pod/plain"), "{out}");
+
     let started = std::time::Instant::now();
     let out = k.ok(&[
         "get",

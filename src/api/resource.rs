@@ -112,6 +112,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         has_scale: false,
         extra_fields: &[
             "spec.nodeName",
+            "spec.hostNetwork",
             "spec.restartPolicy",
             "spec.schedulerName",
             "spec.serviceAccountName",

@@ -1122,13 +1122,22 @@ pub fn field_value<'a>(obj: &'a Value, path: &str) -> Cow<'a, str> {
         };
         match next {
             Some(v) => current = v,
-            None => return Cow::Borrowed(""),
+            None => return Cow::Borrowed(unset_field(path)),
         }
     }
     match current {
-        Value::Null => Cow::Borrowed(""),
+        Value::Null => Cow::Borrowed(unset_field(path)),
         Value::String(s) => Cow::Borrowed(s),
         other => Cow::Owned(other.to_string()),
+    }
+}
+
+/// What an unset selectable field reads as: kube selects on Go struct fields, so an unset
+/// bool is `false` (`spec.unschedulable=false` matches a node that never set it).
+fn unset_field(path: &str) -> &'static str {
+    match path {
+        "spec.unschedulable" | "spec.hostNetwork" => "false",
+        _ => "",
     }
 }
 
@@ -1803,6 +1812,20 @@ mod tests {
     }
 
     // ----- field selectors -----
+
+    #[test]
+    fn unset_bool_fields_select_as_false_as_in_kube() {
+        let node = json!({"metadata": {"name": "n1"}, "spec": {}});
+        assert!(fsel("spec.unschedulable=false").matches(&node));
+        assert!(!fsel("spec.unschedulable=true").matches(&node));
+        let cordoned = json!({"metadata": {"name": "n2"}, "spec": {"unschedulable": true}});
+        assert!(fsel("spec.unschedulable=true").matches(&cordoned));
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": []}});
+        assert!(fsel("spec.hostNetwork=false").matches(&pod));
+        assert!(fsel("spec.hostNetwork!=true").matches(&pod));
+        // Other unset fields read as empty.
+        assert!(fsel("spec.nodeName=").matches(&pod));
+    }
 
     #[test]
     fn empty_field_selector() {

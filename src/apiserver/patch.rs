@@ -129,6 +129,20 @@ pub fn apply(
                         }
                     }
                 }
+                // kube's JSON patch (evanphx/json-patch) passes a `test` of null against a
+                // member that is absent from an object that exists: kube-rs' finalizer
+                // helper sends one before it adds the first finalizer.
+                if let json_patch::PatchOperation::Test(t) = op {
+                    if t.value.is_null()
+                        && t.path.resolve(&patched).is_err()
+                        && t.path
+                            .parent()
+                            .and_then(|p| p.resolve(&patched).ok())
+                            .is_some_and(Value::is_object)
+                    {
+                        continue;
+                    }
+                }
                 json_patch::patch_unsafe(&mut patched, std::slice::from_ref(op)).map_err(|e| {
                     invalid(format!(
                         "the JSON patch could not be applied: operation {i}: {}",
@@ -827,6 +841,32 @@ mod tests {
                 "addresses": [{"type": "InternalIP", "address": "10.1.1.1"}]
             }
         })
+    }
+
+    #[test]
+    fn a_json_patch_test_of_null_passes_for_an_absent_member_as_kube_s_does() {
+        use crate::api::wire::PatchType;
+        // kube-rs' finalizer(): test that finalizers are absent, then add the first one.
+        let mut cm = json!({"metadata": {"name": "c"}});
+        let patch = json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["x"]}
+        ]);
+        super::apply("ConfigMap", &mut cm, PatchType::Json, &patch).unwrap();
+        assert_eq!(cm["metadata"]["finalizers"], json!(["x"]));
+        // Present: the test fails; a missing parent fails too; a non-null test of an absent
+        // member fails.
+        for (path, value) in [
+            ("/metadata/finalizers", json!(null)),
+            ("/spec/missing", json!(null)),
+            ("/metadata/labels", json!({})),
+        ] {
+            let mut obj = cm.clone();
+            let patch = json!([{"op": "test", "path": path, "value": value}]);
+            let e = super::apply("ConfigMap", &mut obj, PatchType::Json, &patch).unwrap_err();
+            assert_eq!(e.code, 422, "{path}: {e:?}");
+            assert_eq!(obj, cm);
+        }
     }
 
     #[test]
