@@ -1191,3 +1191,85 @@ fn delete_collection_deletes_what_the_selectors_select() {
     let out = k.ok(&["api-resources", "--verbs=deletecollection", "-o", "name"]);
     assert!(out.lines().any(|l| l == "configmaps"), "{out}");
 }
+
+/// Pods kube-apiserver refuses, refused here with the same words (validation: 422;
+/// priority admission: 403), and the priority it computes written on those it takes.
+#[test]
+fn pods_kube_refuses_are_refused_alike() {
+    let k = Kube::start();
+    let pod_with = |name: &str, spec: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{spec}")
+    };
+    let main = "  containers:\n  - name: main\n    image: busybox\n";
+    let cases = [
+        (
+            "no-handler",
+            format!("{main}    livenessProbe:\n      periodSeconds: 5\n"),
+            "spec.containers[0].livenessProbe: Required value: must specify a handler type",
+        ),
+        (
+            "two-handlers",
+            format!("{main}    readinessProbe:\n      exec:\n        command: [\"true\"]\n      tcpSocket:\n        port: 80\n"),
+            "spec.containers[0].readinessProbe.tcpSocket: Forbidden: may not specify more than 1 handler type",
+        ),
+        (
+            "liveness-twice",
+            format!("{main}    livenessProbe:\n      exec:\n        command: [\"true\"]\n      successThreshold: 2\n"),
+            "spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1",
+        ),
+        (
+            "bogus-field",
+            format!("{main}    env:\n    - name: X\n      valueFrom:\n        fieldRef:\n          fieldPath: spec.bogus\n"),
+            r#"spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: Unsupported value: "spec.bogus": supported values: "metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName", "spec.serviceAccountName", "status.hostIP", "status.hostIPs", "status.podIP", "status.podIPs""#,
+        ),
+        (
+            "in-no-values",
+            format!("{main}  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n        - matchExpressions:\n          - key: zone\n            operator: In\n"),
+            "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'",
+        ),
+        (
+            "host-port",
+            format!("  hostNetwork: true\n{main}    ports:\n    - containerPort: 80\n      hostPort: 8080\n"),
+            "spec.containers[0].ports[0].hostPort: Invalid value: 8080: must match `containerPort` when `hostNetwork` is true",
+        ),
+        (
+            "init-readiness",
+            format!("  initContainers:\n  - name: setup\n    image: busybox\n    readinessProbe:\n      exec:\n        command: [\"true\"]\n{main}"),
+            "spec.initContainers[0].readinessProbe: Forbidden: may not be set for init containers without restartPolicy=Always",
+        ),
+        (
+            "given-priority",
+            format!("  priority: 5\n{main}"),
+            "the integer value of priority (5) must not be provided in pod spec; priority admission controller computed 0 from the given PriorityClass name",
+        ),
+        (
+            "unknown-class",
+            format!("  priorityClassName: gold\n{main}"),
+            "no PriorityClass with name gold was found",
+        ),
+    ];
+    for (name, spec, want) in &cases {
+        let out = k.apply_stdin("create", &pod_with(name, spec));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name} was accepted");
+        assert!(err.contains(want), "{name}: {err}");
+    }
+    assert_eq!(k.ok(&["get", "pods", "-o", "name"]), "", "none was stored");
+    // A sidecar may have probes; a known class gives its priority.
+    let ok = pod_with(
+        "fine",
+        &format!("  priorityClassName: system-cluster-critical\n  initContainers:\n  - name: proxy\n    image: busybox\n    restartPolicy: Always\n    readinessProbe:\n      exec:\n        command: [\"true\"]\n{main}"),
+    );
+    let out = k.apply_stdin("create", &ok);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pod",
+            "fine",
+            "-o",
+            "jsonpath={.spec.priority} {.spec.preemptionPolicy}"
+        ]),
+        "2000000000 PreemptLowerPriority"
+    );
+}

@@ -470,6 +470,9 @@ impl Registry {
         }
         normalise(t.info, &mut obj)?;
         defaults(t.info, &mut obj);
+        if t.info.kind == "Pod" {
+            admit_priority(&mut obj)?;
+        }
         initial_status(t.info, &mut obj);
         let name = meta::name(&obj).to_string();
         let errs = validation::validate_create(t.info.kind, t.info.namespaced, &obj);
@@ -1439,6 +1442,56 @@ const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"]
 
 /// Field defaults, as Kubernetes' defaulters set them on every write (so a replaced
 /// template compares equal to the one stored in its ReplicaSet). Idempotent.
+/// The PriorityClasses every cluster has (Skiff serves no others yet).
+const SYSTEM_PRIORITY_CLASSES: [(&str, i64); 2] = [
+    ("system-node-critical", 2_000_001_000),
+    ("system-cluster-critical", 2_000_000_000),
+];
+
+/// kube's Priority admission on a pod create: `spec.priority` is computed from
+/// `spec.priorityClassName` (0 without one), never given; an unknown class is 403.
+fn admit_priority(pod: &mut Value) -> Result<(), Status> {
+    let name = meta::name(pod).to_string();
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    let class = spec
+        .get("priorityClassName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let computed = if class.is_empty() {
+        0
+    } else {
+        match SYSTEM_PRIORITY_CLASSES.iter().find(|(c, _)| *c == class) {
+            Some((_, p)) => *p,
+            None => {
+                return Err(Status::forbidden_on(
+                    "",
+                    "pods",
+                    &name,
+                    &format!("no PriorityClass with name {class} was found"),
+                ))
+            }
+        }
+    };
+    if let Some(given) = spec.get("priority").filter(|v| !v.is_null()) {
+        if given.as_i64() != Some(computed) {
+            return Err(Status::forbidden_on(
+                "",
+                "pods",
+                &name,
+                &format!(
+                    "the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {computed} from the given PriorityClass name"
+                ),
+            ));
+        }
+    }
+    spec.insert("priority".into(), json!(computed));
+    spec.entry("preemptionPolicy")
+        .or_insert(json!("PreemptLowerPriority"));
+    Ok(())
+}
+
 /// How long a read at a revision the Store has not reached waits for it.
 const FRESH_WAIT: Duration = Duration::from_secs(3);
 

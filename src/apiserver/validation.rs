@@ -1414,6 +1414,96 @@ fn validate_pod_spec(spec: &core::PodSpec, path: &str, errs: &mut Errs) {
         &child(path, "tolerations"),
         errs,
     );
+    if spec.host_network == Some(true) {
+        for (list, containers) in [
+            ("containers", Some(&spec.containers)),
+            ("initContainers", spec.init_containers.as_ref()),
+        ] {
+            for (i, c) in containers.into_iter().flatten().enumerate() {
+                for (j, port) in c.ports.iter().flatten().enumerate() {
+                    if let Some(h) = port
+                        .host_port
+                        .filter(|&h| h != 0 && h != port.container_port)
+                    {
+                        errs.push(FieldError::invalid(
+                            child(
+                                &index(&child(&index(&child(path, list), i), "ports"), j),
+                                "hostPort",
+                            ),
+                            h.to_string(),
+                            "must match `containerPort` when `hostNetwork` is true",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(na) = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+    {
+        let na_path = child(&child(path, "affinity"), "nodeAffinity");
+        if let Some(req) = &na.required_during_scheduling_ignored_during_execution {
+            let p = child(&na_path, "requiredDuringSchedulingIgnoredDuringExecution");
+            if req.node_selector_terms.is_empty() {
+                errs.push(FieldError::required(
+                    child(&p, "nodeSelectorTerms"),
+                    "must have at least one node selector term",
+                ));
+            }
+            for (i, term) in req.node_selector_terms.iter().enumerate() {
+                validate_node_selector_term(term, &index(&child(&p, "nodeSelectorTerms"), i), errs);
+            }
+        }
+        for (i, pref) in na
+            .preferred_during_scheduling_ignored_during_execution
+            .iter()
+            .flatten()
+            .enumerate()
+        {
+            let p = index(
+                &child(&na_path, "preferredDuringSchedulingIgnoredDuringExecution"),
+                i,
+            );
+            if !(1..=100).contains(&pref.weight) {
+                errs.push(FieldError::invalid(
+                    child(&p, "weight"),
+                    pref.weight.to_string(),
+                    "must be in the range 1-100",
+                ));
+            }
+            validate_node_selector_term(&pref.preference, &child(&p, "preference"), errs);
+        }
+    }
+}
+
+/// A node selector term's requirements, as kube's `validateNodeSelectorRequirement`.
+fn validate_node_selector_term(term: &core::NodeSelectorTerm, path: &str, errs: &mut Errs) {
+    for (i, rq) in term.match_expressions.iter().flatten().enumerate() {
+        let p = index(&child(path, "matchExpressions"), i);
+        let n = rq.values.as_ref().map_or(0, Vec::len);
+        match rq.operator.as_str() {
+            "In" | "NotIn" if n == 0 => errs.push(FieldError::required(
+                child(&p, "values"),
+                "must be specified when `operator` is 'In' or 'NotIn'",
+            )),
+            "Exists" | "DoesNotExist" if n > 0 => errs.push(FieldError::forbidden(
+                child(&p, "values"),
+                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+            )),
+            "Gt" | "Lt" if n != 1 => errs.push(FieldError::required(
+                child(&p, "values"),
+                "must be specified single value when `operator` is 'Lt' or 'Gt'",
+            )),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" | "Gt" | "Lt" => {}
+            other => errs.push(FieldError::invalid(
+                child(&p, "operator"),
+                q(other),
+                "not a valid selector operator",
+            )),
+        }
+    }
 }
 
 /// Checks volumes and returns their names.
@@ -1519,6 +1609,34 @@ fn validate_container(
             ));
         }
     }
+    // A plain init container runs to completion: no probes, no lifecycle hooks (a sidecar,
+    // an init container with restartPolicy Always, may have them).
+    let sidecar = is_init && c.restart_policy.as_deref() == Some("Always");
+    if is_init && !sidecar {
+        for (field, set) in [
+            ("lifecycle", c.lifecycle.is_some()),
+            ("livenessProbe", c.liveness_probe.is_some()),
+            ("readinessProbe", c.readiness_probe.is_some()),
+            ("startupProbe", c.startup_probe.is_some()),
+        ] {
+            if set {
+                errs.push(FieldError::forbidden(
+                    child(path, field),
+                    "may not be set for init containers without restartPolicy=Always",
+                ));
+            }
+        }
+    } else {
+        for (field, probe, one_success) in [
+            ("livenessProbe", &c.liveness_probe, true),
+            ("readinessProbe", &c.readiness_probe, false),
+            ("startupProbe", &c.startup_probe, true),
+        ] {
+            if let Some(probe) = probe {
+                validate_probe(probe, &child(path, field), one_success, errs);
+            }
+        }
+    }
     validate_ports(
         c.ports.as_deref().unwrap_or_default(),
         &child(path, "ports"),
@@ -1543,6 +1661,101 @@ fn validate_container(
         &child(path, "volumeMounts"),
         errs,
     );
+}
+
+/// A probe as kube's `validateProbe`: one handler exactly, non-negative timings; a liveness
+/// or startup probe succeeds once (`successThreshold` 1).
+fn validate_probe(probe: &core::Probe, path: &str, one_success: bool, errs: &mut Errs) {
+    let handlers = [
+        ("exec", probe.exec.is_some()),
+        ("httpGet", probe.http_get.is_some()),
+        ("tcpSocket", probe.tcp_socket.is_some()),
+        ("grpc", probe.grpc.is_some()),
+    ];
+    let mut seen = 0;
+    for (name, set) in handlers {
+        if !set {
+            continue;
+        }
+        if seen > 0 {
+            errs.push(FieldError::forbidden(
+                child(path, name),
+                "may not specify more than 1 handler type",
+            ));
+        }
+        seen += 1;
+    }
+    if seen == 0 {
+        errs.push(FieldError::required(path, "must specify a handler type"));
+    }
+    for (field, value) in [
+        ("initialDelaySeconds", probe.initial_delay_seconds),
+        ("timeoutSeconds", probe.timeout_seconds),
+        ("periodSeconds", probe.period_seconds),
+        ("successThreshold", probe.success_threshold),
+        ("failureThreshold", probe.failure_threshold),
+    ] {
+        if let Some(v) = value.filter(|v| *v < 0) {
+            errs.push(FieldError::invalid(
+                child(path, field),
+                v.to_string(),
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+    if one_success {
+        if let Some(v) = probe.success_threshold.filter(|v| *v != 1) {
+            errs.push(FieldError::invalid(
+                child(path, "successThreshold"),
+                v.to_string(),
+                "must be 1",
+            ));
+        }
+    }
+}
+
+/// The downward API fields an env var may read (kube's
+/// `validEnvDownwardAPIFieldPathExpressions`, sorted as its error lists them).
+const ENV_FIELD_PATHS: [&str; 9] = [
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.hostIP",
+    "status.hostIPs",
+    "status.podIP",
+    "status.podIPs",
+];
+
+/// An env var's `fieldRef.fieldPath`: one of [`ENV_FIELD_PATHS`], or a label or annotation
+/// by key (`metadata.labels['app']`).
+fn validate_env_field_path(field_path: &str, path: &str, errs: &mut Errs) {
+    if let Some((base, rest)) = field_path.split_once('[') {
+        let key = rest
+            .strip_suffix(']')
+            .and_then(|k| k.strip_prefix('\''))
+            .and_then(|k| k.strip_suffix('\''));
+        match (base, key) {
+            ("metadata.labels" | "metadata.annotations", Some(k)) if !k.is_empty() => {}
+            ("metadata.labels" | "metadata.annotations", _) => errs.push(FieldError::invalid(
+                child(path, "fieldPath"),
+                q(field_path),
+                "invalid subscript",
+            )),
+            _ => errs.push(FieldError::invalid(
+                path.to_string(),
+                q(base),
+                "does not support subscript",
+            )),
+        }
+    } else if !ENV_FIELD_PATHS.contains(&field_path) {
+        errs.push(FieldError::not_supported(
+            child(path, "fieldPath"),
+            q(field_path),
+            &ENV_FIELD_PATHS,
+        ));
+    }
 }
 
 fn validate_ports(ports: &[core::ContainerPort], path: &str, errs: &mut Errs) {
@@ -1610,6 +1823,8 @@ fn validate_env(env: &[core::EnvVar], path: &str, errs: &mut Errs) {
                     child(&child(&fp, "fieldRef"), "fieldPath"),
                     "",
                 ));
+            } else {
+                validate_env_field_path(&f.field_path, &child(&fp, "fieldRef"), errs);
             }
         }
         if let Some(r) = &from.resource_field_ref {
