@@ -1273,3 +1273,61 @@ fn pods_kube_refuses_are_refused_alike() {
         "2000000000 PreemptLowerPriority"
     );
 }
+
+/// A namespace's `spec.finalizers` change through `namespaces/<n>/finalize` only, and that
+/// subresource changes nothing else; deleting a namespace still completes (the namespace
+/// controller finalizes through it).
+#[test]
+fn namespace_finalizers_change_through_finalize_only() {
+    let k = Kube::start();
+    k.ok(&["create", "namespace", "fin"]);
+    let finalizers = || k.ok(&["get", "ns", "fin", "-o", "jsonpath={.spec.finalizers}"]);
+    assert_eq!(finalizers(), r#"["kubernetes"]"#);
+    let put = |path: &str, body: &str| {
+        let file = k.data_dir().join("ns.json");
+        std::fs::write(&file, body).unwrap();
+        k.run(&["replace", "--raw", path, "-f", file.to_str().unwrap()])
+    };
+    let out = put(
+        "/api/v1/namespaces/fin",
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"fin","labels":{"a":"b"}},"spec":{"finalizers":[]}}"#,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        finalizers(),
+        r#"["kubernetes"]"#,
+        "the main resource keeps them"
+    );
+    assert_eq!(
+        k.ok(&["get", "ns", "fin", "-o", "jsonpath={.metadata.labels.a}"]),
+        "b"
+    );
+    let out = put(
+        "/api/v1/namespaces/fin/finalize",
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"fin","labels":{"a":"changed"}},"spec":{"finalizers":["example.com/x"]}}"#,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(finalizers(), r#"["example.com/x"]"#);
+    assert_eq!(
+        k.ok(&["get", "ns", "fin", "-o", "jsonpath={.metadata.labels.a}"]),
+        "b",
+        "finalize changes the finalizers only"
+    );
+    // Deleted, it waits for its finalizers (no namespace controller runs here); emptied
+    // through finalize, as the controller does, it goes.
+    k.ok(&["delete", "namespace", "fin", "--wait=false"]);
+    assert_eq!(
+        k.ok(&["get", "ns", "fin", "-o", "jsonpath={.status.phase}"]),
+        "Terminating"
+    );
+    let out = put(
+        "/api/v1/namespaces/fin/finalize",
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"fin"},"spec":{"finalizers":[]}}"#,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let err = k.fails(&["get", "ns", "fin"]);
+    assert!(
+        err.contains("NotFound") || err.contains("not found"),
+        "{err}"
+    );
+}

@@ -1331,15 +1331,49 @@ fn restrict(
     new: &mut Value,
 ) -> Result<(), Status> {
     match sub {
-        None if info.has_status => match old.get("status") {
-            Some(s) => new["status"] = s.clone(),
-            None => {
-                if let Some(m) = new.as_object_mut() {
-                    m.remove("status");
+        None if info.has_status => {
+            match old.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.remove("status");
+                    }
                 }
             }
-        },
+            // A namespace's spec.finalizers change through `finalize` only (kube's
+            // namespace strategy).
+            if info.kind == "Namespace" && new.is_object() {
+                let kept = old.pointer("/spec/finalizers").cloned();
+                if !new.get("spec").is_some_and(Value::is_object) {
+                    new["spec"] = json!({});
+                }
+                match kept {
+                    Some(f) => new["spec"]["finalizers"] = f,
+                    None => {
+                        if let Some(spec) = new["spec"].as_object_mut() {
+                            spec.remove("finalizers");
+                        }
+                    }
+                }
+            }
+        }
         None => {}
+        // `namespaces/<n>/finalize`: the spec's finalizers, nothing else.
+        Some("finalize") if info.kind == "Namespace" => {
+            let finalizers = new.pointer("/spec/finalizers").cloned();
+            *new = old.clone();
+            if !new.get("spec").is_some_and(Value::is_object) {
+                new["spec"] = json!({});
+            }
+            match finalizers {
+                Some(f) => new["spec"]["finalizers"] = f,
+                None => {
+                    if let Some(spec) = new["spec"].as_object_mut() {
+                        spec.remove("finalizers");
+                    }
+                }
+            }
+        }
         Some("status") if info.has_status => {
             let status = new.get("status").cloned();
             *new = old.clone();

@@ -93,7 +93,11 @@ async fn finalize(client: &ApiClient, ns: &Value) {
     }
     let mut next = ns.clone();
     next["spec"]["finalizers"] = json!([]);
-    match client.api("", "namespaces", None).update(&next).await {
+    match client
+        .api("", "namespaces", None)
+        .update_subresource(&name, "finalize", &next)
+        .await
+    {
         Ok(_) => tracing::info!(namespace = %name, "namespace emptied and finalized"),
         Err(e) => tracing::debug!(namespace = %name, error = %e, "finalizing; will retry"),
     }

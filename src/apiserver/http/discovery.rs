@@ -114,6 +114,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         resources.push(row(r));
         if r.has_status {
             resources.push(sub(r, "status", r.kind, &["get", "patch", "update"]));
+            if r.kind == "Namespace" {
+                resources.push(sub(r, "finalize", r.kind, &["update"]));
+            }
         }
         if r.has_scale {
             let mut s = sub(r, "scale", "Scale", &["get", "patch", "update"]);
@@ -158,6 +161,9 @@ fn aggregated_resource(r: &ResourceInfo) -> Value {
     let mut subs = Vec::new();
     if r.has_status {
         subs.push(json!({"subresource": "status", "responseKind": kind(r.group, r.version, r.kind), "verbs": ["get", "patch", "update"]}));
+        if r.kind == "Namespace" {
+            subs.push(json!({"subresource": "finalize", "responseKind": kind(r.group, r.version, r.kind), "verbs": ["update"]}));
+        }
     }
     if r.has_scale {
         subs.push(json!({"subresource": "scale", "responseKind": kind("autoscaling", "v1", "Scale"), "verbs": ["get", "patch", "update"]}));
