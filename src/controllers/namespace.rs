@@ -95,7 +95,7 @@ async fn finalize(client: &ApiClient, ns: &Value) {
     next["spec"]["finalizers"] = json!([]);
     match client
         .api("", "namespaces", None)
-        .update_subresource(&name, "finalize", &next)
+        .update_subresource(name, "finalize", &next)
         .await
     {
         Ok(_) => tracing::info!(namespace = %name, "namespace emptied and finalized"),
