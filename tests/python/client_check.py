@@ -100,4 +100,24 @@ assert len(core.list_namespaced_config_map(NS, label_selector="batch").items) ==
 core.delete_collection_namespaced_config_map(NS, label_selector="batch=x")
 left = [c.metadata.name for c in core.list_namespaced_config_map(NS, label_selector="batch").items]
 assert left == ["dc2"], left
+# A YAML body, and a YAML answer, as kube-apiserver takes and gives them (the client's raw
+# call: its typed methods send JSON).
+api = client.ApiClient()
+cfg = api.configuration
+url = f"{cfg.host}/api/v1/namespaces/{NS}/configmaps"
+token = cfg.get_api_key_with_prefix("authorization") or cfg.get_api_key_with_prefix("BearerToken")
+headers = {"Content-Type": "application/yaml", "Accept": "application/yaml"}
+if token:
+    headers["Authorization"] = token
+resp = api.call_api("POST", url, header_params=headers,
+                    body="apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  greeting: hello\n")
+resp.read()
+assert resp.status == 201, (resp.status, resp.data)
+assert resp.headers["Content-Type"].startswith("application/yaml"), resp.headers
+text = resp.data.decode()
+assert "greeting: hello" in text and "name: from-yaml" in text, text
+assert core.read_namespaced_config_map("from-yaml", NS).data == {"greeting": "hello"}
+resp = api.call_api("POST", url, header_params=headers, body="data: [unclosed\n")
+resp.read()
+assert resp.status == 400, (resp.status, resp.data)
 print("python client: ok")

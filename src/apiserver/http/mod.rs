@@ -346,13 +346,39 @@ fn content_type(req: &HttpRequest) -> &str {
         .unwrap_or("")
 }
 
-/// Reads a create or update body: Kubernetes protobuf (what kubectl's typed generators send)
-/// or JSON/YAML-as-JSON.
+/// Reads a create or update body: Kubernetes protobuf (what kubectl's typed generators send),
+/// YAML (`application/yaml`, as kube-apiserver takes it) or JSON.
 fn parse_object(req: &HttpRequest, body: &[u8]) -> Result<Value, Status> {
-    if content_type(req).starts_with("application/vnd.kubernetes.protobuf") {
+    let ctype = content_type(req);
+    if ctype.starts_with("application/vnd.kubernetes.protobuf") {
         return protobuf::decode(body).map_err(|e| Status::bad_request(e.to_string()));
     }
+    if ctype.starts_with("application/yaml") {
+        return parse_yaml(body);
+    }
     parse_json(body)
+}
+
+/// A YAML body as the JSON it stands for (one document; anchors are expanded, within the
+/// parser's limits, and the body is already bounded by [`MAX_BODY`]).
+fn parse_yaml(body: &[u8]) -> Result<Value, Status> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Status::bad_request("a request body is required"));
+    }
+    serde_yaml_ng::from_slice::<Value>(body).map_err(|e| {
+        Status::bad_request(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({e})"
+        ))
+    })
+}
+
+/// Whether the caller asks for YAML answers (`Accept: application/yaml` first).
+fn wants_yaml(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split(',').next())
+        .is_some_and(|first| first.trim().starts_with("application/yaml"))
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, Status> {
@@ -635,6 +661,7 @@ async fn resource_call(
         }
     };
     let table = wants_table(req);
+    let yaml = wants_yaml(req) && !table;
     let include = table::Include::parse(param(&q, "includeObject"));
     let call = Call {
         credentials,
@@ -703,7 +730,15 @@ async fn resource_call(
             } else {
                 StatusCode::OK
             };
-            Ok(json_response(code, &v))
+            if yaml {
+                let text = serde_yaml_ng::to_string(&v)
+                    .map_err(|e| Status::internal(format!("encoding the answer: {e}")))?;
+                Ok(HttpResponse::build(code)
+                    .content_type("application/yaml")
+                    .body(text))
+            } else {
+                Ok(json_response(code, &v))
+            }
         }
         Reply::Watch(stream) => Ok(watch_response(*stream, table, include)),
         Reply::Text(text) => Ok(HttpResponse::Ok().content_type("text/plain").body(text)),
