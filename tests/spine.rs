@@ -905,3 +905,241 @@ async fn resource_version_rules_and_watch_lists() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0]["metadata"]["name"], "c");
 }
+
+/// Dry run as a property of the one call path: every verb and subresource, asked for in
+/// the request (`?dryRun=All`), in a DeleteOptions body or in an Eviction's deleteOptions,
+/// answers success and changes nothing — the Store's revision stays, and no watch sees an
+/// event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_changes_nothing_on_any_verb_or_subresource() {
+    use skiff::api::wire::{Request, Verb};
+    let cluster = Cluster::start();
+    let client = cluster.client().await;
+    let cms = client.api("", "configmaps", Some("default"));
+    let pods = client.api("", "pods", Some("default"));
+    let deps = client.api("apps", "deployments", Some("default"));
+    for name in ["c1", "c2"] {
+        cms.create(&json!({"metadata": {"name": name, "labels": {"x": "y"}}, "data": {"a": "1"}}))
+            .await
+            .unwrap();
+    }
+    let container = json!([{"name": "main", "image": "busybox"}]);
+    pods.create(&json!({"metadata": {"name": "unbound"}, "spec": {"containers": container}}))
+        .await
+        .unwrap();
+    pods.create(&json!({"metadata": {"name": "bound"}, "spec": {"nodeName": "n1", "containers": container}}))
+        .await
+        .unwrap();
+    deps.create(&json!({"metadata": {"name": "web"}, "spec": {"replicas": 2,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": container}}}}))
+        .await
+        .unwrap();
+    let revision = || async {
+        cms.list(&ListOptions::default())
+            .await
+            .unwrap()
+            .resource_version
+    };
+    let before = revision().await;
+    let watch = |api: &skiff::client::Api| {
+        api.watch(&ListOptions {
+            resource_version: Some(before.clone()),
+            ..Default::default()
+        })
+    };
+    let mut watches = [watch(&cms), watch(&pods), watch(&deps)];
+
+    let req = |group: &str, resource: &str, name: Option<&str>, sub: Option<&str>| Request {
+        group: group.into(),
+        resource: resource.into(),
+        namespace: Some("default".into()),
+        name: name.map(String::from),
+        subresource: sub.map(String::from),
+        dry_run: true,
+        ..Default::default()
+    };
+    let body_dry = DeleteOptions {
+        dry_run: Some(vec!["All".into()]),
+        ..Default::default()
+    };
+    let cm = cms.get("c1").await.unwrap();
+    let mut changed = cm.clone();
+    changed["data"]["a"] = json!("2");
+    let dep = deps.get("web").await.unwrap();
+    let mut calls: Vec<(&str, Verb, Request)> = Vec::new();
+    calls.push((
+        "create",
+        Verb::Create,
+        Request {
+            body: Some(json!({"metadata": {"name": "new"}})),
+            ..req("", "configmaps", None, None)
+        },
+    ));
+    calls.push((
+        "update",
+        Verb::Update,
+        Request {
+            body: Some(changed.clone()),
+            ..req("", "configmaps", Some("c1"), None)
+        },
+    ));
+    for (ptype, patch) in [
+        (PatchType::Merge, json!({"data": {"a": "3"}})),
+        (
+            PatchType::Json,
+            json!([{"op": "replace", "path": "/data/a", "value": "4"}]),
+        ),
+        (
+            PatchType::Strategic,
+            json!({"metadata": {"labels": {"z": "w"}}}),
+        ),
+    ] {
+        calls.push((
+            "patch",
+            Verb::Patch,
+            Request {
+                body: Some(patch),
+                patch_type: Some(ptype),
+                ..req("", "configmaps", Some("c1"), None)
+            },
+        ));
+    }
+    calls.push((
+        "delete (query)",
+        Verb::Delete,
+        req("", "configmaps", Some("c1"), None),
+    ));
+    calls.push((
+        "delete (body)",
+        Verb::Delete,
+        Request {
+            dry_run: false,
+            delete: Some(body_dry.clone()),
+            ..req("", "configmaps", Some("c1"), None)
+        },
+    ));
+    calls.push((
+        "deletecollection (query)",
+        Verb::DeleteCollection,
+        Request {
+            list: ListOptions {
+                label_selector: Some("x=y".into()),
+                ..Default::default()
+            },
+            ..req("", "configmaps", None, None)
+        },
+    ));
+    calls.push((
+        "deletecollection (body)",
+        Verb::DeleteCollection,
+        Request {
+            dry_run: false,
+            delete: Some(body_dry.clone()),
+            list: ListOptions {
+                label_selector: Some("x=y".into()),
+                ..Default::default()
+            },
+            ..req("", "configmaps", None, None)
+        },
+    ));
+    let mut status = dep.clone();
+    status["status"] = json!({"replicas": 7, "observedGeneration": 9});
+    calls.push((
+        "status update",
+        Verb::Update,
+        Request {
+            body: Some(status),
+            ..req("apps", "deployments", Some("web"), Some("status"))
+        },
+    ));
+    calls.push((
+        "status patch",
+        Verb::Patch,
+        Request {
+            body: Some(json!({"status": {"phase": "Running"}})),
+            patch_type: Some(PatchType::Merge),
+            ..req("", "pods", Some("bound"), Some("status"))
+        },
+    ));
+    calls.push((
+        "scale update",
+        Verb::Update,
+        Request {
+            body: Some(json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": {"name": "web", "namespace": "default"}, "spec": {"replicas": 5}})),
+            ..req("apps", "deployments", Some("web"), Some("scale"))
+        },
+    ));
+    calls.push((
+        "scale patch",
+        Verb::Patch,
+        Request {
+            body: Some(json!({"spec": {"replicas": 6}})),
+            patch_type: Some(PatchType::Merge),
+            ..req("apps", "deployments", Some("web"), Some("scale"))
+        },
+    ));
+    calls.push((
+        "binding",
+        Verb::Create,
+        Request {
+            body: Some(
+                json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "unbound"},
+            "target": {"kind": "Node", "name": "n1"}}),
+            ),
+            ..req("", "pods", Some("unbound"), Some("binding"))
+        },
+    ));
+    calls.push(("eviction (query)", Verb::Create, Request {
+        body: Some(json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "bound"}})),
+        ..req("", "pods", Some("bound"), Some("eviction"))
+    }));
+    calls.push((
+        "eviction (body)",
+        Verb::Create,
+        Request {
+            dry_run: false,
+            body: Some(
+                json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "bound"},
+            "deleteOptions": {"dryRun": ["All"]}}),
+            ),
+            ..req("", "pods", Some("bound"), Some("eviction"))
+        },
+    ));
+    calls.push((
+        "graceful pod delete",
+        Verb::Delete,
+        req("", "pods", Some("bound"), None),
+    ));
+    calls.push((
+        "foreground delete",
+        Verb::Delete,
+        Request {
+            dry_run: false,
+            delete: Some(DeleteOptions {
+                propagation_policy: Some("Foreground".into()),
+                ..body_dry.clone()
+            }),
+            ..req("apps", "deployments", Some("web"), None)
+        },
+    ));
+    for (what, verb, r) in &calls {
+        if let Err(e) = client.call(*verb, r).await {
+            panic!("dry-run {what} failed: {e:?}");
+        }
+    }
+    assert_eq!(revision().await, before, "the Store's revision moved");
+    assert_eq!(cms.get("c1").await.unwrap()["data"]["a"], "1");
+    assert_eq!(deps.get("web").await.unwrap()["spec"]["replicas"], 2);
+    assert!(pods.get("unbound").await.unwrap()["spec"]["nodeName"].is_null());
+    assert!(pods.get("bound").await.unwrap()["metadata"]["deletionTimestamp"].is_null());
+    for w in watches.iter_mut() {
+        if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(1500), w.next()).await {
+            panic!(
+                "a watch saw {:?}",
+                ev.map(|e| (e.event_type, e.object["metadata"]["name"].clone()))
+            );
+        }
+    }
+}
