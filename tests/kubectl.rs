@@ -1331,3 +1331,85 @@ fn namespace_finalizers_change_through_finalize_only() {
         "{err}"
     );
 }
+
+/// A dry-run create of a name in use is 409 as the real one would be; a Scale written with a
+/// stale resourceVersion is 409, and a fresh write answers the new resourceVersion.
+#[test]
+fn dry_run_creates_and_scale_writes_answer_as_the_real_ones() {
+    let k = Kube::start();
+    k.ok(&["create", "configmap", "taken"]);
+    let err = k.fails(&["create", "configmap", "taken", "--dry-run=server"]);
+    assert!(
+        err.contains("AlreadyExists") || err.contains("already exists"),
+        "{err}"
+    );
+    k.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=1",
+    ]);
+    let stale = k.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    k.ok(&["scale", "deploy", "web", "--replicas=2"]);
+    let file = k.data_dir().join("scale.json");
+    let put = |rv: &str| {
+        std::fs::write(
+            &file,
+            format!(r#"{{"apiVersion":"autoscaling/v1","kind":"Scale","metadata":{{"name":"web","namespace":"default","resourceVersion":"{rv}"}},"spec":{{"replicas":3}}}}"#),
+        )
+        .unwrap();
+        k.run(&[
+            "replace",
+            "--raw",
+            "/apis/apps/v1/namespaces/default/deployments/web/scale",
+            "-f",
+            file.to_str().unwrap(),
+        ])
+    };
+    let out = put(&stale);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("Conflict")
+            || err.contains("the object has been modified"),
+        "{out:?}"
+    );
+    assert_eq!(
+        k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "2"
+    );
+    let fresh = k.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    let out = put(&fresh);
+    assert!(out.status.success(), "{out:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let now = k.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    assert_ne!(now, fresh);
+    assert_eq!(
+        answer["metadata"]["resourceVersion"],
+        json_str(&now),
+        "{answer}"
+    );
+    assert_eq!(answer["spec"]["replicas"], 3);
+}
+
+fn json_str(s: &str) -> serde_json::Value {
+    serde_json::Value::String(s.to_string())
+}

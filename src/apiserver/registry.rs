@@ -481,6 +481,10 @@ impl Registry {
         }
         let key = t.info.key(ns.as_deref(), &name);
         if req.dry_run {
+            // What the write would answer: a name in use is 409 here too.
+            if self.read(&key).is_some() {
+                return Err(Self::status(t.info, &name, StoreError::AlreadyExists));
+            }
             return encode_value(&obj);
         }
         let kv = self
@@ -713,8 +717,19 @@ impl Registry {
             return Err(Status::not_found(t.info.group, "scale", name));
         }
         let info = t.info;
-        let (_, obj) = self
-            .modify(t, name, None, dry_run, move |obj| {
+        // The Scale's resourceVersion (given, or pinned by the patch) is the object's: a stale
+        // one is 409, as on the object itself.
+        let pinned = match &patch {
+            None => Some(meta::resource_version(&body).to_string()),
+            Some((_, p)) => p
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .map(String::from),
+        };
+        let expect =
+            meta::parse_revision(pinned.as_deref().unwrap_or("")).map_err(Status::bad_request)?;
+        let (bytes, _) = self
+            .modify(t, name, expect, dry_run, move |obj| {
                 let mut scale = match &patch {
                     None => body.clone(),
                     Some((ptype, p)) => {
@@ -747,7 +762,8 @@ impl Registry {
                 Ok(())
             })
             .await?;
-        encode_value(&scale_of(&obj))
+        // Of what was stored: the answer carries the new resourceVersion.
+        encode_value(&scale_of(&decode(&bytes)?))
     }
 
     /// Reads, changes and writes one object with compare-and-swap, retrying conflicts when the
