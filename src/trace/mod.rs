@@ -167,6 +167,58 @@ pub struct SpanRecord {
     pub duration_nanos: u64,
 }
 
+/// A span as tracers send it: positional (a MessagePack array without field names, about
+/// half the bytes of the named form) with every field present, nil for none, in
+/// [`SpanRecord`]'s order — so `SpanRecord`'s own `Deserialize` reads it, as it reads the
+/// named form.
+#[derive(Serialize)]
+struct WireSpan<'a> {
+    trace_id: &'a str,
+    span_id: &'a str,
+    parent_id: Option<&'a str>,
+    name: &'a str,
+    component: &'a str,
+    from: Option<&'a str>,
+    to: Option<&'a str>,
+    subject: Option<&'a str>,
+    verb: Option<&'a str>,
+    resource: Option<&'a str>,
+    namespace: Option<&'a str>,
+    object: Option<&'a str>,
+    outcome: &'a str,
+    start_unix_nanos: u64,
+    duration_nanos: u64,
+}
+
+impl<'a> From<&'a SpanRecord> for WireSpan<'a> {
+    fn from(s: &'a SpanRecord) -> Self {
+        WireSpan {
+            trace_id: &s.trace_id,
+            span_id: &s.span_id,
+            parent_id: s.parent_id.as_deref(),
+            name: &s.name,
+            component: &s.component,
+            from: s.from.as_deref(),
+            to: s.to.as_deref(),
+            subject: s.subject.as_deref(),
+            verb: s.verb.as_deref(),
+            resource: s.resource.as_deref(),
+            namespace: s.namespace.as_deref(),
+            object: s.object.as_deref(),
+            outcome: &s.outcome,
+            start_unix_nanos: s.start_unix_nanos,
+            duration_nanos: s.duration_nanos,
+        }
+    }
+}
+
+/// A batch of spans as tracers publish it on [`SPANS_SUBJECT`]; read back as
+/// `Vec<SpanRecord>`.
+pub fn encode_batch(batch: &[SpanRecord]) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    let wire: Vec<WireSpan<'_>> = batch.iter().map(WireSpan::from).collect();
+    rmp_serde::to_vec(&wire)
+}
+
 /// The object a span is about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectRef {
@@ -445,7 +497,7 @@ impl Tracer {
                         }
                     }
                     let more = batch.len() == BATCH;
-                    if let Ok(bytes) = rmp_serde::to_vec_named(&batch) {
+                    if let Ok(bytes) = encode_batch(&batch) {
                         let _ = nats.publish(SPANS_SUBJECT, bytes.into()).await;
                     }
                     batch.clear();
@@ -610,6 +662,49 @@ pub fn current() -> Option<(TraceContext, Tracer, Started)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_positional_batch_reads_back_as_the_spans_it_came_from() {
+        let full = SpanRecord {
+            trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+            span_id: "b7ad6b7169203331".into(),
+            parent_id: Some("00f067aa0ba902b7".into()),
+            name: "ApiServer/get".into(),
+            component: "apiserver".into(),
+            from: Some("scheduler".into()),
+            to: Some("apiserver".into()),
+            subject: Some("skiff.req.x.get".into()),
+            verb: Some("get".into()),
+            resource: Some("pods".into()),
+            namespace: Some("default".into()),
+            object: Some("web".into()),
+            outcome: "200".into(),
+            start_unix_nanos: 1,
+            duration_nanos: 2,
+        };
+        let sparse = SpanRecord {
+            trace_id: full.trace_id.clone(),
+            span_id: "00f067aa0ba902b7".into(),
+            name: "Store/commit".into(),
+            component: "apiserver".into(),
+            outcome: "ok".into(),
+            ..Default::default()
+        };
+        let batch = vec![full, sparse];
+        let positional = encode_batch(&batch).unwrap();
+        let named = rmp_serde::to_vec_named(&batch).unwrap();
+        assert!(
+            positional.len() * 10 < named.len() * 7,
+            "{} vs {}",
+            positional.len(),
+            named.len()
+        );
+        let back: Vec<SpanRecord> = rmp_serde::from_slice(&positional).unwrap();
+        assert_eq!(back, batch);
+        // The named form (older tracers) still reads.
+        let back: Vec<SpanRecord> = rmp_serde::from_slice(&named).unwrap();
+        assert_eq!(back, batch);
+    }
 
     #[test]
     fn traceparent_round_trips_and_rejects_garbage() {
