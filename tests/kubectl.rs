@@ -1187,6 +1187,15 @@ fn delete_collection_deletes_what_the_selectors_select() {
     ]);
     assert!(out.contains("ConfigMapList"), "{out}");
     assert_eq!(names(), "c");
+    // Across namespaces it is not served (405), as on kube.
+    let err = k.fails(&["delete", "--raw", "/api/v1/configmaps"]);
+    assert!(
+        err.contains("MethodNotAllowed")
+            || err.contains("not allowed")
+            || err.contains("not supported"),
+        "{err}"
+    );
+    assert_eq!(names(), "c");
     // Discovery says so, as kube's does.
     let out = k.ok(&["api-resources", "--verbs=deletecollection", "-o", "name"]);
     assert!(out.lines().any(|l| l == "configmaps"), "{out}");

@@ -365,11 +365,50 @@ fn parse_yaml(body: &[u8]) -> Result<Value, Status> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Status::bad_request("a request body is required"));
     }
+    // The parser refuses nesting past 128 levels, but only after scanning flow collections
+    // in time that grows with the square of their depth (3 MB of `[` would hold a worker for
+    // seconds): anything twice as deep is refused before it gets there.
+    if flow_depth(body) > 256 {
+        return Err(Status::bad_request(
+            "the YAML body nests flow collections deeper than 256 levels",
+        ));
+    }
     serde_yaml_ng::from_slice::<Value>(body).map_err(|e| {
         Status::bad_request(format!(
             "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({e})"
         ))
     })
+}
+
+/// The deepest nesting of YAML flow collections (`[`, `{`) in `body`, outside quoted
+/// scalars and comments.
+fn flow_depth(body: &[u8]) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let mut quote: Option<u8> = None;
+    let mut comment = false;
+    let mut prev = b'\n';
+    for &b in body {
+        match (quote, comment) {
+            (_, true) => comment = b != b'\n',
+            (Some(q), _) => {
+                if b == q {
+                    quote = None;
+                }
+            }
+            (None, false) => match b {
+                b'"' | b'\'' => quote = Some(b),
+                b'#' if prev.is_ascii_whitespace() => comment = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        prev = b;
+    }
+    max
 }
 
 /// Whether the caller asks for YAML answers (`Accept: application/yaml` first).
@@ -627,6 +666,14 @@ async fn resource_call(
             request.body = Some(parse_json(&body)?);
             Verb::Patch
         }
+        // A namespaced kind's collection is deleted per namespace only (kube registers no
+        // cluster-wide DELETE for it).
+        (Method::DELETE, None) if t.info.namespaced && t.namespace.is_none() => {
+            return Err(Status::method_not_allowed(format!(
+                "DELETE is not supported on {}",
+                req.path()
+            )))
+        }
         (Method::DELETE, name) => {
             let mut opts: DeleteOptions = if body.iter().all(u8::is_ascii_whitespace) {
                 DeleteOptions::default()
@@ -831,6 +878,35 @@ fn watch_response(stream: WatchStream, table: bool, include: table::Include) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yaml_bodies_are_read_and_bombs_are_refused() {
+        let v =
+            parse_yaml(b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y\ndata:\n  a: b\n")
+                .unwrap();
+        assert_eq!(v["data"]["a"], "b");
+        // A billion laughs: each level repeats the one before ten times.
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for w in names.windows(2) {
+            let (prev, this) = (w[0], w[1]);
+            let refs = vec![format!("*{prev}"); 10].join(", ");
+            bomb.push_str(&format!("{this}: &{this} [{refs}]\n"));
+        }
+        let started = std::time::Instant::now();
+        let e = parse_yaml(bomb.as_bytes()).unwrap_err();
+        assert_eq!(e.code, 400, "{e:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // Deep nesting is refused at once, whatever the body's size.
+        let started = std::time::Instant::now();
+        let deep = "[".repeat(MAX_BODY);
+        assert_eq!(parse_yaml(deep.as_bytes()).unwrap_err().code, 400);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Brackets in quoted scalars and comments are not nesting.
+        let quoted = format!("a: \"{}\"\nb: 1 # {}\n", "[".repeat(1000), "{".repeat(1000));
+        assert_eq!(parse_yaml(quoted.as_bytes()).unwrap()["b"], 1);
+        assert_eq!(parse_yaml(b"  \n").unwrap_err().code, 400);
+    }
 
     #[test]
     fn paths_parse_like_kube_apiserver() {
