@@ -25,3 +25,22 @@ pub fn side_thread(name: &str) -> std::io::Result<tokio::runtime::Handle> {
     rx.recv()
         .map_err(|_| std::io::Error::other("the side thread ended before it started"))?
 }
+
+/// Connects to NATS from `on` (a side thread's runtime), so the connection's socket is read
+/// and written there; from the caller's runtime without one.
+pub async fn connect_on(
+    on: Option<&tokio::runtime::Handle>,
+    options: async_nats::ConnectOptions,
+    url: String,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let Some(rt) = on else {
+        return options.connect(url).await;
+    };
+    match rt.spawn(async move { options.connect(url).await }).await {
+        Ok(connected) => connected,
+        Err(e) => Err(async_nats::ConnectError::with_source(
+            async_nats::ConnectErrorKind::Io,
+            e,
+        )),
+    }
+}

@@ -394,16 +394,7 @@ impl Registry {
                 md.insert("continue".into(), json!(encode_continue(revision, key)));
             }
         }
-        let md = codec::encode(&md).map_err(|e| Status::internal(e.to_string()))?;
-        let mut w = MapWriter::new(4);
-        w.str("kind", &t.info.list_kind())
-            .str("apiVersion", &t.info.api_version())
-            .raw("metadata", &md)
-            .array("items", items.len() as u32);
-        for item in &items {
-            w.raw_item(item);
-        }
-        Ok(Bytes::from(w.finish()))
+        list_answer(t.info, &md, &items)
     }
 
     /// CREATE (and the binding subresource, which Kubernetes serves as a create).
@@ -905,16 +896,7 @@ impl Registry {
             "resourceVersion".into(),
             json!(self.reader.revision().to_string()),
         );
-        let md = codec::encode(&md).map_err(|e| Status::internal(e.to_string()))?;
-        let mut w = MapWriter::new(4);
-        w.str("kind", &t.info.list_kind())
-            .str("apiVersion", &t.info.api_version())
-            .raw("metadata", &md)
-            .array("items", deleted.len() as u32);
-        for item in &deleted {
-            w.raw_item(item);
-        }
-        Ok(Bytes::from(w.finish()))
+        list_answer(t.info, &md, &deleted)
     }
 
     /// DELETE: graceful for scheduled pods, deferred while finalizers remain, immediate
@@ -1338,6 +1320,21 @@ fn strategy(old: &Value, new: &mut Value) {
     }
 }
 
+/// Sets (or, with None, removes) a namespace's `spec.finalizers`.
+fn set_spec_finalizers(ns: &mut Value, finalizers: Option<Value>) {
+    if !ns.get("spec").is_some_and(Value::is_object) {
+        ns["spec"] = json!({});
+    }
+    match finalizers {
+        Some(f) => ns["spec"]["finalizers"] = f,
+        None => {
+            if let Some(spec) = ns["spec"].as_object_mut() {
+                spec.remove("finalizers");
+            }
+        }
+    }
+}
+
 /// Keeps each write path to its half of the object: the main resource may not change status
 /// (for kinds with a status subresource), the status subresource may change only status.
 fn restrict(
@@ -1359,18 +1356,7 @@ fn restrict(
             // A namespace's spec.finalizers change through `finalize` only (kube's
             // namespace strategy).
             if info.kind == "Namespace" && new.is_object() {
-                let kept = old.pointer("/spec/finalizers").cloned();
-                if !new.get("spec").is_some_and(Value::is_object) {
-                    new["spec"] = json!({});
-                }
-                match kept {
-                    Some(f) => new["spec"]["finalizers"] = f,
-                    None => {
-                        if let Some(spec) = new["spec"].as_object_mut() {
-                            spec.remove("finalizers");
-                        }
-                    }
-                }
+                set_spec_finalizers(new, old.pointer("/spec/finalizers").cloned());
             }
         }
         None => {}
@@ -1378,17 +1364,7 @@ fn restrict(
         Some("finalize") if info.kind == "Namespace" => {
             let finalizers = new.pointer("/spec/finalizers").cloned();
             *new = old.clone();
-            if !new.get("spec").is_some_and(Value::is_object) {
-                new["spec"] = json!({});
-            }
-            match finalizers {
-                Some(f) => new["spec"]["finalizers"] = f,
-                None => {
-                    if let Some(spec) = new["spec"].as_object_mut() {
-                        spec.remove("finalizers");
-                    }
-                }
-            }
+            set_spec_finalizers(new, finalizers);
         }
         Some("status") if info.has_status => {
             let status = new.get("status").cloned();
@@ -1492,6 +1468,24 @@ const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"]
 
 /// Field defaults, as Kubernetes' defaulters set them on every write (so a replaced
 /// template compares equal to the one stored in its ReplicaSet). Idempotent.
+/// A `<Kind>List` of encoded items, spliced in as they are.
+fn list_answer(
+    info: &ResourceInfo,
+    md: &serde_json::Map<String, Value>,
+    items: &[Bytes],
+) -> Result<Bytes, Status> {
+    let md = codec::encode(md).map_err(|e| Status::internal(e.to_string()))?;
+    let mut w = MapWriter::new(4);
+    w.str("kind", &info.list_kind())
+        .str("apiVersion", &info.api_version())
+        .raw("metadata", &md)
+        .array("items", items.len() as u32);
+    for item in items {
+        w.raw_item(item);
+    }
+    Ok(Bytes::from(w.finish()))
+}
+
 /// The PriorityClasses every cluster has (Skiff serves no others yet).
 const SYSTEM_PRIORITY_CLASSES: [(&str, i64); 2] = [
     ("system-node-critical", 2_000_001_000),

@@ -563,16 +563,7 @@ pub async fn connect(
     options: async_nats::ConnectOptions,
     url: String,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
-    let Some(rt) = runtime() else {
-        return options.connect(url).await;
-    };
-    match rt.spawn(async move { options.connect(url).await }).await {
-        Ok(connected) => connected,
-        Err(e) => Err(async_nats::ConnectError::with_source(
-            async_nats::ConnectErrorKind::Io,
-            e,
-        )),
-    }
+    crate::rt::connect_on(runtime().as_ref(), options, url).await
 }
 
 /// Object versions (uid, resourceVersion) whose trace this process has seen, oldest first,
