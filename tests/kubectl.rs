@@ -1422,3 +1422,203 @@ fn dry_run_creates_and_scale_writes_answer_as_the_real_ones() {
 fn json_str(s: &str) -> serde_json::Value {
     serde_json::Value::String(s.to_string())
 }
+
+/// The HTTP half of the dry-run table, as kubectl asks for it: `--dry-run=server` on create,
+/// replace, apply, every patch type (also of the status and scale subresources), scale,
+/// delete, drain (evictions), and `?dryRun=All` or a DeleteOptions body on raw binding,
+/// status, collection and eviction requests. Afterwards the Store's revision is the same and
+/// a watch from the revision before replays nothing.
+#[test]
+fn dry_run_over_http_changes_nothing() {
+    let k = Kube::start();
+    k.ok(&["create", "configmap", "c1", "--from-literal=a=1"]);
+    k.ok(&["label", "configmap", "c1", "x=y"]);
+    k.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=2",
+    ]);
+    let out = k.apply_stdin("create", &pod("unbound", "{app: u}", None));
+    assert!(out.status.success(), "{out:?}");
+    let out = k.apply_stdin("create", &pod("bound", "{app: b}", Some("n1")));
+    assert!(out.status.success(), "{out:?}");
+    let node = k.data_dir().join("node.json");
+    std::fs::write(
+        &node,
+        r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1"}}"#,
+    )
+    .unwrap();
+    k.ok(&["create", "-f", node.to_str().unwrap()]);
+    let revision = || {
+        let list: serde_json::Value =
+            serde_json::from_str(&k.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"]))
+                .unwrap();
+        list["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let before = revision();
+    assert!(before.parse::<u64>().unwrap() > 0);
+
+    let file = |name: &str, body: &str| {
+        let p = k.data_dir().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let new_cm = file(
+        "new.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: new\n",
+    );
+    let replaced = file(
+        "c1.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c1\n  labels: {x: \"y\"}\ndata:\n  a: \"2\"\n",
+    );
+    let binding = file(
+        "binding.json",
+        r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"unbound"},"target":{"kind":"Node","name":"n1"}}"#,
+    );
+    let eviction = file(
+        "eviction.json",
+        r#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"bound","namespace":"default"},"deleteOptions":{"dryRun":["All"]}}"#,
+    );
+    let dry_body = file(
+        "dry.json",
+        r#"{"kind":"DeleteOptions","apiVersion":"v1","dryRun":["All"]}"#,
+    );
+    let status = file(
+        "status.json",
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"bound","namespace":"default"},"spec":{"nodeName":"n1","containers":[{"name":"main","image":"busybox:1.36"}]},"status":{"phase":"Failed"}}"#,
+    );
+    let calls: Vec<Vec<&str>> = vec![
+        vec!["create", "-f", &new_cm, "--dry-run=server"],
+        vec!["replace", "-f", &replaced, "--dry-run=server"],
+        vec!["apply", "-f", &replaced, "--dry-run=server"],
+        vec![
+            "patch",
+            "cm",
+            "c1",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"a":"3"}}"#,
+            "--dry-run=server",
+        ],
+        vec![
+            "patch",
+            "cm",
+            "c1",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/data/a","value":"4"}]"#,
+            "--dry-run=server",
+        ],
+        vec![
+            "patch",
+            "cm",
+            "c1",
+            "--type=strategic",
+            "-p",
+            r#"{"metadata":{"labels":{"z":"w"}}}"#,
+            "--dry-run=server",
+        ],
+        vec![
+            "patch",
+            "pod",
+            "bound",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Running"}}"#,
+            "--dry-run=server",
+        ],
+        vec![
+            "patch",
+            "deployment",
+            "web",
+            "--subresource=scale",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"replicas":7}}"#,
+            "--dry-run=server",
+        ],
+        vec![
+            "scale",
+            "deployment",
+            "web",
+            "--replicas=5",
+            "--dry-run=server",
+        ],
+        vec!["label", "cm", "c1", "more=labels", "--dry-run=server"],
+        vec!["delete", "cm", "c1", "--dry-run=server"],
+        vec!["delete", "pod", "bound", "--dry-run=server", "--wait=false"],
+        vec![
+            "delete",
+            "deployment",
+            "web",
+            "--cascade=foreground",
+            "--dry-run=server",
+            "--wait=false",
+        ],
+        vec!["cordon", "n1", "--dry-run=server"],
+        vec![
+            "drain",
+            "n1",
+            "--dry-run=server",
+            "--force",
+            "--ignore-daemonsets",
+        ],
+        vec![
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/unbound/binding?dryRun=All",
+            "-f",
+            &binding,
+        ],
+        vec![
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/bound/eviction",
+            "-f",
+            &eviction,
+        ],
+        vec![
+            "replace",
+            "--raw",
+            "/api/v1/namespaces/default/pods/bound/status?dryRun=All",
+            "-f",
+            &status,
+        ],
+        vec![
+            "delete",
+            "--raw",
+            "/api/v1/namespaces/default/configmaps?labelSelector=x%3Dy",
+            "-f",
+            &dry_body,
+        ],
+        vec![
+            "delete",
+            "--raw",
+            "/api/v1/namespaces/default/configmaps?labelSelector=x%3Dy&dryRun=All",
+        ],
+    ];
+    for args in &calls {
+        let out = k.run(args);
+        assert!(out.status.success(), "kubectl {args:?}: {out:?}");
+    }
+    assert_eq!(revision(), before, "the Store's revision moved");
+    for path in [
+        "/api/v1/namespaces/default/configmaps",
+        "/api/v1/namespaces/default/pods",
+        "/apis/apps/v1/namespaces/default/deployments",
+        "/api/v1/nodes",
+    ] {
+        let events = k.ok(&[
+            "get",
+            "--raw",
+            &format!("{path}?watch=1&resourceVersion={before}&timeoutSeconds=1"),
+        ]);
+        assert_eq!(events.trim(), "", "{path} changed since {before}");
+    }
+}
