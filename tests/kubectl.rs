@@ -1622,3 +1622,99 @@ fn dry_run_over_http_changes_nothing() {
         assert_eq!(events.trim(), "", "{path} changed since {before}");
     }
 }
+
+/// `events.k8s.io/v1` Events are the core Events under other names, as on kube: one written
+/// in either form reads in both; patches, field selectors, watches and Tables speak the
+/// new names; what the new version requires is required.
+#[test]
+fn events_k8s_io_serves_the_core_events() {
+    let k = Kube::start();
+    let v1 = "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: e1\neventTime: \"2026-12-07T12:00:00.000000Z\"\nreportingController: example.com/ctl\nreportingInstance: ctl-1\naction: Reconcile\nreason: Done\ntype: Normal\nregarding:\n  kind: Pod\n  name: web\n  namespace: default\nnote: all good\n";
+    let out = k.apply_stdin("create", v1);
+    assert!(out.status.success(), "{out:?}");
+    // The core view.
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "events",
+            "e1",
+            "-o",
+            "jsonpath={.apiVersion} {.message} {.involvedObject.name} {.reportingComponent}"
+        ]),
+        "v1 all good web example.com/ctl"
+    );
+    // The new view, also of an Event written as core.
+    let core = "apiVersion: v1\nkind: Event\nmetadata:\n  name: e2\ninvolvedObject:\n  kind: Pod\n  name: db\n  namespace: default\nreason: Started\nmessage: core message\ntype: Warning\n";
+    let out = k.apply_stdin("create", core);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "events.events.k8s.io",
+            "e2",
+            "-o",
+            "jsonpath={.apiVersion} {.note} {.regarding.name}"
+        ]),
+        "events.k8s.io/v1 core message db"
+    );
+    // Patches speak the new names; the core Event changes.
+    k.ok(&[
+        "patch",
+        "events.events.k8s.io",
+        "e1",
+        "--type=merge",
+        "-p",
+        r#"{"note":"changed"}"#,
+    ]);
+    assert_eq!(
+        k.ok(&["get", "events", "e1", "-o", "jsonpath={.message}"]),
+        "changed"
+    );
+    // Field selectors on the new names.
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "events.events.k8s.io",
+            "--field-selector",
+            "regarding.name=db",
+            "-o",
+            "name"
+        ])
+        .trim(),
+        "event.events.k8s.io/e2"
+    );
+    // A watch sends the new form.
+    let out = k.ok(&[
+        "get",
+        "--raw",
+        "/apis/events.k8s.io/v1/namespaces/default/events?watch=1&timeoutSeconds=1",
+    ]);
+    let notes: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|e| {
+            assert_eq!(e["object"]["apiVersion"], "events.k8s.io/v1", "{e}");
+            e["object"]["note"].as_str().unwrap_or("").to_string()
+        })
+        .collect();
+    assert!(
+        notes.contains(&"changed".to_string()) && notes.contains(&"core message".to_string()),
+        "{out}"
+    );
+    // The Table.
+    let table = k.ok(&["get", "events.events.k8s.io"]);
+    assert!(
+        table.contains("pod/db") && table.contains("core message"),
+        "{table}"
+    );
+    // What events.k8s.io/v1 requires.
+    let out = k.apply_stdin(
+        "create",
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: e3\nnote: x\ntype: Normal\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("reportingController: Required value"),
+        "{err}"
+    );
+}

@@ -1143,3 +1143,45 @@ async fn dry_run_changes_nothing_on_any_verb_or_subresource() {
         }
     }
 }
+
+/// events.k8s.io Events over NATS: the same objects as core Events, converted both ways, in
+/// answers and in watch events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_k8s_io_over_nats_are_the_core_events() {
+    let cluster = Cluster::start();
+    let client = cluster.client().await;
+    let new = client.api("events.k8s.io", "events", Some("default"));
+    let core = client.api("", "events", Some("default"));
+    let mut w = new.watch(&ListOptions::default());
+    let made = new
+        .create(&json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e1"}, "eventTime": "2026-12-07T12:00:00.000000Z",
+            "reportingController": "example.com/ctl", "reportingInstance": "i",
+            "action": "Act", "reason": "Why", "type": "Normal",
+            "regarding": {"kind": "Pod", "name": "web", "namespace": "default"}, "note": "n"}))
+        .await
+        .unwrap();
+    assert_eq!(made["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(made["note"], "n");
+    let c = core.get("e1").await.unwrap();
+    assert_eq!(
+        (c["message"].as_str(), c["involvedObject"]["name"].as_str()),
+        (Some("n"), Some("web"))
+    );
+    let ev = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.event_type, "ADDED");
+    assert_eq!(ev.object["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(ev.object["regarding"]["name"], "web");
+    let list = new.list(&ListOptions::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0]["note"], "n");
+    let e = new
+        .create(&json!({"metadata": {"name": "e2"}, "note": "x", "type": "Normal"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, 422, "{e:?}");
+}

@@ -145,6 +145,32 @@ pub const RESOURCES: &[ResourceInfo] = &[
             "type",
         ],
     },
+    // The same objects as core Events, stored once; converted at the edge
+    // (`apiserver::events_v1`).
+    ResourceInfo {
+        group: "events.k8s.io",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        short_names: &[],
+        has_status: false,
+        has_scale: false,
+        extra_fields: &[
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "regarding.apiVersion",
+            "regarding.resourceVersion",
+            "regarding.fieldPath",
+            "reason",
+            "reportingController",
+            "deprecatedSource",
+            "type",
+        ],
+    },
     ResourceInfo {
         group: "",
         version: "v1",

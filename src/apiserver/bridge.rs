@@ -336,7 +336,7 @@ async fn pump(
     mut closing: watch::Receiver<bool>,
 ) {
     let mut seq = 0u64;
-    let info = stream.info;
+    let info = stream.shown_as();
     // Where nats-server's "no responders" answers to this watch's probes arrive.
     let probe_inbox = client.new_inbox();
     let mut probe_answers = match client.subscribe(probe_inbox.clone()).await {

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bench;
 mod bridge;
 pub mod certs;
+mod events_v1;
 pub mod flowcontrol;
 pub mod http;
 pub mod intake;
@@ -213,7 +214,14 @@ impl Handler<Call> for ApiServer {
         if call.verb == Verb::Get && call.request.subresource.as_deref() != Some("log") {
             // Reads come from the Store's view: answer inline, no future to spawn.
             let _span = tracing::debug_span!("ApiServer::Get", resource = %call.request.resource, user = %user.name).entered();
-            let answer = self.registry.get(&call.request).map(Reply::Object);
+            let answer = if events_v1::is_events_v1(&call.request) {
+                events_v1::core_request(&call.request)
+                    .and_then(|core| self.registry.get(&core))
+                    .and_then(events_v1::answer)
+            } else {
+                self.registry.get(&call.request)
+            }
+            .map(Reply::Object);
             done(
                 &tracer,
                 &span,
@@ -235,7 +243,15 @@ impl Handler<Call> for ApiServer {
         let (ctx, started) = (span.ctx, span.started());
         let serve = tracing::Instrument::instrument(
             async move {
-                let req = &call.request;
+                // events.k8s.io Events are served as the core Events they are.
+                let events_v1 = events_v1::is_events_v1(&call.request);
+                let core;
+                let req = if events_v1 {
+                    core = events_v1::core_request(&call.request)?;
+                    &core
+                } else {
+                    &call.request
+                };
                 let bytes = match call.verb {
                     Verb::Get if req.subresource.as_deref() == Some("log") => {
                         return registry.log(req).await.map(|(text, follow)| match follow {
@@ -247,6 +263,7 @@ impl Handler<Call> for ApiServer {
                     Verb::List => registry.list(req, call.max_bytes).await,
                     Verb::Create => registry.create(req).await,
                     Verb::Update => registry.update(req).await,
+                    Verb::Patch if events_v1 => patch_events_v1(&registry, req).await,
                     Verb::Patch => registry.patch(req).await,
                     Verb::Delete => registry.delete(req).await,
                     Verb::DeleteCollection => registry.delete_collection(req).await,
@@ -265,11 +282,21 @@ impl Handler<Call> for ApiServer {
                             timeout,
                         );
                         stream.allow_bookmarks = req.list.allow_watch_bookmarks;
+                        if events_v1 {
+                            stream.convert = Some(events_v1::watched);
+                            stream.served_as =
+                                crate::api::resource::lookup(events_v1::GROUP, "events");
+                        }
                         if req.list.send_initial_events == Some(true) {
                             stream.announce_initial_events_end();
                         }
                         return Ok(Reply::Watch(Box::new(stream)));
                     }
+                };
+                let bytes = if events_v1 {
+                    bytes.and_then(events_v1::answer)
+                } else {
+                    bytes
                 };
                 let reply = bytes.map(Reply::Object)?;
                 Ok(if warnings.is_empty() {
@@ -518,6 +545,57 @@ pub const NODE_BOOTSTRAP_GROUP: &str = "system:node-bootstrappers";
 
 /// Authorization: admins may do everything; kubelets what the node authorizer allows; other
 /// callers may read.
+/// A patch of an events.k8s.io Event: applied to the Event in that form, then written as
+/// the core Event it is, compare-and-swap on the revision it was read at (retried when
+/// another write came between, unless the patch pins a resourceVersion).
+async fn patch_events_v1(registry: &Registry, req: &Request) -> Result<Bytes, Status> {
+    let patch = req
+        .body
+        .as_ref()
+        .ok_or_else(|| Status::bad_request("a patch body is required"))?;
+    let pinned = patch.pointer("/metadata/resourceVersion").is_some();
+    for _ in 0..8 {
+        let read = Request {
+            body: None,
+            patch_type: None,
+            ..req.clone()
+        };
+        let current = crate::api::codec::msgpack_to_value(&registry.get(&read)?)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let revision = current
+            .pointer("/metadata/resourceVersion")
+            .cloned()
+            .unwrap_or_default();
+        let mut event = events_v1::from_core(current);
+        patch::apply(
+            "Event",
+            &mut event,
+            req.patch_type.unwrap_or(crate::api::wire::PatchType::Merge),
+            patch,
+        )?;
+        if !pinned {
+            event["metadata"]["resourceVersion"] = revision;
+        }
+        let write = Request {
+            body: Some(events_v1::to_core(event)),
+            patch_type: None,
+            ..req.clone()
+        };
+        match registry.update(&write).await {
+            Err(s) if !pinned && s.code == 409 && s.message.contains("has been modified") => {
+                continue
+            }
+            answer => return answer,
+        }
+    }
+    Err(Status::conflict(
+        "events.k8s.io",
+        "events",
+        req.name.as_deref().unwrap_or(""),
+        "too many concurrent changes; retry",
+    ))
+}
+
 fn authorize(
     user: &UserInfo,
     verb: Verb,
@@ -573,7 +651,9 @@ fn node_may(node: &str, verb: Verb, req: &Request, registry: &Registry) -> bool 
         ("coordination.k8s.io", "leases") => {
             req.namespace.as_deref() == Some("kube-node-lease") && name == node
         }
-        ("", "events") => matches!(verb, Verb::Create | Verb::Patch | Verb::Update),
+        ("" | "events.k8s.io", "events") => {
+            matches!(verb, Verb::Create | Verb::Patch | Verb::Update)
+        }
         ("", "pods") => {
             let own = registry
                 .pod_node(req.namespace.as_deref().unwrap_or(""), &name)

@@ -21,7 +21,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::OnceLock;
 
-use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, discovery, policy, rbac};
+use k8s_openapi::api::{
+    apps, autoscaling, batch, coordination, core, discovery, events, policy, rbac,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::schemars::generate::SchemaSettings;
 use k8s_openapi::schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -101,6 +103,7 @@ fn known_kinds() -> Vec<KnownKind> {
         known::<core::v1::Node>(false),
         known::<core::v1::Namespace>(false),
         known::<core::v1::Event>(false),
+        known::<events::v1::Event>(false),
         known::<core::v1::ConfigMap>(false),
         known::<core::v1::Secret>(false),
         known::<core::v1::Service>(false),

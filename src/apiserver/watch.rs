@@ -64,6 +64,11 @@ pub struct WatchStream {
     pub allow_bookmarks: bool,
     /// A watch list: the revision its initial objects are at, announced once they are sent.
     initial_events_end: Option<Revision>,
+    /// Turns each object into the form the caller asked for (events.k8s.io Events).
+    pub convert: Option<fn(Bytes) -> Bytes>,
+    /// The resource the caller asked for, when it is served from another's storage (its
+    /// kind and apiVersion are what bookmarks carry).
+    pub served_as: Option<&'static ResourceInfo>,
     /// Counts this watch in `apiserver_watches_open` while it lives.
     _open: OpenWatch,
 }
@@ -111,6 +116,8 @@ impl WatchStream {
             deadline: now + timeout,
             allow_bookmarks: false,
             initial_events_end: None,
+            convert: None,
+            served_as: None,
             _open: OpenWatch::new(info.plural),
         }
     }
@@ -134,6 +141,33 @@ impl WatchStream {
     /// The next item, or None when the watch ends (timeout, or the Store dropped a watcher
     /// that fell behind: the client resumes from its last revision).
     pub async fn next(&mut self) -> Option<WatchItem> {
+        let item = self.next_stored().await;
+        match (self.convert, item) {
+            (
+                Some(convert),
+                Some(WatchItem::Object {
+                    event_type,
+                    object,
+                    revision,
+                    trace,
+                }),
+            ) => Some(WatchItem::Object {
+                event_type,
+                object: convert(object),
+                revision,
+                trace,
+            }),
+            (_, item) => item,
+        }
+    }
+
+    /// The resource bookmarks speak for.
+    pub fn shown_as(&self) -> &'static ResourceInfo {
+        self.served_as.unwrap_or(self.info)
+    }
+
+    /// The next item as stored.
+    async fn next_stored(&mut self) -> Option<WatchItem> {
         for kv in self.snapshot.by_ref() {
             match self.filter.matches_bytes(&kv.value) {
                 Ok(true) => {

@@ -827,7 +827,7 @@ async fn resource_call(
 /// Streams a watch as JSON lines, flushed per event.
 fn watch_response(stream: WatchStream, table: bool, include: table::Include) -> HttpResponse {
     let bookmarks = stream.allow_bookmarks;
-    let info = stream.info;
+    let info = stream.shown_as();
     let body = futures::stream::unfold(Some(stream), move |state| async move {
         let mut stream = state?;
         loop {

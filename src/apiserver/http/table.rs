@@ -358,9 +358,22 @@ pub fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
         }
         "Namespace" => vec![name, json!(s(obj, "/status/phase")), json!(age(obj))],
         "Event" => {
+            // Core fields, or their events.k8s.io names.
+            let either = |core: &str, v1: &str| {
+                let c = s(obj, core);
+                if c.is_empty() {
+                    s(obj, v1)
+                } else {
+                    c
+                }
+            };
             let last = obj
                 .pointer("/lastTimestamp")
                 .and_then(Value::as_str)
+                .or_else(|| {
+                    obj.pointer("/deprecatedLastTimestamp")
+                        .and_then(Value::as_str)
+                })
                 .or_else(|| obj.pointer("/eventTime").and_then(Value::as_str))
                 .or_else(|| {
                     obj.pointer("/metadata/creationTimestamp")
@@ -372,10 +385,10 @@ pub fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
                 json!(s(obj, "/reason")),
                 json!(format!(
                     "{}/{}",
-                    s(obj, "/involvedObject/kind").to_lowercase(),
-                    s(obj, "/involvedObject/name")
+                    either("/involvedObject/kind", "/regarding/kind").to_lowercase(),
+                    either("/involvedObject/name", "/regarding/name")
                 )),
-                json!(s(obj, "/message")),
+                json!(either("/message", "/note")),
             ]
         }
         "ConfigMap" => {
