@@ -8,6 +8,7 @@
 //! - `apiserver`: the ApiServer actor (authentication, registry, validation, watch streams),
 //!   the Store actor it alone owns (`apiserver::store`, private, with its packed state and
 //!   watcher index), the NATS bridge (which also ends watches nobody listens to any more),
+//!   `events.k8s.io` Events served as the core ones they are (`apiserver::events_v1`),
 //!   the intake (a thread that reads requests off the bus and refuses the late ones with
 //!   429), flow control (`apiserver::flowcontrol`: priority levels, fair queuing, 429) and
 //!   the HTTPS front (`apiserver::http`: REST, Tables, JSON and Kubernetes-protobuf bodies).
