@@ -1184,4 +1184,25 @@ async fn events_k8s_io_over_nats_are_the_core_events() {
         .await
         .unwrap_err();
     assert_eq!(e.code, 422, "{e:?}");
+    // A patch is checked as a create is: it may not take away what the version requires.
+    let e = new
+        .patch(
+            "e1",
+            None,
+            PatchType::Merge,
+            &json!({"reportingController": null}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, 422, "{e:?}");
+    assert!(
+        e.message.contains("reportingController: Required value"),
+        "{e:?}"
+    );
+    let patched = new
+        .patch("e1", None, PatchType::Merge, &json!({"note": "m"}))
+        .await
+        .unwrap();
+    assert_eq!(patched["note"], "m");
+    assert_eq!(core.get("e1").await.unwrap()["message"], "m");
 }

@@ -62,19 +62,6 @@ pub fn parse_revision(rv: &str) -> Result<Option<u64>, String> {
     }
 }
 
-/// The object of the BOOKMARK that ends a watch list's initial events: what client-go's
-/// WatchList and kube-rs' streaming lists wait for.
-pub fn initial_events_end(kind: &str, api_version: &str, rev: u64) -> serde_json::Value {
-    serde_json::json!({
-        "kind": kind,
-        "apiVersion": api_version,
-        "metadata": {
-            "resourceVersion": rev.to_string(),
-            "annotations": {"k8s.io/initial-events-end": "true"},
-        },
-    })
-}
-
 /// Now as RFC 3339 with second precision, as metav1.Time serialises.
 pub fn now() -> String {
     let ts = jiff::Timestamp::now();

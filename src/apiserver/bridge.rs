@@ -371,15 +371,10 @@ async fn pump(
                 trace,
                 ..
             }) => traced_event(seq, event_type, &object, trace.as_deref()),
-            Some(WatchItem::Bookmark(rev)) => {
-                let obj = json!({"kind": info.kind, "apiVersion": info.api_version(), "metadata": {"resourceVersion": rev.to_string()}});
+            Some(item @ (WatchItem::Bookmark(_) | WatchItem::InitialEventsEnd(_))) => {
+                let obj = item.bookmark(info).unwrap_or_default();
                 let bytes = codec::value_to_msgpack(&obj).unwrap_or_default();
                 probe_due = tokio::time::Instant::now(); // every bookmark is a probe
-                event(seq, event_type::BOOKMARK, &bytes)
-            }
-            Some(WatchItem::InitialEventsEnd(rev)) => {
-                let obj = crate::api::meta::initial_events_end(info.kind, &info.api_version(), rev);
-                let bytes = codec::value_to_msgpack(&obj).unwrap_or_default();
                 event(seq, event_type::BOOKMARK, &bytes)
             }
             Some(WatchItem::Error(status)) => {

@@ -11,11 +11,13 @@
 //! `type` keep their names.
 
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
+use super::registry::Registry;
 use crate::api::codec;
+use crate::api::selector::{FieldRequirement, FieldSelector};
 use crate::api::status::{Status, StatusCause};
-use crate::api::wire::Request;
+use crate::api::wire::{PatchType, Request};
 
 /// The group.
 pub const GROUP: &str = "events.k8s.io";
@@ -38,15 +40,20 @@ pub fn is_events_v1(req: &Request) -> bool {
     req.group == GROUP && req.resource == "events"
 }
 
+/// Moves each top-level field `from` → `to` (a field already named `to` gives way).
+fn rename(map: &mut Map<String, Value>, pairs: impl Iterator<Item = (&'static str, &'static str)>) {
+    for (from, to) in pairs {
+        map.remove(to);
+        if let Some(x) = map.remove(from) {
+            map.insert(to.into(), x);
+        }
+    }
+}
+
 /// An events.k8s.io/v1 Event as the core v1 Event it stands for.
 pub fn to_core(mut v: Value) -> Value {
     if let Some(map) = v.as_object_mut() {
-        for (new, old) in RENAMES {
-            map.remove(old);
-            if let Some(x) = map.remove(new) {
-                map.insert(old.into(), x);
-            }
-        }
+        rename(map, RENAMES.into_iter());
         map.insert("apiVersion".into(), json!("v1"));
     }
     v
@@ -55,12 +62,7 @@ pub fn to_core(mut v: Value) -> Value {
 /// A core v1 Event as events.k8s.io/v1 serves it.
 pub fn from_core(mut v: Value) -> Value {
     if let Some(map) = v.as_object_mut() {
-        for (new, old) in RENAMES {
-            map.remove(new);
-            if let Some(x) = map.remove(old) {
-                map.insert(new.into(), x);
-            }
-        }
+        rename(map, RENAMES.into_iter().map(|(new, old)| (old, new)));
         if map.get("kind").and_then(Value::as_str) == Some("Event") {
             map.insert("apiVersion".into(), json!(API_VERSION));
         }
@@ -69,22 +71,44 @@ pub fn from_core(mut v: Value) -> Value {
 }
 
 /// A field selector on events.k8s.io names, as the core one (`regarding.name=x` is
-/// `involvedObject.name=x`).
+/// `involvedObject.name=x`). One that does not parse is passed on as it is, for the
+/// registry to refuse in its own words.
 fn selector_to_core(selector: &str) -> String {
-    selector
-        .split(',')
-        .map(|term| {
-            for (new, old) in RENAMES {
-                if let Some(rest) = term.strip_prefix(new) {
-                    if rest.starts_with(['.', '=', '!']) {
-                        return format!("{old}{rest}");
-                    }
+    let Ok(parsed) = FieldSelector::parse(selector) else {
+        return selector.to_string();
+    };
+    let core_name = |field: &str| {
+        for (new, old) in RENAMES {
+            if let Some(rest) = field.strip_prefix(new) {
+                if rest.is_empty() || rest.starts_with('.') {
+                    return format!("{old}{rest}");
                 }
             }
-            term.to_string()
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+        }
+        field.to_string()
+    };
+    FieldSelector::from_requirements(
+        parsed
+            .requirements()
+            .iter()
+            .map(|r| FieldRequirement::new(core_name(r.field()), r.operator(), r.value())),
+    )
+    .to_string()
+}
+
+/// 422 unless `event` (in the events.k8s.io form) has what that version requires.
+fn check(event: &Value) -> Result<(), Status> {
+    let causes = required_causes(event);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(Status::invalid(
+            GROUP,
+            "Event",
+            crate::api::meta::name(event),
+            causes,
+        ))
+    }
 }
 
 /// What events.k8s.io/v1 requires of an Event it is given (kube's validation for that
@@ -140,15 +164,7 @@ pub fn core_request(req: &Request) -> Result<Request, Status> {
     if req.patch_type.is_none() {
         if let Some(body) = &req.body {
             if req.subresource.is_none() {
-                let causes = required_causes(body);
-                if !causes.is_empty() {
-                    return Err(Status::invalid(
-                        GROUP,
-                        "Event",
-                        crate::api::meta::name(body),
-                        causes,
-                    ));
-                }
+                check(body)?;
             }
             let av = body.get("apiVersion").and_then(Value::as_str).unwrap_or("");
             if !av.is_empty() && av != API_VERSION {
@@ -182,6 +198,59 @@ pub fn answer(bytes: Bytes) -> Result<Bytes, Status> {
     codec::value_to_msgpack(&v)
         .map(Bytes::from)
         .map_err(|e| Status::internal(format!("answer: {e}")))
+}
+
+/// A patch of an events.k8s.io Event (`req` is its core request, the patch untouched):
+/// applied to the Event in that form, checked as that version checks it, then written as the
+/// core Event it is, compare-and-swap on the revision it was read at (retried when another
+/// write came between, unless the patch pins a resourceVersion). Answers the core form.
+pub async fn patch(registry: &Registry, req: &Request) -> Result<Bytes, Status> {
+    let patch = req
+        .body
+        .as_ref()
+        .ok_or_else(|| Status::bad_request("a patch body is required"))?;
+    let pinned = patch.pointer("/metadata/resourceVersion").is_some();
+    for _ in 0..8 {
+        let read = Request {
+            body: None,
+            patch_type: None,
+            ..req.clone()
+        };
+        let current = codec::msgpack_to_value(&registry.get(&read)?)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let revision = current
+            .pointer("/metadata/resourceVersion")
+            .cloned()
+            .unwrap_or_default();
+        let mut event = from_core(current);
+        super::patch::apply(
+            "Event",
+            &mut event,
+            req.patch_type.unwrap_or(PatchType::Merge),
+            patch,
+        )?;
+        check(&event)?;
+        if !pinned {
+            event["metadata"]["resourceVersion"] = revision;
+        }
+        let write = Request {
+            body: Some(to_core(event)),
+            patch_type: None,
+            ..req.clone()
+        };
+        match registry.update(&write).await {
+            Err(s) if !pinned && s.code == 409 && s.message.contains("has been modified") => {
+                continue
+            }
+            answer => return answer,
+        }
+    }
+    Err(Status::conflict(
+        GROUP,
+        "events",
+        req.name.as_deref().unwrap_or(""),
+        "too many concurrent changes; retry",
+    ))
 }
 
 /// One watch event's object, converted (bytes that are not an Event pass unchanged).
@@ -221,8 +290,14 @@ mod tests {
     fn selectors_and_requirements_follow_the_new_names() {
         assert_eq!(
             selector_to_core("regarding.name=web,type!=Normal,note=x,reason=y"),
-            "involvedObject.name=web,type!=Normal,message=x,reason=y"
+            "involvedObject.name=web,message=x,reason=y,type!=Normal"
         );
+        // A value that looks like a field is a value.
+        assert_eq!(
+            selector_to_core(r"reason=a\,regarding.name=b"),
+            r"reason=a\,regarding.name=b"
+        );
+        assert_eq!(selector_to_core("=broken"), "=broken");
         assert!(required_causes(&v1_event()).is_empty());
         let fields: Vec<String> = required_causes(&json!({"type": "Odd"}))
             .into_iter()

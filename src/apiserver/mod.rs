@@ -263,7 +263,7 @@ impl Handler<Call> for ApiServer {
                     Verb::List => registry.list(req, call.max_bytes).await,
                     Verb::Create => registry.create(req).await,
                     Verb::Update => registry.update(req).await,
-                    Verb::Patch if events_v1 => patch_events_v1(&registry, req).await,
+                    Verb::Patch if events_v1 => events_v1::patch(&registry, req).await,
                     Verb::Patch => registry.patch(req).await,
                     Verb::Delete => registry.delete(req).await,
                     Verb::DeleteCollection => registry.delete_collection(req).await,
@@ -545,57 +545,6 @@ pub const NODE_BOOTSTRAP_GROUP: &str = "system:node-bootstrappers";
 
 /// Authorization: admins may do everything; kubelets what the node authorizer allows; other
 /// callers may read.
-/// A patch of an events.k8s.io Event: applied to the Event in that form, then written as
-/// the core Event it is, compare-and-swap on the revision it was read at (retried when
-/// another write came between, unless the patch pins a resourceVersion).
-async fn patch_events_v1(registry: &Registry, req: &Request) -> Result<Bytes, Status> {
-    let patch = req
-        .body
-        .as_ref()
-        .ok_or_else(|| Status::bad_request("a patch body is required"))?;
-    let pinned = patch.pointer("/metadata/resourceVersion").is_some();
-    for _ in 0..8 {
-        let read = Request {
-            body: None,
-            patch_type: None,
-            ..req.clone()
-        };
-        let current = crate::api::codec::msgpack_to_value(&registry.get(&read)?)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let revision = current
-            .pointer("/metadata/resourceVersion")
-            .cloned()
-            .unwrap_or_default();
-        let mut event = events_v1::from_core(current);
-        patch::apply(
-            "Event",
-            &mut event,
-            req.patch_type.unwrap_or(crate::api::wire::PatchType::Merge),
-            patch,
-        )?;
-        if !pinned {
-            event["metadata"]["resourceVersion"] = revision;
-        }
-        let write = Request {
-            body: Some(events_v1::to_core(event)),
-            patch_type: None,
-            ..req.clone()
-        };
-        match registry.update(&write).await {
-            Err(s) if !pinned && s.code == 409 && s.message.contains("has been modified") => {
-                continue
-            }
-            answer => return answer,
-        }
-    }
-    Err(Status::conflict(
-        "events.k8s.io",
-        "events",
-        req.name.as_deref().unwrap_or(""),
-        "too many concurrent changes; retry",
-    ))
-}
-
 fn authorize(
     user: &UserInfo,
     verb: Verb,

@@ -40,6 +40,25 @@ pub enum WatchItem {
     Error(Box<Status>),
 }
 
+impl WatchItem {
+    /// The object of the BOOKMARK event this item is (a bookmark, or the end of a watch
+    /// list's initial objects, annotated `k8s.io/initial-events-end`), named after `info`.
+    pub fn bookmark(&self, info: &ResourceInfo) -> Option<serde_json::Value> {
+        let (rev, end) = match self {
+            WatchItem::Bookmark(rev) => (rev, false),
+            WatchItem::InitialEventsEnd(rev) => (rev, true),
+            _ => return None,
+        };
+        let mut md = serde_json::json!({"resourceVersion": rev.to_string()});
+        if end {
+            md["annotations"] = serde_json::json!({"k8s.io/initial-events-end": "true"});
+        }
+        Some(
+            serde_json::json!({"kind": info.kind, "apiVersion": info.api_version(), "metadata": md}),
+        )
+    }
+}
+
 /// A running watch. See the module docs.
 pub struct WatchStream {
     /// Objects to announce as ADDED first (watch without a revision).

@@ -381,22 +381,33 @@ fn parse_yaml(body: &[u8]) -> Result<Value, Status> {
 }
 
 /// The deepest nesting of YAML flow collections (`[`, `{`) in `body`, outside quoted
-/// scalars and comments.
+/// scalars and comments. A quote opens a quoted scalar only where a scalar may begin (so the
+/// apostrophe in `it's` does not hide what follows), and `\` escapes inside double quotes.
 fn flow_depth(body: &[u8]) -> usize {
     let (mut depth, mut max) = (0usize, 0usize);
     let mut quote: Option<u8> = None;
     let mut comment = false;
+    let mut escaped = false;
     let mut prev = b'\n';
     for &b in body {
         match (quote, comment) {
             (_, true) => comment = b != b'\n',
             (Some(q), _) => {
-                if b == q {
+                if escaped {
+                    escaped = false;
+                } else if q == b'"' && b == b'\\' {
+                    escaped = true;
+                } else if b == q {
                     quote = None;
                 }
             }
             (None, false) => match b {
-                b'"' | b'\'' => quote = Some(b),
+                b'"' | b'\''
+                    if prev.is_ascii_whitespace()
+                        || matches!(prev, b':' | b'[' | b'{' | b',' | b'-') =>
+                {
+                    quote = Some(b)
+                }
                 b'#' if prev.is_ascii_whitespace() => comment = true,
                 b'[' | b'{' => {
                     depth += 1;
@@ -847,17 +858,11 @@ fn watch_response(stream: WatchStream, table: bool, include: table::Include) -> 
                     }
                     json!({"type": event_type, "object": obj})
                 }
-                WatchItem::Bookmark(rev) => {
+                item @ (WatchItem::Bookmark(_) | WatchItem::InitialEventsEnd(_)) => {
                     if !bookmarks {
                         continue;
                     }
-                    json!({"type": event_type::BOOKMARK, "object": {"kind": info.kind, "apiVersion": info.api_version(), "metadata": {"resourceVersion": rev.to_string()}}})
-                }
-                WatchItem::InitialEventsEnd(rev) => {
-                    if !bookmarks {
-                        continue;
-                    }
-                    json!({"type": event_type::BOOKMARK, "object": crate::api::meta::initial_events_end(info.kind, &info.api_version(), rev)})
+                    json!({"type": event_type::BOOKMARK, "object": item.bookmark(info)})
                 }
                 WatchItem::Error(status) => json!({"type": event_type::ERROR, "object": *status}),
             };
@@ -902,8 +907,17 @@ mod tests {
         let deep = "[".repeat(MAX_BODY);
         assert_eq!(parse_yaml(deep.as_bytes()).unwrap_err().code, 400);
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // A quote inside a plain scalar opens nothing: what follows still counts.
+        let hidden = format!("a: it's\nb: {}", "[".repeat(MAX_BODY - 16));
+        assert_eq!(parse_yaml(hidden.as_bytes()).unwrap_err().code, 400);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
         // Brackets in quoted scalars and comments are not nesting.
-        let quoted = format!("a: \"{}\"\nb: 1 # {}\n", "[".repeat(1000), "{".repeat(1000));
+        let quoted = format!(
+            "a: \"{}\\\" {}\"\nb: 1 # {}\n",
+            "[".repeat(1000),
+            "[".repeat(1000),
+            "{".repeat(1000)
+        );
         assert_eq!(parse_yaml(quoted.as_bytes()).unwrap()["b"], 1);
         assert_eq!(parse_yaml(b"  \n").unwrap_err().code, 400);
     }
