@@ -155,7 +155,7 @@ proptest! {
     /// panics, and leaves the original untouched when it refuses.
     #[test]
     fn strategic_merge_never_crashes(original in object_like(), patch in object_like(),
-            kind in proptest::sample::select(vec!["Pod", "Deployment", "ReplicaSet", "Node", "Namespace", "ConfigMap", "Other"])) {
+            kind in proptest::sample::select(every_patch_root())) {
         let mut doc = original.clone();
         if skiff::apiserver::patch::strategic_merge(kind, &mut doc, &patch).is_err() {
             prop_assert_eq!(doc, original);
@@ -173,7 +173,7 @@ proptest! {
                     "/spec/containers/0", "/spec/containers/-", "/spec/containers/99", "/a~1b", "/~2", "/data/v"]),
                 proptest::sample::select(vec!["/metadata", "/spec", "/status", "/metadata/labels", "/nope"]),
                 object_like()), 0..8),
-            kind in proptest::sample::select(vec!["Pod", "Deployment", "ConfigMap"])) {
+            kind in proptest::sample::select(every_patch_root())) {
         use skiff::api::wire::PatchType;
         let json_ops = Value::Array(ops.into_iter().map(|(op, path, from, value)|
             json!({"op": op, "path": path, "from": from, "value": value})).collect());
@@ -236,12 +236,37 @@ proptest! {
         let _ = skiff::api::subject::parse_request(&junk);
     }
 
-    /// Validation of arbitrary object-shaped bodies of every served kind never panics.
+    /// Every served kind's strategy — normalisation, defaults, admission, initial status,
+    /// validation of creates and updates, update preparation and Table cells — on arbitrary
+    /// object-shaped bodies never panics.
     #[test]
-    fn validation_never_crashes(obj in object_like(), old in object_like(),
-            kind in proptest::sample::select(vec!["Pod", "Deployment", "ReplicaSet", "Node", "Namespace", "ConfigMap", "Secret", "Event", "Lease"])) {
-        let namespaced = kind != "Node" && kind != "Namespace";
-        let _ = skiff::apiserver::validation::validate_create(kind, namespaced, &obj);
-        let _ = skiff::apiserver::validation::validate_update(kind, namespaced, &old, &obj);
+    fn strategies_never_crash(obj in object_like(), old in object_like(),
+            info in proptest::sample::select(skiff::api::resource::RESOURCES.to_vec()),
+            sub in proptest::sample::select(vec![None, Some("status"), Some("finalize"), Some("scale")])) {
+        let s = skiff::apiserver::kinds::of(&info);
+        let mut new = obj.clone();
+        let _ = s.normalise(&mut new);
+        s.defaults(&mut new);
+        let _ = s.admit_create(&mut new);
+        s.initial_status(&mut new);
+        let _ = s.validate(&info, &new, None);
+        let _ = s.validate(&info, &obj, Some(&old));
+        let mut updated = obj.clone();
+        let _ = s.prepare_for_update(&info, sub, &old, &mut updated);
+        let _ = s.cells(&obj);
+        let _ = s.delete_pending(&obj);
     }
+}
+
+/// Every patch metadata root a strategy can name.
+fn every_patch_root() -> Vec<skiff::apiserver::patch::RootKind> {
+    use skiff::apiserver::patch::RootKind;
+    vec![
+        RootKind::Pod,
+        RootKind::Node,
+        RootKind::Namespace,
+        RootKind::Workload,
+        RootKind::PodTemplate,
+        RootKind::Other,
+    ]
 }

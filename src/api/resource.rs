@@ -25,6 +25,25 @@ pub struct ResourceInfo {
     pub has_scale: bool,
     /// Field selector paths accepted beyond metadata.name / metadata.namespace.
     pub extra_fields: &'static [&'static str],
+    /// Discovery categories (`all` makes `kubectl get all` list the kind).
+    pub categories: &'static [&'static str],
+    /// Subresources beyond `status` and `scale`.
+    pub subresources: &'static [Subresource],
+}
+
+/// A subresource served beyond `status` and `scale`, as discovery lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subresource {
+    /// Name after the object's, e.g. `eviction`.
+    pub name: &'static str,
+    /// API group of what it takes or answers; `""` for core.
+    pub group: &'static str,
+    /// Version of what it takes or answers.
+    pub version: &'static str,
+    /// Kind of what it takes or answers, e.g. `Eviction`; `""` for the resource's own kind.
+    pub kind: &'static str,
+    /// Verbs it serves.
+    pub verbs: &'static [&'static str],
 }
 
 impl ResourceInfo {
@@ -87,6 +106,14 @@ pub const RESOURCES: &[ResourceInfo] = &[
         has_status: true,
         has_scale: false,
         extra_fields: &["status.phase"],
+        categories: &[],
+        subresources: &[Subresource {
+            name: "finalize",
+            group: "",
+            version: "v1",
+            kind: "Namespace",
+            verbs: &["update"],
+        }],
     },
     ResourceInfo {
         group: "",
@@ -99,6 +126,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         has_status: true,
         has_scale: false,
         extra_fields: &["spec.unschedulable"],
+        categories: &[],
+        subresources: &[],
     },
     ResourceInfo {
         group: "",
@@ -119,6 +148,30 @@ pub const RESOURCES: &[ResourceInfo] = &[
             "status.phase",
             "status.podIP",
             "status.nominatedNodeName",
+        ],
+        categories: &["all"],
+        subresources: &[
+            Subresource {
+                name: "binding",
+                group: "",
+                version: "v1",
+                kind: "Binding",
+                verbs: &["create"],
+            },
+            Subresource {
+                name: "eviction",
+                group: "policy",
+                version: "v1",
+                kind: "Eviction",
+                verbs: &["create"],
+            },
+            Subresource {
+                name: "log",
+                group: "",
+                version: "v1",
+                kind: "Pod",
+                verbs: &["get"],
+            },
         ],
     },
     ResourceInfo {
@@ -144,6 +197,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
             "source",
             "type",
         ],
+        categories: &[],
+        subresources: &[],
     },
     // The same objects as core Events, stored once; converted at the edge
     // (`apiserver::events_v1`).
@@ -170,6 +225,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
             "deprecatedSource",
             "type",
         ],
+        categories: &[],
+        subresources: &[],
     },
     ResourceInfo {
         group: "",
@@ -182,6 +239,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         has_status: false,
         has_scale: false,
         extra_fields: &[],
+        categories: &[],
+        subresources: &[],
     },
     ResourceInfo {
         group: "",
@@ -194,6 +253,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         has_status: false,
         has_scale: false,
         extra_fields: &["type"],
+        categories: &[],
+        subresources: &[],
     },
     ResourceInfo {
         group: "apps",
@@ -206,6 +267,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         has_status: true,
         has_scale: true,
         extra_fields: &[],
+        categories: &["all"],
+        subresources: &[],
     },
     ResourceInfo {
         group: "apps",
@@ -218,6 +281,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         has_status: true,
         has_scale: true,
         extra_fields: &["status.replicas"],
+        categories: &["all"],
+        subresources: &[],
     },
     ResourceInfo {
         group: "coordination.k8s.io",
@@ -230,6 +295,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         has_status: false,
         has_scale: false,
         extra_fields: &[],
+        categories: &[],
+        subresources: &[],
     },
 ];
 

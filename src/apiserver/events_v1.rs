@@ -224,7 +224,7 @@ pub async fn patch(registry: &Registry, req: &Request) -> Result<Bytes, Status> 
             .unwrap_or_default();
         let mut event = from_core(current);
         super::patch::apply(
-            "Event",
+            super::patch::RootKind::Other,
             &mut event,
             req.patch_type.unwrap_or(PatchType::Merge),
             patch,

@@ -13,6 +13,7 @@ mod events_v1;
 pub mod flowcontrol;
 pub mod http;
 pub mod intake;
+pub mod kinds;
 pub mod openapi;
 pub mod patch;
 mod registry;

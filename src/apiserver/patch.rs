@@ -84,7 +84,7 @@ fn encoded_size(v: &Value, budget: usize) -> usize {
 /// (RFC 7386), a JSON patch (RFC 6902), or a strategic merge patch. What a malformed patch
 /// gets: 400; a JSON patch whose operations cannot be applied: 422.
 pub fn apply(
-    kind: &str,
+    root: RootKind,
     obj: &mut Value,
     ptype: crate::api::wire::PatchType,
     patch: &Value,
@@ -153,7 +153,7 @@ pub fn apply(
             *obj = patched;
             Ok(())
         }
-        PatchType::Strategic => strategic_merge(kind, obj, patch)
+        PatchType::Strategic => strategic_merge(root, obj, patch)
             .map_err(|e| Status::bad_request(format!("strategic merge patch: {e}"))),
     }
 }
@@ -167,7 +167,7 @@ pub fn apply(
 /// ConfigMap, Secret, anything unknown) still merge `metadata` by its rules; their other lists
 /// are replaced wholesale.
 pub fn strategic_merge(
-    kind: &str,
+    root: RootKind,
     original: &mut serde_json::Value,
     patch: &serde_json::Value,
 ) -> Result<(), PatchError> {
@@ -181,7 +181,7 @@ pub fn strategic_merge(
         Value::Object(map) => map.clone(),
         _ => Object::new(),
     };
-    let merged = merge_map(base, patch, Schema::root(kind), 0)?.unwrap_or_default();
+    let merged = merge_map(base, patch, Schema::Root(root), 0)?.unwrap_or_default();
     *original = Value::Object(merged);
     Ok(())
 }
@@ -197,9 +197,10 @@ enum ListStrategy {
     MergeByKey(&'static str),
 }
 
-/// The kind of a top-level object, as far as its patch metadata goes.
+/// The kind of a top-level object, as far as its patch metadata goes (a kind's strategy says
+/// which it is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RootKind {
+pub enum RootKind {
     Pod,
     Node,
     Namespace,
@@ -232,24 +233,6 @@ enum Schema {
 }
 
 impl Schema {
-    /// The schema of a top-level object of this kind.
-    fn root(kind: &str) -> Schema {
-        Schema::Root(match kind {
-            "Pod" => RootKind::Pod,
-            "Node" => RootKind::Node,
-            "Namespace" => RootKind::Namespace,
-            "Deployment"
-            | "ReplicaSet"
-            | "DaemonSet"
-            | "StatefulSet"
-            | "ReplicationController"
-            | "Job"
-            | "CronJob" => RootKind::Workload,
-            "PodTemplate" => RootKind::PodTemplate,
-            _ => RootKind::Other,
-        })
-    }
-
     /// The schema of the map held by field `name` (or of the elements of list `name`).
     fn field(self, name: &str) -> Schema {
         use RootKind as K;
@@ -763,9 +746,18 @@ mod tests {
     use serde_json::json;
 
     /// Applies `patch`, checking that no directive key survives into the result.
+    /// The patch metadata of the kinds these tests use, as their strategies give it.
+    fn rk(kind: &str) -> RootKind {
+        let info = crate::api::resource::RESOURCES
+            .iter()
+            .find(|r| r.kind == kind)
+            .expect("a served kind");
+        crate::apiserver::kinds::of(info).patch_root()
+    }
+
     fn apply(kind: &str, original: Value, patch: Value) -> Value {
         let mut object = original;
-        strategic_merge(kind, &mut object, &patch).expect("patch applies");
+        strategic_merge(rk(kind), &mut object, &patch).expect("patch applies");
         assert_no_directives(&object);
         object
     }
@@ -852,7 +844,7 @@ mod tests {
             {"op": "test", "path": "/metadata/finalizers", "value": null},
             {"op": "add", "path": "/metadata/finalizers", "value": ["x"]}
         ]);
-        super::apply("ConfigMap", &mut cm, PatchType::Json, &patch).unwrap();
+        super::apply(RootKind::Other, &mut cm, PatchType::Json, &patch).unwrap();
         assert_eq!(cm["metadata"]["finalizers"], json!(["x"]));
         // Present: the test fails; a missing parent fails too; a non-null test of an absent
         // member fails.
@@ -863,7 +855,7 @@ mod tests {
         ] {
             let mut obj = cm.clone();
             let patch = json!([{"op": "test", "path": path, "value": value}]);
-            let e = super::apply("ConfigMap", &mut obj, PatchType::Json, &patch).unwrap_err();
+            let e = super::apply(RootKind::Other, &mut obj, PatchType::Json, &patch).unwrap_err();
             assert_eq!(e.code, 422, "{path}: {e:?}");
             assert_eq!(obj, cm);
         }
@@ -1086,7 +1078,7 @@ mod tests {
             json!({"spec":{"template":{"spec":{"containers":["web"]}}}}),
         ] {
             let mut object = deployment();
-            let error = strategic_merge("Deployment", &mut object, &patch).unwrap_err();
+            let error = strategic_merge(rk("Deployment"), &mut object, &patch).unwrap_err();
             assert!(!error.0.is_empty());
             assert_eq!(object, deployment(), "a failed patch changes nothing");
         }
@@ -1106,7 +1098,7 @@ mod tests {
         ] {
             let mut object = deployment();
             assert!(
-                strategic_merge("Deployment", &mut object, &patch).is_err(),
+                strategic_merge(rk("Deployment"), &mut object, &patch).is_err(),
                 "{patch}"
             );
             assert_eq!(object, deployment());
@@ -1117,7 +1109,7 @@ mod tests {
     fn a_non_object_patch_is_an_error() {
         for patch in [json!(null), json!([1]), json!("x"), json!(3)] {
             let mut object = deployment();
-            assert!(strategic_merge("Deployment", &mut object, &patch).is_err());
+            assert!(strategic_merge(rk("Deployment"), &mut object, &patch).is_err());
         }
     }
 
@@ -1228,7 +1220,7 @@ mod tests {
             patch = json!({ "a": patch });
         }
         let mut object = json!({});
-        assert!(strategic_merge("ConfigMap", &mut object, &patch).is_err());
+        assert!(strategic_merge(rk("ConfigMap"), &mut object, &patch).is_err());
     }
 
     /// A tiny deterministic generator of awkward patches.
@@ -1309,7 +1301,7 @@ mod tests {
                 patch = json!({"spec": {"template": {"spec": patch}}});
             }
             let mut object = original.clone();
-            match strategic_merge(kind, &mut object, &patch) {
+            match strategic_merge(rk(kind), &mut object, &patch) {
                 Ok(()) => assert_no_directives(&object),
                 Err(_) => assert_eq!(object, original),
             }

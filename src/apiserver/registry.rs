@@ -9,8 +9,9 @@ use actix::Addr;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::kinds;
 use super::store::{self, KeyValue, Revision, Store, StoreError};
-use super::validation::{self, FieldError};
+use super::validation::FieldError;
 use crate::api::codec::{self, MapWriter};
 use crate::api::meta;
 use crate::api::resource::{self, ResourceInfo};
@@ -456,17 +457,16 @@ impl Registry {
         }
         md.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         md.insert("creationTimestamp".into(), json!(meta::now()));
-        if matches!(t.info.kind, "Pod" | "Deployment" | "ReplicaSet") {
+        let strategy = kinds::of(t.info);
+        if strategy.tracks_generation() {
             md.insert("generation".into(), json!(1));
         }
-        normalise(t.info, &mut obj)?;
-        defaults(t.info, &mut obj);
-        if t.info.kind == "Pod" {
-            admit_priority(&mut obj)?;
-        }
-        initial_status(t.info, &mut obj);
+        strategy.normalise(&mut obj)?;
+        strategy.defaults(&mut obj);
+        strategy.admit_create(&mut obj)?;
+        strategy.initial_status(&mut obj);
         let name = meta::name(&obj).to_string();
-        let errs = validation::validate_create(t.info.kind, t.info.namespaced, &obj);
+        let errs = strategy.validate(t.info, &obj, None);
         if !errs.is_empty() {
             return Err(invalid(t.info, &name, errs));
         }
@@ -655,7 +655,7 @@ impl Registry {
                 ));
             }
             let old = std::mem::replace(obj, body.clone());
-            restrict(info, sub.as_deref(), &old, obj)
+            kinds::of(info).prepare_for_update(info, sub.as_deref(), &old, obj)
         })
         .await
         .map(|(bytes, _)| bytes)
@@ -687,8 +687,8 @@ impl Registry {
         let sub = req.subresource.clone();
         self.modify(&t, &name, expect, req.dry_run, move |obj| {
             let old = obj.clone();
-            super::patch::apply(info.kind, obj, ptype, &patch)?;
-            restrict(info, sub.as_deref(), &old, obj)
+            super::patch::apply(kinds::of(info).patch_root(), obj, ptype, &patch)?;
+            kinds::of(info).prepare_for_update(info, sub.as_deref(), &old, obj)
         })
         .await
         .map(|(b, _)| b)
@@ -725,7 +725,7 @@ impl Registry {
                     None => body.clone(),
                     Some((ptype, p)) => {
                         let mut s = scale_of(obj);
-                        super::patch::apply("Scale", &mut s, *ptype, p)?;
+                        super::patch::apply(super::patch::RootKind::Other, &mut s, *ptype, p)?;
                         s
                     }
                 };
@@ -791,10 +791,11 @@ impl Registry {
             }
             check_type(info, &mut new)?;
             same_namespace(info, ns, &mut new)?;
-            normalise(info, &mut new)?;
-            defaults(info, &mut new);
-            strategy(&old, &mut new);
-            let errs = validation::validate_update(info.kind, info.namespaced, &old, &new);
+            let strategy = kinds::of(info);
+            strategy.normalise(&mut new)?;
+            strategy.defaults(&mut new);
+            keep_system_metadata(&old, &mut new);
+            let errs = strategy.validate(info, &new, Some(&old));
             if !errs.is_empty() {
                 return Err(invalid(info, name, errs));
             }
@@ -806,11 +807,7 @@ impl Registry {
                 return Ok((encode_value(&new)?, new));
             }
             // A namespace also waits for its spec.finalizers (the namespace controller's).
-            let ns_pending = info.kind == "Namespace"
-                && new
-                    .pointer("/spec/finalizers")
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| !a.is_empty());
+            let ns_pending = strategy.delete_pending(&new);
             let finished = new.pointer("/metadata/deletionTimestamp").is_some()
                 && finalizers_empty(&new)
                 && !ns_pending
@@ -909,14 +906,8 @@ impl Registry {
         let info = t.info;
         // The namespaces the cluster cannot do without, as Kubernetes' NamespaceLifecycle
         // admission keeps them.
-        if info.kind == "Namespace" && IMMORTAL_NAMESPACES.contains(&name.as_str()) {
-            return Err(Status::forbidden_on(
-                info.group,
-                info.plural,
-                &name,
-                "this namespace may not be deleted",
-            ));
-        }
+        let strategy = kinds::of(info);
+        strategy.admit_delete(info, &name)?;
         let opts = req.delete.clone().unwrap_or_default();
         // `dryRun` may come in the query (the request's flag) or in the DeleteOptions body
         // (kubectl's `--dry-run=server`); either way nothing is deleted.
@@ -927,17 +918,14 @@ impl Registry {
                 .ok_or_else(|| Status::not_found(info.group, info.plural, &name))?;
             let mut obj = decode(&kv.value)?;
             check_preconditions(info, &name, &opts, &obj)?;
-            let grace = grace_period(info, &obj, &opts);
+            let grace = strategy.grace_period(&obj, &opts);
             let orphan = opts.propagation_policy.as_deref() == Some("Orphan")
                 || opts.orphan_dependents == Some(true);
             let foreground = opts.propagation_policy.as_deref() == Some("Foreground");
             let already = obj.pointer("/metadata/deletionTimestamp").is_some();
             // Finalizers the propagation policy asks the garbage collector to honour.
             let mut added = false;
-            if !already
-                && (orphan || foreground)
-                && matches!(info.kind, "Deployment" | "ReplicaSet")
-            {
+            if !already && (orphan || foreground) && strategy.owns_dependents() {
                 let f = if orphan {
                     "orphan"
                 } else {
@@ -953,11 +941,7 @@ impl Registry {
                     }
                 }
             }
-            let ns_finalizers = info.kind == "Namespace"
-                && obj
-                    .pointer("/spec/finalizers")
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| !a.is_empty());
+            let ns_finalizers = strategy.delete_pending(&obj);
             let wait = !finalizers_empty(&obj) || ns_finalizers || grace > 0;
             if dry_run {
                 return Ok(kv.value);
@@ -975,9 +959,7 @@ impl Registry {
                     md.insert("deletionTimestamp".into(), json!(meta::now_plus(grace)));
                 }
                 md.insert("deletionGracePeriodSeconds".into(), json!(grace));
-                if info.kind == "Namespace" {
-                    obj["status"]["phase"] = json!("Terminating");
-                }
+                strategy.on_deleting(&mut obj);
                 self.write(store::Update {
                     key: key.clone(),
                     expect: kv.mod_revision,
@@ -1248,33 +1230,9 @@ fn check_preconditions(
     Ok(())
 }
 
-/// Seconds a delete waits: only scheduled pods terminate gracefully.
-fn grace_period(info: &ResourceInfo, obj: &Value, opts: &DeleteOptions) -> i64 {
-    if info.kind != "Pod" {
-        return 0;
-    }
-    let scheduled = obj
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_some_and(|n| !n.is_empty());
-    let terminal = matches!(
-        obj.pointer("/status/phase").and_then(Value::as_str),
-        Some("Succeeded" | "Failed")
-    );
-    if !scheduled || terminal {
-        return 0;
-    }
-    opts.grace_period_seconds
-        .or_else(|| {
-            obj.pointer("/spec/terminationGracePeriodSeconds")
-                .and_then(Value::as_i64)
-        })
-        .unwrap_or(30)
-        .max(0)
-}
-
-/// The update strategy: what a write may change, and generation bookkeeping.
-fn strategy(old: &Value, new: &mut Value) {
+/// What no write may change in metadata (kube's `rest.BeforeUpdate`), and generation
+/// bookkeeping.
+fn keep_system_metadata(old: &Value, new: &mut Value) {
     let old_md = old.get("metadata").cloned().unwrap_or(json!({}));
     {
         let md = meta::metadata_mut(new);
@@ -1318,75 +1276,6 @@ fn strategy(old: &Value, new: &mut Value) {
             meta::metadata_mut(new).insert("generation".into(), json!(g + 1));
         }
     }
-}
-
-/// Sets (or, with None, removes) a namespace's `spec.finalizers`.
-fn set_spec_finalizers(ns: &mut Value, finalizers: Option<Value>) {
-    if !ns.get("spec").is_some_and(Value::is_object) {
-        ns["spec"] = json!({});
-    }
-    match finalizers {
-        Some(f) => ns["spec"]["finalizers"] = f,
-        None => {
-            if let Some(spec) = ns["spec"].as_object_mut() {
-                spec.remove("finalizers");
-            }
-        }
-    }
-}
-
-/// Keeps each write path to its half of the object: the main resource may not change status
-/// (for kinds with a status subresource), the status subresource may change only status.
-fn restrict(
-    info: &ResourceInfo,
-    sub: Option<&str>,
-    old: &Value,
-    new: &mut Value,
-) -> Result<(), Status> {
-    match sub {
-        None if info.has_status => {
-            match old.get("status") {
-                Some(s) => new["status"] = s.clone(),
-                None => {
-                    if let Some(m) = new.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
-            }
-            // A namespace's spec.finalizers change through `finalize` only (kube's
-            // namespace strategy).
-            if info.kind == "Namespace" && new.is_object() {
-                set_spec_finalizers(new, old.pointer("/spec/finalizers").cloned());
-            }
-        }
-        None => {}
-        // `namespaces/<n>/finalize`: the spec's finalizers, nothing else.
-        Some("finalize") if info.kind == "Namespace" => {
-            let finalizers = new.pointer("/spec/finalizers").cloned();
-            *new = old.clone();
-            set_spec_finalizers(new, finalizers);
-        }
-        Some("status") if info.has_status => {
-            let status = new.get("status").cloned();
-            *new = old.clone();
-            match status {
-                Some(s) => new["status"] = s,
-                None => {
-                    if let Some(m) = new.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
-            }
-        }
-        Some(other) => {
-            return Err(Status::not_found(
-                info.group,
-                &format!("{}/{other}", info.plural),
-                meta::name(old),
-            ))
-        }
-    }
-    Ok(())
 }
 
 /// autoscaling/v1 Scale of a Deployment or ReplicaSet.
@@ -1443,29 +1332,6 @@ pub(super) fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: O
     }
 }
 
-/// Defaults on create, as Kubernetes' defaulters set them.
-/// The status an object starts with.
-fn initial_status(info: &ResourceInfo, obj: &mut Value) {
-    match info.kind {
-        "Namespace" => obj["status"] = json!({"phase": "Active"}),
-        "Pod" => {
-            obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
-            if obj
-                .pointer("/spec/nodeName")
-                .and_then(Value::as_str)
-                .is_some_and(|n| !n.is_empty())
-            {
-                set_condition(obj, "PodScheduled", "True", None);
-            }
-        }
-        "Deployment" | "ReplicaSet" => obj["status"] = json!({}),
-        _ => {}
-    }
-}
-
-/// Namespaces that may not be deleted (Kubernetes' NamespaceLifecycle keeps the same three).
-const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
-
 /// Field defaults, as Kubernetes' defaulters set them on every write (so a replaced
 /// template compares equal to the one stored in its ReplicaSet). Idempotent.
 /// A `<Kind>List` of encoded items, spliced in as they are.
@@ -1484,56 +1350,6 @@ fn list_answer(
         w.raw_item(item);
     }
     Ok(Bytes::from(w.finish()))
-}
-
-/// The PriorityClasses every cluster has (Skiff serves no others yet).
-const SYSTEM_PRIORITY_CLASSES: [(&str, i64); 2] = [
-    ("system-node-critical", 2_000_001_000),
-    ("system-cluster-critical", 2_000_000_000),
-];
-
-/// kube's Priority admission on a pod create: `spec.priority` is computed from
-/// `spec.priorityClassName` (0 without one), never given; an unknown class is 403.
-fn admit_priority(pod: &mut Value) -> Result<(), Status> {
-    let name = meta::name(pod).to_string();
-    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
-        return Ok(());
-    };
-    let class = spec
-        .get("priorityClassName")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let computed = if class.is_empty() {
-        0
-    } else {
-        match SYSTEM_PRIORITY_CLASSES.iter().find(|(c, _)| *c == class) {
-            Some((_, p)) => *p,
-            None => {
-                return Err(Status::forbidden_on(
-                    "",
-                    "pods",
-                    &name,
-                    &format!("no PriorityClass with name {class} was found"),
-                ))
-            }
-        }
-    };
-    if let Some(given) = spec.get("priority").filter(|v| !v.is_null()) {
-        if given.as_i64() != Some(computed) {
-            return Err(Status::forbidden_on(
-                "",
-                "pods",
-                &name,
-                &format!(
-                    "the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {computed} from the given PriorityClass name"
-                ),
-            ));
-        }
-    }
-    spec.insert("priority".into(), json!(computed));
-    spec.entry("preemptionPolicy")
-        .or_insert(json!("PreemptLowerPriority"));
-    Ok(())
 }
 
 /// How long a read at a revision the Store has not reached waits for it.
@@ -1572,140 +1388,6 @@ fn same_namespace(info: &ResourceInfo, url: Option<&str>, obj: &mut Value) -> Re
         ));
     }
     Ok(())
-}
-
-/// What kube's conversion to its internal types does to a written object before defaults:
-/// a Secret's `stringData` is merged into `data` (base64, overriding the same keys) and is
-/// never stored.
-fn normalise(info: &ResourceInfo, obj: &mut Value) -> Result<(), Status> {
-    if info.kind != "Secret" {
-        return Ok(());
-    }
-    let Some(map) = obj.as_object_mut() else {
-        return Ok(());
-    };
-    let string_data = match map.remove("stringData") {
-        None | Some(Value::Null) => return Ok(()),
-        Some(Value::Object(m)) => m,
-        Some(other) => {
-            return Err(Status::bad_request(format!(
-                "Secret in version \"v1\" cannot be handled as a Secret: json: cannot unmarshal {} into Go struct field Secret.stringData of type map[string]string",
-                json_kind(&other)
-            )))
-        }
-    };
-    let data = map.entry("data").or_insert_with(|| json!({}));
-    if data.is_null() {
-        *data = json!({});
-    }
-    let Some(data) = data.as_object_mut() else {
-        return Ok(()); // validation refuses a data that is not a map
-    };
-    for (k, v) in string_data {
-        let Some(text) = v.as_str() else {
-            return Err(Status::bad_request(format!(
-                "Secret in version \"v1\" cannot be handled as a Secret: json: cannot unmarshal {} into Go struct field Secret.stringData of type string",
-                json_kind(&v)
-            )));
-        };
-        data.insert(k, json!(super::certs::base64(text.as_bytes())));
-    }
-    Ok(())
-}
-
-/// The JSON type's name as Go's encoding/json words it in an unmarshal error.
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-fn defaults(info: &ResourceInfo, obj: &mut Value) {
-    match info.kind {
-        "Namespace"
-            if obj.pointer("/spec/finalizers").is_none()
-                && obj.pointer("/metadata/deletionTimestamp").is_none() =>
-        {
-            if !obj.get("spec").is_some_and(Value::is_object) {
-                obj["spec"] = json!({});
-            }
-            obj["spec"]["finalizers"] = json!(["kubernetes"]);
-        }
-        "Pod" => {
-            if let Some(spec) = obj.get_mut("spec") {
-                pod_spec_defaults(spec);
-            }
-        }
-        "Deployment" | "ReplicaSet" => {
-            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.entry("replicas").or_insert(json!(1));
-                if info.kind == "Deployment" {
-                    spec.entry("revisionHistoryLimit").or_insert(json!(10));
-                    spec.entry("progressDeadlineSeconds").or_insert(json!(600));
-                    let strategy = spec
-                        .entry("strategy")
-                        .or_insert_with(|| json!({"type": "RollingUpdate"}));
-                    if strategy.get("type").is_none() {
-                        strategy["type"] = json!("RollingUpdate");
-                    }
-                    if strategy["type"] == "RollingUpdate"
-                        && strategy.get("rollingUpdate").is_none()
-                    {
-                        strategy["rollingUpdate"] =
-                            json!({"maxSurge": "25%", "maxUnavailable": "25%"});
-                    }
-                }
-            }
-            if let Some(spec) = obj.pointer_mut("/spec/template/spec") {
-                pod_spec_defaults(spec);
-            }
-        }
-        "Secret" if obj.get("type").is_none() => {
-            obj["type"] = json!("Opaque");
-        }
-        _ => {}
-    }
-}
-
-fn pod_spec_defaults(spec: &mut Value) {
-    let Some(s) = spec.as_object_mut() else {
-        return;
-    };
-    s.entry("restartPolicy").or_insert(json!("Always"));
-    s.entry("terminationGracePeriodSeconds")
-        .or_insert(json!(30));
-    s.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
-    s.entry("schedulerName")
-        .or_insert(json!("default-scheduler"));
-    s.entry("securityContext").or_insert(json!({}));
-    for list in ["containers", "initContainers"] {
-        if let Some(cs) = s.get_mut(list).and_then(Value::as_array_mut) {
-            for c in cs.iter_mut().filter_map(Value::as_object_mut) {
-                c.entry("terminationMessagePath")
-                    .or_insert(json!("/dev/termination-log"));
-                c.entry("terminationMessagePolicy").or_insert(json!("File"));
-                c.entry("resources").or_insert(json!({}));
-                if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
-                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
-                        p.entry("protocol").or_insert(json!("TCP"));
-                    }
-                }
-                let image = c.get("image").and_then(Value::as_str).unwrap_or("");
-                let latest = !image.rsplit('/').next().unwrap_or("").contains(':')
-                    || image.ends_with(":latest");
-                c.entry("imagePullPolicy").or_insert(json!(if latest {
-                    "Always"
-                } else {
-                    "IfNotPresent"
-                }));
-            }
-        }
-    }
 }
 
 fn random_suffix() -> String {

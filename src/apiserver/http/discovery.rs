@@ -90,8 +90,8 @@ fn row(r: &ResourceInfo) -> Value {
     if !r.short_names.is_empty() {
         v["shortNames"] = json!(r.short_names);
     }
-    if matches!(r.kind, "Pod" | "Deployment" | "ReplicaSet") {
-        v["categories"] = json!(["all"]);
+    if !r.categories.is_empty() {
+        v["categories"] = json!(r.categories);
     }
     v
 }
@@ -114,9 +114,6 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         resources.push(row(r));
         if r.has_status {
             resources.push(sub(r, "status", r.kind, &["get", "patch", "update"]));
-            if r.kind == "Namespace" {
-                resources.push(sub(r, "finalize", r.kind, &["update"]));
-            }
         }
         if r.has_scale {
             let mut s = sub(r, "scale", "Scale", &["get", "patch", "update"]);
@@ -124,13 +121,13 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             s["version"] = json!("v1");
             resources.push(s);
         }
-        if r.kind == "Pod" {
-            resources.push(sub(r, "binding", "Binding", &["create"]));
-            let mut e = sub(r, "eviction", "Eviction", &["create"]);
-            e["group"] = json!("policy");
-            e["version"] = json!("v1");
+        for s in r.subresources {
+            let mut e = sub(r, s.name, s.kind, s.verbs);
+            if (s.group, s.version) != (r.group, r.version) {
+                e["group"] = json!(s.group);
+                e["version"] = json!(s.version);
+            }
             resources.push(e);
-            resources.push(sub(r, "log", "Pod", &["get"]));
         }
     }
     let gv = if group.is_empty() {
@@ -161,19 +158,12 @@ fn aggregated_resource(r: &ResourceInfo) -> Value {
     let mut subs = Vec::new();
     if r.has_status {
         subs.push(json!({"subresource": "status", "responseKind": kind(r.group, r.version, r.kind), "verbs": ["get", "patch", "update"]}));
-        if r.kind == "Namespace" {
-            subs.push(json!({"subresource": "finalize", "responseKind": kind(r.group, r.version, r.kind), "verbs": ["update"]}));
-        }
     }
     if r.has_scale {
         subs.push(json!({"subresource": "scale", "responseKind": kind("autoscaling", "v1", "Scale"), "verbs": ["get", "patch", "update"]}));
     }
-    if r.kind == "Pod" {
-        subs.push(json!({"subresource": "binding", "responseKind": kind("", "v1", "Binding"), "verbs": ["create"]}));
-        subs.push(json!({"subresource": "eviction", "responseKind": kind("policy", "v1", "Eviction"), "verbs": ["create"]}));
-        subs.push(
-            json!({"subresource": "log", "responseKind": kind("", "v1", "Pod"), "verbs": ["get"]}),
-        );
+    for s in r.subresources {
+        subs.push(json!({"subresource": s.name, "responseKind": kind(s.group, s.version, s.kind), "verbs": s.verbs}));
     }
     let mut v = json!({
         "resource": r.plural,
@@ -185,8 +175,8 @@ fn aggregated_resource(r: &ResourceInfo) -> Value {
     if !r.short_names.is_empty() {
         v["shortNames"] = json!(r.short_names);
     }
-    if matches!(r.kind, "Pod" | "Deployment" | "ReplicaSet") {
-        v["categories"] = json!(["all"]);
+    if !r.categories.is_empty() {
+        v["categories"] = json!(r.categories);
     }
     if !subs.is_empty() {
         v["subresources"] = json!(subs);

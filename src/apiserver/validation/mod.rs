@@ -1,77 +1,76 @@
 //! Server-side validation of Kubernetes objects, the way kube-apiserver does it.
 //!
-//! This module owns the checks that turn a create or update request into a
-//! `422 Invalid` Status: it takes objects as `serde_json::Value`, checks their
-//! `apiVersion`/`kind`, their metadata (names, namespaces, labels, annotations,
-//! owner references, finalizers), decodes them into the matching
-//! `k8s-openapi` type (a wrong JSON type is reported with its field path), and
-//! then runs the semantic checks of each served kind (Pod, ReplicaSet,
-//! Deployment, ConfigMap, Secret, Namespace, Node, Event, Lease), plus the
-//! immutability rules of updates. Every problem becomes a [`FieldError`], whose
-//! reason, field and message follow Kubernetes' `field.Error` wording so that
-//! they can be put in `details.causes` as they are. Nothing here panics,
-//! whatever JSON it is given.
+//! This module owns the checks that turn a create or update request into a `422 Invalid`
+//! Status, and the wording of their errors: the generic checks every object gets (its
+//! `apiVersion`/`kind`, its metadata — names, namespaces, labels, annotations, owner
+//! references, finalizers — and what metadata an update may not change), decoding into the
+//! matching `k8s-openapi` type (a wrong JSON type is reported with its field path), and the
+//! helpers kinds check their fields with (names, quantities, selectors, percentages). Each
+//! kind's own semantic checks live with its strategy (`apiserver::kinds`), through the
+//! [`Checked`] trait; pod specs and pod templates, shared by several kinds, live in
+//! [`pod_spec`]. Every problem becomes a [`FieldError`], whose reason, field and message
+//! follow Kubernetes' `field.Error` wording so that they can be put in `details.causes` as
+//! they are. Nothing here panics, whatever JSON it is given.
+
+pub mod pod_spec;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::{self, Write as _};
 
-use k8s_openapi::api::apps::v1 as apps;
-use k8s_openapi::api::coordination::v1 as coordination;
-use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Reason of a value that is missing.
-const REQUIRED: &str = "FieldValueRequired";
+pub(crate) const REQUIRED: &str = "FieldValueRequired";
 /// Reason of a malformed value.
-const INVALID: &str = "FieldValueInvalid";
+pub(crate) const INVALID: &str = "FieldValueInvalid";
 /// Reason of a value outside an enumeration.
-const NOT_SUPPORTED: &str = "FieldValueNotSupported";
+pub(crate) const NOT_SUPPORTED: &str = "FieldValueNotSupported";
 /// Reason of a value that must be unique and is not.
-const DUPLICATE: &str = "FieldValueDuplicate";
+pub(crate) const DUPLICATE: &str = "FieldValueDuplicate";
 /// Reason of a value that is well formed but not allowed here.
-const FORBIDDEN: &str = "FieldValueForbidden";
+pub(crate) const FORBIDDEN: &str = "FieldValueForbidden";
 /// Reason of a value that is too long.
-const TOO_LONG: &str = "FieldValueTooLong";
+pub(crate) const TOO_LONG: &str = "FieldValueTooLong";
 /// Reason of a value whose JSON type is wrong.
-const TYPE_INVALID: &str = "FieldValueTypeInvalid";
+pub(crate) const TYPE_INVALID: &str = "FieldValueTypeInvalid";
 /// Reason of a reference to something that does not exist.
-const NOT_FOUND: &str = "FieldValueNotFound";
+pub(crate) const NOT_FOUND: &str = "FieldValueNotFound";
 
 /// Message detail of Kubernetes' immutable-field errors.
-const IMMUTABLE: &str = "field is immutable";
+pub(crate) const IMMUTABLE: &str = "field is immutable";
 /// Largest total size of an object's annotations, in bytes.
-const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
+pub(crate) const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
 /// Largest total size of a ConfigMap's or Secret's data, in bytes.
-const MAX_DATA_SIZE: usize = 1024 * 1024;
+pub(crate) const MAX_DATA_SIZE: usize = 1024 * 1024;
 /// Placeholder printed instead of secret bytes.
-const REDACTED: &str = "<secret contents redacted>";
+pub(crate) const REDACTED: &str = "<secret contents redacted>";
 
-const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
-const DNS1123_LABEL_ERR: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
-const DNS1123_SUBDOMAIN_FMT: &str =
+pub(crate) const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
+pub(crate) const DNS1123_LABEL_ERR: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
+pub(crate) const DNS1123_SUBDOMAIN_FMT: &str =
     "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
-const DNS1123_SUBDOMAIN_ERR: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
-const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
-const QUALIFIED_NAME_ERR: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
-const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
-const LABEL_VALUE_ERR: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
-const ENV_VAR_NAME_FMT: &str = "[-._a-zA-Z][-._a-zA-Z0-9]*";
-const ENV_VAR_NAME_ERR: &str = "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit";
-const CONFIG_MAP_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
-const CONFIG_MAP_KEY_ERR: &str =
+pub(crate) const DNS1123_SUBDOMAIN_ERR: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
+pub(crate) const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
+pub(crate) const QUALIFIED_NAME_ERR: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+pub(crate) const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
+pub(crate) const LABEL_VALUE_ERR: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+pub(crate) const ENV_VAR_NAME_FMT: &str = "[-._a-zA-Z][-._a-zA-Z0-9]*";
+pub(crate) const ENV_VAR_NAME_ERR: &str = "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit";
+pub(crate) const CONFIG_MAP_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
+pub(crate) const CONFIG_MAP_KEY_ERR: &str =
     "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
-const PERCENT_FMT: &str = "[0-9]+%";
-const PERCENT_ERR: &str =
+pub(crate) const PERCENT_FMT: &str = "[0-9]+%";
+pub(crate) const PERCENT_ERR: &str =
     "a valid percent string must be a numeric string followed by an ending '%'";
-const QUANTITY_ERR: &str =
+pub(crate) const QUANTITY_ERR: &str =
     "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
 
 /// Map-valued fields: a key under one of them is printed as `field[key]`,
 /// as Kubernetes' `field.Path.Key` does.
-const MAP_FIELDS: &[&str] = &[
+pub(crate) const MAP_FIELDS: &[&str] = &[
     "labels",
     "annotations",
     "nodeSelector",
@@ -107,7 +106,7 @@ impl FieldError {
         }
     }
 
-    fn new(reason: &'static str, field: impl Into<String>, message: String) -> Self {
+    pub(crate) fn new(reason: &'static str, field: impl Into<String>, message: String) -> Self {
         FieldError {
             reason,
             field: field.into(),
@@ -116,7 +115,7 @@ impl FieldError {
     }
 
     /// `Required value[: detail]`
-    fn required(field: impl Into<String>, detail: &str) -> Self {
+    pub(crate) fn required(field: impl Into<String>, detail: &str) -> Self {
         Self::new(
             REQUIRED,
             field,
@@ -125,7 +124,7 @@ impl FieldError {
     }
 
     /// `Invalid value: <value>[: detail]`; `value` is already rendered.
-    fn invalid(field: impl Into<String>, value: String, detail: &str) -> Self {
+    pub(crate) fn invalid(field: impl Into<String>, value: String, detail: &str) -> Self {
         Self::new(
             INVALID,
             field,
@@ -134,7 +133,7 @@ impl FieldError {
     }
 
     /// Like [`FieldError::invalid`], for a value of the wrong JSON type.
-    fn type_invalid(field: impl Into<String>, value: String, detail: &str) -> Self {
+    pub(crate) fn type_invalid(field: impl Into<String>, value: String, detail: &str) -> Self {
         Self::new(
             TYPE_INVALID,
             field,
@@ -143,7 +142,7 @@ impl FieldError {
     }
 
     /// `Unsupported value: <value>: supported values: "a", "b"`
-    fn not_supported(field: impl Into<String>, value: String, valid: &[&str]) -> Self {
+    pub(crate) fn not_supported(field: impl Into<String>, value: String, valid: &[&str]) -> Self {
         let quoted: Vec<String> = valid.iter().map(|v| q(v)).collect();
         let detail = if quoted.is_empty() {
             String::new()
@@ -158,7 +157,7 @@ impl FieldError {
     }
 
     /// `Duplicate value: <value>[: detail]`
-    fn duplicate(field: impl Into<String>, value: String, detail: &str) -> Self {
+    pub(crate) fn duplicate(field: impl Into<String>, value: String, detail: &str) -> Self {
         Self::new(
             DUPLICATE,
             field,
@@ -167,12 +166,12 @@ impl FieldError {
     }
 
     /// `Forbidden: detail`
-    fn forbidden(field: impl Into<String>, detail: &str) -> Self {
+    pub(crate) fn forbidden(field: impl Into<String>, detail: &str) -> Self {
         Self::new(FORBIDDEN, field, with_detail("Forbidden".into(), detail))
     }
 
     /// `Too long: must have at most N bytes`
-    fn too_long(field: impl Into<String>, max: usize) -> Self {
+    pub(crate) fn too_long(field: impl Into<String>, max: usize) -> Self {
         Self::new(
             TOO_LONG,
             field,
@@ -181,7 +180,7 @@ impl FieldError {
     }
 
     /// `Not found: <value>`
-    fn not_found(field: impl Into<String>, value: String) -> Self {
+    pub(crate) fn not_found(field: impl Into<String>, value: String) -> Self {
         Self::new(NOT_FOUND, field, format!("Not found: {value}"))
     }
 }
@@ -192,7 +191,7 @@ impl fmt::Display for FieldError {
     }
 }
 
-fn with_detail(mut head: String, detail: &str) -> String {
+pub(crate) fn with_detail(mut head: String, detail: &str) -> String {
     if !detail.is_empty() {
         head.push_str(": ");
         head.push_str(detail);
@@ -200,14 +199,14 @@ fn with_detail(mut head: String, detail: &str) -> String {
     head
 }
 
-type Errs = Vec<FieldError>;
+pub(crate) type Errs = Vec<FieldError>;
 
 // ---------------------------------------------------------------------------
 // Rendering of values and field paths
 // ---------------------------------------------------------------------------
 
 /// Quotes a string the way Go's `%q` does.
-fn q(s: &str) -> String {
+pub(crate) fn q(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -236,7 +235,7 @@ fn q(s: &str) -> String {
 
 /// Renders a raw JSON value for a message: strings quoted, scalars as they
 /// are, structures as compact JSON cut to a readable length.
-fn render_json(v: &Value) -> String {
+pub(crate) fn render_json(v: &Value) -> String {
     match v {
         Value::String(s) => q(s),
         Value::Null => "null".into(),
@@ -258,14 +257,14 @@ fn render_json(v: &Value) -> String {
 }
 
 /// Renders any serializable value as compact JSON.
-fn render_ser<T: serde::Serialize>(v: &T) -> String {
+pub(crate) fn render_ser<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .map(|v| render_json(&v))
         .unwrap_or_else(|_| "null".into())
 }
 
 /// Renders a string map like Go's `%#v` of a `map[string]string`.
-fn render_string_map(m: &BTreeMap<String, String>) -> String {
+pub(crate) fn render_string_map(m: &BTreeMap<String, String>) -> String {
     let items: Vec<String> = m
         .iter()
         .map(|(k, v)| format!("{}:{}", q(k), q(v)))
@@ -273,7 +272,7 @@ fn render_string_map(m: &BTreeMap<String, String>) -> String {
     format!("map[string]string{{{}}}", items.join(", "))
 }
 
-fn child(path: &str, name: &str) -> String {
+pub(crate) fn child(path: &str, name: &str) -> String {
     if path.is_empty() {
         name.to_string()
     } else {
@@ -281,11 +280,11 @@ fn child(path: &str, name: &str) -> String {
     }
 }
 
-fn index(path: &str, i: usize) -> String {
+pub(crate) fn index(path: &str, i: usize) -> String {
     format!("{path}[{i}]")
 }
 
-fn key(path: &str, k: &str) -> String {
+pub(crate) fn key(path: &str, k: &str) -> String {
     format!("{path}[{k}]")
 }
 
@@ -293,11 +292,11 @@ fn key(path: &str, k: &str) -> String {
 // Format checks (apimachinery's util/validation)
 // ---------------------------------------------------------------------------
 
-fn max_len_error(n: usize) -> String {
+pub(crate) fn max_len_error(n: usize) -> String {
     format!("must be no more than {n} characters")
 }
 
-fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
+pub(crate) fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
     if examples.is_empty() {
         return format!("{msg} (regex used for validation is '{fmt}')");
     }
@@ -312,12 +311,12 @@ fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
     out
 }
 
-fn inclusive_range_error(lo: i64, hi: i64) -> String {
+pub(crate) fn inclusive_range_error(lo: i64, hi: i64) -> String {
     format!("must be between {lo} and {hi}, inclusive")
 }
 
 /// `[a-z0-9]([-a-z0-9]*[a-z0-9])?` without a length limit.
-fn matches_dns_label_pattern(s: &str) -> bool {
+pub(crate) fn matches_dns_label_pattern(s: &str) -> bool {
     let b = s.as_bytes();
     let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
     match (b.first(), b.last()) {
@@ -326,7 +325,7 @@ fn matches_dns_label_pattern(s: &str) -> bool {
     }
 }
 
-fn matches_dns_subdomain_pattern(s: &str) -> bool {
+pub(crate) fn matches_dns_subdomain_pattern(s: &str) -> bool {
     s.split('.').all(matches_dns_label_pattern)
 }
 
@@ -342,7 +341,7 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
     s.len() <= 253 && matches_dns_subdomain_pattern(s)
 }
 
-fn dns1123_label_errors(s: &str) -> Vec<String> {
+pub(crate) fn dns1123_label_errors(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if s.len() > 63 {
         errs.push(max_len_error(63));
@@ -361,7 +360,7 @@ fn dns1123_label_errors(s: &str) -> Vec<String> {
     errs
 }
 
-fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
+pub(crate) fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if s.len() > 253 {
         errs.push(max_len_error(253));
@@ -376,7 +375,7 @@ fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
     errs
 }
 
-fn path_segment_errors(s: &str) -> Vec<String> {
+pub(crate) fn path_segment_errors(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if s == "." || s == ".." {
         errs.push(format!("may not be '{s}'"));
@@ -390,7 +389,7 @@ fn path_segment_errors(s: &str) -> Vec<String> {
 }
 
 /// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`
-fn matches_qualified_name_part(s: &str) -> bool {
+pub(crate) fn matches_qualified_name_part(s: &str) -> bool {
     let b = s.as_bytes();
     match (b.first(), b.last()) {
         (Some(&f), Some(&l)) => {
@@ -403,7 +402,7 @@ fn matches_qualified_name_part(s: &str) -> bool {
     }
 }
 
-fn qualified_name_errors(value: &str) -> Vec<String> {
+pub(crate) fn qualified_name_errors(value: &str) -> Vec<String> {
     let mut errs = Vec::new();
     let parts: Vec<&str> = value.split('/').collect();
     let name = match parts.as_slice() {
@@ -447,7 +446,7 @@ fn qualified_name_errors(value: &str) -> Vec<String> {
     errs
 }
 
-fn label_value_errors(value: &str) -> Vec<String> {
+pub(crate) fn label_value_errors(value: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if value.len() > 63 {
         errs.push(max_len_error(63));
@@ -462,7 +461,7 @@ fn label_value_errors(value: &str) -> Vec<String> {
     errs
 }
 
-fn chdir_prefix_errors(value: &str) -> Vec<String> {
+pub(crate) fn chdir_prefix_errors(value: &str) -> Vec<String> {
     if value == "." {
         vec!["must not be '.'".into()]
     } else if value == ".." {
@@ -474,7 +473,7 @@ fn chdir_prefix_errors(value: &str) -> Vec<String> {
     }
 }
 
-fn env_var_name_errors(value: &str) -> Vec<String> {
+pub(crate) fn env_var_name_errors(value: &str) -> Vec<String> {
     let b = value.as_bytes();
     let first_ok = |c: u8| c.is_ascii_alphabetic() || matches!(c, b'-' | b'.' | b'_');
     let ok = match b.first() {
@@ -497,7 +496,7 @@ fn env_var_name_errors(value: &str) -> Vec<String> {
     errs
 }
 
-fn config_map_key_errors(value: &str) -> Vec<String> {
+pub(crate) fn config_map_key_errors(value: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if value.len() > 253 {
         errs.push(max_len_error(253));
@@ -517,7 +516,7 @@ fn config_map_key_errors(value: &str) -> Vec<String> {
     errs
 }
 
-fn port_name_errors(port: &str) -> Vec<String> {
+pub(crate) fn port_name_errors(port: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if port.len() > 15 {
         errs.push(max_len_error(15));
@@ -541,7 +540,7 @@ fn port_name_errors(port: &str) -> Vec<String> {
     errs
 }
 
-fn is_valid_percent(s: &str) -> bool {
+pub(crate) fn is_valid_percent(s: &str) -> bool {
     match s.strip_suffix('%') {
         Some(digits) => !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()),
         None => false,
@@ -555,7 +554,7 @@ fn is_valid_percent(s: &str) -> bool {
 /// An exact decimal: `digits × 10^exp`, negative when `negative`; `digits`
 /// has neither leading nor trailing zeros (empty means zero).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Quantity {
+pub(crate) struct Quantity {
     negative: bool,
     digits: Vec<u8>,
     exp: i64,
@@ -602,7 +601,7 @@ impl Quantity {
 /// Parses a Kubernetes quantity: `[+-]` number (`1`, `1.5`, `1.`, `.5`) and
 /// an optional suffix: binary SI (`Ki`..`Ei`), decimal SI (`n u m k M G T P
 /// E`) or a decimal exponent (`e3`, `E-2`).
-fn parse_quantity(s: &str) -> Option<Quantity> {
+pub(crate) fn parse_quantity(s: &str) -> Option<Quantity> {
     let b = s.as_bytes();
     let mut i = 0;
     let mut negative = false;
@@ -709,7 +708,7 @@ fn parse_quantity(s: &str) -> Option<Quantity> {
 
 /// Decodes standard, padded base64, skipping CR and LF as Go does. The error
 /// is the offset of the first illegal byte.
-fn decode_base64(s: &str) -> Result<Vec<u8>, usize> {
+pub(crate) fn decode_base64(s: &str) -> Result<Vec<u8>, usize> {
     fn val(c: u8) -> Option<u8> {
         match c {
             b'A'..=b'Z' => Some(c - b'A'),
@@ -773,7 +772,7 @@ fn decode_base64(s: &str) -> Result<Vec<u8>, usize> {
 // ---------------------------------------------------------------------------
 
 /// The OpenAPI type name behind a serde "expected ..." phrase.
-fn schema_type(expected: &str) -> &'static str {
+pub(crate) fn schema_type(expected: &str) -> &'static str {
     let e = expected.trim();
     if e.contains("IntOrString") {
         "integer or string"
@@ -807,7 +806,7 @@ fn schema_type(expected: &str) -> &'static str {
 
 /// Turns a decoding error into a field error located at its JSON path.
 /// `root` is the value that was decoded and `prefix` its own path.
-fn decode_error(
+pub(crate) fn decode_error(
     root: &Value,
     prefix: &str,
     err: serde_path_to_error::Error<serde_json::Error>,
@@ -865,7 +864,7 @@ fn decode_error(
     FieldError::type_invalid(field, value, &msg)
 }
 
-fn decode<T: DeserializeOwned>(value: &Value, prefix: &str) -> Result<T, FieldError> {
+pub(crate) fn decode<T: DeserializeOwned>(value: &Value, prefix: &str) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(value).map_err(|e| decode_error(value, prefix, e))
 }
 
@@ -875,108 +874,123 @@ fn decode<T: DeserializeOwned>(value: &Value, prefix: &str) -> Result<T, FieldEr
 
 /// How metadata.name of a kind is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum NameRule {
+pub enum NameRule {
+    /// A DNS-1123 label (Namespace).
     Label,
+    /// A DNS-1123 subdomain (most kinds).
     Subdomain,
+    /// Anything that fits in a URL path segment (Event).
     PathSegment,
 }
 
-/// apiVersion and name rule of a served kind.
-fn kind_info(kind: &str) -> Option<(&'static str, NameRule)> {
-    Some(match kind {
-        "Namespace" => ("v1", NameRule::Label),
-        "Node" => ("v1", NameRule::Subdomain),
-        "Pod" => ("v1", NameRule::Subdomain),
-        "ReplicaSet" => ("apps/v1", NameRule::Subdomain),
-        "Deployment" => ("apps/v1", NameRule::Subdomain),
-        "Event" => ("v1", NameRule::PathSegment),
-        "Lease" => ("coordination.k8s.io/v1", NameRule::Subdomain),
-        "ConfigMap" => ("v1", NameRule::Subdomain),
-        "Secret" => ("v1", NameRule::Subdomain),
-        _ => return None,
-    })
+/// The semantic checks of one kind, on its decoded `k8s-openapi` type: what kube's
+/// `Validate<Kind>` and `Validate<Kind>Update` do after the generic metadata checks. Each
+/// kind's strategy (`apiserver::kinds`) implements it next to the rest of its behaviour.
+pub trait Checked: DeserializeOwned + k8s_openapi::Resource {
+    /// Checks made on the raw JSON before decoding, whose errors stop decoding (base64 data
+    /// that would otherwise be a decode error with a worse message).
+    fn precheck(_obj: &Value, _errs: &mut Errs) {}
+
+    /// The object's metadata, once decoded.
+    fn object_meta(&self) -> &meta::ObjectMeta;
+
+    /// Create checks. `obj` is the raw JSON, for the few checks that need to tell an absent
+    /// field from a defaulted one.
+    fn check(&self, obj: &Value, errs: &mut Errs);
+
+    /// Update checks beyond the create ones: immutability against `old`.
+    fn check_update(&self, _old: &Self, _errs: &mut Errs) {}
 }
 
-/// A decoded object of a served kind.
-enum Typed {
-    Namespace(core::Namespace),
-    Node(core::Node),
-    Pod(core::Pod),
-    ReplicaSet(apps::ReplicaSet),
-    Deployment(apps::Deployment),
-    Event(core::Event),
-    Lease(coordination::Lease),
-    ConfigMap(core::ConfigMap),
-    Secret(core::Secret),
-}
-
-fn decode_typed(kind: &str, obj: &Value) -> Result<Option<Typed>, FieldError> {
-    Ok(Some(match kind {
-        "Namespace" => Typed::Namespace(decode(obj, "")?),
-        "Node" => Typed::Node(decode(obj, "")?),
-        "Pod" => Typed::Pod(decode(obj, "")?),
-        "ReplicaSet" => Typed::ReplicaSet(decode(obj, "")?),
-        "Deployment" => Typed::Deployment(decode(obj, "")?),
-        "Event" => Typed::Event(decode(obj, "")?),
-        "Lease" => Typed::Lease(decode(obj, "")?),
-        "ConfigMap" => Typed::ConfigMap(decode(obj, "")?),
-        "Secret" => Typed::Secret(decode(obj, "")?),
-        _ => return Ok(None),
-    }))
-}
-
-/// Validates an object about to be created. `kind` is the Kind ("Pod", ...).
-/// `namespaced` tells whether metadata.namespace must be set.
+/// Validates a create (`old` None) or an update of a built-in kind `T`.
 ///
-/// Checks `apiVersion`/`kind`, the metadata (name of the right form for the
-/// kind — DNS-1123 label for Namespace, subdomain for most kinds, a path-safe
-/// name for Event —, namespace, labels, annotations and their total size,
-/// owner references, finalizers), decodes the body into its `k8s-openapi`
-/// type (a wrong JSON type is a `FieldValueTypeInvalid` at its path, and stops
-/// further checks), then runs the kind's semantic checks: Pod specs
-/// (containers, images, ports, env, resources, volumes, tolerations, ...),
-/// ReplicaSet/Deployment selectors, replicas, strategy and pod template,
-/// ConfigMap/Secret keys, base64 and sizes, Event involvedObject, Lease
-/// durations, Node taints. An unknown kind gets the generic checks only.
-pub fn validate_create(kind: &str, namespaced: bool, obj: &Value) -> Vec<FieldError> {
+/// Checks `apiVersion`/`kind`, the metadata (name of the kind's form, namespace, labels,
+/// annotations and their total size, owner references, finalizers), decodes the body into
+/// `T` (a wrong JSON type is a `FieldValueTypeInvalid` at its path and stops further checks),
+/// then runs `T`'s semantic checks. An update also checks what metadata may not change —
+/// name, namespace, uid and creationTimestamp when given (left out, they are taken as
+/// unchanged), no finalizer added once deleting — and `T`'s immutability rules.
+pub fn validate<T: Checked>(
+    rule: NameRule,
+    namespaced: bool,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    validate_create_into(kind, namespaced, obj, &mut errs);
-    dedup(errs)
-}
-
-/// Validates an update: everything [`validate_create`] checks on `new`, plus
-/// immutability against `old`.
-///
-/// metadata.name and metadata.namespace may not change; metadata.uid and
-/// metadata.creationTimestamp may not change when `new` carries them (left
-/// out, they are taken as unchanged); no finalizer may be added once the
-/// object is being deleted. Pod: spec is immutable except
-/// `spec.containers[*].image`, `spec.initContainers[*].image`,
-/// `spec.activeDeadlineSeconds` (set or lowered only),
-/// `spec.tolerations` (additions only) and
-/// `spec.terminationGracePeriodSeconds`; `spec.nodeName` may go from empty to
-/// set but not change once set. Deployment/ReplicaSet: `spec.selector` is
-/// immutable. Secret/ConfigMap: once `immutable: true`, data, stringData and
-/// binaryData may not change and `immutable` may not be unset; a Secret's
-/// `type` never changes. Node: `podCIDR(s)` and `providerID` only go from
-/// empty to set.
-pub fn validate_update(kind: &str, namespaced: bool, old: &Value, new: &Value) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    let typed_new = validate_create_into(kind, namespaced, new, &mut errs);
+    let typed = check_generic(
+        rule,
+        namespaced,
+        obj,
+        Some((T::API_VERSION, T::KIND)),
+        &mut errs,
+    )
+    .and_then(|()| {
+        let before = errs.len();
+        T::precheck(obj, &mut errs);
+        if errs.len() > before {
+            return None;
+        }
+        match decode::<T>(obj, "") {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errs.push(e);
+                None
+            }
+        }
+    });
+    if let Some(t) = &typed {
+        t.check(obj, &mut errs);
+    }
+    let Some(old) = old else {
+        return dedup(errs);
+    };
     if errs.iter().any(|e| e.reason == TYPE_INVALID) {
         return dedup(errs);
     }
-    let new_meta = match &typed_new {
-        Some(t) => Some(t.metadata().clone()),
-        None => decode_metadata(new).ok(),
+    let new_meta = match &typed {
+        Some(t) => Some(t.object_meta().clone()),
+        None => decode_metadata(obj).ok(),
     };
     if let (Some(new_meta), Ok(old_meta)) = (new_meta, decode_metadata(old)) {
         validate_meta_update(&old_meta, &new_meta, &mut errs);
     }
-    if let (Some(typed_new), Ok(Some(typed_old))) = (typed_new, decode_typed(kind, old)) {
-        validate_typed_update(&typed_old, &typed_new, &mut errs);
+    if let (Some(new), Ok(old)) = (typed, decode::<T>(old, "")) {
+        new.check_update(&old, &mut errs);
     }
     dedup(errs)
+}
+
+/// The checks every object gets whatever its kind: apiVersion/kind (against `type_meta` when
+/// known) and metadata. `Some(())` when the body is fit to decode further.
+pub fn check_generic(
+    rule: NameRule,
+    namespaced: bool,
+    obj: &Value,
+    type_meta: Option<(&str, &str)>,
+    errs: &mut Errs,
+) -> Option<()> {
+    let Some(map) = obj.as_object() else {
+        errs.push(FieldError::type_invalid(
+            "",
+            render_json(obj),
+            "must be of type object",
+        ));
+        return None;
+    };
+    let (api_version, kind) = match type_meta {
+        Some((v, k)) => (Some(v), Some(k)),
+        None => (None, None),
+    };
+    let header_ok = check_type_meta(map, kind, api_version, errs);
+    let object_meta = match decode_metadata(obj) {
+        Ok(m) => m,
+        Err(e) => {
+            errs.push(e);
+            return None;
+        }
+    };
+    validate_object_meta(&object_meta, namespaced, rule, errs);
+    header_ok.then_some(())
 }
 
 /// Drops repeated errors, keeping the first of each.
@@ -994,90 +1008,15 @@ fn decode_metadata(obj: &Value) -> Result<meta::ObjectMeta, FieldError> {
     }
 }
 
-impl Typed {
-    fn metadata(&self) -> &meta::ObjectMeta {
-        match self {
-            Typed::Namespace(o) => &o.metadata,
-            Typed::Node(o) => &o.metadata,
-            Typed::Pod(o) => &o.metadata,
-            Typed::ReplicaSet(o) => &o.metadata,
-            Typed::Deployment(o) => &o.metadata,
-            Typed::Event(o) => &o.metadata,
-            Typed::Lease(o) => &o.metadata,
-            Typed::ConfigMap(o) => &o.metadata,
-            Typed::Secret(o) => &o.metadata,
-        }
-    }
-}
-
-/// Runs the create checks, returning the decoded object when it decoded.
-fn validate_create_into(
-    kind: &str,
-    namespaced: bool,
-    obj: &Value,
-    errs: &mut Errs,
-) -> Option<Typed> {
-    let Some(map) = obj.as_object() else {
-        errs.push(FieldError::type_invalid(
-            "",
-            render_json(obj),
-            "must be of type object",
-        ));
-        return None;
-    };
-    let info = kind_info(kind);
-    let header_ok = check_type_meta(map, kind, info.map(|(v, _)| v), errs);
-    let name_rule = info.map_or(NameRule::Subdomain, |(_, r)| r);
-
-    let object_meta = match decode_metadata(obj) {
-        Ok(m) => m,
-        Err(e) => {
-            errs.push(e);
-            return None;
-        }
-    };
-    validate_object_meta(&object_meta, namespaced, name_rule, errs);
-
-    let before = errs.len();
-    match kind {
-        "Secret" => precheck_base64(obj, "data", true, errs),
-        "ConfigMap" => precheck_base64(obj, "binaryData", false, errs),
-        _ => {}
-    }
-    if !header_ok || errs.len() > before {
-        return None;
-    }
-
-    let typed = match decode_typed(kind, obj) {
-        Ok(t) => t?,
-        Err(e) => {
-            errs.push(e);
-            return None;
-        }
-    };
-    match &typed {
-        Typed::Namespace(ns) => validate_namespace(ns, errs),
-        Typed::Node(node) => validate_node(node, errs),
-        Typed::Pod(pod) => validate_pod(pod, errs),
-        Typed::ReplicaSet(rs) => validate_replica_set(rs, obj, errs),
-        Typed::Deployment(d) => validate_deployment(d, obj, errs),
-        Typed::Event(ev) => validate_event(ev, obj, errs),
-        Typed::Lease(lease) => validate_lease(lease, errs),
-        Typed::ConfigMap(cm) => validate_config_map(cm, errs),
-        Typed::Secret(secret) => validate_secret(secret, errs),
-    }
-    Some(typed)
-}
-
 /// Checks `apiVersion` and `kind`; false when either is unusable.
-fn check_type_meta(
+pub(crate) fn check_type_meta(
     map: &serde_json::Map<String, Value>,
-    kind: &str,
+    kind: Option<&str>,
     api_version: Option<&str>,
     errs: &mut Errs,
 ) -> bool {
     let before = errs.len();
-    for (field, expected) in [("apiVersion", api_version), ("kind", Some(kind))] {
+    for (field, expected) in [("apiVersion", api_version), ("kind", kind)] {
         match map.get(field) {
             None | Some(Value::Null) => errs.push(FieldError::required(field, "")),
             Some(Value::String(s)) if s.is_empty() => errs.push(FieldError::required(field, "")),
@@ -1102,7 +1041,7 @@ fn check_type_meta(
 // Metadata
 // ---------------------------------------------------------------------------
 
-fn name_errors(rule: NameRule, name: &str) -> Vec<String> {
+pub(crate) fn name_errors(rule: NameRule, name: &str) -> Vec<String> {
     match rule {
         NameRule::Label => dns1123_label_errors(name),
         NameRule::Subdomain => dns1123_subdomain_errors(name),
@@ -1110,7 +1049,12 @@ fn name_errors(rule: NameRule, name: &str) -> Vec<String> {
     }
 }
 
-fn validate_object_meta(m: &meta::ObjectMeta, namespaced: bool, rule: NameRule, errs: &mut Errs) {
+pub(crate) fn validate_object_meta(
+    m: &meta::ObjectMeta,
+    namespaced: bool,
+    rule: NameRule,
+    errs: &mut Errs,
+) {
     let name = m.name.as_deref().unwrap_or_default();
     if name.is_empty() {
         errs.push(FieldError::required(
@@ -1160,7 +1104,11 @@ fn validate_object_meta(m: &meta::ObjectMeta, namespaced: bool, rule: NameRule, 
     );
 }
 
-fn validate_labels(labels: Option<&BTreeMap<String, String>>, path: &str, errs: &mut Errs) {
+pub(crate) fn validate_labels(
+    labels: Option<&BTreeMap<String, String>>,
+    path: &str,
+    errs: &mut Errs,
+) {
     for (k, v) in labels.into_iter().flatten() {
         for msg in qualified_name_errors(k) {
             errs.push(FieldError::invalid(path, q(k), &msg));
@@ -1171,7 +1119,7 @@ fn validate_labels(labels: Option<&BTreeMap<String, String>>, path: &str, errs: 
     }
 }
 
-fn validate_annotations(
+pub(crate) fn validate_annotations(
     annotations: Option<&BTreeMap<String, String>>,
     path: &str,
     errs: &mut Errs,
@@ -1188,7 +1136,7 @@ fn validate_annotations(
     }
 }
 
-fn validate_owner_references(refs: &[meta::OwnerReference], errs: &mut Errs) {
+pub(crate) fn validate_owner_references(refs: &[meta::OwnerReference], errs: &mut Errs) {
     let mut first_controller: Option<String> = None;
     for (i, r) in refs.iter().enumerate() {
         let p = index("metadata.ownerReferences", i);
@@ -1232,7 +1180,7 @@ fn validate_owner_references(refs: &[meta::OwnerReference], errs: &mut Errs) {
     }
 }
 
-fn validate_finalizers(finalizers: &[String], path: &str, errs: &mut Errs) {
+pub(crate) fn validate_finalizers(finalizers: &[String], path: &str, errs: &mut Errs) {
     for (i, f) in finalizers.iter().enumerate() {
         let p = index(path, i);
         for msg in qualified_name_errors(f) {
@@ -1257,7 +1205,11 @@ fn validate_finalizers(finalizers: &[String], path: &str, errs: &mut Errs) {
     }
 }
 
-fn validate_meta_update(old: &meta::ObjectMeta, new: &meta::ObjectMeta, errs: &mut Errs) {
+pub(crate) fn validate_meta_update(
+    old: &meta::ObjectMeta,
+    new: &meta::ObjectMeta,
+    errs: &mut Errs,
+) {
     let s = |v: &Option<String>| v.clone().unwrap_or_default();
     for (field, o, n) in [
         ("metadata.name", s(&old.name), s(&new.name)),
@@ -1302,806 +1254,10 @@ fn validate_meta_update(old: &meta::ObjectMeta, new: &meta::ObjectMeta, errs: &m
 }
 
 // ---------------------------------------------------------------------------
-// Pods and pod specs
-// ---------------------------------------------------------------------------
-
-fn validate_pod(pod: &core::Pod, errs: &mut Errs) {
-    let default = core::PodSpec::default();
-    validate_pod_spec(pod.spec.as_ref().unwrap_or(&default), "spec", errs);
-}
-
-fn validate_pod_spec(spec: &core::PodSpec, path: &str, errs: &mut Errs) {
-    let volumes = validate_volumes(
-        spec.volumes.as_deref().unwrap_or_default(),
-        &child(path, "volumes"),
-        errs,
-    );
-    let mut names: HashSet<String> = HashSet::new();
-    let containers_path = child(path, "containers");
-    if spec.containers.is_empty() {
-        errs.push(FieldError::required(containers_path.clone(), ""));
-    }
-    for (i, c) in spec.containers.iter().enumerate() {
-        validate_container(
-            c,
-            &index(&containers_path, i),
-            &volumes,
-            &mut names,
-            false,
-            errs,
-        );
-    }
-    let init_path = child(path, "initContainers");
-    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-        validate_container(c, &index(&init_path, i), &volumes, &mut names, true, errs);
-    }
-
-    if let Some(policy) = spec.restart_policy.as_deref().filter(|p| !p.is_empty()) {
-        const VALID: [&str; 3] = ["Always", "OnFailure", "Never"];
-        if !VALID.contains(&policy) {
-            errs.push(FieldError::not_supported(
-                child(path, "restartPolicy"),
-                q(policy),
-                &VALID,
-            ));
-        }
-    }
-    if let Some(policy) = spec.dns_policy.as_deref().filter(|p| !p.is_empty()) {
-        const VALID: [&str; 4] = ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
-        if !VALID.contains(&policy) {
-            errs.push(FieldError::not_supported(
-                child(path, "dnsPolicy"),
-                q(policy),
-                &VALID,
-            ));
-        } else if policy == "None" && spec.dns_config.is_none() {
-            errs.push(FieldError::required(
-                child(path, "dnsConfig"),
-                "must provide `dnsConfig` when `dnsPolicy` is None",
-            ));
-        }
-    }
-    validate_labels(
-        spec.node_selector.as_ref(),
-        &child(path, "nodeSelector"),
-        errs,
-    );
-    if let Some(node) = spec.node_name.as_deref().filter(|n| !n.is_empty()) {
-        for msg in dns1123_subdomain_errors(node) {
-            errs.push(FieldError::invalid(child(path, "nodeName"), q(node), &msg));
-        }
-    }
-    if let Some(sa) = spec
-        .service_account_name
-        .as_deref()
-        .filter(|n| !n.is_empty())
-    {
-        for msg in dns1123_subdomain_errors(sa) {
-            errs.push(FieldError::invalid(
-                child(path, "serviceAccountName"),
-                q(sa),
-                &msg,
-            ));
-        }
-    }
-    for (field, value) in [("hostname", &spec.hostname), ("subdomain", &spec.subdomain)] {
-        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
-            for msg in dns1123_label_errors(v) {
-                errs.push(FieldError::invalid(child(path, field), q(v), &msg));
-            }
-        }
-    }
-    if let Some(ads) = spec.active_deadline_seconds {
-        if !(1..=i64::from(i32::MAX)).contains(&ads) {
-            errs.push(FieldError::invalid(
-                child(path, "activeDeadlineSeconds"),
-                ads.to_string(),
-                &inclusive_range_error(1, i64::from(i32::MAX)),
-            ));
-        }
-    }
-    if let Some(grace) = spec.termination_grace_period_seconds {
-        if grace < 0 {
-            errs.push(FieldError::invalid(
-                child(path, "terminationGracePeriodSeconds"),
-                grace.to_string(),
-                "must be greater than or equal to 0",
-            ));
-        }
-    }
-    validate_tolerations(
-        spec.tolerations.as_deref().unwrap_or_default(),
-        &child(path, "tolerations"),
-        errs,
-    );
-    if spec.host_network == Some(true) {
-        for (list, containers) in [
-            ("containers", Some(&spec.containers)),
-            ("initContainers", spec.init_containers.as_ref()),
-        ] {
-            for (i, c) in containers.into_iter().flatten().enumerate() {
-                for (j, port) in c.ports.iter().flatten().enumerate() {
-                    if let Some(h) = port
-                        .host_port
-                        .filter(|&h| h != 0 && h != port.container_port)
-                    {
-                        errs.push(FieldError::invalid(
-                            child(
-                                &index(&child(&index(&child(path, list), i), "ports"), j),
-                                "hostPort",
-                            ),
-                            h.to_string(),
-                            "must match `containerPort` when `hostNetwork` is true",
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    if let Some(na) = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-    {
-        let na_path = child(&child(path, "affinity"), "nodeAffinity");
-        if let Some(req) = &na.required_during_scheduling_ignored_during_execution {
-            let p = child(&na_path, "requiredDuringSchedulingIgnoredDuringExecution");
-            if req.node_selector_terms.is_empty() {
-                errs.push(FieldError::required(
-                    child(&p, "nodeSelectorTerms"),
-                    "must have at least one node selector term",
-                ));
-            }
-            for (i, term) in req.node_selector_terms.iter().enumerate() {
-                validate_node_selector_term(term, &index(&child(&p, "nodeSelectorTerms"), i), errs);
-            }
-        }
-        for (i, pref) in na
-            .preferred_during_scheduling_ignored_during_execution
-            .iter()
-            .flatten()
-            .enumerate()
-        {
-            let p = index(
-                &child(&na_path, "preferredDuringSchedulingIgnoredDuringExecution"),
-                i,
-            );
-            if !(1..=100).contains(&pref.weight) {
-                errs.push(FieldError::invalid(
-                    child(&p, "weight"),
-                    pref.weight.to_string(),
-                    "must be in the range 1-100",
-                ));
-            }
-            validate_node_selector_term(&pref.preference, &child(&p, "preference"), errs);
-        }
-    }
-}
-
-/// A node selector term's requirements, as kube's `validateNodeSelectorRequirement`.
-fn validate_node_selector_term(term: &core::NodeSelectorTerm, path: &str, errs: &mut Errs) {
-    for (i, rq) in term.match_expressions.iter().flatten().enumerate() {
-        let p = index(&child(path, "matchExpressions"), i);
-        let n = rq.values.as_ref().map_or(0, Vec::len);
-        match rq.operator.as_str() {
-            "In" | "NotIn" if n == 0 => errs.push(FieldError::required(
-                child(&p, "values"),
-                "must be specified when `operator` is 'In' or 'NotIn'",
-            )),
-            "Exists" | "DoesNotExist" if n > 0 => errs.push(FieldError::forbidden(
-                child(&p, "values"),
-                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
-            )),
-            "Gt" | "Lt" if n != 1 => errs.push(FieldError::required(
-                child(&p, "values"),
-                "must be specified single value when `operator` is 'Lt' or 'Gt'",
-            )),
-            "In" | "NotIn" | "Exists" | "DoesNotExist" | "Gt" | "Lt" => {}
-            other => errs.push(FieldError::invalid(
-                child(&p, "operator"),
-                q(other),
-                "not a valid selector operator",
-            )),
-        }
-    }
-}
-
-/// Checks volumes and returns their names.
-fn validate_volumes(volumes: &[core::Volume], path: &str, errs: &mut Errs) -> HashSet<String> {
-    let mut names = HashSet::new();
-    for (i, vol) in volumes.iter().enumerate() {
-        let p = index(path, i);
-        if vol.name.is_empty() {
-            errs.push(FieldError::required(child(&p, "name"), ""));
-        } else {
-            for msg in dns1123_label_errors(&vol.name) {
-                errs.push(FieldError::invalid(child(&p, "name"), q(&vol.name), &msg));
-            }
-            if !names.insert(vol.name.clone()) {
-                errs.push(FieldError::duplicate(child(&p, "name"), q(&vol.name), ""));
-            }
-        }
-        if let Ok(Value::Object(fields)) = serde_json::to_value(vol) {
-            let sources: Vec<&String> = fields
-                .iter()
-                .filter(|(k, v)| k.as_str() != "name" && !v.is_null())
-                .map(|(k, _)| k)
-                .collect();
-            match sources.as_slice() {
-                [] => errs.push(FieldError::required(
-                    p.clone(),
-                    "must specify a volume type",
-                )),
-                [_] => {}
-                [_, second, ..] => errs.push(FieldError::forbidden(
-                    child(&p, second),
-                    "may not specify more than 1 volume type",
-                )),
-            }
-        }
-    }
-    names
-}
-
-fn validate_container(
-    c: &core::Container,
-    path: &str,
-    volumes: &HashSet<String>,
-    names: &mut HashSet<String>,
-    is_init: bool,
-    errs: &mut Errs,
-) {
-    let name_path = child(path, "name");
-    if c.name.is_empty() {
-        errs.push(FieldError::required(name_path, ""));
-    } else {
-        for msg in dns1123_label_errors(&c.name) {
-            errs.push(FieldError::invalid(name_path.clone(), q(&c.name), &msg));
-        }
-        if !names.insert(c.name.clone()) {
-            errs.push(FieldError::duplicate(name_path, q(&c.name), ""));
-        }
-    }
-    match c.image.as_deref() {
-        None | Some("") => errs.push(FieldError::required(child(path, "image"), "")),
-        Some(image) if image.trim() != image => errs.push(FieldError::invalid(
-            child(path, "image"),
-            q(image),
-            "must not have leading or trailing whitespace",
-        )),
-        Some(_) => {}
-    }
-    if let Some(policy) = c.image_pull_policy.as_deref().filter(|p| !p.is_empty()) {
-        const VALID: [&str; 3] = ["Always", "IfNotPresent", "Never"];
-        if !VALID.contains(&policy) {
-            errs.push(FieldError::not_supported(
-                child(path, "imagePullPolicy"),
-                q(policy),
-                &VALID,
-            ));
-        }
-    }
-    if let Some(policy) = c
-        .termination_message_policy
-        .as_deref()
-        .filter(|p| !p.is_empty())
-    {
-        const VALID: [&str; 2] = ["File", "FallbackToLogsOnError"];
-        if !VALID.contains(&policy) {
-            errs.push(FieldError::not_supported(
-                child(path, "terminationMessagePolicy"),
-                q(policy),
-                &VALID,
-            ));
-        }
-    }
-    if let Some(policy) = c.restart_policy.as_deref() {
-        if !is_init {
-            errs.push(FieldError::forbidden(
-                child(path, "restartPolicy"),
-                "may not be set for non-init containers",
-            ));
-        } else if policy != "Always" {
-            errs.push(FieldError::not_supported(
-                child(path, "restartPolicy"),
-                q(policy),
-                &["Always"],
-            ));
-        }
-    }
-    // A plain init container runs to completion: no probes, no lifecycle hooks (a sidecar,
-    // an init container with restartPolicy Always, may have them).
-    let sidecar = is_init && c.restart_policy.as_deref() == Some("Always");
-    if is_init && !sidecar {
-        for (field, set) in [
-            ("lifecycle", c.lifecycle.is_some()),
-            ("livenessProbe", c.liveness_probe.is_some()),
-            ("readinessProbe", c.readiness_probe.is_some()),
-            ("startupProbe", c.startup_probe.is_some()),
-        ] {
-            if set {
-                errs.push(FieldError::forbidden(
-                    child(path, field),
-                    "may not be set for init containers without restartPolicy=Always",
-                ));
-            }
-        }
-    } else {
-        for (field, probe, one_success) in [
-            ("livenessProbe", &c.liveness_probe, true),
-            ("readinessProbe", &c.readiness_probe, false),
-            ("startupProbe", &c.startup_probe, true),
-        ] {
-            if let Some(probe) = probe {
-                validate_probe(probe, &child(path, field), one_success, errs);
-            }
-        }
-    }
-    validate_ports(
-        c.ports.as_deref().unwrap_or_default(),
-        &child(path, "ports"),
-        errs,
-    );
-    validate_env(
-        c.env.as_deref().unwrap_or_default(),
-        &child(path, "env"),
-        errs,
-    );
-    validate_env_from(
-        c.env_from.as_deref().unwrap_or_default(),
-        &child(path, "envFrom"),
-        errs,
-    );
-    if let Some(res) = &c.resources {
-        validate_resources(res, &child(path, "resources"), errs);
-    }
-    validate_volume_mounts(
-        c.volume_mounts.as_deref().unwrap_or_default(),
-        volumes,
-        &child(path, "volumeMounts"),
-        errs,
-    );
-}
-
-/// A probe as kube's `validateProbe`: one handler exactly, non-negative timings; a liveness
-/// or startup probe succeeds once (`successThreshold` 1).
-fn validate_probe(probe: &core::Probe, path: &str, one_success: bool, errs: &mut Errs) {
-    let handlers = [
-        ("exec", probe.exec.is_some()),
-        ("httpGet", probe.http_get.is_some()),
-        ("tcpSocket", probe.tcp_socket.is_some()),
-        ("grpc", probe.grpc.is_some()),
-    ];
-    let mut seen = 0;
-    for (name, set) in handlers {
-        if !set {
-            continue;
-        }
-        if seen > 0 {
-            errs.push(FieldError::forbidden(
-                child(path, name),
-                "may not specify more than 1 handler type",
-            ));
-        }
-        seen += 1;
-    }
-    if seen == 0 {
-        errs.push(FieldError::required(path, "must specify a handler type"));
-    }
-    for (field, value) in [
-        ("initialDelaySeconds", probe.initial_delay_seconds),
-        ("timeoutSeconds", probe.timeout_seconds),
-        ("periodSeconds", probe.period_seconds),
-        ("successThreshold", probe.success_threshold),
-        ("failureThreshold", probe.failure_threshold),
-    ] {
-        if let Some(v) = value.filter(|v| *v < 0) {
-            errs.push(FieldError::invalid(
-                child(path, field),
-                v.to_string(),
-                "must be greater than or equal to 0",
-            ));
-        }
-    }
-    if one_success {
-        if let Some(v) = probe.success_threshold.filter(|v| *v != 1) {
-            errs.push(FieldError::invalid(
-                child(path, "successThreshold"),
-                v.to_string(),
-                "must be 1",
-            ));
-        }
-    }
-}
-
-/// The downward API fields an env var may read (kube's
-/// `validEnvDownwardAPIFieldPathExpressions`, sorted as its error lists them).
-const ENV_FIELD_PATHS: [&str; 9] = [
-    "metadata.name",
-    "metadata.namespace",
-    "metadata.uid",
-    "spec.nodeName",
-    "spec.serviceAccountName",
-    "status.hostIP",
-    "status.hostIPs",
-    "status.podIP",
-    "status.podIPs",
-];
-
-/// An env var's `fieldRef.fieldPath`: one of [`ENV_FIELD_PATHS`], or a label or annotation
-/// by key (`metadata.labels['app']`).
-fn validate_env_field_path(field_path: &str, path: &str, errs: &mut Errs) {
-    if let Some((base, rest)) = field_path.split_once('[') {
-        let key = rest
-            .strip_suffix(']')
-            .and_then(|k| k.strip_prefix('\''))
-            .and_then(|k| k.strip_suffix('\''));
-        match (base, key) {
-            ("metadata.labels" | "metadata.annotations", Some(k)) if !k.is_empty() => {}
-            ("metadata.labels" | "metadata.annotations", _) => errs.push(FieldError::invalid(
-                child(path, "fieldPath"),
-                q(field_path),
-                "invalid subscript",
-            )),
-            _ => errs.push(FieldError::invalid(
-                path.to_string(),
-                q(base),
-                "does not support subscript",
-            )),
-        }
-    } else if !ENV_FIELD_PATHS.contains(&field_path) {
-        errs.push(FieldError::not_supported(
-            child(path, "fieldPath"),
-            q(field_path),
-            &ENV_FIELD_PATHS,
-        ));
-    }
-}
-
-fn validate_ports(ports: &[core::ContainerPort], path: &str, errs: &mut Errs) {
-    let mut names = HashSet::new();
-    for (i, port) in ports.iter().enumerate() {
-        let p = index(path, i);
-        if let Some(name) = port.name.as_deref().filter(|n| !n.is_empty()) {
-            let msgs = port_name_errors(name);
-            if !msgs.is_empty() {
-                for msg in msgs {
-                    errs.push(FieldError::invalid(child(&p, "name"), q(name), &msg));
-                }
-            } else if !names.insert(name.to_string()) {
-                errs.push(FieldError::duplicate(child(&p, "name"), q(name), ""));
-            }
-        }
-        if port.container_port == 0 {
-            errs.push(FieldError::required(child(&p, "containerPort"), ""));
-        } else if !(1..=65535).contains(&port.container_port) {
-            errs.push(FieldError::invalid(
-                child(&p, "containerPort"),
-                port.container_port.to_string(),
-                &inclusive_range_error(1, 65535),
-            ));
-        }
-        if let Some(host_port) = port.host_port.filter(|&h| h != 0) {
-            if !(1..=65535).contains(&host_port) {
-                errs.push(FieldError::invalid(
-                    child(&p, "hostPort"),
-                    host_port.to_string(),
-                    &inclusive_range_error(1, 65535),
-                ));
-            }
-        }
-        if let Some(proto) = port.protocol.as_deref().filter(|p| !p.is_empty()) {
-            const VALID: [&str; 3] = ["SCTP", "TCP", "UDP"];
-            if !VALID.contains(&proto) {
-                errs.push(FieldError::not_supported(
-                    child(&p, "protocol"),
-                    q(proto),
-                    &VALID,
-                ));
-            }
-        }
-    }
-}
-
-fn validate_env(env: &[core::EnvVar], path: &str, errs: &mut Errs) {
-    for (i, ev) in env.iter().enumerate() {
-        let p = index(path, i);
-        if ev.name.is_empty() {
-            errs.push(FieldError::required(child(&p, "name"), ""));
-        } else {
-            for msg in env_var_name_errors(&ev.name) {
-                errs.push(FieldError::invalid(child(&p, "name"), q(&ev.name), &msg));
-            }
-        }
-        let Some(from) = &ev.value_from else { continue };
-        let fp = child(&p, "valueFrom");
-        let mut sources = 0;
-        if let Some(f) = &from.field_ref {
-            sources += 1;
-            if f.field_path.is_empty() {
-                errs.push(FieldError::required(
-                    child(&child(&fp, "fieldRef"), "fieldPath"),
-                    "",
-                ));
-            } else {
-                validate_env_field_path(&f.field_path, &child(&fp, "fieldRef"), errs);
-            }
-        }
-        if let Some(r) = &from.resource_field_ref {
-            sources += 1;
-            if r.resource.is_empty() {
-                errs.push(FieldError::required(
-                    child(&child(&fp, "resourceFieldRef"), "resource"),
-                    "",
-                ));
-            }
-        }
-        if let Some(r) = &from.config_map_key_ref {
-            sources += 1;
-            validate_key_selector(&r.name, &r.key, &child(&fp, "configMapKeyRef"), errs);
-        }
-        if let Some(r) = &from.secret_key_ref {
-            sources += 1;
-            validate_key_selector(&r.name, &r.key, &child(&fp, "secretKeyRef"), errs);
-        }
-        let has_value = ev.value.as_deref().is_some_and(|v| !v.is_empty());
-        if sources == 0 {
-            errs.push(FieldError::invalid(
-                fp,
-                q(""),
-                "must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`",
-            ));
-        } else if has_value {
-            errs.push(FieldError::invalid(
-                fp,
-                q(""),
-                "may not be specified when `value` is not empty",
-            ));
-        } else if sources > 1 {
-            errs.push(FieldError::invalid(
-                fp,
-                q(""),
-                "may not have more than one field specified at a time",
-            ));
-        }
-    }
-}
-
-fn validate_key_selector(name: &str, k: &str, path: &str, errs: &mut Errs) {
-    for msg in dns1123_subdomain_errors(name) {
-        errs.push(FieldError::invalid(child(path, "name"), q(name), &msg));
-    }
-    if k.is_empty() {
-        errs.push(FieldError::required(child(path, "key"), ""));
-    } else {
-        for msg in config_map_key_errors(k) {
-            errs.push(FieldError::invalid(child(path, "key"), q(k), &msg));
-        }
-    }
-}
-
-fn validate_env_from(env_from: &[core::EnvFromSource], path: &str, errs: &mut Errs) {
-    for (i, ev) in env_from.iter().enumerate() {
-        let p = index(path, i);
-        if let Some(prefix) = ev.prefix.as_deref().filter(|p| !p.is_empty()) {
-            for msg in env_var_name_errors(prefix) {
-                errs.push(FieldError::invalid(child(&p, "prefix"), q(prefix), &msg));
-            }
-        }
-        let sources =
-            usize::from(ev.config_map_ref.is_some()) + usize::from(ev.secret_ref.is_some());
-        for (field, name) in [
-            ("configMapRef", ev.config_map_ref.as_ref().map(|r| &r.name)),
-            ("secretRef", ev.secret_ref.as_ref().map(|r| &r.name)),
-        ] {
-            if let Some(name) = name {
-                for msg in dns1123_subdomain_errors(name) {
-                    errs.push(FieldError::invalid(
-                        child(&child(&p, field), "name"),
-                        q(name),
-                        &msg,
-                    ));
-                }
-            }
-        }
-        if sources == 0 {
-            errs.push(FieldError::invalid(
-                p,
-                q(""),
-                "must specify one of: `configMapRef` or `secretRef`",
-            ));
-        } else if sources > 1 {
-            errs.push(FieldError::invalid(
-                p,
-                q(""),
-                "may not have more than one field specified at a time",
-            ));
-        }
-    }
-}
-
-fn is_native_resource(name: &str) -> bool {
-    !name.contains('/') || name.contains("kubernetes.io/")
-}
-
-fn is_hugepages(name: &str) -> bool {
-    name.starts_with("hugepages-")
-}
-
-fn is_extended_resource(name: &str) -> bool {
-    !is_native_resource(name)
-        && !name.starts_with("requests.")
-        && qualified_name_errors(&format!("requests.{name}")).is_empty()
-}
-
-fn validate_resource_name(name: &str, path: &str, errs: &mut Errs) {
-    for msg in qualified_name_errors(name) {
-        errs.push(FieldError::invalid(path, q(name), &msg));
-    }
-    if !name.contains('/') {
-        if !matches!(name, "cpu" | "memory" | "ephemeral-storage") && !is_hugepages(name) {
-            errs.push(FieldError::invalid(
-                path,
-                q(name),
-                "must be a standard resource for containers",
-            ));
-        }
-    } else if !is_native_resource(name) && !is_extended_resource(name) {
-        errs.push(FieldError::invalid(
-            path,
-            q(name),
-            "doesn't follow extended resource name standard",
-        ));
-    }
-}
-
-/// Checks one resource quantity and returns it when it parsed.
-fn validate_quantity(name: &str, raw: &str, path: &str, errs: &mut Errs) -> Option<Quantity> {
-    let Some(quantity) = parse_quantity(raw) else {
-        errs.push(FieldError::invalid(path, q(raw), QUANTITY_ERR));
-        return None;
-    };
-    if quantity.is_negative() {
-        errs.push(FieldError::invalid(
-            path,
-            q(raw),
-            "must be greater than or equal to 0",
-        ));
-    }
-    if is_extended_resource(name) && !quantity.is_integer() {
-        errs.push(FieldError::invalid(path, q(raw), "must be an integer"));
-    }
-    Some(quantity)
-}
-
-fn validate_resources(res: &core::ResourceRequirements, path: &str, errs: &mut Errs) {
-    let limits_path = child(path, "limits");
-    let requests_path = child(path, "requests");
-    let mut limits: BTreeMap<&str, (Quantity, &str)> = BTreeMap::new();
-    for (name, value) in res.limits.iter().flatten() {
-        let p = key(&limits_path, name);
-        validate_resource_name(name, &p, errs);
-        if let Some(qty) = validate_quantity(name, &value.0, &p, errs) {
-            limits.insert(name.as_str(), (qty, value.0.as_str()));
-        }
-    }
-    for (name, value) in res.requests.iter().flatten() {
-        let p = key(&requests_path, name);
-        validate_resource_name(name, &p, errs);
-        let Some(request) = validate_quantity(name, &value.0, &p, errs) else {
-            continue;
-        };
-        let Some((limit, limit_raw)) = limits.get(name.as_str()) else {
-            continue;
-        };
-        let overcommit = is_native_resource(name) && !is_hugepages(name);
-        let ord = request.cmp_value(limit);
-        if !overcommit && ord != std::cmp::Ordering::Equal {
-            errs.push(FieldError::invalid(
-                p,
-                q(&value.0),
-                &format!("must be equal to {name} limit of {limit_raw}"),
-            ));
-        } else if ord == std::cmp::Ordering::Greater {
-            errs.push(FieldError::invalid(
-                p,
-                q(&value.0),
-                &format!("must be less than or equal to {name} limit of {limit_raw}"),
-            ));
-        }
-    }
-}
-
-fn validate_volume_mounts(
-    mounts: &[core::VolumeMount],
-    volumes: &HashSet<String>,
-    path: &str,
-    errs: &mut Errs,
-) {
-    let mut mount_points = HashSet::new();
-    for (i, m) in mounts.iter().enumerate() {
-        let p = index(path, i);
-        if m.name.is_empty() {
-            errs.push(FieldError::required(child(&p, "name"), ""));
-        } else if !volumes.contains(&m.name) {
-            errs.push(FieldError::not_found(child(&p, "name"), q(&m.name)));
-        }
-        if m.mount_path.is_empty() {
-            errs.push(FieldError::required(child(&p, "mountPath"), ""));
-        } else if !mount_points.insert(m.mount_path.clone()) {
-            errs.push(FieldError::invalid(
-                child(&p, "mountPath"),
-                q(&m.mount_path),
-                "must be unique",
-            ));
-        }
-    }
-}
-
-const TAINT_EFFECTS: [&str; 3] = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
-
-fn validate_tolerations(tolerations: &[core::Toleration], path: &str, errs: &mut Errs) {
-    for (i, t) in tolerations.iter().enumerate() {
-        let p = index(path, i);
-        let k = t.key.as_deref().unwrap_or_default();
-        let op = t.operator.as_deref().unwrap_or_default();
-        let value = t.value.as_deref().unwrap_or_default();
-        let effect = t.effect.as_deref().unwrap_or_default();
-        if !k.is_empty() {
-            for msg in qualified_name_errors(k) {
-                errs.push(FieldError::invalid(child(&p, "key"), q(k), &msg));
-            }
-        }
-        if k.is_empty() && op != "Exists" {
-            errs.push(FieldError::invalid(
-                child(&p, "operator"),
-                q(op),
-                "operator must be Exists when `key` is empty, which means \"match all values and all keys\"",
-            ));
-        }
-        if t.toleration_seconds.is_some() && effect != "NoExecute" {
-            errs.push(FieldError::invalid(
-                child(&p, "effect"),
-                q(effect),
-                "effect must be 'NoExecute' when `tolerationSeconds` is set",
-            ));
-        }
-        match op {
-            "" | "Equal" => {
-                for msg in label_value_errors(value) {
-                    errs.push(FieldError::invalid(child(&p, "operator"), q(value), &msg));
-                }
-            }
-            "Exists" => {
-                if !value.is_empty() {
-                    errs.push(FieldError::invalid(
-                        child(&p, "operator"),
-                        render_ser(t),
-                        "value must be empty when `operator` is 'Exists'",
-                    ));
-                }
-            }
-            other => errs.push(FieldError::not_supported(
-                child(&p, "operator"),
-                q(other),
-                &["Equal", "Exists"],
-            )),
-        }
-        if !effect.is_empty() && !TAINT_EFFECTS.contains(&effect) {
-            errs.push(FieldError::not_supported(
-                child(&p, "effect"),
-                q(effect),
-                &TAINT_EFFECTS,
-            ));
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
 // ReplicaSets and Deployments
 // ---------------------------------------------------------------------------
 
-fn validate_nonnegative(value: Option<i32>, path: &str, errs: &mut Errs) {
+pub(crate) fn validate_nonnegative(value: Option<i32>, path: &str, errs: &mut Errs) {
     if let Some(v) = value.filter(|&v| v < 0) {
         errs.push(FieldError::invalid(
             path,
@@ -2111,7 +1267,11 @@ fn validate_nonnegative(value: Option<i32>, path: &str, errs: &mut Errs) {
     }
 }
 
-fn validate_label_selector(sel: &meta::LabelSelector, path: &str, errs: &mut Errs) -> bool {
+pub(crate) fn validate_label_selector(
+    sel: &meta::LabelSelector,
+    path: &str,
+    errs: &mut Errs,
+) -> bool {
     let before = errs.len();
     let exprs_path = child(path, "matchExpressions");
     for (i, req) in sel.match_expressions.iter().flatten().enumerate() {
@@ -2158,7 +1318,10 @@ fn validate_label_selector(sel: &meta::LabelSelector, path: &str, errs: &mut Err
 }
 
 /// Whether a (valid) label selector selects `labels`.
-fn selector_matches(sel: &meta::LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn selector_matches(
+    sel: &meta::LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     let labels_ok = sel
         .match_labels
         .iter()
@@ -2178,92 +1341,13 @@ fn selector_matches(sel: &meta::LabelSelector, labels: &BTreeMap<String, String>
         })
 }
 
-fn selector_is_empty(sel: &meta::LabelSelector) -> bool {
+pub(crate) fn selector_is_empty(sel: &meta::LabelSelector) -> bool {
     sel.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
         && sel.match_expressions.as_ref().is_none_or(Vec::is_empty)
 }
 
-/// Checks the selector and pod template shared by ReplicaSet and Deployment.
-fn validate_workload(
-    obj: &Value,
-    selector: &meta::LabelSelector,
-    template: Option<&core::PodTemplateSpec>,
-    errs: &mut Errs,
-) {
-    let selector_given = obj
-        .get("spec")
-        .and_then(|s| s.get("selector"))
-        .is_some_and(|s| !s.is_null());
-    let mut selector_usable = false;
-    if !selector_given {
-        errs.push(FieldError::required("spec.selector", ""));
-    } else {
-        let valid = validate_label_selector(selector, "spec.selector", errs);
-        if selector_is_empty(selector) {
-            errs.push(FieldError::invalid(
-                "spec.selector",
-                render_ser(selector),
-                "empty selector is invalid for deployment",
-            ));
-        } else {
-            selector_usable = valid;
-        }
-    }
-
-    let default_template = core::PodTemplateSpec::default();
-    let template = template.unwrap_or(&default_template);
-    let empty = BTreeMap::new();
-    let template_meta = template.metadata.as_ref();
-    let labels = template_meta
-        .and_then(|m| m.labels.as_ref())
-        .unwrap_or(&empty);
-    if selector_usable && !selector_matches(selector, labels) {
-        errs.push(FieldError::invalid(
-            "spec.template.metadata.labels",
-            render_string_map(labels),
-            "`selector` does not match template `labels`",
-        ));
-    }
-    validate_labels(
-        template_meta.and_then(|m| m.labels.as_ref()),
-        "spec.template.metadata.labels",
-        errs,
-    );
-    validate_annotations(
-        template_meta.and_then(|m| m.annotations.as_ref()),
-        "spec.template.metadata.annotations",
-        errs,
-    );
-    let default_spec = core::PodSpec::default();
-    let spec = template.spec.as_ref().unwrap_or(&default_spec);
-    validate_pod_spec(spec, "spec.template.spec", errs);
-    if let Some(policy) = spec.restart_policy.as_deref() {
-        if policy != "Always" && !policy.is_empty() {
-            errs.push(FieldError::not_supported(
-                "spec.template.spec.restartPolicy",
-                q(policy),
-                &["Always"],
-            ));
-        }
-    }
-    if spec.active_deadline_seconds.is_some() {
-        errs.push(FieldError::forbidden(
-            "spec.template.spec.activeDeadlineSeconds",
-            "activeDeadlineSeconds in ReplicaSet is not Supported",
-        ));
-    }
-}
-
-fn validate_replica_set(rs: &apps::ReplicaSet, obj: &Value, errs: &mut Errs) {
-    let default = apps::ReplicaSetSpec::default();
-    let spec = rs.spec.as_ref().unwrap_or(&default);
-    validate_nonnegative(spec.replicas, "spec.replicas", errs);
-    validate_nonnegative(spec.min_ready_seconds, "spec.minReadySeconds", errs);
-    validate_workload(obj, &spec.selector, spec.template.as_ref(), errs);
-}
-
 /// The value of a maxSurge/maxUnavailable, or None when it is malformed.
-fn int_or_percent_value(v: &IntOrString) -> Option<i64> {
+pub(crate) fn int_or_percent_value(v: &IntOrString) -> Option<i64> {
     match v {
         IntOrString::Int(i) => Some(i64::from(*i)),
         IntOrString::String(s) if is_valid_percent(s) => s[..s.len() - 1].parse().ok(),
@@ -2271,7 +1355,7 @@ fn int_or_percent_value(v: &IntOrString) -> Option<i64> {
     }
 }
 
-fn validate_int_or_percent(v: &IntOrString, path: &str, errs: &mut Errs) {
+pub(crate) fn validate_int_or_percent(v: &IntOrString, path: &str, errs: &mut Errs) {
     match v {
         IntOrString::Int(i) if *i < 0 => errs.push(FieldError::invalid(
             path,
@@ -2296,81 +1380,13 @@ fn validate_int_or_percent(v: &IntOrString, path: &str, errs: &mut Errs) {
     }
 }
 
-fn validate_deployment(d: &apps::Deployment, obj: &Value, errs: &mut Errs) {
-    let default = apps::DeploymentSpec::default();
-    let spec = d.spec.as_ref().unwrap_or(&default);
-    validate_nonnegative(spec.replicas, "spec.replicas", errs);
-    validate_workload(obj, &spec.selector, Some(&spec.template), errs);
-
-    let strategy = spec.strategy.clone().unwrap_or_default();
-    match strategy.type_.as_deref().unwrap_or("RollingUpdate") {
-        "Recreate" => {
-            if strategy.rolling_update.is_some() {
-                errs.push(FieldError::forbidden(
-                    "spec.strategy.rollingUpdate",
-                    "may not be specified when strategy `type` is 'Recreate'",
-                ));
-            }
-        }
-        "RollingUpdate" => {
-            let ru = strategy.rolling_update.unwrap_or_default();
-            let default_pct = IntOrString::String("25%".into());
-            let surge = ru.max_surge.unwrap_or_else(|| default_pct.clone());
-            let unavailable = ru.max_unavailable.unwrap_or(default_pct);
-            let surge_path = "spec.strategy.rollingUpdate.maxSurge";
-            let unavailable_path = "spec.strategy.rollingUpdate.maxUnavailable";
-            validate_int_or_percent(&unavailable, unavailable_path, errs);
-            validate_int_or_percent(&surge, surge_path, errs);
-            if int_or_percent_value(&unavailable) == Some(0)
-                && int_or_percent_value(&surge) == Some(0)
-            {
-                errs.push(FieldError::invalid(
-                    unavailable_path,
-                    render_ser(&unavailable),
-                    "may not be 0 when `maxSurge` is 0",
-                ));
-            }
-            if matches!(&unavailable, IntOrString::String(_))
-                && int_or_percent_value(&unavailable).is_some_and(|v| v > 100)
-            {
-                errs.push(FieldError::invalid(
-                    unavailable_path,
-                    render_ser(&unavailable),
-                    "must not be greater than 100%",
-                ));
-            }
-        }
-        other => errs.push(FieldError::not_supported(
-            "spec.strategy.type",
-            q(other),
-            &["Recreate", "RollingUpdate"],
-        )),
-    }
-    validate_nonnegative(spec.min_ready_seconds, "spec.minReadySeconds", errs);
-    validate_nonnegative(
-        spec.revision_history_limit,
-        "spec.revisionHistoryLimit",
-        errs,
-    );
-    if let Some(pds) = spec.progress_deadline_seconds {
-        validate_nonnegative(Some(pds), "spec.progressDeadlineSeconds", errs);
-        if pds <= spec.min_ready_seconds.unwrap_or(0) {
-            errs.push(FieldError::invalid(
-                "spec.progressDeadlineSeconds",
-                pds.to_string(),
-                "must be greater than minReadySeconds",
-            ));
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // ConfigMaps and Secrets
 // ---------------------------------------------------------------------------
 
 /// Checks that every string under `obj[field]` is base64, before typed
 /// decoding would stop at the first bad one.
-fn precheck_base64(obj: &Value, field: &str, secret: bool, errs: &mut Errs) {
+pub(crate) fn precheck_base64(obj: &Value, field: &str, secret: bool, errs: &mut Errs) {
     let Some(map) = obj.get(field).and_then(Value::as_object) else {
         return;
     };
@@ -2392,7 +1408,11 @@ fn precheck_base64(obj: &Value, field: &str, secret: bool, errs: &mut Errs) {
     }
 }
 
-fn validate_data_keys<'a>(keys: impl Iterator<Item = &'a String>, path: &str, errs: &mut Errs) {
+pub(crate) fn validate_data_keys<'a>(
+    keys: impl Iterator<Item = &'a String>,
+    path: &str,
+    errs: &mut Errs,
+) {
     for k in keys {
         for msg in config_map_key_errors(k) {
             errs.push(FieldError::invalid(key(path, k), q(k), &msg));
@@ -2400,294 +1420,7 @@ fn validate_data_keys<'a>(keys: impl Iterator<Item = &'a String>, path: &str, er
     }
 }
 
-fn validate_config_map(cm: &core::ConfigMap, errs: &mut Errs) {
-    let data = cm.data.as_ref();
-    let binary = cm.binary_data.as_ref();
-    validate_data_keys(data.into_iter().flat_map(BTreeMap::keys), "data", errs);
-    validate_data_keys(
-        binary.into_iter().flat_map(BTreeMap::keys),
-        "binaryData",
-        errs,
-    );
-    let mut total = 0usize;
-    for (k, v) in data.into_iter().flatten() {
-        if binary.is_some_and(|b| b.contains_key(k)) {
-            errs.push(FieldError::invalid(
-                key("data", k),
-                q(k),
-                "duplicate of key present in binaryData",
-            ));
-        }
-        total = total.saturating_add(v.len());
-    }
-    for v in binary.into_iter().flat_map(BTreeMap::values) {
-        total = total.saturating_add(v.0.len());
-    }
-    if total > MAX_DATA_SIZE {
-        errs.push(FieldError::too_long("data", MAX_DATA_SIZE));
-    }
-}
-
-/// A Secret's data as the server stores it: `data` with `stringData` merged over it.
-fn effective_secret_data(s: &core::Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut out: BTreeMap<String, Vec<u8>> = s
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.0.clone()))
-        .collect();
-    for (k, v) in s.string_data.iter().flatten() {
-        out.insert(k.clone(), v.clone().into_bytes());
-    }
-    out
-}
-
-fn validate_secret(s: &core::Secret, errs: &mut Errs) {
-    validate_data_keys(s.data.iter().flat_map(BTreeMap::keys), "data", errs);
-    validate_data_keys(
-        s.string_data.iter().flat_map(BTreeMap::keys),
-        "stringData",
-        errs,
-    );
-    let data = effective_secret_data(s);
-    let total = data
-        .values()
-        .fold(0usize, |acc, v| acc.saturating_add(v.len()));
-    if total > MAX_DATA_SIZE {
-        errs.push(FieldError::too_long("data", MAX_DATA_SIZE));
-    }
-    let required = |k: &str, errs: &mut Errs| {
-        if !data.contains_key(k) {
-            errs.push(FieldError::required(key("data", k), ""));
-        }
-    };
-    let json_payload = |k: &str, errs: &mut Errs| match data.get(k) {
-        None => errs.push(FieldError::required(key("data", k), "")),
-        Some(bytes) => {
-            if let Err(e) = serde_json::from_slice::<serde_json::Map<String, Value>>(bytes) {
-                errs.push(FieldError::invalid(
-                    key("data", k),
-                    q(REDACTED),
-                    &e.to_string(),
-                ));
-            }
-        }
-    };
-    match s.type_.as_deref().unwrap_or_default() {
-        "kubernetes.io/service-account-token" => {
-            let name = s
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("kubernetes.io/service-account.name"));
-            if name.is_none_or(String::is_empty) {
-                errs.push(FieldError::required(
-                    "metadata.annotations[kubernetes.io/service-account.name]",
-                    "",
-                ));
-            }
-        }
-        "kubernetes.io/dockercfg" => json_payload(".dockercfg", errs),
-        "kubernetes.io/dockerconfigjson" => json_payload(".dockerconfigjson", errs),
-        "kubernetes.io/basic-auth"
-            if !data.contains_key("username") && !data.contains_key("password") =>
-        {
-            required("username", errs);
-            required("password", errs);
-        }
-        "kubernetes.io/ssh-auth" if data.get("ssh-privatekey").is_none_or(Vec::is_empty) => {
-            errs.push(FieldError::required(key("data", "ssh-privatekey"), ""));
-        }
-        "kubernetes.io/tls" => {
-            required("tls.crt", errs);
-            required("tls.key", errs);
-        }
-        _ => {}
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Namespaces, Nodes, Events, Leases
-// ---------------------------------------------------------------------------
-
-fn validate_namespace(ns: &core::Namespace, errs: &mut Errs) {
-    let finalizers = ns
-        .spec
-        .as_ref()
-        .and_then(|s| s.finalizers.as_deref())
-        .unwrap_or_default();
-    for (i, f) in finalizers.iter().enumerate() {
-        let p = index("spec.finalizers", i);
-        for msg in qualified_name_errors(f) {
-            errs.push(FieldError::invalid(p.clone(), q(f), &msg));
-        }
-        if !f.contains('/') && f != "kubernetes" {
-            errs.push(FieldError::invalid(
-                p,
-                q(f),
-                "name is neither a standard finalizer name nor is it fully qualified",
-            ));
-        }
-    }
-}
-
-fn validate_node(node: &core::Node, errs: &mut Errs) {
-    let taints = node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.as_deref())
-        .unwrap_or_default();
-    let mut seen: HashSet<(&str, &str)> = HashSet::new();
-    for (i, t) in taints.iter().enumerate() {
-        let p = index("spec.taints", i);
-        for msg in qualified_name_errors(&t.key) {
-            errs.push(FieldError::invalid(child(&p, "key"), q(&t.key), &msg));
-        }
-        let value = t.value.as_deref().unwrap_or_default();
-        let value_errs = label_value_errors(value);
-        if !value_errs.is_empty() {
-            errs.push(FieldError::invalid(
-                child(&p, "value"),
-                q(value),
-                &value_errs.join(";"),
-            ));
-        }
-        if t.effect.is_empty() {
-            errs.push(FieldError::required(child(&p, "effect"), ""));
-        } else if !TAINT_EFFECTS.contains(&t.effect.as_str()) {
-            errs.push(FieldError::not_supported(
-                child(&p, "effect"),
-                q(&t.effect),
-                &TAINT_EFFECTS,
-            ));
-        }
-        if !seen.insert((t.key.as_str(), t.effect.as_str())) {
-            errs.push(FieldError::duplicate(
-                p,
-                render_ser(t),
-                "taints must be unique by key and effect pair",
-            ));
-        }
-    }
-}
-
-fn validate_event(ev: &core::Event, obj: &Value, errs: &mut Errs) {
-    if obj.get("involvedObject").is_none_or(Value::is_null) {
-        errs.push(FieldError::required("involvedObject", ""));
-        return;
-    }
-    let ns = ev.metadata.namespace.as_deref().unwrap_or_default();
-    let io_ns = ev.involved_object.namespace.as_deref().unwrap_or_default();
-    let mismatch = if io_ns.is_empty() {
-        if ev.event_time.is_none() {
-            !ns.is_empty() && ns != "default"
-        } else {
-            ns != "default" && ns != "kube-system"
-        }
-    } else {
-        ns != io_ns
-    };
-    if mismatch {
-        errs.push(FieldError::invalid(
-            "involvedObject.namespace",
-            q(io_ns),
-            "does not match event.namespace",
-        ));
-    }
-}
-
-fn validate_lease(lease: &coordination::Lease, errs: &mut Errs) {
-    let Some(spec) = &lease.spec else { return };
-    if let Some(d) = spec.lease_duration_seconds.filter(|&d| d <= 0) {
-        errs.push(FieldError::invalid(
-            "spec.leaseDurationSeconds",
-            d.to_string(),
-            "must be greater than 0",
-        ));
-    }
-    validate_nonnegative(spec.lease_transitions, "spec.leaseTransitions", errs);
-    let preferred = spec
-        .preferred_holder
-        .as_deref()
-        .is_some_and(|p| !p.is_empty());
-    let strategy = spec.strategy.as_deref().is_some_and(|s| !s.is_empty());
-    if preferred && !strategy {
-        errs.push(FieldError::forbidden(
-            "spec.preferredHolder",
-            "may only be specified if `strategy` is defined",
-        ));
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Updates
-// ---------------------------------------------------------------------------
-
-fn validate_typed_update(old: &Typed, new: &Typed, errs: &mut Errs) {
-    match (old, new) {
-        (Typed::Pod(o), Typed::Pod(n)) => validate_pod_update(o, n, errs),
-        (Typed::ReplicaSet(o), Typed::ReplicaSet(n)) => {
-            let (os, ns) = (
-                o.spec.clone().unwrap_or_default(),
-                n.spec.clone().unwrap_or_default(),
-            );
-            validate_selector_update(&os.selector, &ns.selector, errs);
-        }
-        (Typed::Deployment(o), Typed::Deployment(n)) => {
-            let (os, ns) = (
-                o.spec.clone().unwrap_or_default(),
-                n.spec.clone().unwrap_or_default(),
-            );
-            validate_selector_update(&os.selector, &ns.selector, errs);
-        }
-        (Typed::ConfigMap(o), Typed::ConfigMap(n)) if o.immutable == Some(true) => {
-            immutable_flag_kept(n.immutable, errs);
-            let norm = |m: &Option<BTreeMap<String, String>>| m.clone().unwrap_or_default();
-            if norm(&o.data) != norm(&n.data) {
-                errs.push(FieldError::forbidden(
-                    "data",
-                    "field is immutable when `immutable` is set",
-                ));
-            }
-            let norm_bin = |m: &Option<BTreeMap<String, k8s_openapi::ByteString>>| {
-                m.clone().unwrap_or_default()
-            };
-            if norm_bin(&o.binary_data) != norm_bin(&n.binary_data) {
-                errs.push(FieldError::forbidden(
-                    "binaryData",
-                    "field is immutable when `immutable` is set",
-                ));
-            }
-        }
-        (Typed::Secret(o), Typed::Secret(n)) => {
-            let ty = |s: &core::Secret| match s.type_.as_deref() {
-                None | Some("") => "Opaque".to_string(),
-                Some(t) => t.to_string(),
-            };
-            if ty(o) != ty(n) {
-                errs.push(FieldError::invalid("type", q(&ty(n)), IMMUTABLE));
-            }
-            if o.immutable == Some(true) {
-                immutable_flag_kept(n.immutable, errs);
-                if effective_secret_data(o) != effective_secret_data(n) {
-                    let field = if n.string_data.as_ref().is_some_and(|m| !m.is_empty()) {
-                        "stringData"
-                    } else {
-                        "data"
-                    };
-                    errs.push(FieldError::forbidden(
-                        field,
-                        "field is immutable when `immutable` is set",
-                    ));
-                }
-            }
-        }
-        (Typed::Node(o), Typed::Node(n)) => validate_node_update(o, n, errs),
-        _ => {}
-    }
-}
-
-fn immutable_flag_kept(new: Option<bool>, errs: &mut Errs) {
+pub(crate) fn immutable_flag_kept(new: Option<bool>, errs: &mut Errs) {
     if new != Some(true) {
         errs.push(FieldError::forbidden(
             "immutable",
@@ -2697,10 +1430,10 @@ fn immutable_flag_kept(new: Option<bool>, errs: &mut Errs) {
 }
 
 /// A label selector in comparable form: match labels, then (key, operator, values).
-type NormalSelector = (BTreeMap<String, String>, Vec<(String, String, Vec<String>)>);
+pub(crate) type NormalSelector = (BTreeMap<String, String>, Vec<(String, String, Vec<String>)>);
 
 /// A selector with absent lists and maps made empty, for semantic comparison.
-fn normalize_selector(sel: &meta::LabelSelector) -> NormalSelector {
+pub(crate) fn normalize_selector(sel: &meta::LabelSelector) -> NormalSelector {
     (
         sel.match_labels.clone().unwrap_or_default(),
         sel.match_expressions
@@ -2717,234 +1450,17 @@ fn normalize_selector(sel: &meta::LabelSelector) -> NormalSelector {
     )
 }
 
-fn validate_selector_update(old: &meta::LabelSelector, new: &meta::LabelSelector, errs: &mut Errs) {
+pub(crate) fn validate_selector_update(
+    old: &meta::LabelSelector,
+    new: &meta::LabelSelector,
+    errs: &mut Errs,
+) {
     if normalize_selector(old) != normalize_selector(new) {
         errs.push(FieldError::invalid(
             "spec.selector",
             render_ser(new),
             IMMUTABLE,
         ));
-    }
-}
-
-fn validate_node_update(old: &core::Node, new: &core::Node, errs: &mut Errs) {
-    let os = old.spec.clone().unwrap_or_default();
-    let ns = new.spec.clone().unwrap_or_default();
-    let cidrs = |s: &core::NodeSpec| s.pod_cidrs.clone().unwrap_or_default();
-    let cidr_msg = "node updates may not change podCIDR except from \"\" to valid";
-    if !cidrs(&os).is_empty() && cidrs(&os) != cidrs(&ns) {
-        errs.push(FieldError::forbidden("spec.podCIDRs", cidr_msg));
-    }
-    let cidr = |s: &core::NodeSpec| s.pod_cidr.clone().unwrap_or_default();
-    if !cidr(&os).is_empty() && cidr(&os) != cidr(&ns) {
-        errs.push(FieldError::forbidden("spec.podCIDR", cidr_msg));
-    }
-    let provider = |s: &core::NodeSpec| s.provider_id.clone().unwrap_or_default();
-    if !provider(&os).is_empty() && provider(&os) != provider(&ns) {
-        errs.push(FieldError::forbidden(
-            "spec.providerID",
-            "node updates may not change providerID except from \"\" to valid",
-        ));
-    }
-}
-
-const POD_UPDATE_FORBIDDEN: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds`";
-
-fn validate_pod_update(old: &core::Pod, new: &core::Pod, errs: &mut Errs) {
-    let os = old.spec.clone().unwrap_or_default();
-    let ns = new.spec.clone().unwrap_or_default();
-
-    // activeDeadlineSeconds may be set or lowered, never raised or removed.
-    match (os.active_deadline_seconds, ns.active_deadline_seconds) {
-        (Some(o), Some(n)) if n > o && (0..=i64::from(i32::MAX)).contains(&n) => {
-            errs.push(FieldError::invalid(
-                "spec.activeDeadlineSeconds",
-                n.to_string(),
-                "must be less than or equal to previous value",
-            ));
-        }
-        (Some(_), None) => errs.push(FieldError::invalid(
-            "spec.activeDeadlineSeconds",
-            "null".into(),
-            "must not update from a positive integer to nil value",
-        )),
-        _ => {}
-    }
-
-    // Existing tolerations stay (tolerationSeconds may change); new ones may be added.
-    let new_tolerations = ns.tolerations.clone().unwrap_or_default();
-    for old_t in os.tolerations.iter().flatten() {
-        let kept = new_tolerations.iter().any(|n| {
-            let mut o = old_t.clone();
-            o.toleration_seconds = n.toleration_seconds;
-            &o == n
-        });
-        if !kept {
-            errs.push(FieldError::forbidden(
-                "spec.tolerations",
-                "existing toleration can not be modified except its tolerationSeconds",
-            ));
-            break;
-        }
-    }
-
-    // Everything else in spec must be unchanged.
-    let mut masked_old = os.clone();
-    let mut masked_new = ns.clone();
-    for (i, c) in masked_new.containers.iter_mut().enumerate() {
-        if let Some(o) = os.containers.get(i) {
-            c.image.clone_from(&o.image);
-        }
-    }
-    if let (Some(new_init), Some(old_init)) = (
-        masked_new.init_containers.as_mut(),
-        os.init_containers.as_ref(),
-    ) {
-        for (i, c) in new_init.iter_mut().enumerate() {
-            if let Some(o) = old_init.get(i) {
-                c.image.clone_from(&o.image);
-            }
-        }
-    }
-    masked_new.active_deadline_seconds = os.active_deadline_seconds;
-    masked_new.tolerations.clone_from(&os.tolerations);
-    masked_new.termination_grace_period_seconds = os.termination_grace_period_seconds;
-    if os.node_name.as_deref().unwrap_or_default().is_empty() {
-        // Binding: nodeName may go from empty to set.
-        masked_new.node_name = None;
-        masked_old.node_name = None;
-    }
-    if masked_old == masked_new {
-        return;
-    }
-    // Compare as the server would after defaulting: absent defaulted fields,
-    // empty lists and maps, and false flags equal their default forms.
-    let (Ok(mut a), Ok(mut b)) = (
-        serde_json::to_value(&masked_old),
-        serde_json::to_value(&masked_new),
-    ) else {
-        errs.push(FieldError::forbidden("spec", POD_UPDATE_FORBIDDEN));
-        return;
-    };
-    for v in [&mut a, &mut b] {
-        default_pod_spec_json(v);
-        normalize_json(v);
-    }
-    if a != b {
-        let mut changed = Vec::new();
-        json_diff(&a, &b, "spec", &mut changed);
-        let mut msg = POD_UPDATE_FORBIDDEN.to_string();
-        if !changed.is_empty() {
-            let shown: Vec<String> = changed.iter().take(10).map(|c| format!("`{c}`")).collect();
-            let _ = write!(msg, "; changed: {}", shown.join(", "));
-            if changed.len() > 10 {
-                msg.push_str(", ...");
-            }
-        }
-        errs.push(FieldError::forbidden("spec", &msg));
-    }
-}
-
-/// Fills the fields Kubernetes defaults in a pod spec when they are absent.
-fn default_pod_spec_json(spec: &mut Value) {
-    let Some(s) = spec.as_object_mut() else {
-        return;
-    };
-    for (k, v) in [
-        ("restartPolicy", "Always"),
-        ("dnsPolicy", "ClusterFirst"),
-        ("schedulerName", "default-scheduler"),
-    ] {
-        s.entry(k).or_insert_with(|| Value::String(v.into()));
-    }
-    s.entry("enableServiceLinks").or_insert(Value::Bool(true));
-    for flag in ["hostNetwork", "hostPID", "hostIPC"] {
-        if s.get(flag) == Some(&Value::Bool(false)) {
-            s.remove(flag);
-        }
-    }
-    for list in ["containers", "initContainers"] {
-        let Some(containers) = s.get_mut(list).and_then(Value::as_array_mut) else {
-            continue;
-        };
-        for c in containers.iter_mut().filter_map(Value::as_object_mut) {
-            c.entry("terminationMessagePath")
-                .or_insert_with(|| Value::String("/dev/termination-log".into()));
-            c.entry("terminationMessagePolicy")
-                .or_insert_with(|| Value::String("File".into()));
-            let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
-            let last = image.rsplit('/').next().unwrap_or_default();
-            let pull = if !image.contains('@') && (!last.contains(':') || last.ends_with(":latest"))
-            {
-                "Always"
-            } else {
-                "IfNotPresent"
-            };
-            c.entry("imagePullPolicy")
-                .or_insert_with(|| Value::String(pull.into()));
-            for flag in ["stdin", "stdinOnce", "tty"] {
-                if c.get(flag) == Some(&Value::Bool(false)) {
-                    c.remove(flag);
-                }
-            }
-            for port in c
-                .get_mut("ports")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_object_mut)
-            {
-                port.entry("protocol")
-                    .or_insert_with(|| Value::String("TCP".into()));
-            }
-        }
-    }
-}
-
-/// Drops nulls, empty lists and empty maps from objects, recursively.
-fn normalize_json(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            for child in m.values_mut() {
-                normalize_json(child);
-            }
-            m.retain(|_, child| match child {
-                Value::Null => false,
-                Value::Array(a) => !a.is_empty(),
-                Value::Object(o) => !o.is_empty(),
-                _ => true,
-            });
-        }
-        Value::Array(a) => a.iter_mut().for_each(normalize_json),
-        _ => {}
-    }
-}
-
-/// Collects the paths where two JSON values differ.
-fn json_diff(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
-    if out.len() > 10 || a == b {
-        return;
-    }
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let in_map = MAP_FIELDS.contains(&path.rsplit('.').next().unwrap_or_default());
-            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-            for k in keys {
-                let p = if in_map { key(path, k) } else { child(path, k) };
-                json_diff(
-                    x.get(k.as_str()).unwrap_or(&Value::Null),
-                    y.get(k.as_str()).unwrap_or(&Value::Null),
-                    &p,
-                    out,
-                );
-            }
-        }
-        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
-            for (i, (ea, eb)) in x.iter().zip(y).enumerate() {
-                json_diff(ea, eb, &index(path, i), out);
-            }
-        }
-        _ => out.push(path.to_string()),
     }
 }
 
@@ -3010,6 +1526,34 @@ mod tests {
                 "template": template()
             }
         })
+    }
+
+    /// The served resource of a kind, and its strategy.
+    fn strategy_of(
+        kind: &str,
+    ) -> (
+        &'static crate::api::resource::ResourceInfo,
+        &'static dyn crate::apiserver::kinds::Strategy,
+    ) {
+        let info = crate::api::resource::RESOURCES
+            .iter()
+            .find(|r| r.kind == kind)
+            .expect("a served kind");
+        (info, crate::apiserver::kinds::of(info))
+    }
+
+    /// Validates a create as the kind's strategy does; `namespaced` must agree with the kind.
+    fn validate_create(kind: &str, namespaced: bool, obj: &Value) -> Vec<FieldError> {
+        let (info, s) = strategy_of(kind);
+        assert_eq!(info.namespaced, namespaced, "{kind}");
+        s.validate(info, obj, None)
+    }
+
+    /// Validates an update as the kind's strategy does.
+    fn validate_update(kind: &str, namespaced: bool, old: &Value, new: &Value) -> Vec<FieldError> {
+        let (info, s) = strategy_of(kind);
+        assert_eq!(info.namespaced, namespaced, "{kind}");
+        s.validate(info, new, Some(old))
     }
 
     fn create(kind: &str, namespaced: bool, obj: &Value) -> Vec<FieldError> {
@@ -3940,7 +2484,6 @@ mod tests {
             ("Lease", true),
             ("ConfigMap", true),
             ("Secret", true),
-            ("Widget", true),
         ];
         let weird = [
             json!(null),
@@ -3965,7 +2508,7 @@ mod tests {
             json!({"apiVersion": 3, "kind": ["Pod"]}),
         ];
         for (kind, namespaced) in kinds {
-            let api_version = kind_info(kind).map_or("v1", |(v, _)| v);
+            let api_version = strategy_of(kind).0.api_version();
             for w in &weird {
                 let mut with_header = w.clone();
                 if let Some(m) = with_header.as_object_mut() {
