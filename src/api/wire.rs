@@ -70,6 +70,9 @@ pub enum PatchType {
     Json,
     /// Kubernetes strategic merge (`application/strategic-merge-patch+json`).
     Strategic,
+    /// Server-side apply (`application/apply-patch+yaml`): the body is the manager's whole
+    /// intent for the fields it owns.
+    Apply,
 }
 
 /// List and watch options (`metav1.ListOptions`).
@@ -360,6 +363,14 @@ pub struct Request {
     pub tail_lines: Option<i64>,
     /// Logs: keep streaming.
     pub follow: bool,
+    /// `fieldManager`: who owns the fields this write sets (required for apply).
+    pub field_manager: Option<String>,
+    /// `force`: an apply takes over fields other managers own instead of conflicting.
+    pub force: Option<bool>,
+    /// The field manager a write without `fieldManager` is recorded under: the HTTP client's
+    /// User-Agent product, or the bus caller's name. Set by the API server, never sent.
+    #[serde(skip)]
+    pub client: String,
 }
 
 /// What the API server asks a kubelet for `kubectl logs` (on `skiff.node.<node>.log`).

@@ -14,6 +14,7 @@ pub mod flowcontrol;
 pub mod http;
 pub mod intake;
 pub mod kinds;
+pub mod managed;
 pub mod openapi;
 pub mod patch;
 mod registry;
@@ -179,7 +180,7 @@ impl Actor for ApiServer {
 impl Handler<Call> for ApiServer {
     type Result = Response<Result<Reply, Status>>;
 
-    fn handle(&mut self, call: Call, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, mut call: Call, _: &mut Context<Self>) -> Self::Result {
         let mut span = Span::start(trace::verb_name(trace::Side::Server, call.verb), call.trace);
         if trace::enabled() {
             span = span.about(call.verb.as_str(), ObjectRef::of_request(&call.request));
@@ -212,6 +213,10 @@ impl Handler<Call> for ApiServer {
         if let Err(s) = authorize(&user, call.verb, &call.request, &self.registry) {
             return refuse(s);
         }
+        call.request.client = match &call.origin {
+            Some((client, _)) => client.clone(),
+            None => bus_manager(&user.name),
+        };
         if call.verb == Verb::Get && call.request.subresource.as_deref() != Some("log") {
             // Reads come from the Store's view: answer inline, no future to spawn.
             let _span = tracing::debug_span!("ApiServer::Get", resource = %call.request.resource, user = %user.name).entered();
@@ -810,4 +815,14 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// The field manager a bus caller's writes are recorded under when it names none: the
+/// component, as the User-Agent names it for kube's own components (`kubelet`,
+/// `kube-scheduler`, `kube-controller-manager`), else the user.
+fn bus_manager(user: &str) -> String {
+    if user.starts_with("system:node:") {
+        return "kubelet".into();
+    }
+    user.strip_prefix("system:").unwrap_or(user).to_string()
 }

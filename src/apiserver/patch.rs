@@ -153,6 +153,11 @@ pub fn apply(
             *obj = patched;
             Ok(())
         }
+        PatchType::Apply => Err(Status::failure(
+            415,
+            "UnsupportedMediaType",
+            "server-side apply is not supported here; apply the object itself".to_string(),
+        )),
         PatchType::Strategic => strategic_merge(root, obj, patch)
             .map_err(|e| Status::bad_request(format!("strategic merge patch: {e}"))),
     }
@@ -211,9 +216,22 @@ pub enum RootKind {
     Other,
 }
 
+/// How server-side apply treats a list (`x-kubernetes-list-type`), as kube's OpenAPI declares
+/// it for the same fields the strategic merge metadata names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListType {
+    /// Replaced as a whole, owned as one field.
+    Atomic,
+    /// A set of scalars, each owned on its own (`v:<value>`).
+    Set,
+    /// Items identified by these key fields (`x-kubernetes-list-map-keys`), each owned and
+    /// merged on its own (`k:{...}`).
+    Map(&'static [&'static str]),
+}
+
 /// The Kubernetes type of the map being merged, reduced to what patch metadata needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Schema {
+pub enum Schema {
     /// A type without merge lists (or one not known here): every list is replaced.
     Unknown,
     Root(RootKind),
@@ -233,8 +251,36 @@ enum Schema {
 }
 
 impl Schema {
+    /// The schema of a top-level object.
+    pub fn of(root: RootKind) -> Schema {
+        Schema::Root(root)
+    }
+
+    /// How server-side apply merges and owns list field `name` of this type. The map keys are
+    /// kube's `x-kubernetes-list-map-keys`, which for two lists name more fields than the
+    /// strategic merge key.
+    pub fn list_type(self, name: &str) -> ListType {
+        match (self, name) {
+            (Schema::PodSpec, "topologySpreadConstraints") => {
+                ListType::Map(&["topologyKey", "whenUnsatisfiable"])
+            }
+            (Schema::Container, "ports") => ListType::Map(&["containerPort", "protocol"]),
+            _ => match self.list_strategy(name) {
+                ListStrategy::Replace => ListType::Atomic,
+                ListStrategy::MergePrimitives => ListType::Set,
+                ListStrategy::MergeByKey("name") => ListType::Map(&["name"]),
+                ListStrategy::MergeByKey("uid") => ListType::Map(&["uid"]),
+                ListStrategy::MergeByKey("ip") => ListType::Map(&["ip"]),
+                ListStrategy::MergeByKey("type") => ListType::Map(&["type"]),
+                ListStrategy::MergeByKey("mountPath") => ListType::Map(&["mountPath"]),
+                ListStrategy::MergeByKey("devicePath") => ListType::Map(&["devicePath"]),
+                ListStrategy::MergeByKey(_) => ListType::Atomic,
+            },
+        }
+    }
+
     /// The schema of the map held by field `name` (or of the elements of list `name`).
-    fn field(self, name: &str) -> Schema {
+    pub fn field(self, name: &str) -> Schema {
         use RootKind as K;
         match (self, name) {
             (Schema::Root(_) | Schema::PodTemplateSpec | Schema::JobTemplateSpec, "metadata") => {

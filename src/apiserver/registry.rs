@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::kinds;
+use super::managed;
 use super::store::{self, KeyValue, Revision, Store, StoreError};
 use super::validation::FieldError;
 use crate::api::codec::{self, MapWriter};
@@ -400,6 +401,14 @@ impl Registry {
 
     /// CREATE (and the binding subresource, which Kubernetes serves as a create).
     pub async fn create(&self, req: &Request) -> Result<Bytes, Status> {
+        if let Some(m) = &req.field_manager {
+            managed::check_manager(m, "CreateOptions")?;
+        }
+        self.create_with(req, &Track::of(req, "")).await
+    }
+
+    /// A create, recording field ownership as `track` says (an apply has recorded it).
+    async fn create_with(&self, req: &Request, track: &Track) -> Result<Bytes, Status> {
         let t = Self::target(req)?;
         if req.subresource.as_deref() == Some("binding") && t.info.plural == "pods" {
             return self.bind(req, &t).await;
@@ -466,6 +475,16 @@ impl Registry {
         strategy.admit_create(&mut obj)?;
         strategy.initial_status(&mut obj);
         let name = meta::name(&obj).to_string();
+        match track {
+            Track::Update {
+                manager,
+                subresource,
+            } => {
+                meta::metadata_mut(&mut obj).remove("managedFields");
+                managed::record_update(None, &mut obj, &writer(t.info, manager, subresource));
+            }
+            Track::Applied => check_managed_fields(t.info, &name, &obj)?,
+        }
         let errs = strategy.validate(t.info, &obj, None);
         if !errs.is_empty() {
             return Err(invalid(t.info, &name, errs));
@@ -548,30 +567,37 @@ impl Registry {
             .to_string();
         let info = t.info;
         let pod = name.clone();
-        self.modify(t, &pod, None, req.dry_run, move |obj| {
-            if obj.pointer("/metadata/deletionTimestamp").is_some() {
-                return Err(Status::conflict(
-                    info.group,
-                    info.plural,
-                    &name,
-                    "pod is being deleted, cannot be assigned to a host",
-                ));
-            }
-            match obj.pointer("/spec/nodeName").and_then(Value::as_str) {
-                Some(n) if !n.is_empty() => {
+        self.modify(
+            t,
+            &pod,
+            None,
+            req.dry_run,
+            &Track::of(req, "status"),
+            move |obj| {
+                if obj.pointer("/metadata/deletionTimestamp").is_some() {
                     return Err(Status::conflict(
                         info.group,
                         info.plural,
                         &name,
-                        &format!("pod {name} is already assigned to node \"{n}\""),
-                    ))
+                        "pod is being deleted, cannot be assigned to a host",
+                    ));
                 }
-                _ => {}
-            }
-            obj["spec"]["nodeName"] = json!(node);
-            set_condition(obj, "PodScheduled", "True", None);
-            Ok(())
-        })
+                match obj.pointer("/spec/nodeName").and_then(Value::as_str) {
+                    Some(n) if !n.is_empty() => {
+                        return Err(Status::conflict(
+                            info.group,
+                            info.plural,
+                            &name,
+                            &format!("pod {name} is already assigned to node \"{n}\""),
+                        ))
+                    }
+                    _ => {}
+                }
+                obj["spec"]["nodeName"] = json!(node);
+                set_condition(obj, "PodScheduled", "True", None);
+                Ok(())
+            },
+        )
         .await?;
         let status = Status {
             status: "Success".into(),
@@ -616,6 +642,9 @@ impl Registry {
 
     /// UPDATE (PUT): replace, honouring resourceVersion, strategies and subresources.
     pub async fn update(&self, req: &Request) -> Result<Bytes, Status> {
+        if let Some(m) = &req.field_manager {
+            managed::check_manager(m, "UpdateOptions")?;
+        }
         let t = Self::target(req)?;
         let name = Self::name(req)?.to_string();
         let mut body = req
@@ -627,7 +656,9 @@ impl Registry {
         }
         let sub = req.subresource.clone();
         if sub.as_deref() == Some("scale") {
-            return self.update_scale(&t, &name, body, None, req.dry_run).await;
+            return self
+                .update_scale(&t, &name, body, None, req.dry_run, &Track::of(req, ""))
+                .await;
         }
         check_type(t.info, &mut body)?;
         let body_name = meta::name(&body);
@@ -640,7 +671,8 @@ impl Registry {
             meta::parse_revision(meta::resource_version(&body)).map_err(Status::bad_request)?;
         let info = t.info;
         let uid = meta::uid(&body).to_string();
-        self.modify(&t, &name, expect, req.dry_run, move |obj| {
+        let track = Track::of(req, req.subresource.as_deref().unwrap_or(""));
+        self.modify(&t, &name, expect, req.dry_run, &track, move |obj| {
             // The body's uid is a precondition, checked against the stored object (kube's
             // storage preconditions): 409 before anything else is looked at.
             if !uid.is_empty() && uid != meta::uid(obj) {
@@ -671,9 +703,20 @@ impl Registry {
             .clone()
             .ok_or_else(|| Status::bad_request("a patch body is required"))?;
         let ptype = req.patch_type.unwrap_or(PatchType::Merge);
+        check_patch_options(req, ptype)?;
+        if ptype == PatchType::Apply && req.subresource.as_deref() != Some("scale") {
+            return self.apply(req, &t, &name, patch).await;
+        }
         if req.subresource.as_deref() == Some("scale") {
             return self
-                .update_scale(&t, &name, Value::Null, Some((ptype, patch)), req.dry_run)
+                .update_scale(
+                    &t,
+                    &name,
+                    Value::Null,
+                    Some((ptype, patch)),
+                    req.dry_run,
+                    &Track::of(req, ""),
+                )
                 .await;
         }
         let expect = patch
@@ -685,13 +728,97 @@ impl Registry {
             .flatten();
         let info = t.info;
         let sub = req.subresource.clone();
-        self.modify(&t, &name, expect, req.dry_run, move |obj| {
+        let track = Track::of(req, sub.as_deref().unwrap_or(""));
+        self.modify(&t, &name, expect, req.dry_run, &track, move |obj| {
             let old = obj.clone();
             super::patch::apply(kinds::of(info).patch_root(), obj, ptype, &patch)?;
             kinds::of(info).prepare_for_update(info, sub.as_deref(), &old, obj)
         })
         .await
         .map(|(b, _)| b)
+    }
+
+    /// Server-side apply: the configuration merged into the object by its owners' fields
+    /// (`apiserver::managed`), or a new object from it; 409 on conflicts unless forced. Runs
+    /// through the same update (or create) path as every write: defaults, validation,
+    /// preconditions and dry-run.
+    async fn apply(
+        &self,
+        req: &Request,
+        t: &Target,
+        name: &str,
+        config: Value,
+    ) -> Result<Bytes, Status> {
+        let info = t.info;
+        if !config.is_object() {
+            return Err(Status::bad_request(
+                "an apply configuration must be an object",
+            ));
+        }
+        let (av, kind) = (
+            config
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            config.get("kind").and_then(Value::as_str).unwrap_or(""),
+        );
+        if av.is_empty() || kind.is_empty() {
+            return Err(Status::bad_request(format!(
+                "invalid object type: {}, Kind={kind}",
+                if av.is_empty() { "/" } else { av }
+            )));
+        }
+        check_type(info, &mut config.clone())?;
+        let given = meta::name(&config);
+        if !given.is_empty() && given != name {
+            return Err(Status::bad_request(format!(
+                "the name of the object ({given}) does not match the name on the URL ({name})"
+            )));
+        }
+        let manager = req.field_manager.clone().unwrap_or_default();
+        let sub = req.subresource.clone().unwrap_or_default();
+        let force = req.force == Some(true);
+        let expect = config
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(meta::parse_revision)
+            .transpose()
+            .map_err(Status::bad_request)?
+            .flatten();
+        let key = info.key(Self::namespace_of(t)?, name);
+        for _ in 0..2 {
+            if self.read(&key).is_none() && sub.is_empty() {
+                // Apply creates what is not there.
+                let mut obj = managed::apply(None, &config, &writer(info, &manager, ""), force)?;
+                let md = meta::metadata_mut(&mut obj);
+                md.insert("name".into(), json!(name));
+                let mut create = req.clone();
+                create.subresource = None;
+                create.body = Some(obj);
+                match self.create_with(&create, &Track::Applied).await {
+                    Err(s) if s.code == 409 && s.reason == "AlreadyExists" => continue,
+                    other => return other,
+                }
+            }
+            let config = config.clone();
+            let (manager, sub2) = (manager.clone(), sub.clone());
+            return self
+                .modify(t, name, expect, req.dry_run, &Track::Applied, move |obj| {
+                    let old = obj.clone();
+                    let w = writer(info, &manager, &sub2);
+                    *obj = managed::apply(Some(&old), &config, &w, force)?;
+                    let subresource = (!sub2.is_empty()).then_some(sub2.as_str());
+                    kinds::of(info).prepare_for_update(info, subresource, &old, obj)
+                })
+                .await
+                .map(|(b, _)| b);
+        }
+        Err(Status::conflict(
+            info.group,
+            info.plural,
+            name,
+            "the object was created and deleted while it was applied; try again",
+        ))
     }
 
     /// Scale subresource writes: `spec.replicas` from a Scale (given, or patched from the
@@ -703,6 +830,7 @@ impl Registry {
         body: Value,
         patch: Option<(PatchType, Value)>,
         dry_run: bool,
+        track: &Track,
     ) -> Result<Bytes, Status> {
         if !t.info.has_scale {
             return Err(Status::not_found(t.info.group, "scale", name));
@@ -720,7 +848,7 @@ impl Registry {
         let expect =
             meta::parse_revision(pinned.as_deref().unwrap_or("")).map_err(Status::bad_request)?;
         let (bytes, _) = self
-            .modify(t, name, expect, dry_run, move |obj| {
+            .modify(t, name, expect, dry_run, track, move |obj| {
                 let mut scale = match &patch {
                     None => body.clone(),
                     Some((ptype, p)) => {
@@ -766,6 +894,7 @@ impl Registry {
         name: &str,
         expect: Option<Revision>,
         dry_run: bool,
+        track: &Track,
         change: F,
     ) -> Result<(Bytes, Value), Status>
     where
@@ -795,6 +924,14 @@ impl Registry {
             strategy.normalise(&mut new)?;
             strategy.defaults(&mut new);
             keep_system_metadata(&old, &mut new);
+            check_managed_fields(info, name, &new)?;
+            if let Track::Update {
+                manager,
+                subresource,
+            } = track
+            {
+                managed::record_update(Some(&old), &mut new, &writer(info, manager, subresource));
+            }
             let errs = strategy.validate(info, &new, Some(&old));
             if !errs.is_empty() {
                 return Err(invalid(info, name, errs));
@@ -1388,6 +1525,100 @@ fn same_namespace(info: &ResourceInfo, url: Option<&str>, obj: &mut Value) -> Re
         ));
     }
     Ok(())
+}
+
+/// How a write records field ownership (`metadata.managedFields`).
+enum Track {
+    /// A plain write by this manager, to the main resource ("") or a subresource.
+    Update {
+        manager: String,
+        subresource: String,
+    },
+    /// An apply, which has recorded ownership itself.
+    Applied,
+}
+
+impl Track {
+    /// A plain write of `req` to `subresource`, by its `fieldManager` or, without one, the
+    /// client it came from (kube names the manager after the User-Agent the same way).
+    fn of(req: &Request, subresource: &str) -> Track {
+        let manager = match (&req.field_manager, req.client.as_str()) {
+            (Some(m), _) if !m.is_empty() => m.clone(),
+            (_, "") => "unknown".to_string(),
+            (_, c) => c.to_string(),
+        };
+        Track::Update {
+            manager,
+            subresource: subresource.to_string(),
+        }
+    }
+}
+
+/// The field manager's view of a write to `info` by `manager`.
+fn writer<'a>(
+    info: &'a ResourceInfo,
+    manager: &'a str,
+    subresource: &'a str,
+) -> managed::Writer<'a> {
+    managed::Writer {
+        manager,
+        subresource,
+        has_status: info.has_status,
+        api_version: info.api_version(),
+        schema: super::patch::Schema::of(kinds::of(info).patch_root()),
+    }
+}
+
+/// A `metadata.managedFields` a client wrote must be readable (422 otherwise).
+fn check_managed_fields(info: &ResourceInfo, name: &str, obj: &Value) -> Result<(), Status> {
+    managed::check_written(obj).map_err(|message| {
+        invalid(
+            info,
+            name,
+            vec![FieldError {
+                reason: "FieldValueInvalid",
+                field: "metadata.managedFields".into(),
+                message,
+            }],
+        )
+    })
+}
+
+/// PatchOptions as kube checks them: `force` only for apply, and apply needs a field
+/// manager (422 `PatchOptions.meta.k8s.io`).
+fn check_patch_options(req: &Request, ptype: PatchType) -> Result<(), Status> {
+    let cause = |reason: &str, field: &str, message: &str| StatusCause {
+        reason: reason.into(),
+        message: message.into(),
+        field: field.into(),
+    };
+    let mut causes = Vec::new();
+    if ptype == PatchType::Apply {
+        match req.field_manager.as_deref() {
+            None | Some("") => causes.push(cause(
+                "FieldValueRequired",
+                "fieldManager",
+                "Required value: is required for apply patch",
+            )),
+            Some(m) => managed::check_manager(m, "PatchOptions")?,
+        }
+    } else {
+        if req.force.is_some() {
+            causes.push(cause(
+                "FieldValueForbidden",
+                "force",
+                "Forbidden: may not be specified for non-apply patch",
+            ));
+        }
+        if let Some(m) = &req.field_manager {
+            managed::check_manager(m, "PatchOptions")?;
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(Status::invalid("meta.k8s.io", "PatchOptions", "", causes))
+    }
 }
 
 fn random_suffix() -> String {

@@ -620,6 +620,8 @@ async fn resource_call(
         tail_lines: param(&q, "tailLines").and_then(|v| v.parse().ok()),
         follow: truthy(param(&q, "follow")),
         field_validation: param(&q, "fieldValidation").map(String::from),
+        field_manager: param(&q, "fieldManager").map(String::from),
+        force: param(&q, "force").map(|v| truthy(Some(v))),
         list: ListOptions {
             label_selector: param(&q, "labelSelector").map(String::from),
             field_selector: param(&q, "fieldSelector").map(String::from),
@@ -666,15 +668,20 @@ async fn resource_call(
                 "application/merge-patch+json" => PatchType::Merge,
                 "application/json-patch+json" => PatchType::Json,
                 "application/strategic-merge-patch+json" => PatchType::Strategic,
+                "application/apply-patch+yaml" => PatchType::Apply,
                 other => {
                     return Err(Status::failure(
                         415,
                         "UnsupportedMediaType",
-                        format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"),
+                        format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"),
                     ))
                 }
             });
-            request.body = Some(parse_json(&body)?);
+            request.body = Some(if request.patch_type == Some(PatchType::Apply) {
+                parse_yaml(&body)?
+            } else {
+                parse_json(&body)?
+            });
             Verb::Patch
         }
         // A namespaced kind's collection is deleted per namespace only (kube registers no

@@ -1,0 +1,1010 @@
+//! Field management: who owns which field of an object (`metadata.managedFields`), and
+//! server-side apply on top of it, as kube-apiserver's field manager and
+//! structured-merge-diff do.
+//!
+//! Ownership is kept per manager entry (manager, operation, subresource) as a set of field
+//! paths in the FieldsV1 form (`f:<field>`, `k:<key fields>` for items of map lists,
+//! `v:<value>` for items of sets). Every write updates it: a plain write (create, update,
+//! patch) gives its manager the fields it added or changed and takes them from everyone else;
+//! an apply makes its manager own exactly the fields of its configuration, merges that
+//! configuration into the live object by the kind's list types, removes the fields the
+//! manager applied before and no longer applies (unless someone else owns them), and refuses
+//! with a 409 listing every field another manager owns and the apply would change, unless
+//! forced, which takes them over.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use super::patch::{ListType, Schema};
+use crate::api::meta;
+use crate::api::status::{Status, StatusCause};
+
+/// Metadata fields nobody owns: the server sets them (kube's field manager strips the same).
+const UNOWNED_METADATA: &[&str] = &[
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "selfLink",
+    "managedFields",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+];
+
+/// Largest field manager name kube accepts.
+const MAX_MANAGER_LEN: usize = 128;
+
+/// A set of field paths, as a tree: a node is a member when it is owned itself; its children
+/// are the paths below it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldSet {
+    member: bool,
+    children: BTreeMap<String, FieldSet>,
+}
+
+impl FieldSet {
+    /// Whether no path is in the set.
+    pub fn is_empty(&self) -> bool {
+        !self.member && self.children.is_empty()
+    }
+
+    fn child(&mut self, key: String) -> &mut FieldSet {
+        self.children.entry(key).or_default()
+    }
+
+    /// Reads a FieldsV1 document. Anything that is not an object is an empty set.
+    pub fn from_v1(v: &Value) -> FieldSet {
+        let mut set = FieldSet::default();
+        if let Some(m) = v.as_object() {
+            for (k, child) in m {
+                if k == "." {
+                    set.member = true;
+                } else {
+                    let mut c = FieldSet::from_v1(child);
+                    if c.children.is_empty() {
+                        c.member = true;
+                    }
+                    set.children.insert(k.clone(), c);
+                }
+            }
+        }
+        set
+    }
+
+    /// Writes the set as a FieldsV1 document.
+    pub fn to_v1(&self) -> Value {
+        let mut m = Map::new();
+        if self.member && !self.children.is_empty() {
+            m.insert(".".into(), json!({}));
+        }
+        for (k, c) in &self.children {
+            m.insert(k.clone(), c.to_v1());
+        }
+        Value::Object(m)
+    }
+
+    /// Adds every path of `other`.
+    pub fn union(&mut self, other: &FieldSet) {
+        self.member |= other.member;
+        for (k, c) in &other.children {
+            self.child(k.clone()).union(c);
+        }
+    }
+
+    /// Removes every path of `other`.
+    pub fn subtract(&mut self, other: &FieldSet) {
+        if other.member {
+            self.member = false;
+        }
+        for (k, c) in &other.children {
+            if let Some(mine) = self.children.get_mut(k) {
+                mine.subtract(c);
+                if mine.is_empty() {
+                    self.children.remove(k);
+                }
+            }
+        }
+    }
+
+    /// The paths in both sets.
+    pub fn intersection(&self, other: &FieldSet) -> FieldSet {
+        let mut out = FieldSet {
+            member: self.member && other.member,
+            children: BTreeMap::new(),
+        };
+        for (k, c) in &self.children {
+            if let Some(o) = other.children.get(k) {
+                let i = c.intersection(o);
+                if !i.is_empty() {
+                    out.children.insert(k.clone(), i);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the set holds `path` or anything below it.
+    fn has_under(&self, path: &[String]) -> bool {
+        match path.split_first() {
+            None => !self.is_empty(),
+            Some((k, rest)) => self.children.get(k).is_some_and(|c| c.has_under(rest)),
+        }
+    }
+
+    /// Every member path, parents before children.
+    pub fn paths(&self) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        self.collect(&mut Vec::new(), &mut out);
+        out
+    }
+
+    fn collect(&self, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        if self.member {
+            out.push(prefix.clone());
+        }
+        for (k, c) in &self.children {
+            prefix.push(k.clone());
+            c.collect(prefix, out);
+            prefix.pop();
+        }
+    }
+
+    fn insert_leaf(&mut self, key: String) {
+        self.child(key).member = true;
+    }
+}
+
+/// A path written as kube prints it in conflicts: `.spec.containers[name="web"].image`.
+pub fn display(path: &[String]) -> String {
+    let mut s = String::new();
+    for k in path {
+        if let Some(f) = k.strip_prefix("f:") {
+            s.push('.');
+            s.push_str(f);
+        } else if let Some(key) = k.strip_prefix("k:") {
+            let fields: Map<String, Value> = serde_json::from_str(key).unwrap_or_default();
+            let parts: Vec<String> = fields.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            s.push_str(&format!("[{}]", parts.join(",")));
+        } else if let Some(v) = k.strip_prefix("v:") {
+            s.push_str(&format!("[={v}]"));
+        } else if let Some(i) = k.strip_prefix("i:") {
+            s.push_str(&format!("[{i}]"));
+        }
+    }
+    s
+}
+
+/// The path element of a list item: its key fields (sorted by name, as structured-merge-diff
+/// writes them) for a map list, its value for a set, else its index.
+fn item_key(item: &Value, list: ListType, index: usize) -> String {
+    match list {
+        ListType::Map(keys) => {
+            let mut fields = BTreeMap::new();
+            for k in keys {
+                match item.get(*k) {
+                    Some(v) if !v.is_null() => {
+                        fields.insert(*k, v.clone());
+                    }
+                    // kube's schema defaults a port's protocol, which is one of its keys.
+                    _ if *k == "protocol" => {
+                        fields.insert(*k, json!("TCP"));
+                    }
+                    _ => {}
+                }
+            }
+            if fields.is_empty() {
+                return format!("i:{index}");
+            }
+            let body: Vec<String> = fields
+                .iter()
+                .map(|(k, v)| format!("{}:{}", json!(k), v))
+                .collect();
+            format!("k:{{{}}}", body.join(","))
+        }
+        ListType::Set => format!("v:{item}"),
+        ListType::Atomic => format!("i:{index}"),
+    }
+}
+
+/// The fields an applied configuration sets (structured-merge-diff's `ToFieldSet`): every
+/// scalar, atomic list, empty or null map, and item of a set or map list.
+pub fn fields_of(obj: &Value, schema: Schema) -> FieldSet {
+    let mut set = FieldSet::default();
+    walk_fields(obj, schema, &mut set);
+    set
+}
+
+fn walk_fields(obj: &Value, schema: Schema, out: &mut FieldSet) {
+    let Some(map) = obj.as_object() else {
+        out.member = true;
+        return;
+    };
+    if map.is_empty() {
+        out.member = true;
+    }
+    for (k, v) in map {
+        let key = format!("f:{k}");
+        let child = schema.field(k);
+        match v {
+            Value::Object(m) if !m.is_empty() => walk_fields(v, child, out.child(key)),
+            Value::Array(items) => match schema.list_type(k) {
+                ListType::Atomic => out.insert_leaf(key),
+                lt => {
+                    let node = out.child(key);
+                    if items.is_empty() {
+                        node.member = true;
+                    }
+                    for (i, item) in items.iter().enumerate() {
+                        let pe = item_key(item, lt, i);
+                        let entry = node.child(pe);
+                        if item.as_object().is_some_and(|m| !m.is_empty()) {
+                            walk_fields(item, child, entry);
+                        }
+                        entry.member = true;
+                    }
+                }
+            },
+            _ => out.insert_leaf(key),
+        }
+    }
+}
+
+/// What changed from `old` to `new` (structured-merge-diff's `Compare`): the paths added or
+/// modified, and the paths removed. A node that appears or disappears is itself a path, as
+/// are all its leaves.
+pub fn compare(old: &Value, new: &Value, schema: Schema) -> (FieldSet, FieldSet) {
+    let (mut changed, mut removed) = (FieldSet::default(), FieldSet::default());
+    compare_into(old, new, schema, &mut changed, &mut removed);
+    (changed, removed)
+}
+
+fn compare_into(
+    old: &Value,
+    new: &Value,
+    schema: Schema,
+    changed: &mut FieldSet,
+    removed: &mut FieldSet,
+) {
+    let (Some(o), Some(n)) = (old.as_object(), new.as_object()) else {
+        if old != new {
+            changed.member = true;
+        }
+        return;
+    };
+    for (k, nv) in n {
+        let key = format!("f:{k}");
+        let child = schema.field(k);
+        match o.get(k) {
+            None => {
+                let mut added = fields_of_node(nv, child, schema.list_type(k));
+                added.member = true;
+                changed.child(key).union(&added);
+            }
+            Some(ov) if ov == nv => {}
+            Some(ov) => match (ov, nv) {
+                (Value::Object(_), Value::Object(_)) => {
+                    let (mut c, mut r) = (FieldSet::default(), FieldSet::default());
+                    compare_into(ov, nv, child, &mut c, &mut r);
+                    if !c.is_empty() {
+                        changed.child(key.clone()).union(&c);
+                    }
+                    if !r.is_empty() {
+                        removed.child(key).union(&r);
+                    }
+                }
+                (Value::Array(oa), Value::Array(na)) if schema.list_type(k) != ListType::Atomic => {
+                    let lt = schema.list_type(k);
+                    let (mut c, mut r) = (FieldSet::default(), FieldSet::default());
+                    compare_list(oa, na, lt, child, &mut c, &mut r);
+                    if !c.is_empty() {
+                        changed.child(key.clone()).union(&c);
+                    }
+                    if !r.is_empty() {
+                        removed.child(key).union(&r);
+                    }
+                }
+                _ => changed.insert_leaf(key),
+            },
+        }
+    }
+    for (k, ov) in o {
+        if !n.contains_key(k) {
+            let mut gone = fields_of_node(ov, schema.field(k), schema.list_type(k));
+            gone.member = true;
+            removed.child(format!("f:{k}")).union(&gone);
+        }
+    }
+}
+
+/// The fields of one value found at a field, as a subtree.
+fn fields_of_node(v: &Value, schema: Schema, list: ListType) -> FieldSet {
+    match v {
+        Value::Object(_) => fields_of(v, schema),
+        Value::Array(items) if list != ListType::Atomic => {
+            let mut set = FieldSet::default();
+            for (i, item) in items.iter().enumerate() {
+                let mut entry = fields_of_node(item, schema, ListType::Atomic);
+                entry.member = true;
+                set.child(item_key(item, list, i)).union(&entry);
+            }
+            set
+        }
+        _ => FieldSet::default(),
+    }
+}
+
+fn compare_list(
+    old: &[Value],
+    new: &[Value],
+    list: ListType,
+    schema: Schema,
+    changed: &mut FieldSet,
+    removed: &mut FieldSet,
+) {
+    let index = |items: &[Value]| -> BTreeMap<String, Value> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (item_key(v, list, i), v.clone()))
+            .collect()
+    };
+    let (o, n) = (index(old), index(new));
+    for (k, nv) in &n {
+        match o.get(k) {
+            None => {
+                let mut added = fields_of_node(nv, schema, ListType::Atomic);
+                added.member = true;
+                changed.child(k.clone()).union(&added);
+            }
+            Some(ov) if ov == nv => {}
+            Some(ov) => {
+                let (mut c, mut r) = (FieldSet::default(), FieldSet::default());
+                compare_into(ov, nv, schema, &mut c, &mut r);
+                if !c.is_empty() {
+                    changed.child(k.clone()).union(&c);
+                }
+                if !r.is_empty() {
+                    removed.child(k.clone()).union(&r);
+                }
+            }
+        }
+    }
+    for (k, ov) in &o {
+        if !n.contains_key(k) {
+            let mut gone = fields_of_node(ov, schema, ListType::Atomic);
+            gone.member = true;
+            removed.child(k.clone()).union(&gone);
+        }
+    }
+}
+
+/// Merges an applied configuration into the live object: maps field by field, map lists item
+/// by item (by their keys), sets as unions, everything else replaced. A null in the
+/// configuration removes the field.
+pub fn merge(live: &Value, config: &Value, schema: Schema) -> Value {
+    let (Some(l), Some(c)) = (live.as_object(), config.as_object()) else {
+        return config.clone();
+    };
+    let mut out = l.clone();
+    for (k, cv) in c {
+        let child = schema.field(k);
+        if cv.is_null() {
+            out.remove(k);
+            continue;
+        }
+        let merged = match (l.get(k), cv) {
+            (Some(lv @ Value::Object(_)), Value::Object(_)) => merge(lv, cv, child),
+            (Some(Value::Array(la)), Value::Array(ca)) => match schema.list_type(k) {
+                ListType::Atomic => cv.clone(),
+                lt => Value::Array(merge_list(la, ca, lt, child)),
+            },
+            _ => cv.clone(),
+        };
+        out.insert(k.clone(), merged);
+    }
+    Value::Object(out)
+}
+
+fn merge_list(live: &[Value], config: &[Value], list: ListType, schema: Schema) -> Vec<Value> {
+    let mut out: Vec<Value> = live.to_vec();
+    for (i, item) in config.iter().enumerate() {
+        let key = item_key(item, list, i);
+        let at = out
+            .iter()
+            .enumerate()
+            .position(|(j, v)| item_key(v, list, j) == key);
+        match (at, list) {
+            (Some(j), ListType::Map(_)) => out[j] = merge(&out[j], item, schema),
+            (Some(_), _) => {}
+            (None, _) => out.push(item.clone()),
+        }
+    }
+    out
+}
+
+/// Removes the field at `path` from `obj`; a path that is not there is no change.
+fn remove_path(obj: &mut Value, path: &[String], schema: Schema) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(field) = first.strip_prefix("f:") else {
+        return;
+    };
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
+    let Some((second, tail)) = rest.split_first() else {
+        map.remove(field);
+        return;
+    };
+    let child = schema.field(field);
+    let list = schema.list_type(field);
+    let Some(v) = map.get_mut(field) else {
+        return;
+    };
+    match v {
+        Value::Array(items) if second.starts_with("k:") || second.starts_with("v:") => {
+            let Some(at) = items
+                .iter()
+                .enumerate()
+                .position(|(i, it)| item_key(it, list, i) == *second)
+            else {
+                return;
+            };
+            if tail.is_empty() {
+                items.remove(at);
+            } else {
+                remove_path(&mut items[at], tail, child);
+            }
+        }
+        Value::Object(_) => remove_path(v, rest, child),
+        _ => {}
+    }
+}
+
+/// One entry of `metadata.managedFields`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub manager: String,
+    /// `Apply` or `Update`.
+    pub operation: String,
+    pub api_version: String,
+    pub time: Option<String>,
+    pub subresource: String,
+    pub fields: FieldSet,
+}
+
+impl Entry {
+    fn same_owner(&self, manager: &str, operation: &str, subresource: &str) -> bool {
+        self.manager == manager && self.operation == operation && self.subresource == subresource
+    }
+
+    /// How kube names the manager in a conflict: `"kubectl" using apps/v1` for an update.
+    fn describe(&self) -> String {
+        let mut s = format!("{:?}", self.manager);
+        if !self.subresource.is_empty() {
+            s.push_str(&format!(" with subresource {:?}", self.subresource));
+        }
+        if self.operation == "Update" {
+            s.push_str(&format!(" using {}", self.api_version));
+        }
+        s
+    }
+
+    fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("manager".into(), json!(self.manager));
+        m.insert("operation".into(), json!(self.operation));
+        m.insert("apiVersion".into(), json!(self.api_version));
+        if let Some(t) = &self.time {
+            m.insert("time".into(), json!(t));
+        }
+        m.insert("fieldsType".into(), json!("FieldsV1"));
+        m.insert("fieldsV1".into(), self.fields.to_v1());
+        if !self.subresource.is_empty() {
+            m.insert("subresource".into(), json!(self.subresource));
+        }
+        Value::Object(m)
+    }
+}
+
+/// The entries of an object's `metadata.managedFields`; None when it has none.
+pub fn entries(obj: &Value) -> Option<Vec<Entry>> {
+    let list = obj.pointer("/metadata/managedFields")?.as_array()?;
+    let s = |e: &Value, k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    Some(
+        list.iter()
+            .map(|e| Entry {
+                manager: s(e, "manager"),
+                operation: s(e, "operation"),
+                api_version: s(e, "apiVersion"),
+                time: e.get("time").and_then(Value::as_str).map(String::from),
+                subresource: s(e, "subresource"),
+                fields: FieldSet::from_v1(e.get("fieldsV1").unwrap_or(&Value::Null)),
+            })
+            .collect(),
+    )
+}
+
+/// Writes entries back, without the empty ones, in kube's order (Apply before Update, then
+/// by time, then by manager).
+fn store_entries(obj: &mut Value, mut list: Vec<Entry>) {
+    list.retain(|e| !e.fields.is_empty());
+    list.sort_by(|a, b| {
+        (a.operation.as_str(), &a.time, &a.manager).cmp(&(
+            b.operation.as_str(),
+            &b.time,
+            &b.manager,
+        ))
+    });
+    let md = meta::metadata_mut(obj);
+    if list.is_empty() {
+        md.remove("managedFields");
+    } else {
+        md.insert(
+            "managedFields".into(),
+            Value::Array(list.iter().map(Entry::to_json).collect()),
+        );
+    }
+}
+
+/// Checks a manager entries list a client wrote (kube: 422 for entries it cannot read).
+pub fn check_written(obj: &Value) -> Result<(), String> {
+    let Some(v) = obj.pointer("/metadata/managedFields") else {
+        return Ok(());
+    };
+    let Some(list) = v.as_array() else {
+        return if v.is_null() {
+            Ok(())
+        } else {
+            Err("metadata.managedFields must be a list".into())
+        };
+    };
+    for (i, e) in list.iter().enumerate() {
+        let op = e.get("operation").and_then(Value::as_str).unwrap_or("");
+        if !matches!(op, "Apply" | "Update") {
+            return Err(format!(
+                "metadata.managedFields[{i}].operation: Unsupported value: {op:?}: supported values: \"Apply\", \"Update\""
+            ));
+        }
+        if let Some(t) = e.get("fieldsType").and_then(Value::as_str) {
+            if t != "FieldsV1" {
+                return Err(format!(
+                    "metadata.managedFields[{i}].fieldsType: Unsupported value: {t:?}: supported values: \"FieldsV1\""
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Who writes, and to which part of the object.
+#[derive(Debug, Clone)]
+pub struct Writer<'a> {
+    /// The field manager.
+    pub manager: &'a str,
+    /// `status`, or "" for the main resource.
+    pub subresource: &'a str,
+    /// Whether the kind has a status subresource (then the main resource owns no status).
+    pub has_status: bool,
+    /// The object's apiVersion.
+    pub api_version: String,
+    /// The patch metadata of the kind.
+    pub schema: Schema,
+}
+
+/// The part of an object its writer owns fields in: no server-set metadata, and status only
+/// through the status subresource (when the kind has one).
+fn owned_view(obj: &Value, w: &Writer<'_>) -> Value {
+    let Some(m) = obj.as_object() else {
+        return json!({});
+    };
+    let mut out = Map::new();
+    for (k, v) in m {
+        match k.as_str() {
+            "apiVersion" | "kind" => {}
+            "status" if w.has_status && w.subresource != "status" => {}
+            "metadata" => {
+                if w.has_status && w.subresource == "status" {
+                    continue;
+                }
+                let mut md = v.as_object().cloned().unwrap_or_default();
+                for f in UNOWNED_METADATA {
+                    md.remove(*f);
+                }
+                if !md.is_empty() {
+                    out.insert(k.clone(), Value::Object(md));
+                }
+            }
+            "status" => {
+                out.insert(k.clone(), v.clone());
+            }
+            _ if w.has_status && w.subresource == "status" => {}
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// What an object's structs are before anything is written, so that a create does not own the
+/// top-level objects themselves (kube compares a create with the type's empty object).
+fn empty_like(obj: &Value) -> Value {
+    let mut out = Map::new();
+    for (k, v) in obj.as_object().into_iter().flatten() {
+        if v.is_object() {
+            out.insert(k.clone(), json!({}));
+        }
+    }
+    Value::Object(out)
+}
+
+/// Checks a field manager name (kube: 422 on PatchOptions/UpdateOptions/CreateOptions).
+pub fn check_manager(manager: &str, options_kind: &str) -> Result<(), Status> {
+    if manager.chars().count() > MAX_MANAGER_LEN {
+        return Err(Status::invalid(
+            "meta.k8s.io",
+            options_kind,
+            "",
+            vec![StatusCause {
+                reason: "FieldValueTooLong".into(),
+                message: format!("Too long: may not be more than {MAX_MANAGER_LEN} bytes"),
+                field: "fieldManager".into(),
+            }],
+        ));
+    }
+    if manager.chars().any(|c| !(' '..='~').contains(&c)) {
+        return Err(Status::invalid(
+            "meta.k8s.io",
+            options_kind,
+            "",
+            vec![StatusCause {
+                reason: "FieldValueInvalid".into(),
+                message: format!(
+                    "Invalid value: {manager:?}: must only contain printable characters"
+                ),
+                field: "fieldManager".into(),
+            }],
+        ));
+    }
+    Ok(())
+}
+
+/// Records a plain write (create, update, patch) of `new` over `old` by `w`: the fields it
+/// added or changed become its own (operation `Update`) and no longer anyone else's; removed
+/// fields are no one's. A write whose body changed `metadata.managedFields` itself has those
+/// entries as the starting point (kubectl's client-side to server-side apply migration does
+/// this). `old` is None for a create.
+pub fn record_update(old: Option<&Value>, new: &mut Value, w: &Writer<'_>) {
+    let written = new.pointer("/metadata/managedFields").cloned();
+    let base = match (old, &written) {
+        (Some(o), Some(wr)) if o.pointer("/metadata/managedFields") != Some(wr) => {
+            entries(new).unwrap_or_default()
+        }
+        (Some(o), _) => entries(o).unwrap_or_default(),
+        (None, _) => Vec::new(),
+    };
+    let new_view = owned_view(new, w);
+    let old_view = match old {
+        Some(o) => owned_view(o, w),
+        None => empty_like(&new_view),
+    };
+    let (changed, removed) = compare(&old_view, &new_view, w.schema);
+    if changed.is_empty() && removed.is_empty() && written.is_none() && base.is_empty() {
+        return;
+    }
+    let mut list = base;
+    if !changed.is_empty() || !removed.is_empty() {
+        let mut gone = changed.clone();
+        gone.union(&removed);
+        for e in &mut list {
+            if !e.same_owner(w.manager, "Update", w.subresource) {
+                e.fields.subtract(&gone);
+            } else {
+                e.fields.subtract(&removed);
+            }
+        }
+        let now = meta::now();
+        match list
+            .iter_mut()
+            .find(|e| e.same_owner(w.manager, "Update", w.subresource))
+        {
+            Some(e) => {
+                e.fields.union(&changed);
+                e.time = Some(now);
+                e.api_version = w.api_version.to_string();
+            }
+            None => list.push(Entry {
+                manager: w.manager.to_string(),
+                operation: "Update".into(),
+                api_version: w.api_version.to_string(),
+                time: Some(now),
+                subresource: w.subresource.to_string(),
+                fields: changed,
+            }),
+        }
+    }
+    store_entries(new, list);
+}
+
+/// Server-side apply of `config` over `live` (None when the object does not exist yet) by
+/// `w`: the merged object, with its managed fields, or a 409 naming every field another
+/// manager owns and the apply would change (`force` takes them over instead).
+pub fn apply(
+    live: Option<&Value>,
+    config: &Value,
+    w: &Writer<'_>,
+    force: bool,
+) -> Result<Value, Status> {
+    let config_view = owned_view(config, w);
+    let config_set = fields_of(&config_view, w.schema);
+    let Some(live) = live else {
+        let mut obj = merge(&json!({}), config, w.schema);
+        let mut list = Vec::new();
+        list.push(Entry {
+            manager: w.manager.to_string(),
+            operation: "Apply".into(),
+            api_version: w.api_version.to_string(),
+            time: Some(meta::now()),
+            subresource: w.subresource.to_string(),
+            fields: config_set,
+        });
+        store_entries(&mut obj, list);
+        return Ok(obj);
+    };
+    let mut list = match entries(live) {
+        Some(l) => l,
+        // An object nobody has applied to yet: what it holds belongs to the writes before.
+        None => {
+            let view = owned_view(live, w);
+            vec![Entry {
+                manager: "before-first-apply".into(),
+                operation: "Update".into(),
+                api_version: w.api_version.to_string(),
+                time: None,
+                subresource: w.subresource.to_string(),
+                fields: fields_of(&view, w.schema),
+            }]
+        }
+    };
+    let merged_config = merge(&owned_view(live, w), &config_view, w.schema);
+    let (mut changed, removed) = compare(&owned_view(live, w), &merged_config, w.schema);
+    changed.union(&removed);
+    // Conflicts: fields another manager owns that this apply changes.
+    let mut conflicts: Vec<(String, String)> = Vec::new();
+    for e in &mut list {
+        if e.same_owner(w.manager, "Apply", w.subresource) {
+            continue;
+        }
+        let clash = e.fields.intersection(&changed);
+        if clash.is_empty() {
+            continue;
+        }
+        if force {
+            e.fields.subtract(&clash);
+        } else {
+            for p in clash.paths() {
+                conflicts.push((e.describe(), display(&p)));
+            }
+        }
+    }
+    if !conflicts.is_empty() {
+        return Err(conflict_error(&conflicts));
+    }
+    let previous = list
+        .iter()
+        .find(|e| e.same_owner(w.manager, "Apply", w.subresource))
+        .map(|e| e.fields.clone())
+        .unwrap_or_default();
+    // The merged object: the configuration over the live object, and metadata kept.
+    let mut obj = live.clone();
+    let merged = merge(live, config, w.schema);
+    for (k, v) in merged.as_object().into_iter().flatten() {
+        if k == "metadata" {
+            let mut md = live.get("metadata").cloned().unwrap_or(json!({}));
+            if let (Some(md), Some(new_md)) = (md.as_object_mut(), v.as_object()) {
+                for (mk, mv) in new_md {
+                    if !UNOWNED_METADATA.contains(&mk.as_str()) {
+                        md.insert(mk.clone(), mv.clone());
+                    }
+                }
+            }
+            obj["metadata"] = md;
+        } else if owned_view(&json!({ k: v }), w).get(k).is_some() {
+            obj[k] = v.clone();
+        }
+    }
+    // Fields this manager applied before and no longer applies go, unless someone else owns
+    // them.
+    let mut dropped = previous;
+    dropped.subtract(&config_set);
+    let mut others = FieldSet::default();
+    for e in &list {
+        if !e.same_owner(w.manager, "Apply", w.subresource) {
+            others.union(&e.fields);
+        }
+    }
+    for path in dropped.paths() {
+        if !others.has_under(&path) {
+            remove_path(&mut obj, &path, w.schema);
+        }
+    }
+    let now = meta::now();
+    match list
+        .iter_mut()
+        .find(|e| e.same_owner(w.manager, "Apply", w.subresource))
+    {
+        Some(e) => {
+            e.fields = config_set;
+            e.time = Some(now);
+            e.api_version = w.api_version.to_string();
+        }
+        None => list.push(Entry {
+            manager: w.manager.to_string(),
+            operation: "Apply".into(),
+            api_version: w.api_version.to_string(),
+            time: Some(now),
+            subresource: w.subresource.to_string(),
+            fields: config_set,
+        }),
+    }
+    store_entries(&mut obj, list);
+    Ok(obj)
+}
+
+/// kube's apply conflict: 409 Conflict, one cause per field, the message grouped by manager.
+fn conflict_error(conflicts: &[(String, String)]) -> Status {
+    let message = if let [(manager, path)] = conflicts {
+        format!("Apply failed with 1 conflict: conflict with {manager}: {path}")
+    } else {
+        let mut by_manager: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (m, p) in conflicts {
+            by_manager.entry(m).or_default().push(p);
+        }
+        let mut lines = Vec::new();
+        for (m, paths) in by_manager {
+            lines.push(format!("conflicts with {m}:"));
+            for p in paths {
+                lines.push(format!("- {p}"));
+            }
+        }
+        format!(
+            "Apply failed with {} conflicts: {}",
+            conflicts.len(),
+            lines.join("\n")
+        )
+    };
+    // kube's NewApplyConflict names no object, only the fields.
+    let mut status = Status::failure(409, crate::api::status::reason::CONFLICT, message);
+    status.details = Some(crate::api::status::StatusDetails {
+        causes: conflicts
+            .iter()
+            .map(|(m, p)| StatusCause {
+                reason: "FieldManagerConflict".into(),
+                message: format!("conflict with {m}"),
+                field: p.clone(),
+            })
+            .collect(),
+        ..Default::default()
+    });
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::patch::RootKind;
+
+    fn writer(manager: &str) -> Writer<'_> {
+        Writer {
+            manager,
+            subresource: "",
+            has_status: true,
+            api_version: "apps/v1".into(),
+            schema: Schema::of(RootKind::Workload),
+        }
+    }
+
+    fn deployment(replicas: i64, image: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "namespace": "default", "labels": {"app": "d"}},
+            "spec": {"replicas": replicas, "template": {"spec": {"containers": [
+                {"name": "web", "image": image, "ports": [{"containerPort": 80}]}]}}}})
+    }
+
+    #[test]
+    fn field_sets_read_and_write_fields_v1() {
+        let v1 = json!({"f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+            "f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {".": {}, "f:image": {}}}}});
+        let set = FieldSet::from_v1(&v1);
+        assert_eq!(set.to_v1(), v1);
+        let paths: Vec<String> = set.paths().iter().map(|p| display(p)).collect();
+        assert_eq!(
+            paths,
+            vec![
+                ".metadata.labels",
+                ".metadata.labels.app",
+                ".spec.containers[name=\"web\"]",
+                ".spec.containers[name=\"web\"].image"
+            ]
+        );
+    }
+
+    #[test]
+    fn applied_fields_follow_list_types() {
+        let set = fields_of(&deployment(2, "nginx"), Schema::of(RootKind::Workload));
+        let v1 = set.to_v1();
+        let item = &v1["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"web\"}"];
+        assert_eq!(item["."], json!({}));
+        assert_eq!(item["f:image"], json!({}));
+        assert_eq!(
+            item["f:ports"]["k:{\"containerPort\":80,\"protocol\":\"TCP\"}"],
+            json!({".": {}, "f:containerPort": {}})
+        );
+        assert_eq!(v1["f:spec"]["f:replicas"], json!({}));
+    }
+
+    #[test]
+    fn two_managers_conflict_and_force_takes_over() {
+        let a = writer("a");
+        let first = apply(None, &deployment(2, "nginx"), &a, false).expect("creates");
+        let b = writer("b");
+        let err = apply(Some(&first), &deployment(3, "nginx"), &b, false).unwrap_err();
+        assert_eq!(err.code, 409);
+        assert_eq!(
+            err.message,
+            "Apply failed with 1 conflict: conflict with \"a\": .spec.replicas"
+        );
+        // The same value is shared, not a conflict.
+        let shared = apply(Some(&first), &deployment(2, "nginx"), &b, false)
+            .expect("same values do not conflict");
+        assert_eq!(entries(&shared).unwrap().len(), 2);
+        let forced = apply(Some(&first), &deployment(3, "nginx"), &b, true).expect("force");
+        assert_eq!(forced["spec"]["replicas"], 3);
+        let owners = entries(&forced).unwrap();
+        let a_fields = &owners.iter().find(|e| e.manager == "a").unwrap().fields;
+        assert!(!a_fields.has_under(&["f:spec".into(), "f:replicas".into()]));
+    }
+
+    #[test]
+    fn a_field_no_longer_applied_is_removed_unless_owned_by_another() {
+        let a = writer("a");
+        let mut config = deployment(2, "nginx");
+        config["metadata"]["labels"]["extra"] = json!("x");
+        let first = apply(None, &config, &a, false).unwrap();
+        let again = apply(Some(&first), &deployment(2, "nginx"), &a, false).unwrap();
+        assert!(again.pointer("/metadata/labels/extra").is_none());
+        // Owned by an update too: kept.
+        let mut updated = first.clone();
+        updated["metadata"]["labels"]["extra"] = json!("y");
+        record_update(Some(&first), &mut updated, &writer("kubectl-edit"));
+        let kept = apply(Some(&updated), &deployment(2, "nginx"), &a, false).unwrap();
+        assert_eq!(kept.pointer("/metadata/labels/extra"), Some(&json!("y")));
+    }
+
+    #[test]
+    fn updates_take_the_fields_they_change() {
+        let mut created = deployment(2, "nginx");
+        record_update(None, &mut created, &writer("kubectl-create"));
+        let e = entries(&created).unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].operation, "Update");
+        assert!(e[0]
+            .fields
+            .has_under(&["f:spec".into(), "f:replicas".into()]));
+        let mut scaled = created.clone();
+        scaled["spec"]["replicas"] = json!(5);
+        record_update(Some(&created), &mut scaled, &writer("kubectl-scale"));
+        let e = entries(&scaled).unwrap();
+        let create = e.iter().find(|e| e.manager == "kubectl-create").unwrap();
+        let scale = e.iter().find(|e| e.manager == "kubectl-scale").unwrap();
+        assert!(!create
+            .fields
+            .has_under(&["f:spec".into(), "f:replicas".into()]));
+        assert_eq!(display(&scale.fields.paths()[0]), ".spec.replicas");
+    }
+}
