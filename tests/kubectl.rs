@@ -1094,7 +1094,7 @@ fn list_options_and_watch_lists_over_http() {
     ]);
     assert!(out.lines().any(|l| l == "pod/plain"), "{out}");
 
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let out = k.ok(&[
         "get",
         "--raw",
@@ -1125,7 +1125,7 @@ fn list_options_and_watch_lists_over_http() {
         events[end]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true",
         "{out}"
     );
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 /// DELETE on a collection (what client-go's `DeleteCollection` and the Python client's
@@ -1497,6 +1497,15 @@ fn dry_run_over_http_changes_nothing() {
         vec!["replace", "-f", &replaced, "--dry-run=server"],
         vec!["apply", "-f", &replaced, "--dry-run=server"],
         vec![
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &replaced,
+            "--dry-run=server",
+        ],
+        vec!["apply", "--server-side", "-f", &new_cm, "--dry-run=server"],
+        vec![
             "patch",
             "cm",
             "c1",
@@ -1716,5 +1725,244 @@ fn events_k8s_io_serves_the_core_events() {
     assert!(
         !out.status.success() && err.contains("reportingController: Required value"),
         "{err}"
+    );
+}
+
+/// Runs kubectl with a manifest on stdin.
+fn with_stdin(k: &Kube, args: &[&str], manifest: &str) -> Output {
+    k.run_with(&k.kubeconfig(), args, Some(manifest))
+}
+
+/// The managers of an object as `kubectl get -o yaml --show-managed-fields` shows them:
+/// (manager, operation, subresource).
+fn managers(k: &Kube, what: &[&str]) -> Vec<(String, String, String)> {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    args.extend_from_slice(&["-o", "json", "--show-managed-fields"]);
+    let obj: serde_json::Value = serde_json::from_str(&k.ok(&args)).unwrap();
+    obj["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            let s = |f: &str| e[f].as_str().unwrap_or("").to_string();
+            (s("manager"), s("operation"), s("subresource"))
+        })
+        .collect()
+}
+
+#[test]
+fn server_side_apply_owns_fields_conflicts_and_forces() {
+    let k = Kube::start();
+    // Without the managed fields flag kubectl hides them; the server keeps them.
+    let out = with_stdin(&k, &["apply", "--server-side", "-f", "-"], DEPLOYMENT);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("serverside-applied"));
+    let hidden = k.ok(&["get", "deploy", "web", "-o", "yaml"]);
+    assert!(!hidden.contains("managedFields"), "{hidden}");
+    let owners = managers(&k, &["deploy", "web"]);
+    assert!(
+        owners.contains(&("kubectl".into(), "Apply".into(), "".into())),
+        "{owners:?}"
+    );
+    let fields = k.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "--show-managed-fields",
+        "-o",
+        r#"jsonpath={.metadata.managedFields[?(@.manager=="kubectl")].fieldsV1}"#,
+    ]);
+    let fields: serde_json::Value = serde_json::from_str(&fields).unwrap();
+    assert_eq!(fields["f:spec"]["f:replicas"], serde_json::json!({}));
+    let container =
+        &fields["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"web\"}"];
+    assert_eq!(container["."], serde_json::json!({}), "{fields}");
+    assert_eq!(
+        container["f:ports"]["k:{\"containerPort\":8080,\"protocol\":\"TCP\"}"]["f:containerPort"],
+        serde_json::json!({}),
+        "{fields}"
+    );
+
+    // A second manager changing a field the first owns conflicts, naming both.
+    let three = DEPLOYMENT.replace("replicas: 2", "replicas: 3");
+    let out = with_stdin(
+        &k,
+        &["apply", "--server-side", "--field-manager=ops", "-f", "-"],
+        &three,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        err.contains(r#"Apply failed with 1 conflict: conflict with "kubectl": .spec.replicas"#),
+        "{err}"
+    );
+    assert_eq!(
+        k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "2"
+    );
+    // The same value is co-owned without a conflict.
+    let out = with_stdin(
+        &k,
+        &["apply", "--server-side", "--field-manager=ops", "-f", "-"],
+        DEPLOYMENT,
+    );
+    assert!(out.status.success(), "{out:?}");
+    // --force-conflicts takes the field over.
+    let out = with_stdin(
+        &k,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=ops",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        &three,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "3"
+    );
+    let owners = managers(&k, &["deploy", "web"]);
+    for m in ["kubectl", "ops"] {
+        assert!(
+            owners.contains(&(m.into(), "Apply".into(), "".into())),
+            "{m}: {owners:?}"
+        );
+    }
+    let replicas_owners = k.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "--show-managed-fields",
+        "-o",
+        r#"jsonpath={.metadata.managedFields[?(@.fieldsV1.f:spec.f:replicas)].manager}"#,
+    ]);
+    assert_eq!(replicas_owners.trim(), "ops");
+    // Status writes are recorded against the status subresource.
+    k.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"observedGeneration":1}}"#,
+    ]);
+    let owners = managers(&k, &["deploy", "web"]);
+    assert!(
+        owners.contains(&("kubectl-patch".into(), "Update".into(), "status".into())),
+        "{owners:?}"
+    );
+
+    // A plain write is recorded under kubectl's field manager for it, and takes the field.
+    k.ok(&["scale", "deploy", "web", "--replicas=4"]);
+    let owners = managers(&k, &["deploy", "web"]);
+    assert!(
+        owners
+            .iter()
+            .any(|(m, op, _)| m == "kubectl" && op == "Update"),
+        "{owners:?}"
+    );
+    // Now the applier conflicts with that update, named with its apiVersion.
+    let err = String::from_utf8_lossy(
+        &with_stdin(
+            &k,
+            &["apply", "--server-side", "--field-manager=ops", "-f", "-"],
+            &three,
+        )
+        .stderr,
+    )
+    .into_owned();
+    assert!(
+        err.contains(r#"conflict with "kubectl" using apps/v1: .spec.replicas"#),
+        "{err}"
+    );
+
+    // A field the manager no longer applies is removed; a dry-run apply changes nothing.
+    let cm =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: owned}\ndata: {a: \"1\", b: \"2\"}\n";
+    let out = with_stdin(&k, &["apply", "--server-side", "-f", "-"], cm);
+    assert!(out.status.success(), "{out:?}");
+    let fewer = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: owned}\ndata: {a: \"1\"}\n";
+    let rv = k.ok(&[
+        "get",
+        "cm",
+        "owned",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    let out = with_stdin(
+        &k,
+        &[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
+        ],
+        fewer,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let answered: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answered["data"], serde_json::json!({"a": "1"}));
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "cm",
+            "owned",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}"
+        ]),
+        rv,
+        "a dry-run apply writes nothing"
+    );
+    let out = with_stdin(&k, &["apply", "--server-side", "-f", "-"], fewer);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        k.ok(&["get", "cm", "owned", "-o", "jsonpath={.data}"]),
+        r#"{"a":"1"}"#
+    );
+}
+
+#[test]
+fn client_side_apply_migrates_to_server_side_apply() {
+    let k = Kube::start();
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: csa}\ndata: {a: \"1\", b: \"2\"}\n";
+    let out = with_stdin(&k, &["apply", "-f", "-"], cm);
+    assert!(out.status.success(), "{out:?}");
+    let owners = managers(&k, &["cm", "csa"]);
+    assert_eq!(
+        owners,
+        vec![(
+            "kubectl-client-side-apply".to_string(),
+            "Update".to_string(),
+            String::new()
+        )]
+    );
+    // kubectl rewrites the client-side owner into its server-side one, then applies.
+    let out = with_stdin(&k, &["apply", "--server-side", "-f", "-"], cm);
+    assert!(out.status.success(), "{out:?}");
+    let owners = managers(&k, &["cm", "csa"]);
+    assert!(
+        owners.contains(&("kubectl".into(), "Apply".into(), "".into()))
+            && !owners
+                .iter()
+                .any(|(m, _, _)| m == "kubectl-client-side-apply"),
+        "{owners:?}"
+    );
+    // After the migration, dropping a key from the manifest removes it.
+    let fewer = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: csa}\ndata: {a: \"1\"}\n";
+    let out = with_stdin(&k, &["apply", "--server-side", "-f", "-"], fewer);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        k.ok(&["get", "cm", "csa", "-o", "jsonpath={.data}"]),
+        r#"{"a":"1"}"#
     );
 }

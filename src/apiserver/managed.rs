@@ -1007,4 +1007,23 @@ mod tests {
             .has_under(&["f:spec".into(), "f:replicas".into()]));
         assert_eq!(display(&scale.fields.paths()[0]), ".spec.replicas");
     }
+
+    #[test]
+    fn the_status_subresource_owns_status_only_and_the_main_resource_none_of_it() {
+        let mut old = deployment(2, "nginx");
+        record_update(None, &mut old, &writer("create"));
+        let mut new = old.clone();
+        new["status"] = json!({"replicas": 2});
+        new["spec"]["replicas"] = json!(9);
+        let mut status = writer("controller");
+        status.subresource = "status";
+        record_update(Some(&old), &mut new, &status);
+        let e = entries(&new).unwrap();
+        let c = e.iter().find(|e| e.manager == "controller").unwrap();
+        assert_eq!(c.subresource, "status");
+        let paths: Vec<String> = c.fields.paths().iter().map(|p| display(p)).collect();
+        assert_eq!(paths, vec![".status", ".status.replicas"]);
+        let created = e.iter().find(|e| e.manager == "create").unwrap();
+        assert!(!created.fields.has_under(&["f:status".into()]));
+    }
 }
