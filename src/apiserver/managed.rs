@@ -275,46 +275,95 @@ fn compare_into(
         return;
     };
     for (k, nv) in n {
-        let key = format!("f:{k}");
-        let child = schema.field(k);
-        match o.get(k) {
-            None => {
-                let mut added = fields_of_node(nv, child, schema.list_type(k));
-                added.member = true;
-                changed.child(key).union(&added);
-            }
-            Some(ov) if ov == nv => {}
-            Some(ov) => match (ov, nv) {
-                (Value::Object(_), Value::Object(_)) => {
-                    let (mut c, mut r) = (FieldSet::default(), FieldSet::default());
-                    compare_into(ov, nv, child, &mut c, &mut r);
-                    if !c.is_empty() {
-                        changed.child(key.clone()).union(&c);
-                    }
-                    if !r.is_empty() {
-                        removed.child(key).union(&r);
-                    }
-                }
-                (Value::Array(oa), Value::Array(na)) if schema.list_type(k) != ListType::Atomic => {
-                    let lt = schema.list_type(k);
-                    let (mut c, mut r) = (FieldSet::default(), FieldSet::default());
-                    compare_list(oa, na, lt, child, &mut c, &mut r);
-                    if !c.is_empty() {
-                        changed.child(key.clone()).union(&c);
-                    }
-                    if !r.is_empty() {
-                        removed.child(key).union(&r);
-                    }
-                }
-                _ => changed.insert_leaf(key),
-            },
-        }
+        compare_key(k, o.get(k), Some(nv), schema, changed, removed);
     }
     for (k, ov) in o {
         if !n.contains_key(k) {
-            let mut gone = fields_of_node(ov, schema.field(k), schema.list_type(k));
+            compare_key(k, Some(ov), None, schema, changed, removed);
+        }
+    }
+}
+
+/// Compares field `k` of a map of type `schema`: absent on one side, or on both.
+fn compare_key(
+    k: &str,
+    old: Option<&Value>,
+    new: Option<&Value>,
+    schema: Schema,
+    changed: &mut FieldSet,
+    removed: &mut FieldSet,
+) {
+    let key = || format!("f:{k}");
+    let child = schema.field(k);
+    match (old, new) {
+        (None, None) => {}
+        (None, Some(nv)) => {
+            let mut added = fields_of_node(nv, child, schema.list_type(k));
+            added.member = true;
+            changed.child(key()).union(&added);
+        }
+        (Some(ov), None) => {
+            let mut gone = fields_of_node(ov, child, schema.list_type(k));
             gone.member = true;
-            removed.child(format!("f:{k}")).union(&gone);
+            removed.child(key()).union(&gone);
+        }
+        (Some(ov), Some(nv)) if ov == nv => {}
+        (Some(ov), Some(nv)) => {
+            let (mut c, mut r) = (FieldSet::default(), FieldSet::default());
+            match (ov, nv) {
+                (Value::Object(_), Value::Object(_)) => compare_into(ov, nv, child, &mut c, &mut r),
+                (Value::Array(oa), Value::Array(na)) if schema.list_type(k) != ListType::Atomic => {
+                    compare_list(oa, na, schema.list_type(k), child, &mut c, &mut r)
+                }
+                _ => c.member = true,
+            }
+            if !c.is_empty() {
+                changed.child(key()).union(&c);
+            }
+            if !r.is_empty() {
+                removed.child(key()).union(&r);
+            }
+        }
+    }
+}
+
+/// What a write changed in the part of the object its writer owns fields in (see
+/// [`owns`]), without copying that part out.
+fn compare_owned(
+    old: &Value,
+    new: &Value,
+    w: &Writer<'_>,
+    changed: &mut FieldSet,
+    removed: &mut FieldSet,
+) {
+    let empty = Map::new();
+    let (o, n) = (
+        old.as_object().unwrap_or(&empty),
+        new.as_object().unwrap_or(&empty),
+    );
+    let keys = n.keys().chain(o.keys().filter(|k| !n.contains_key(*k)));
+    for k in keys {
+        if !owns(w, k) {
+            continue;
+        }
+        if k == "metadata" {
+            let (om, nm) = (
+                o.get(k).and_then(Value::as_object).unwrap_or(&empty),
+                n.get(k).and_then(Value::as_object).unwrap_or(&empty),
+            );
+            let (mut c, mut r) = (FieldSet::default(), FieldSet::default());
+            let mk = nm.keys().chain(om.keys().filter(|x| !nm.contains_key(*x)));
+            for f in mk.filter(|f| !UNOWNED_METADATA.contains(&f.as_str())) {
+                compare_key(f, om.get(f), nm.get(f), w.schema.field(k), &mut c, &mut r);
+            }
+            if !c.is_empty() {
+                changed.child("f:metadata".into()).union(&c);
+            }
+            if !r.is_empty() {
+                removed.child("f:metadata".into()).union(&r);
+            }
+        } else {
+            compare_key(k, o.get(k), n.get(k), w.schema, changed, removed);
         }
     }
 }
@@ -596,36 +645,35 @@ pub struct Writer<'a> {
     pub schema: Schema,
 }
 
-/// The part of an object its writer owns fields in: no server-set metadata, and status only
-/// through the status subresource (when the kind has one).
+/// Whether top-level field `k` is in the part of an object its writer owns fields in: no
+/// type fields, status only through the status subresource (when the kind has one), and
+/// only status there.
+fn owns(w: &Writer<'_>, k: &str) -> bool {
+    match k {
+        "apiVersion" | "kind" => false,
+        "status" => !w.has_status || w.subresource == "status",
+        _ => !(w.has_status && w.subresource == "status"),
+    }
+}
+
+/// The part of an object its writer owns fields in (see [`owns`]), without the metadata the
+/// server sets.
 fn owned_view(obj: &Value, w: &Writer<'_>) -> Value {
-    let Some(m) = obj.as_object() else {
-        return json!({});
-    };
     let mut out = Map::new();
-    for (k, v) in m {
-        match k.as_str() {
-            "apiVersion" | "kind" => {}
-            "status" if w.has_status && w.subresource != "status" => {}
-            "metadata" => {
-                if w.has_status && w.subresource == "status" {
-                    continue;
-                }
-                let mut md = v.as_object().cloned().unwrap_or_default();
-                for f in UNOWNED_METADATA {
-                    md.remove(*f);
-                }
-                if !md.is_empty() {
-                    out.insert(k.clone(), Value::Object(md));
-                }
+    for (k, v) in obj.as_object().into_iter().flatten() {
+        if !owns(w, k) {
+            continue;
+        }
+        if k == "metadata" {
+            let mut md = v.as_object().cloned().unwrap_or_default();
+            for f in UNOWNED_METADATA {
+                md.remove(*f);
             }
-            "status" => {
-                out.insert(k.clone(), v.clone());
+            if !md.is_empty() {
+                out.insert(k.clone(), Value::Object(md));
             }
-            _ if w.has_status && w.subresource == "status" => {}
-            _ => {
-                out.insert(k.clone(), v.clone());
-            }
+        } else {
+            out.insert(k.clone(), v.clone());
         }
     }
     Value::Object(out)
@@ -680,55 +728,102 @@ pub fn check_manager(manager: &str, options_kind: &str) -> Result<(), Status> {
 /// entries as the starting point (kubectl's client-side to server-side apply migration does
 /// this). `old` is None for a create.
 pub fn record_update(old: Option<&Value>, new: &mut Value, w: &Writer<'_>) {
-    let written = new.pointer("/metadata/managedFields").cloned();
-    let base = match (old, &written) {
-        (Some(o), Some(wr)) if o.pointer("/metadata/managedFields") != Some(wr) => {
-            entries(new).unwrap_or_default()
+    if !new.is_object() {
+        return; // refused by the registry as it is
+    }
+    let old_written = old.and_then(|o| o.pointer("/metadata/managedFields"));
+    let new_written = new.pointer("/metadata/managedFields");
+    // Entries the body changed itself are the base; otherwise the stored ones.
+    let rewritten = old.is_some() && new_written.is_some() && new_written != old_written;
+    let base = match old {
+        Some(o) if !rewritten => entries(o).unwrap_or_default(),
+        Some(_) => entries(new).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let (mut changed, mut removed) = (FieldSet::default(), FieldSet::default());
+    match old {
+        Some(o) => compare_owned(o, new, w, &mut changed, &mut removed),
+        None => compare_owned(&empty_like(new), new, w, &mut changed, &mut removed),
+    }
+    if changed.is_empty() && removed.is_empty() {
+        // Nothing owned changed: the entries stay as they were (a body that left them out
+        // does not drop them).
+        if !rewritten {
+            match old_written {
+                Some(mf) => {
+                    let mf = mf.clone();
+                    meta::metadata_mut(new).insert("managedFields".into(), mf);
+                }
+                None => {
+                    meta::metadata_mut(new).remove("managedFields");
+                }
+            }
+        } else {
+            store_entries(new, base);
         }
-        (Some(o), _) => entries(o).unwrap_or_default(),
-        (None, _) => Vec::new(),
-    };
-    let new_view = owned_view(new, w);
-    let old_view = match old {
-        Some(o) => owned_view(o, w),
-        None => empty_like(&new_view),
-    };
-    let (changed, removed) = compare(&old_view, &new_view, w.schema);
-    if changed.is_empty() && removed.is_empty() && written.is_none() && base.is_empty() {
         return;
     }
     let mut list = base;
-    if !changed.is_empty() || !removed.is_empty() {
-        let mut gone = changed.clone();
-        gone.union(&removed);
-        for e in &mut list {
-            if !e.same_owner(w.manager, "Update", w.subresource) {
-                e.fields.subtract(&gone);
-            } else {
-                e.fields.subtract(&removed);
-            }
-        }
-        let now = meta::now();
-        match list
-            .iter_mut()
-            .find(|e| e.same_owner(w.manager, "Update", w.subresource))
-        {
-            Some(e) => {
-                e.fields.union(&changed);
-                e.time = Some(now);
-                e.api_version = w.api_version.to_string();
-            }
-            None => list.push(Entry {
-                manager: w.manager.to_string(),
-                operation: "Update".into(),
-                api_version: w.api_version.to_string(),
-                time: Some(now),
-                subresource: w.subresource.to_string(),
-                fields: changed,
-            }),
+    let mut gone = changed.clone();
+    gone.union(&removed);
+    let mut reshaped = rewritten || old_written.is_none();
+    for e in &mut list {
+        let take = if e.same_owner(w.manager, "Update", w.subresource) {
+            &removed
+        } else {
+            &gone
+        };
+        if !e.fields.intersection(take).is_empty() {
+            e.fields.subtract(take);
+            reshaped = true;
         }
     }
-    store_entries(new, list);
+    let now = meta::now();
+    let mine = list
+        .iter()
+        .position(|e| e.same_owner(w.manager, "Update", w.subresource));
+    match mine {
+        Some(i) => {
+            let e = &mut list[i];
+            let mut grown = e.fields.clone();
+            grown.union(&changed);
+            if grown != e.fields || e.api_version != w.api_version {
+                e.fields = grown;
+                e.api_version = w.api_version.clone();
+                reshaped = true;
+            }
+            e.time = Some(now.clone());
+        }
+        None => {
+            list.push(Entry {
+                manager: w.manager.to_string(),
+                operation: "Update".into(),
+                api_version: w.api_version.clone(),
+                time: Some(now.clone()),
+                subresource: w.subresource.to_string(),
+                fields: changed,
+            });
+            reshaped = true;
+        }
+    }
+    if reshaped {
+        store_entries(new, list);
+        return;
+    }
+    // The usual write: the same manager changing fields it already owns. Only its time moves,
+    // set in the stored entries as they are.
+    let mut mf = old_written.cloned().unwrap_or_default();
+    if let Some(entry) = mf.as_array_mut().and_then(|a| {
+        a.iter_mut().find(|e| {
+            let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
+            s("manager") == w.manager
+                && s("operation") == "Update"
+                && s("subresource") == w.subresource
+        })
+    }) {
+        entry["time"] = json!(now);
+    }
+    meta::metadata_mut(new).insert("managedFields".into(), mf);
 }
 
 /// Server-side apply of `config` over `live` (None when the object does not exist yet) by
@@ -740,19 +835,23 @@ pub fn apply(
     w: &Writer<'_>,
     force: bool,
 ) -> Result<Value, Status> {
+    if !config.is_object() || live.is_some_and(|l| !l.is_object()) {
+        return Err(Status::bad_request(
+            "an apply configuration and the object it applies to must be JSON objects",
+        ));
+    }
     let config_view = owned_view(config, w);
     let config_set = fields_of(&config_view, w.schema);
     let Some(live) = live else {
         let mut obj = merge(&json!({}), config, w.schema);
-        let mut list = Vec::new();
-        list.push(Entry {
+        let list = vec![Entry {
             manager: w.manager.to_string(),
             operation: "Apply".into(),
             api_version: w.api_version.to_string(),
             time: Some(meta::now()),
             subresource: w.subresource.to_string(),
             fields: config_set,
-        });
+        }];
         store_entries(&mut obj, list);
         return Ok(obj);
     };
@@ -1025,5 +1124,30 @@ mod tests {
         assert_eq!(paths, vec![".status", ".status.replicas"]);
         let created = e.iter().find(|e| e.manager == "create").unwrap();
         assert!(!created.fields.has_under(&["f:status".into()]));
+    }
+
+    #[test]
+    fn force_takes_fields_from_update_managers() {
+        let mut created = deployment(2, "nginx:1");
+        record_update(None, &mut created, &writer("create"));
+        let err = apply(
+            Some(&created),
+            &deployment(2, "nginx:0"),
+            &writer("a"),
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, 409);
+        let forced = apply(
+            Some(&created),
+            &deployment(2, "nginx:0"),
+            &writer("a"),
+            true,
+        )
+        .expect("force wins");
+        assert_eq!(
+            forced.pointer("/spec/template/spec/containers/0/image"),
+            Some(&json!("nginx:0"))
+        );
     }
 }

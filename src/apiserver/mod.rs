@@ -76,6 +76,9 @@ pub struct ApiServerOptions {
     pub max_requests_inflight: usize,
     /// Longest a call waits for a seat before it is refused with 429.
     pub max_queue_wait: Duration,
+    /// Whether plain writes record their field managers in `metadata.managedFields` (as kube
+    /// always does; off only to measure what it costs). Apply records ownership either way.
+    pub track_managed_fields: bool,
 }
 
 impl Default for ApiServerOptions {
@@ -95,6 +98,7 @@ impl Default for ApiServerOptions {
             otlp_endpoint: None,
             max_requests_inflight: flowcontrol::DEFAULT_SEATS,
             max_queue_wait: flowcontrol::DEFAULT_MAX_WAIT,
+            track_managed_fields: true,
         }
     }
 }
@@ -756,7 +760,12 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
     .map_err(StartError::Store)?;
     let reader = store.reader();
     let store = store.start();
-    let registry = Registry::new(store, reader, options.node_nats.clone());
+    let registry = Registry::new(
+        store,
+        reader,
+        options.node_nats.clone(),
+        options.track_managed_fields,
+    );
     registry
         .ping()
         .await

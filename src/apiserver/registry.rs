@@ -37,6 +37,8 @@ pub struct Registry {
     reader: store::Reader,
     /// NATS, for requests to kubelets (logs).
     nodes: Option<async_nats::Client>,
+    /// Whether plain writes record their field managers.
+    track_fields: bool,
 }
 
 /// A resolved request target.
@@ -113,11 +115,13 @@ impl Registry {
         store: Addr<Store>,
         reader: store::Reader,
         nodes: Option<async_nats::Client>,
+        track_fields: bool,
     ) -> Self {
         Registry {
             store,
             reader,
             nodes,
+            track_fields,
         }
     }
 
@@ -404,7 +408,7 @@ impl Registry {
         if let Some(m) = &req.field_manager {
             managed::check_manager(m, "CreateOptions")?;
         }
-        self.create_with(req, &Track::of(req, "")).await
+        self.create_with(req, &self.track(req, "")).await
     }
 
     /// A create, recording field ownership as `track` says (an apply has recorded it).
@@ -484,8 +488,9 @@ impl Registry {
                 managed::record_update(None, &mut obj, &writer(t.info, manager, subresource));
             }
             Track::Applied => check_managed_fields(t.info, &name, &obj)?,
+            Track::Off => {}
         }
-        let errs = strategy.validate(t.info, &obj, None);
+        let errs = validate_without_managed_fields(t.info, strategy, &mut obj, None);
         if !errs.is_empty() {
             return Err(invalid(t.info, &name, errs));
         }
@@ -572,8 +577,10 @@ impl Registry {
             &pod,
             None,
             req.dry_run,
-            &Track::of(req, "status"),
-            move |obj| {
+            &self.track(req, "status"),
+            move |old| {
+                let mut obj = old.clone();
+                let obj = &mut obj;
                 if obj.pointer("/metadata/deletionTimestamp").is_some() {
                     return Err(Status::conflict(
                         info.group,
@@ -595,7 +602,7 @@ impl Registry {
                 }
                 obj["spec"]["nodeName"] = json!(node);
                 set_condition(obj, "PodScheduled", "True", None);
-                Ok(())
+                Ok(obj.take())
             },
         )
         .await?;
@@ -657,7 +664,7 @@ impl Registry {
         let sub = req.subresource.clone();
         if sub.as_deref() == Some("scale") {
             return self
-                .update_scale(&t, &name, body, None, req.dry_run, &Track::of(req, ""))
+                .update_scale(&t, &name, body, None, req.dry_run, &self.track(req, ""))
                 .await;
         }
         check_type(t.info, &mut body)?;
@@ -671,24 +678,32 @@ impl Registry {
             meta::parse_revision(meta::resource_version(&body)).map_err(Status::bad_request)?;
         let info = t.info;
         let uid = meta::uid(&body).to_string();
-        let track = Track::of(req, req.subresource.as_deref().unwrap_or(""));
-        self.modify(&t, &name, expect, req.dry_run, &track, move |obj| {
-            // The body's uid is a precondition, checked against the stored object (kube's
-            // storage preconditions): 409 before anything else is looked at.
-            if !uid.is_empty() && uid != meta::uid(obj) {
-                return Err(Status::conflict(
-                    info.group,
-                    info.plural,
-                    &name_of(obj),
-                    &format!(
+        let track = self.track(req, req.subresource.as_deref().unwrap_or(""));
+        self.modify(
+            &t,
+            &name,
+            expect,
+            req.dry_run,
+            &track,
+            move |obj: &Value| {
+                // The body's uid is a precondition, checked against the stored object (kube's
+                // storage preconditions): 409 before anything else is looked at.
+                if !uid.is_empty() && uid != meta::uid(obj) {
+                    return Err(Status::conflict(
+                        info.group,
+                        info.plural,
+                        &name_of(obj),
+                        &format!(
                         "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
                         meta::uid(obj)
                     ),
-                ));
-            }
-            let old = std::mem::replace(obj, body.clone());
-            kinds::of(info).prepare_for_update(info, sub.as_deref(), &old, obj)
-        })
+                    ));
+                }
+                let mut new = body.clone();
+                kinds::of(info).prepare_for_update(info, sub.as_deref(), obj, &mut new)?;
+                Ok(new)
+            },
+        )
         .await
         .map(|(bytes, _)| bytes)
     }
@@ -715,7 +730,7 @@ impl Registry {
                     Value::Null,
                     Some((ptype, patch)),
                     req.dry_run,
-                    &Track::of(req, ""),
+                    &self.track(req, ""),
                 )
                 .await;
         }
@@ -728,11 +743,12 @@ impl Registry {
             .flatten();
         let info = t.info;
         let sub = req.subresource.clone();
-        let track = Track::of(req, sub.as_deref().unwrap_or(""));
-        self.modify(&t, &name, expect, req.dry_run, &track, move |obj| {
-            let old = obj.clone();
-            super::patch::apply(kinds::of(info).patch_root(), obj, ptype, &patch)?;
-            kinds::of(info).prepare_for_update(info, sub.as_deref(), &old, obj)
+        let track = self.track(req, sub.as_deref().unwrap_or(""));
+        self.modify(&t, &name, expect, req.dry_run, &track, move |old| {
+            let mut new = old.clone();
+            super::patch::apply(kinds::of(info).patch_root(), &mut new, ptype, &patch)?;
+            kinds::of(info).prepare_for_update(info, sub.as_deref(), old, &mut new)?;
+            Ok(new)
         })
         .await
         .map(|(b, _)| b)
@@ -803,12 +819,12 @@ impl Registry {
             let config = config.clone();
             let (manager, sub2) = (manager.clone(), sub.clone());
             return self
-                .modify(t, name, expect, req.dry_run, &Track::Applied, move |obj| {
-                    let old = obj.clone();
+                .modify(t, name, expect, req.dry_run, &Track::Applied, move |old| {
                     let w = writer(info, &manager, &sub2);
-                    *obj = managed::apply(Some(&old), &config, &w, force)?;
+                    let mut new = managed::apply(Some(old), &config, &w, force)?;
                     let subresource = (!sub2.is_empty()).then_some(sub2.as_str());
-                    kinds::of(info).prepare_for_update(info, subresource, &old, obj)
+                    kinds::of(info).prepare_for_update(info, subresource, old, &mut new)?;
+                    Ok(new)
                 })
                 .await
                 .map(|(b, _)| b);
@@ -848,7 +864,9 @@ impl Registry {
         let expect =
             meta::parse_revision(pinned.as_deref().unwrap_or("")).map_err(Status::bad_request)?;
         let (bytes, _) = self
-            .modify(t, name, expect, dry_run, track, move |obj| {
+            .modify(t, name, expect, dry_run, track, move |old| {
+                let mut obj = old.clone();
+                let obj = &mut obj;
                 let mut scale = match &patch {
                     None => body.clone(),
                     Some((ptype, p)) => {
@@ -878,7 +896,7 @@ impl Registry {
                     ));
                 }
                 obj["spec"]["replicas"] = replicas;
-                Ok(())
+                Ok(obj.take())
             })
             .await?;
         // Of what was stored: the answer carries the new resourceVersion.
@@ -898,7 +916,7 @@ impl Registry {
         change: F,
     ) -> Result<(Bytes, Value), Status>
     where
-        F: Fn(&mut Value) -> Result<(), Status>,
+        F: Fn(&Value) -> Result<Value, Status>,
     {
         let ns = Self::namespace_of(t)?;
         let key = t.info.key(ns, name);
@@ -912,9 +930,8 @@ impl Registry {
                     return Err(Status::stale(info.group, info.plural, name));
                 }
             }
-            let old = decode(&kv.value)?;
-            let mut new = old.clone();
-            change(&mut new)?;
+            let mut old = decode(&kv.value)?;
+            let mut new = change(&old)?;
             if !new.is_object() {
                 return Err(Status::bad_request("the result must be a JSON object"));
             }
@@ -932,7 +949,7 @@ impl Registry {
             {
                 managed::record_update(Some(&old), &mut new, &writer(info, manager, subresource));
             }
-            let errs = strategy.validate(info, &new, Some(&old));
+            let errs = validate_without_managed_fields(info, strategy, &mut new, Some(&mut old));
             if !errs.is_empty() {
                 return Err(invalid(info, name, errs));
             }
@@ -1370,7 +1387,8 @@ fn check_preconditions(
 /// What no write may change in metadata (kube's `rest.BeforeUpdate`), and generation
 /// bookkeeping.
 fn keep_system_metadata(old: &Value, new: &mut Value) {
-    let old_md = old.get("metadata").cloned().unwrap_or(json!({}));
+    let no_metadata = json!({});
+    let old_md = old.get("metadata").unwrap_or(&no_metadata);
     {
         let md = meta::metadata_mut(new);
         // A uid the writer gives is kept, so that validation refuses a changed one (422, as
@@ -1536,12 +1554,17 @@ enum Track {
     },
     /// An apply, which has recorded ownership itself.
     Applied,
+    /// Nothing recorded (field tracking turned off).
+    Off,
 }
 
-impl Track {
+impl Registry {
     /// A plain write of `req` to `subresource`, by its `fieldManager` or, without one, the
     /// client it came from (kube names the manager after the User-Agent the same way).
-    fn of(req: &Request, subresource: &str) -> Track {
+    fn track(&self, req: &Request, subresource: &str) -> Track {
+        if !self.track_fields {
+            return Track::Off;
+        }
         let manager = match (&req.field_manager, req.client.as_str()) {
             (Some(m), _) if !m.is_empty() => m.clone(),
             (_, "") => "unknown".to_string(),
@@ -1567,6 +1590,39 @@ fn writer<'a>(
         api_version: info.api_version(),
         schema: super::patch::Schema::of(kinds::of(info).patch_root()),
     }
+}
+
+/// Validates with `metadata.managedFields` set aside (checked on its own by
+/// [`check_managed_fields`]): decoding it into typed entries, twice for an update, would cost
+/// more than all the other checks of a small object.
+fn validate_without_managed_fields(
+    info: &ResourceInfo,
+    strategy: &dyn kinds::Strategy,
+    new: &mut Value,
+    old: Option<&mut Value>,
+) -> Vec<FieldError> {
+    let take = |v: &mut Value| {
+        v.get_mut("metadata")
+            .and_then(Value::as_object_mut)
+            .and_then(|m| m.remove("managedFields"))
+    };
+    let put = |v: &mut Value, mf: Option<Value>| {
+        if let (Some(mf), Some(m)) = (mf, v.get_mut("metadata").and_then(Value::as_object_mut)) {
+            m.insert("managedFields".into(), mf);
+        }
+    };
+    let new_mf = take(new);
+    let errs = match old {
+        Some(old) => {
+            let old_mf = take(old);
+            let errs = strategy.validate(info, new, Some(old));
+            put(old, old_mf);
+            errs
+        }
+        None => strategy.validate(info, new, None),
+    };
+    put(new, new_mf);
+    errs
 }
 
 /// A `metadata.managedFields` a client wrote must be readable (422 otherwise).

@@ -45,7 +45,8 @@ pub trait Strategy: Send + Sync {
         Ok(())
     }
 
-    /// Field defaults, as kube's defaulters set them on every write. Idempotent, so that a
+    /// Field defaults, as kube's defaulters set them on every write. Like every hook that
+    /// changes an object, it is given a JSON object (the registry refuses anything else first). Idempotent, so that a
     /// replaced object compares equal to the stored one.
     fn defaults(&self, _obj: &mut Value) {}
 
@@ -159,13 +160,11 @@ pub fn prepare_for_update(
         Some("status") if info.has_status => {
             let status = new.get("status").cloned();
             *new = old.clone();
-            match status {
-                Some(s) => new["status"] = s,
-                None => {
-                    if let Some(m) = new.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
+            if let Some(m) = new.as_object_mut() {
+                match status {
+                    Some(s) => m.insert("status".into(), s),
+                    None => m.remove("status"),
+                };
             }
             Ok(())
         }
@@ -177,16 +176,16 @@ pub fn prepare_for_update(
     }
 }
 
-/// Sets `new[field]` to `old[field]`, or removes it when `old` has none.
+/// Sets `new[field]` to `old[field]`, or removes it when `old` has none. A `new` that is not
+/// an object (a patch may replace the whole document) is left for the registry to refuse.
 pub fn keep_field(new: &mut Value, old: &Value, field: &str) {
+    let Some(m) = new.as_object_mut() else {
+        return;
+    };
     match old.get(field) {
-        Some(s) => new[field] = s.clone(),
-        None => {
-            if let Some(m) = new.as_object_mut() {
-                m.remove(field);
-            }
-        }
-    }
+        Some(s) => m.insert(field.to_string(), s.clone()),
+        None => m.remove(field),
+    };
 }
 
 #[cfg(test)]

@@ -87,6 +87,9 @@ impl Strategy for Namespace {
     }
 
     fn on_deleting(&self, obj: &mut Value) {
+        if !obj.get("status").is_some_and(Value::is_object) {
+            obj["status"] = json!({});
+        }
         obj["status"]["phase"] = json!("Terminating");
     }
 
@@ -123,6 +126,9 @@ impl Checked for core::Namespace {
 
 /// Sets (or, with None, removes) a namespace's `spec.finalizers`.
 fn set_spec_finalizers(ns: &mut Value, finalizers: Option<Value>) {
+    if !ns.is_object() {
+        return;
+    }
     if !ns.get("spec").is_some_and(Value::is_object) {
         ns["spec"] = json!({});
     }

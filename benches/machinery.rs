@@ -1,0 +1,305 @@
+//! API machinery benchmarks, each next to its baseline in the same run:
+//!
+//! 1. Server-side apply of a Deployment (its whole configuration, one container's image
+//!    changed) vs a strategic-merge patch making the same change, over NATS through the API
+//!    server: p50, p99 and the p50 ratio (target ≤ 1.5×).
+//! 2. Plain updates (PUT of a Deployment, one annotation changed) with `managedFields` kept,
+//!    as always, vs an API server with field tracking turned off: p50, mean and their ratios
+//!    (target ≤ 1.10×), in steady state (after the Store's event history has filled).
+//!
+//! The two sides alternate in blocks, so that both see the same machine. `cargo bench --bench
+//! machinery` (needs nats-server on PATH: `scripts/test` installs it); `SKIFF_BENCH_ROUNDS`
+//! sets the requests per side (default 3,000); `SKIFF_BENCH_ONLY=apply` or `=update` runs one
+//! part.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use skiff::api::wire::{PatchType, Request, Verb};
+use skiff::apiserver::ApiServerOptions;
+use skiff::client::ApiClient;
+
+use common::*;
+
+/// Requests per block before the other side runs.
+const BLOCK: usize = 250;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn mean(v: &[Duration]) -> Duration {
+    v.iter().sum::<Duration>() / v.len().max(1) as u32
+}
+
+/// The Deployment both sides write, with container image `image`.
+fn deployment(image: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web", "tier": "front"}},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web", "tier": "front"}},
+                "spec": {"containers": [
+                    {"name": "web", "image": image,
+                     "ports": [{"containerPort": 8080, "name": "http"}],
+                     "env": [{"name": "MODE", "value": "prod"}, {"name": "LEVEL", "value": "info"}],
+                     "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}},
+                    {"name": "sidecar", "image": "busybox:1.36", "command": ["sleep", "infinity"]}
+                ]}
+            }
+        }
+    })
+}
+
+fn request(body: Value, patch_type: Option<PatchType>, manager: Option<&str>) -> Request {
+    Request {
+        group: "apps".into(),
+        resource: "deployments".into(),
+        namespace: Some("default".into()),
+        name: Some("web".into()),
+        body: Some(body),
+        patch_type,
+        field_manager: manager.map(String::from),
+        ..Default::default()
+    }
+}
+
+/// Times `n` calls of `make(i)`.
+async fn timed(
+    client: &ApiClient,
+    verb: Verb,
+    n: usize,
+    offset: usize,
+    make: impl Fn(usize) -> Request,
+) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let req = make(offset + i);
+        let t = Instant::now();
+        client.call_raw(verb, &req).await.expect("write succeeds");
+        out.push(t.elapsed());
+    }
+    out
+}
+
+async fn create_deployment(client: &ApiClient) {
+    let mut req = request(deployment("nginx:1"), None, Some("bench-create"));
+    req.name = None;
+    client.call_raw(Verb::Create, &req).await.expect("created");
+}
+
+/// Server-side apply vs strategic merge patch of the same image change.
+async fn apply_vs_patch(rounds: usize) {
+    let cluster = Cluster::start();
+    let client = cluster.client().await;
+    create_deployment(&client).await;
+    // Both managers exist before timing starts.
+    let mut first = request(
+        deployment("nginx:0"),
+        Some(PatchType::Apply),
+        Some("bench-apply"),
+    );
+    first.force = Some(true);
+    client
+        .call_raw(Verb::Patch, &first)
+        .await
+        .expect("first apply");
+    let (mut apply, mut smp) = (Vec::new(), Vec::new());
+    let mut done = 0;
+    while done < rounds {
+        let n = BLOCK.min(rounds - done);
+        smp.extend(
+            timed(&client, Verb::Patch, n, done, |i| {
+                let patch = json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": "web", "image": format!("nginx:p{i}")}]}}}});
+                request(patch, Some(PatchType::Strategic), Some("bench-patch"))
+            })
+            .await,
+        );
+        apply.extend(
+            timed(&client, Verb::Patch, n, done, |i| {
+                // Forced, as controllers apply: the patch manager took the image just before.
+                let mut r = request(
+                    deployment(&format!("nginx:a{i}")),
+                    Some(PatchType::Apply),
+                    Some("bench-apply"),
+                );
+                r.force = Some(true);
+                r
+            })
+            .await,
+        );
+        done += n;
+    }
+    // The runs wrote what they say.
+    let got = client
+        .call(Verb::Get, &{
+            let mut r = request(Value::Null, None, None);
+            r.body = None;
+            r
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        got.pointer("/spec/template/spec/containers/0/image"),
+        Some(&json!(format!("nginx:a{}", rounds - 1)))
+    );
+    apply.sort();
+    smp.sort();
+    println!(
+        "## Server-side apply vs strategic merge patch (Deployment, image change, {rounds} each)"
+    );
+    println!("| measure | apply | strategic merge patch | ratio |");
+    println!("|---|---|---|---|");
+    for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+        let (a, s) = (percentile(&apply, p), percentile(&smp, p));
+        println!(
+            "| {label} | {:.0} µs | {:.0} µs | {:.2}×{} |",
+            micros(a),
+            micros(s),
+            micros(a) / micros(s),
+            if label == "p50" {
+                " (target ≤ 1.5×)"
+            } else {
+                ""
+            }
+        );
+    }
+    println!();
+}
+
+/// Times `rounds` PUTs on each of two API servers, alternating in blocks, after filling the
+/// Store's event history: the Store keeps the last 10,000 events for watch replay, and until
+/// that history is full every write also pages in fresh memory (more of it for the bigger
+/// tracked objects), which a running server has long stopped doing.
+async fn update_pair(
+    tracked: &Cluster,
+    untracked: &Cluster,
+    rounds: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let (ct, cu) = (tracked.client().await, untracked.client().await);
+    create_deployment(&ct).await;
+    create_deployment(&cu).await;
+    let put = |i: usize| {
+        let mut d = deployment("nginx:1");
+        d["metadata"]["annotations"] = json!({"bench/round": i.to_string()});
+        request(d, None, Some("bench-update"))
+    };
+    let warm = ApiServerOptions::default().history + 1_000;
+    timed(&cu, Verb::Update, warm, 0, put).await;
+    timed(&ct, Verb::Update, warm, 0, put).await;
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    let mut done = 0;
+    while done < rounds {
+        let n = BLOCK.min(rounds - done);
+        // SKIFF_BENCH_SIDE=on|off times one side only (for profiling one of them).
+        let side = std::env::var("SKIFF_BENCH_SIDE").unwrap_or_default();
+        if side != "on" {
+            off.extend(timed(&cu, Verb::Update, n, done, put).await);
+        }
+        if side != "off" {
+            on.extend(timed(&ct, Verb::Update, n, done, put).await);
+        }
+        done += n;
+    }
+    let kept = ct
+        .call(Verb::Get, &{
+            let mut r = request(Value::Null, None, None);
+            r.body = None;
+            r
+        })
+        .await
+        .unwrap();
+    assert!(
+        kept.pointer("/metadata/managedFields/0/manager").is_some(),
+        "the tracked server keeps managedFields"
+    );
+    (on, off)
+}
+
+/// Plain updates with managedFields kept vs not. Two pairs of API servers, started in
+/// opposite orders, each time half of the rounds: the first server started runs a few percent
+/// slower on this machine whatever it does, which would otherwise count as the cost.
+async fn update_cost(rounds: usize) {
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for tracked_first in [true, false] {
+        let start = |track: bool| {
+            Cluster::with(ApiServerOptions {
+                track_managed_fields: track,
+                ..Default::default()
+            })
+        };
+        let (tracked, untracked) = if tracked_first {
+            let t = start(true);
+            (t, start(false))
+        } else {
+            let u = start(false);
+            (start(true), u)
+        };
+        let (t, u) = update_pair(&tracked, &untracked, rounds / 2).await;
+        on.extend(t);
+        off.extend(u);
+    }
+    let (mean_on, mean_off) = (mean(&on), mean(&off));
+    on.sort();
+    off.sort();
+    println!(
+        "## Plain updates: managedFields kept vs not kept (PUT of a Deployment, {rounds} each)"
+    );
+    println!("| measure | managedFields kept | not kept (baseline) | ratio |");
+    println!("|---|---|---|---|");
+    let (p_on, p_off) = (percentile(&on, 0.5), percentile(&off, 0.5));
+    println!(
+        "| p50 | {:.0} µs | {:.0} µs | {:.2}× (target ≤ 1.10×) |",
+        micros(p_on),
+        micros(p_off),
+        micros(p_on) / micros(p_off)
+    );
+    println!(
+        "| mean | {:.0} µs | {:.0} µs | {:.2}× |",
+        micros(mean_on),
+        micros(mean_off),
+        micros(mean_on) / micros(mean_off)
+    );
+    let (q_on, q_off) = (percentile(&on, 0.99), percentile(&off, 0.99));
+    println!(
+        "| p99 | {:.0} µs | {:.0} µs | {:.2}× |",
+        micros(q_on),
+        micros(q_off),
+        micros(q_on) / micros(q_off)
+    );
+    println!();
+}
+
+fn main() {
+    let rounds: usize = std::env::var("SKIFF_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let only = std::env::var("SKIFF_BENCH_ONLY").unwrap_or_default();
+    rt.block_on(async {
+        if only.is_empty() || only == "apply" {
+            apply_vs_patch(rounds).await;
+        }
+        if only.is_empty() || only == "update" {
+            update_cost(rounds).await;
+        }
+    });
+}
