@@ -54,12 +54,11 @@ const PATCH: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch";
 const SCALE: &str = "io.k8s.api.autoscaling.v1.Scale";
 const CORE_EVENT: &str = "io.k8s.api.core.v1.Event";
 /// Request content types advertised on PATCH. `application/strategic-merge-patch+json`
-/// is deliberately left out: when it is listed, `kubectl apply` computes its
-/// strategic merge patch from these schemas, which carry no
-/// `x-kubernetes-patch-merge-key`/`-strategy` extensions (k8s-openapi does not
-/// ship them), so every list would be sent as an atomic replacement. Without it
-/// kubectl falls back to its compiled-in Go types, which know the merge keys,
-/// and still sends a strategic merge patch.
+/// is deliberately left out: when it is listed, `kubectl apply` computes its strategic merge
+/// patch from these schemas, whose patch extensions (`x-kubernetes-patch-merge-key`/
+/// `-strategy`, added from `patch::Schema` for the served kinds' types) do not cover every
+/// type k8s-openapi generates. Without it kubectl uses its compiled-in Go types, which know
+/// every merge key, and still sends a strategic merge patch.
 const PATCH_CONTENT_TYPES: &[&str] = &[
     "application/json-patch+json",
     "application/merge-patch+json",
@@ -199,6 +198,26 @@ fn build_catalog() -> Catalog {
         if let Value::Object(map) = schema {
             if map.get("required") == Some(&json!([])) {
                 map.remove("required");
+            }
+        }
+    }
+
+    // List semantics for server-side apply and strategic merge, from the same patch metadata
+    // the server merges with.
+    for (definition, schema) in super::patch::Schema::openapi_definitions() {
+        let Some(props) = schemas
+            .get_mut(*definition)
+            .and_then(|d| d.get_mut("properties"))
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        for (field, prop) in props.iter_mut() {
+            if prop.get("type").and_then(Value::as_str) != Some("array") {
+                continue;
+            }
+            if let Some(p) = prop.as_object_mut() {
+                p.extend(schema.list_extensions(field));
             }
         }
     }
@@ -923,6 +942,30 @@ mod tests {
             index["paths"]["apis/apps/v1"],
             super::index(&fewer)["paths"]["apis/apps/v1"]
         );
+    }
+
+    #[test]
+    fn list_fields_carry_kubes_list_and_patch_extensions() {
+        let doc = document(&served(), "", "v1").expect("api/v1");
+        let schemas = &doc["components"]["schemas"];
+        let containers = &schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+        assert_eq!(containers["x-kubernetes-list-type"], "map");
+        assert_eq!(containers["x-kubernetes-list-map-keys"], json!(["name"]));
+        assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+        assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
+        let ports = &schemas["io.k8s.api.core.v1.Container"]["properties"]["ports"];
+        assert_eq!(
+            ports["x-kubernetes-list-map-keys"],
+            json!(["containerPort", "protocol"])
+        );
+        assert_eq!(ports["x-kubernetes-patch-merge-key"], "containerPort");
+        let args = &schemas["io.k8s.api.core.v1.Container"]["properties"]["args"];
+        assert_eq!(args["x-kubernetes-list-type"], "atomic");
+        assert!(args.get("x-kubernetes-patch-strategy").is_none());
+        let finalizers =
+            &schemas["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"]["properties"]["finalizers"];
+        assert_eq!(finalizers["x-kubernetes-list-type"], "set");
+        assert_eq!(finalizers["x-kubernetes-patch-strategy"], "merge");
     }
 
     #[test]

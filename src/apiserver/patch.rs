@@ -279,6 +279,64 @@ impl Schema {
         }
     }
 
+    /// The OpenAPI extensions of list field `name` of this type, as kube publishes them:
+    /// `x-kubernetes-list-type` (and `-list-map-keys`) for server-side apply, and
+    /// `x-kubernetes-patch-strategy`/`-patch-merge-key` for strategic merge patches.
+    pub fn list_extensions(self, name: &str) -> serde_json::Map<String, Value> {
+        let mut ext = serde_json::Map::new();
+        match self.list_type(name) {
+            ListType::Atomic => {
+                ext.insert("x-kubernetes-list-type".into(), "atomic".into());
+            }
+            ListType::Set => {
+                ext.insert("x-kubernetes-list-type".into(), "set".into());
+            }
+            ListType::Map(keys) => {
+                ext.insert("x-kubernetes-list-type".into(), "map".into());
+                ext.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(keys));
+            }
+        }
+        match self.list_strategy(name) {
+            ListStrategy::Replace => {}
+            ListStrategy::MergePrimitives => {
+                ext.insert("x-kubernetes-patch-strategy".into(), "merge".into());
+            }
+            ListStrategy::MergeByKey(key) => {
+                ext.insert("x-kubernetes-patch-strategy".into(), "merge".into());
+                ext.insert("x-kubernetes-patch-merge-key".into(), key.into());
+            }
+        }
+        ext
+    }
+
+    /// The OpenAPI definitions whose list fields carry patch metadata, with their schema here.
+    pub fn openapi_definitions() -> &'static [(&'static str, Schema)] {
+        &[
+            (
+                "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+                Schema::ObjectMeta,
+            ),
+            ("io.k8s.api.core.v1.PodSpec", Schema::PodSpec),
+            ("io.k8s.api.core.v1.Container", Schema::Container),
+            ("io.k8s.api.core.v1.EphemeralContainer", Schema::Container),
+            ("io.k8s.api.core.v1.PodStatus", Schema::PodStatus),
+            ("io.k8s.api.core.v1.NodeSpec", Schema::NodeSpec),
+            ("io.k8s.api.core.v1.NodeStatus", Schema::NodeStatus),
+            (
+                "io.k8s.api.core.v1.NamespaceStatus",
+                Schema::ConditionsStatus,
+            ),
+            (
+                "io.k8s.api.apps.v1.DeploymentStatus",
+                Schema::ConditionsStatus,
+            ),
+            (
+                "io.k8s.api.apps.v1.ReplicaSetStatus",
+                Schema::ConditionsStatus,
+            ),
+        ]
+    }
+
     /// The schema of the map held by field `name` (or of the elements of list `name`).
     pub fn field(self, name: &str) -> Schema {
         use RootKind as K;
