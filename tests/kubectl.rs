@@ -1966,3 +1966,115 @@ fn client_side_apply_migrates_to_server_side_apply() {
         r#"{"a":"1"}"#
     );
 }
+
+#[test]
+fn defaults_and_normalisation_match_kube() {
+    let k = Kube::start();
+    // Namespaces carry their name as a label.
+    k.ok(&["create", "namespace", "team-a"]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "ns",
+            "team-a",
+            "-o",
+            r#"jsonpath={.metadata.labels.kubernetes\.io/metadata\.name}"#
+        ]),
+        "team-a"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "ns",
+            "-l",
+            "kubernetes.io/metadata.name=team-a",
+            "-o",
+            "name"
+        ])
+        .trim(),
+        "namespace/team-a"
+    );
+    let pod = |name: &str, resources: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n    resources: {resources}\n"
+        )
+    };
+    let create = |manifest: String| {
+        let out = k.apply_stdin("create", &manifest);
+        assert!(out.status.success(), "{out:?}");
+    };
+    create(pod(
+        "guaranteed",
+        r#"{limits: {cpu: "1000m", memory: "1.5Gi"}}"#,
+    ));
+    create(pod("burstable", r#"{requests: {cpu: "0.5"}}"#));
+    create(pod("besteffort", "{}"));
+    let get =
+        |name: &str, path: &str| k.ok(&["get", "pod", name, "-o", &format!("jsonpath={{{path}}}")]);
+    // Requests default from limits; quantities are stored canonical.
+    assert_eq!(
+        get("guaranteed", ".spec.containers[0].resources.requests"),
+        r#"{"cpu":"1","memory":"1536Mi"}"#
+    );
+    assert_eq!(
+        get("guaranteed", ".spec.containers[0].resources.limits"),
+        r#"{"cpu":"1","memory":"1536Mi"}"#
+    );
+    assert_eq!(
+        get("burstable", ".spec.containers[0].resources.requests.cpu"),
+        "500m"
+    );
+    for (name, qos) in [
+        ("guaranteed", "Guaranteed"),
+        ("burstable", "Burstable"),
+        ("besteffort", "BestEffort"),
+    ] {
+        assert_eq!(get(name, ".status.qosClass"), qos, "{name}");
+    }
+    // The pod defaults and admission kube adds.
+    assert_eq!(get("besteffort", ".spec.enableServiceLinks"), "true");
+    assert_eq!(get("besteffort", ".spec.priority"), "0");
+    let tolerations: serde_json::Value =
+        serde_json::from_str(&get("besteffort", ".spec.tolerations")).unwrap();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        assert!(
+            tolerations
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["key"] == key
+                    && t["effect"] == "NoExecute"
+                    && t["operator"] == "Exists"
+                    && t["tolerationSeconds"] == 300),
+            "{key}: {tolerations}"
+        );
+    }
+    // A status write that leaves the QoS class out keeps it.
+    k.ok(&[
+        "patch",
+        "pod",
+        "guaranteed",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"qosClass":null,"phase":"Pending"}}"#,
+    ]);
+    assert_eq!(get("guaranteed", ".status.qosClass"), "Guaranteed");
+    // Owner references repeating a uid are kept once.
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: owned\n  ownerReferences:\n  - {apiVersion: v1, kind: ConfigMap, name: a, uid: 11111111-1111-1111-1111-111111111111}\n  - {apiVersion: v1, kind: ConfigMap, name: a, uid: 11111111-1111-1111-1111-111111111111}\n";
+    let out = k.apply_stdin("create", cm);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "cm",
+            "owned",
+            "-o",
+            "jsonpath={.metadata.ownerReferences[*].name}"
+        ]),
+        "a"
+    );
+}

@@ -478,6 +478,7 @@ impl Registry {
         strategy.defaults(&mut obj);
         strategy.admit_create(&mut obj)?;
         strategy.initial_status(&mut obj);
+        dedup_owner_references(&mut obj);
         let name = meta::name(&obj).to_string();
         match track {
             Track::Update {
@@ -941,6 +942,7 @@ impl Registry {
             strategy.normalise(&mut new)?;
             strategy.defaults(&mut new);
             keep_system_metadata(&old, &mut new);
+            dedup_owner_references(&mut new);
             check_managed_fields(info, name, &new)?;
             if let Track::Update {
                 manager,
@@ -1623,6 +1625,22 @@ fn validate_without_managed_fields(
     };
     put(new, new_mf);
     errs
+}
+
+/// Drops owner references that repeat an earlier one's uid, as kube-apiserver does since 1.20
+/// (it adds a warning; the first of each uid is kept).
+fn dedup_owner_references(obj: &mut Value) {
+    let Some(refs) = obj
+        .pointer_mut("/metadata/ownerReferences")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    let mut seen = std::collections::HashSet::new();
+    refs.retain(|r| match r.get("uid").and_then(Value::as_str) {
+        Some(uid) => seen.insert(uid.to_string()),
+        None => true,
+    });
 }
 
 /// A `metadata.managedFields` a client wrote must be readable (422 otherwise).

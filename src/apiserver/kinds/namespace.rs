@@ -21,7 +21,18 @@ const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"]
 pub struct Namespace;
 
 impl Strategy for Namespace {
+    /// The `kubernetes` finalizer while not deleting, and the `kubernetes.io/metadata.name`
+    /// label every namespace carries (kube sets it on every write, to the name).
     fn defaults(&self, obj: &mut Value) {
+        let name = meta::name(obj).to_string();
+        if !name.is_empty() {
+            let md = meta::metadata_mut(obj);
+            let labels = md.entry("labels").or_insert_with(|| json!({}));
+            if !labels.is_object() {
+                *labels = json!({});
+            }
+            labels["kubernetes.io/metadata.name"] = json!(name);
+        }
         if obj.pointer("/spec/finalizers").is_none()
             && obj.pointer("/metadata/deletionTimestamp").is_none()
         {

@@ -27,18 +27,59 @@ impl Strategy for Pod {
         true
     }
 
+    /// The pod spec's defaults, then kube's `SetDefaults_Pod`: service links on, and each
+    /// container's requests defaulted from its limits.
     fn defaults(&self, obj: &mut Value) {
-        if let Some(spec) = obj.get_mut("spec") {
-            spec_defaults(spec);
+        let Some(spec) = obj.get_mut("spec") else {
+            return;
+        };
+        spec_defaults(spec);
+        let Some(s) = spec.as_object_mut() else {
+            return;
+        };
+        s.entry("enableServiceLinks").or_insert(json!(true));
+        for list in ["containers", "initContainers"] {
+            for c in s
+                .get_mut(list)
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                requests_from_limits(c);
+            }
         }
     }
 
+    /// Priority admission, then kube's DefaultTolerationSeconds: a pod that does not
+    /// tolerate not-ready or unreachable nodes tolerates them for 300 s.
     fn admit_create(&self, obj: &mut Value) -> Result<(), Status> {
-        admit_priority(obj)
+        admit_priority(obj)?;
+        default_toleration_seconds(obj);
+        Ok(())
+    }
+
+    /// A status subresource write keeps the pod's QoS class when it leaves it out (it is
+    /// computed once, at create).
+    fn prepare_for_update(
+        &self,
+        info: &ResourceInfo,
+        sub: Option<&str>,
+        old: &Value,
+        new: &mut Value,
+    ) -> Result<(), Status> {
+        super::prepare_for_update(info, sub, old, new)?;
+        if let (Some(qos), Some(status)) = (
+            old.pointer("/status/qosClass"),
+            new.get_mut("status").and_then(Value::as_object_mut),
+        ) {
+            status.entry("qosClass").or_insert_with(|| qos.clone());
+        }
+        Ok(())
     }
 
     fn initial_status(&self, obj: &mut Value) {
-        obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+        let qos = qos_class(obj);
+        obj["status"] = json!({"phase": "Pending", "qosClass": qos});
         if obj
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)
@@ -336,6 +377,120 @@ pub(crate) fn admit_priority(pod: &mut Value) -> Result<(), Status> {
     Ok(())
 }
 
+/// kube's `SetDefaults_Pod`: a resource with a limit and no request requests its limit.
+fn requests_from_limits(container: &mut Value) {
+    let Some(res) = container
+        .get_mut("resources")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let Some(limits) = res.get("limits").and_then(Value::as_object).cloned() else {
+        return;
+    };
+    if limits.is_empty() {
+        return;
+    }
+    let requests = res.entry("requests").or_insert_with(|| json!({}));
+    if let Some(r) = requests.as_object_mut() {
+        for (k, v) in limits {
+            r.entry(k).or_insert(v);
+        }
+    }
+}
+
+/// Node conditions a pod is evicted for after 300 s unless it says otherwise.
+const DEFAULT_NOT_READY_TAINTS: [&str; 2] = [
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+];
+
+/// kube's DefaultTolerationSeconds admission.
+fn default_toleration_seconds(pod: &mut Value) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let list = spec.entry("tolerations").or_insert_with(|| json!([]));
+    let Some(list) = list.as_array_mut() else {
+        return;
+    };
+    for taint in DEFAULT_NOT_READY_TAINTS {
+        let tolerated = list.iter().any(|t| {
+            let key = t.get("key").and_then(Value::as_str).unwrap_or("");
+            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            (key == taint || key.is_empty()) && (effect == "NoExecute" || effect.is_empty())
+        });
+        if !tolerated {
+            list.push(json!({"key": taint, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+}
+
+/// A pod's QoS class, as kube's `GetPodQOS` computes it from its containers' cpu and memory
+/// requests and limits: none at all is BestEffort; limits on both for every container, equal
+/// to the requests, is Guaranteed; anything else is Burstable.
+fn qos_class(pod: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|l| pod.pointer(&format!("/spec/{l}")).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let quantity = |c: &Value, kind: &str, res: &str| {
+        c.pointer(&format!("/resources/{kind}/{res}"))
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .and_then(|s| parse_quantity(&s))
+            .filter(|q| *q != parse_quantity("0").expect("zero parses"))
+    };
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in containers {
+        for res in ["cpu", "memory"] {
+            let (req, lim) = (quantity(c, "requests", res), quantity(c, "limits", res));
+            any |= req.is_some() || lim.is_some();
+            match (req, lim) {
+                (Some(r), Some(l)) if r == l => {}
+                (None, Some(_)) => {}
+                _ => guaranteed = false,
+            }
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
+/// Writes every quantity of a container's resources in kube's canonical form.
+fn canonical_resources(container: &mut serde_json::Map<String, Value>) {
+    let Some(res) = container
+        .get_mut("resources")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for kind in ["requests", "limits"] {
+        for v in res
+            .get_mut(kind)
+            .and_then(Value::as_object_mut)
+            .into_iter()
+            .flat_map(|m| m.values_mut())
+        {
+            let raw = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => continue,
+            };
+            if let Some(c) = canonical_quantity(&raw) {
+                *v = Value::String(c);
+            }
+        }
+    }
+}
+
 /// Pod spec defaults, shared by pod templates (kube's `SetDefaults_PodSpec` and
 /// `SetDefaults_Container`).
 pub(crate) fn spec_defaults(spec: &mut Value) {
@@ -356,6 +511,7 @@ pub(crate) fn spec_defaults(spec: &mut Value) {
                     .or_insert(json!("/dev/termination-log"));
                 c.entry("terminationMessagePolicy").or_insert(json!("File"));
                 c.entry("resources").or_insert(json!({}));
+                canonical_resources(c);
                 if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
                     for p in ports.iter_mut().filter_map(Value::as_object_mut) {
                         p.entry("protocol").or_insert(json!("TCP"));

@@ -702,6 +702,70 @@ pub(crate) fn parse_quantity(s: &str) -> Option<Quantity> {
     })
 }
 
+/// A quantity as kube-apiserver stores it (`resource.Quantity`'s canonical form): the written
+/// suffix's family kept (binary `Ki`…`Ei`, decimal SI, or a decimal exponent), the largest
+/// suffix that leaves an integer mantissa, precision below a milli-unit rounded up, and
+/// binary values under 1024 or with a fraction written in decimal SI (`1.5Gi` → `1536Mi`,
+/// `1000m` → `1`, `0.5` → `500m`, `1e3` → `1e3`). None for what does not parse or is too
+/// large to print exactly (it is then stored as written).
+pub(crate) fn canonical_quantity(raw: &str) -> Option<String> {
+    let q = parse_quantity(raw)?;
+    if q.is_zero() {
+        return Some("0".into());
+    }
+    let suffix = raw.trim_start_matches(|c: char| c.is_ascii_digit() || "+-.".contains(c));
+    let binary = suffix.ends_with('i');
+    let exponent = suffix.starts_with(['e', 'E']);
+    // The value in milli-units, rounded up away from zero, as an integer.
+    let digits: u128 = {
+        if q.digits.len() > 30 {
+            return None;
+        }
+        let mut v: u128 = 0;
+        for d in &q.digits {
+            v = v * 10 + u128::from(*d);
+        }
+        v
+    };
+    let milli_exp = q.exp.checked_add(3)?;
+    let milli: u128 = if milli_exp >= 0 {
+        let scale = 10u128.checked_pow(u32::try_from(milli_exp).ok()?)?;
+        digits.checked_mul(scale)?
+    } else {
+        let scale = 10u128.checked_pow(u32::try_from(-milli_exp).ok()?)?;
+        digits.div_ceil(scale)
+    };
+    if milli > 9_223_372_036_854_775_807u128 * 1000 {
+        return None;
+    }
+    let sign = if q.is_negative() { "-" } else { "" };
+    if binary && milli % 1000 == 0 && milli / 1000 >= 1024 {
+        let mut v = milli / 1000;
+        let mut n = 0;
+        while n < 6 && v % 1024 == 0 {
+            v /= 1024;
+            n += 1;
+        }
+        let suffixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+        return Some(format!("{sign}{v}{}", suffixes[n]));
+    }
+    let mut v = milli;
+    let mut k = 0; // 0: milli, 1: units, 2: kilo ...
+    while k < 7 && v % 1000 == 0 {
+        v /= 1000;
+        k += 1;
+    }
+    let suffix = if exponent {
+        match k {
+            1 => String::new(),
+            _ => format!("e{}", (k as i64 - 1) * 3),
+        }
+    } else {
+        ["m", "", "k", "M", "G", "T", "P", "E"][k].to_string()
+    };
+    Some(format!("{sign}{v}{suffix}"))
+}
+
 // ---------------------------------------------------------------------------
 // Base64 (Go's StdEncoding, as JSON []byte fields use it)
 // ---------------------------------------------------------------------------
@@ -2544,5 +2608,39 @@ mod tests {
         ] {
             let _ = decode_base64(s);
         }
+    }
+
+    #[test]
+    fn quantities_are_stored_in_kubes_canonical_form() {
+        for (written, stored) in [
+            ("1.5Gi", "1536Mi"),
+            ("1000m", "1"),
+            ("0.5", "500m"),
+            ("0.1", "100m"),
+            ("1.5", "1500m"),
+            ("100m", "100m"),
+            ("1024Ki", "1Mi"),
+            ("512Mi", "512Mi"),
+            ("0.5Ki", "512"),
+            ("1000", "1k"),
+            ("1500", "1500"),
+            ("1e3", "1e3"),
+            ("1.5e3", "1500"),
+            ("0", "0"),
+            ("0.0001", "1m"),
+            ("2Gi", "2Gi"),
+            ("1G", "1G"),
+            ("128974848", "128974848"),
+            ("129e6", "129e6"),
+            ("123Mi", "123Mi"),
+            ("-1.5Gi", "-1536Mi"),
+        ] {
+            assert_eq!(
+                canonical_quantity(written).as_deref(),
+                Some(stored),
+                "{written}"
+            );
+        }
+        assert_eq!(canonical_quantity("x"), None);
     }
 }
