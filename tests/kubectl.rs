@@ -2031,27 +2031,9 @@ fn defaults_and_normalisation_match_kube() {
     ] {
         assert_eq!(get(name, ".status.qosClass"), qos, "{name}");
     }
-    // The pod defaults and admission kube adds.
+    // The pod defaults kube adds.
     assert_eq!(get("besteffort", ".spec.enableServiceLinks"), "true");
     assert_eq!(get("besteffort", ".spec.priority"), "0");
-    let tolerations: serde_json::Value =
-        serde_json::from_str(&get("besteffort", ".spec.tolerations")).unwrap();
-    for key in [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
-    ] {
-        assert!(
-            tolerations
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|t| t["key"] == key
-                    && t["effect"] == "NoExecute"
-                    && t["operator"] == "Exists"
-                    && t["tolerationSeconds"] == 300),
-            "{key}: {tolerations}"
-        );
-    }
     // A status write that leaves the QoS class out keeps it.
     k.ok(&[
         "patch",

@@ -50,12 +50,11 @@ impl Strategy for Pod {
         }
     }
 
-    /// Priority admission, then kube's DefaultTolerationSeconds: a pod that does not
-    /// tolerate not-ready or unreachable nodes tolerates them for 300 s.
+    /// Priority admission. (kube's DefaultTolerationSeconds is not applied: the node
+    /// lifecycle controller's eviction timeout stands in for the tolerations it would add, and
+    /// is configured there.)
     fn admit_create(&self, obj: &mut Value) -> Result<(), Status> {
-        admit_priority(obj)?;
-        default_toleration_seconds(obj);
-        Ok(())
+        admit_priority(obj)
     }
 
     /// A status subresource write keeps the pod's QoS class when it leaves it out (it is
@@ -395,33 +394,6 @@ fn requests_from_limits(container: &mut Value) {
     if let Some(r) = requests.as_object_mut() {
         for (k, v) in limits {
             r.entry(k).or_insert(v);
-        }
-    }
-}
-
-/// Node conditions a pod is evicted for after 300 s unless it says otherwise.
-const DEFAULT_NOT_READY_TAINTS: [&str; 2] = [
-    "node.kubernetes.io/not-ready",
-    "node.kubernetes.io/unreachable",
-];
-
-/// kube's DefaultTolerationSeconds admission.
-fn default_toleration_seconds(pod: &mut Value) {
-    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
-        return;
-    };
-    let list = spec.entry("tolerations").or_insert_with(|| json!([]));
-    let Some(list) = list.as_array_mut() else {
-        return;
-    };
-    for taint in DEFAULT_NOT_READY_TAINTS {
-        let tolerated = list.iter().any(|t| {
-            let key = t.get("key").and_then(Value::as_str).unwrap_or("");
-            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
-            (key == taint || key.is_empty()) && (effect == "NoExecute" || effect.is_empty())
-        });
-        if !tolerated {
-            list.push(json!({"key": taint, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
         }
     }
 }

@@ -739,10 +739,10 @@ pub(crate) fn canonical_quantity(raw: &str) -> Option<String> {
         return None;
     }
     let sign = if q.is_negative() { "-" } else { "" };
-    if binary && milli % 1000 == 0 && milli / 1000 >= 1024 {
+    if binary && milli.is_multiple_of(1000) && milli / 1000 >= 1024 {
         let mut v = milli / 1000;
         let mut n = 0;
-        while n < 6 && v % 1024 == 0 {
+        while n < 6 && v.is_multiple_of(1024) {
             v /= 1024;
             n += 1;
         }
@@ -751,7 +751,7 @@ pub(crate) fn canonical_quantity(raw: &str) -> Option<String> {
     }
     let mut v = milli;
     let mut k = 0; // 0: milli, 1: units, 2: kilo ...
-    while k < 7 && v % 1000 == 0 {
+    while k < 7 && v.is_multiple_of(1000) {
         v /= 1000;
         k += 1;
     }
