@@ -49,6 +49,21 @@ pub fn age_column() -> Value {
     col("Age", "string", 0, "Time since the object was created.")
 }
 
+/// The `-o wide` columns of kinds that run pods from a template.
+pub fn workload_wide_columns() -> Vec<Value> {
+    vec![
+        col("Containers", "string", 1, "Container names."),
+        col("Images", "string", 1, "Container images."),
+        col("Selector", "string", 1, "Label selector of the pods."),
+    ]
+}
+
+/// The cells of [`workload_wide_columns`].
+pub fn workload_wide_cells(obj: &Value) -> Vec<Value> {
+    let (names, images) = containers(obj.pointer("/spec/template/spec"));
+    vec![json!(names), json!(images), json!(selector(obj))]
+}
+
 /// Column definitions of a kind (its strategy's).
 pub fn columns(info: &ResourceInfo) -> Vec<Value> {
     kinds::of(info).columns()

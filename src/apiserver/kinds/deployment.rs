@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::Strategy;
 use crate::api::meta;
 use crate::api::resource::ResourceInfo;
-use crate::apiserver::http::table::{self, age, col, containers, i, selector};
+use crate::apiserver::http::table::{self, age, col, i};
 use crate::apiserver::patch::RootKind;
 use crate::apiserver::validation::pod_spec::*;
 use crate::apiserver::validation::*;
@@ -66,14 +66,13 @@ impl Strategy for Deployment {
             ),
             col("Available", "integer", 0, "Available replicas."),
             table::age_column(),
-            col("Containers", "string", 1, "Container names."),
-            col("Images", "string", 1, "Container images."),
-            col("Selector", "string", 1, "Label selector of the pods."),
         ]
+        .into_iter()
+        .chain(table::workload_wide_columns())
+        .collect()
     }
 
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        let (cn, im) = containers(obj.pointer("/spec/template/spec"));
         vec![
             json!(meta::name(obj)),
             json!(format!(
@@ -84,10 +83,10 @@ impl Strategy for Deployment {
             json!(i(obj, "/status/updatedReplicas")),
             json!(i(obj, "/status/availableReplicas")),
             json!(age(obj)),
-            json!(cn),
-            json!(im),
-            json!(selector(obj)),
         ]
+        .into_iter()
+        .chain(table::workload_wide_cells(obj))
+        .collect()
     }
 
     fn patch_root(&self) -> RootKind {
@@ -104,10 +103,12 @@ impl Checked for apps::Deployment {
         validate_deployment(self, obj, errs);
     }
 
+    /// The selector never changes.
     fn check_update(&self, old: &Self, errs: &mut Errs) {
+        let none = apps::DeploymentSpec::default();
         let (os, ns) = (
-            old.spec.clone().unwrap_or_default(),
-            self.spec.clone().unwrap_or_default(),
+            old.spec.as_ref().unwrap_or(&none),
+            self.spec.as_ref().unwrap_or(&none),
         );
         validate_selector_update(&os.selector, &ns.selector, errs);
     }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::Strategy;
 use crate::api::meta;
 use crate::api::resource::ResourceInfo;
-use crate::apiserver::http::table::{self, age, col, containers, i, selector};
+use crate::apiserver::http::table::{self, age, col, i};
 use crate::apiserver::patch::RootKind;
 use crate::apiserver::validation::pod_spec::*;
 use crate::apiserver::validation::*;
@@ -49,24 +49,23 @@ impl Strategy for ReplicaSet {
             col("Current", "integer", 0, "Observed replicas."),
             col("Ready", "integer", 0, "Ready replicas."),
             table::age_column(),
-            col("Containers", "string", 1, "Container names."),
-            col("Images", "string", 1, "Container images."),
-            col("Selector", "string", 1, "Label selector of the pods."),
         ]
+        .into_iter()
+        .chain(table::workload_wide_columns())
+        .collect()
     }
 
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        let (cn, im) = containers(obj.pointer("/spec/template/spec"));
         vec![
             json!(meta::name(obj)),
             json!(i(obj, "/spec/replicas")),
             json!(i(obj, "/status/replicas")),
             json!(i(obj, "/status/readyReplicas")),
             json!(age(obj)),
-            json!(cn),
-            json!(im),
-            json!(selector(obj)),
         ]
+        .into_iter()
+        .chain(table::workload_wide_cells(obj))
+        .collect()
     }
 
     fn patch_root(&self) -> RootKind {
@@ -83,10 +82,12 @@ impl Checked for apps::ReplicaSet {
         validate_replica_set(self, obj, errs);
     }
 
+    /// The selector never changes.
     fn check_update(&self, old: &Self, errs: &mut Errs) {
+        let none = apps::ReplicaSetSpec::default();
         let (os, ns) = (
-            old.spec.clone().unwrap_or_default(),
-            self.spec.clone().unwrap_or_default(),
+            old.spec.as_ref().unwrap_or(&none),
+            self.spec.as_ref().unwrap_or(&none),
         );
         validate_selector_update(&os.selector, &ns.selector, errs);
     }
