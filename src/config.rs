@@ -19,6 +19,7 @@ pub mod env {
     pub const SHUTDOWN_GRACE: &str = "SKIFF_SHUTDOWN_GRACE_SECONDS";
     pub const MAX_REQUESTS_INFLIGHT: &str = "SKIFF_MAX_REQUESTS_INFLIGHT";
     pub const MAX_QUEUE_WAIT: &str = "SKIFF_MAX_QUEUE_WAIT_SECONDS";
+    pub const DEFAULT_TOLERATION_SECONDS: &str = "SKIFF_DEFAULT_TOLERATION_SECONDS";
     pub const STORE: &str = "SKIFF_STORE";
     pub const CHECKPOINT_BYTES: &str = "SKIFF_CHECKPOINT_BYTES";
     pub const HTTPS_BIND: &str = "SKIFF_HTTPS_BIND";
@@ -62,6 +63,10 @@ pub struct ApiServerConfig {
     pub max_queue_wait_seconds: u64,
     /// Write-ahead log bytes after which the embedded store checkpoints into its redb file.
     pub checkpoint_bytes: u64,
+    /// Seconds a new pod tolerates a not-ready or unreachable node before it is evicted, when
+    /// it says nothing itself (kube-apiserver's `--default-not-ready-toleration-seconds` and
+    /// `--default-unreachable-toleration-seconds`, DefaultTolerationSeconds admission).
+    pub default_toleration_seconds: u64,
     /// Where the HTTPS Kubernetes API listens ("" turns it off).
     pub https_bind: String,
     /// Extra names and addresses for the serving certificate.
@@ -95,6 +100,7 @@ impl Default for ApiServerConfig {
             max_requests_inflight: crate::apiserver::flowcontrol::DEFAULT_SEATS,
             max_queue_wait_seconds: crate::apiserver::flowcontrol::DEFAULT_MAX_WAIT.as_secs(),
             checkpoint_bytes: 32 * 1024 * 1024,
+            default_toleration_seconds: 300,
             https_bind: "0.0.0.0:6443".into(),
             tls_sans: Vec::new(),
             server_url: None,

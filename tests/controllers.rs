@@ -355,7 +355,14 @@ async fn deployments_roll_out_and_are_collected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_node_goes_not_ready_and_its_pods_move() {
-    let cluster = Cluster::start();
+    // Pods get DefaultTolerationSeconds' tolerations at create: 2 s here, as the controller
+    // below waits.
+    let cluster = Cluster::with(skiff::apiserver::ApiServerOptions {
+        admission: skiff::apiserver::kinds::Admission {
+            toleration_seconds: 2,
+        },
+        ..Default::default()
+    });
     let admin = cluster.client().await;
     let lifecycle = NodeLifecycleOptions {
         grace: Duration::from_secs(2),

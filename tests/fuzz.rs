@@ -281,7 +281,7 @@ proptest! {
         let mut new = obj.clone();
         let _ = s.normalise(&mut new);
         s.defaults(&mut new);
-        let _ = s.admit_create(&mut new);
+        let _ = s.admit_create(&mut new, &skiff::apiserver::kinds::Admission::default());
         s.initial_status(&mut new);
         let _ = s.validate(&info, &new, None);
         let _ = s.validate(&info, &obj, Some(&old));

@@ -2031,9 +2031,38 @@ fn defaults_and_normalisation_match_kube() {
     ] {
         assert_eq!(get(name, ".status.qosClass"), qos, "{name}");
     }
-    // The pod defaults kube adds.
+    // The pod defaults and admission kube adds.
     assert_eq!(get("besteffort", ".spec.enableServiceLinks"), "true");
     assert_eq!(get("besteffort", ".spec.priority"), "0");
+    // DefaultTolerationSeconds admission: 300 s for the not-ready and unreachable taints.
+    let tolerations: serde_json::Value =
+        serde_json::from_str(&get("besteffort", ".spec.tolerations")).unwrap();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        assert!(
+            tolerations
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["key"] == key
+                    && t["effect"] == "NoExecute"
+                    && t["operator"] == "Exists"
+                    && t["tolerationSeconds"] == 300),
+            "{key}: {tolerations}"
+        );
+    }
+    // A pod that tolerates everything gets none added.
+    let out = k.apply_stdin(
+        "create",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: tolerant}\nspec:\n  tolerations: [{operator: Exists}]\n  containers: [{name: c, image: busybox:1.36}]\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        get("tolerant", ".spec.tolerations"),
+        r#"[{"operator":"Exists"}]"#
+    );
     // A status write that leaves the QoS class out keeps it.
     k.ok(&[
         "patch",

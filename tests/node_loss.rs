@@ -43,7 +43,8 @@ async fn a_killed_kubelet_process_loses_its_node_and_its_pods_move() {
     let nats = NatsServer::start();
     let url = nats.url();
     let dir = tempfile::tempdir().unwrap();
-    let _api = ApiProcess::start(&url, dir.path(), &[]);
+    // New pods tolerate the lost node as long as the controller-manager waits (3 s below).
+    let _api = ApiProcess::start(&url, dir.path(), &["--default-toleration-seconds", "3"]);
     let _scheduler = skiff(
         &[
             "scheduler",

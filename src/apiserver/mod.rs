@@ -79,6 +79,8 @@ pub struct ApiServerOptions {
     /// Whether plain writes record their field managers in `metadata.managedFields` (as kube
     /// always does; off only to measure what it costs). Apply records ownership either way.
     pub track_managed_fields: bool,
+    /// How create-time admission is configured.
+    pub admission: kinds::Admission,
 }
 
 impl Default for ApiServerOptions {
@@ -99,6 +101,7 @@ impl Default for ApiServerOptions {
             max_requests_inflight: flowcontrol::DEFAULT_SEATS,
             max_queue_wait: flowcontrol::DEFAULT_MAX_WAIT,
             track_managed_fields: true,
+            admission: kinds::Admission::default(),
         }
     }
 }
@@ -765,6 +768,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         reader,
         options.node_nats.clone(),
         options.track_managed_fields,
+        options.admission,
     );
     registry
         .ping()

@@ -39,6 +39,8 @@ pub struct Registry {
     nodes: Option<async_nats::Client>,
     /// Whether plain writes record their field managers.
     track_fields: bool,
+    /// How create-time admission is configured.
+    admission: kinds::Admission,
 }
 
 /// A resolved request target.
@@ -116,12 +118,14 @@ impl Registry {
         reader: store::Reader,
         nodes: Option<async_nats::Client>,
         track_fields: bool,
+        admission: kinds::Admission,
     ) -> Self {
         Registry {
             store,
             reader,
             nodes,
             track_fields,
+            admission,
         }
     }
 
@@ -476,7 +480,7 @@ impl Registry {
         }
         strategy.normalise(&mut obj)?;
         strategy.defaults(&mut obj);
-        strategy.admit_create(&mut obj)?;
+        strategy.admit_create(&mut obj, &self.admission)?;
         strategy.initial_status(&mut obj);
         dedup_owner_references(&mut obj);
         let name = meta::name(&obj).to_string();

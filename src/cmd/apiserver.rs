@@ -51,6 +51,9 @@ pub struct Args {
     /// Seconds a call may wait for a seat before it is refused with 429.
     #[arg(long, env = env::MAX_QUEUE_WAIT)]
     pub max_queue_wait_seconds: Option<u64>,
+    /// Seconds new pods tolerate a not-ready or unreachable node unless they say otherwise.
+    #[arg(long, env = env::DEFAULT_TOLERATION_SECONDS)]
+    pub default_toleration_seconds: Option<u64>,
     /// Write-ahead log bytes between checkpoints of the embedded store.
     #[arg(long, env = env::CHECKPOINT_BYTES)]
     pub checkpoint_bytes: Option<u64>,
@@ -116,6 +119,9 @@ impl Args {
         }
         if let Some(v) = self.checkpoint_bytes {
             c.checkpoint_bytes = v;
+        }
+        if let Some(v) = self.default_toleration_seconds {
+            c.default_toleration_seconds = v;
         }
         if let Some(v) = &self.https_bind {
             c.https_bind = v.clone();
@@ -265,6 +271,10 @@ where
         max_requests_inflight: config.max_requests_inflight,
         max_queue_wait: Duration::from_secs(config.max_queue_wait_seconds),
         checkpoint_bytes: config.checkpoint_bytes,
+        admission: apiserver::kinds::Admission {
+            toleration_seconds: i64::try_from(config.default_toleration_seconds)
+                .unwrap_or(i64::MAX),
+        },
         ..Default::default()
     };
     let https = if config.https_bind.is_empty() {

@@ -293,6 +293,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         nats_url: nats_url.clone(),
         data_dir: data_dir.clone(),
         https_bind: args.https_bind.clone(),
+        // New pods tolerate a lost node as long as the node lifecycle controller waits.
+        default_toleration_seconds: args.pod_eviction_timeout,
         ..Default::default()
     };
     let tokens = ensure_tokens(&config.token_file(), &users)?;

@@ -51,7 +51,7 @@ pub trait Strategy: Send + Sync {
     fn defaults(&self, _obj: &mut Value) {}
 
     /// Create-time admission (kube's admission plugins that mutate or refuse a new object).
-    fn admit_create(&self, _obj: &mut Value) -> Result<(), Status> {
+    fn admit_create(&self, _obj: &mut Value, _admission: &Admission) -> Result<(), Status> {
         Ok(())
     }
 
@@ -113,6 +113,23 @@ pub trait Strategy: Send + Sync {
     /// The patch metadata a strategic merge patch of this kind follows.
     fn patch_root(&self) -> RootKind {
         RootKind::Other
+    }
+}
+
+/// How the admission plugins are configured (kube-apiserver's flags for them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// DefaultTolerationSeconds: how long a new pod tolerates a not-ready or unreachable
+    /// node when it does not say (kube's `--default-not-ready-toleration-seconds` and
+    /// `--default-unreachable-toleration-seconds`, 300 each).
+    pub toleration_seconds: i64,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            toleration_seconds: 300,
+        }
     }
 }
 

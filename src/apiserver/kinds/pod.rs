@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta_v1;
 use serde_json::{json, Value};
 
-use super::Strategy;
+use super::{Admission, Strategy};
 use crate::api::meta;
 use crate::api::resource::ResourceInfo;
 use crate::api::status::Status;
@@ -50,11 +50,12 @@ impl Strategy for Pod {
         }
     }
 
-    /// Priority admission. (kube's DefaultTolerationSeconds is not applied: the node
-    /// lifecycle controller's eviction timeout stands in for the tolerations it would add, and
-    /// is configured there.)
-    fn admit_create(&self, obj: &mut Value) -> Result<(), Status> {
-        admit_priority(obj)
+    /// Priority admission, then DefaultTolerationSeconds: a pod that does not tolerate
+    /// not-ready or unreachable nodes tolerates them for the configured time (300 s).
+    fn admit_create(&self, obj: &mut Value, admission: &Admission) -> Result<(), Status> {
+        admit_priority(obj)?;
+        default_toleration_seconds(obj, admission.toleration_seconds);
+        Ok(())
     }
 
     /// A status subresource write keeps the pod's QoS class when it leaves it out (it is
@@ -394,6 +395,38 @@ fn requests_from_limits(container: &mut Value) {
     if let Some(r) = requests.as_object_mut() {
         for (k, v) in limits {
             r.entry(k).or_insert(v);
+        }
+    }
+}
+
+/// The node conditions a pod is evicted for once its toleration runs out.
+const NOT_READY_TAINTS: [&str; 2] = [
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+];
+
+/// kube's DefaultTolerationSeconds admission: a NoExecute toleration of each not-ready taint
+/// for `seconds`, unless the pod already tolerates it (by key, or by an empty key, with the
+/// NoExecute or an empty effect).
+fn default_toleration_seconds(pod: &mut Value, seconds: i64) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let list = spec.entry("tolerations").or_insert_with(|| json!([]));
+    if list.is_null() {
+        *list = json!([]);
+    }
+    let Some(list) = list.as_array_mut() else {
+        return; // validation refuses tolerations that are not a list
+    };
+    for taint in NOT_READY_TAINTS {
+        let tolerated = list.iter().any(|t| {
+            let key = t.get("key").and_then(Value::as_str).unwrap_or("");
+            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            (key == taint || key.is_empty()) && (effect == "NoExecute" || effect.is_empty())
+        });
+        if !tolerated {
+            list.push(json!({"key": taint, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
         }
     }
 }
