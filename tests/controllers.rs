@@ -451,6 +451,12 @@ async fn deleting_a_namespace_deletes_what_is_in_it_then_the_namespace() {
         .create(&json!({"metadata": {"name": "cfg"}}))
         .await
         .unwrap();
+    // Held back by a finalizer until the test lets it go.
+    admin
+        .api("", "configmaps", Some("team"))
+        .create(&json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}}))
+        .await
+        .unwrap();
     let pods = admin.api("", "pods", Some("team"));
     wait_running(&pods, "app=web", 2).await;
     namespaces
@@ -467,6 +473,46 @@ async fn deleting_a_namespace_deletes_what_is_in_it_then_the_namespace() {
         .await
         .unwrap_err();
     assert_eq!(e.code, 403, "no new content in a terminating namespace");
+    // The namespace controller says what holds the namespace, in kube's conditions.
+    let condition = |ns: &serde_json::Value, kind: &str| {
+        ns["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == kind).cloned())
+    };
+    wait_for(Duration::from_secs(30), "the finalizer reported", || {
+        let namespaces = namespaces.clone();
+        async move {
+            let ns = namespaces.get("team").await.ok()?;
+            let f = condition(&ns, "NamespaceFinalizersRemaining")?;
+            let c = condition(&ns, "NamespaceContentRemaining")?;
+            (f["status"] == "True"
+                && f["reason"] == "SomeFinalizersRemain"
+                && f["message"]
+                    == "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances"
+                && c["status"] == "True"
+                && c["message"] == "Some resources are remaining: configmaps. has 1 resource instances")
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        condition(
+            &namespaces.get("team").await.unwrap(),
+            "NamespaceDeletionContentFailure"
+        )
+        .unwrap()["status"],
+        "False"
+    );
+    admin
+        .api("", "configmaps", Some("team"))
+        .patch(
+            "held",
+            None,
+            skiff::api::wire::PatchType::Merge,
+            &json!({"metadata": {"finalizers": null}}),
+        )
+        .await
+        .unwrap();
     wait_for(Duration::from_secs(40), "namespace gone", || {
         let namespaces = namespaces.clone();
         async move {

@@ -1,7 +1,9 @@
 //! The namespace controller: when a namespace is being deleted, it deletes everything in it,
-//! and once nothing is left removes the `kubernetes` finalizer, so the API server can remove
-//! the namespace itself.
+//! reports how far it got in the namespace's conditions (`NamespaceContentRemaining`,
+//! `NamespaceFinalizersRemaining` and the others kube sets), and once nothing is left removes
+//! the `kubernetes` finalizer, so the API server can remove the namespace itself.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -67,18 +69,33 @@ impl NamespaceController {
     }
 }
 
-/// Deletes the namespace's content; when it is empty, drops the finalizer.
+/// Deletes the namespace's content and reports progress in the namespace's status
+/// conditions, as kube's namespace controller does; when it is empty, drops the finalizer.
 async fn finalize(client: &ApiClient, ns: &Value) {
     let name = meta::name(ns);
-    let mut remaining = 0;
+    let mut progress = Progress::default();
     for info in RESOURCES.iter().filter(|r| r.namespaced) {
         let api = client.api(info.group, info.plural, Some(name));
         let Ok(list) = api.list_all(&ListOptions::default()).await else {
-            remaining += 1;
+            progress
+                .failed
+                .push(format!("{}.{}", info.plural, info.group));
             continue;
         };
         for obj in list.items {
-            remaining += 1;
+            *progress
+                .remaining
+                .entry(format!("{}.{}", info.plural, info.group))
+                .or_default() += 1;
+            for f in obj
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                *progress.finalizers.entry(f.to_string()).or_default() += 1;
+            }
             if obj.pointer("/metadata/deletionTimestamp").is_none() {
                 let opts = DeleteOptions {
                     propagation_policy: Some("Background".into()),
@@ -88,10 +105,11 @@ async fn finalize(client: &ApiClient, ns: &Value) {
             }
         }
     }
-    if remaining > 0 {
+    let ns = report(client, ns, &progress).await;
+    if !progress.remaining.is_empty() || !progress.failed.is_empty() {
         return;
     }
-    let mut next = ns.clone();
+    let mut next = ns;
     next["spec"]["finalizers"] = json!([]);
     match client
         .api("", "namespaces", None)
@@ -100,6 +118,142 @@ async fn finalize(client: &ApiClient, ns: &Value) {
     {
         Ok(_) => tracing::info!(namespace = %name, "namespace emptied and finalized"),
         Err(e) => tracing::debug!(namespace = %name, error = %e, "finalizing; will retry"),
+    }
+}
+
+/// What one pass over a terminating namespace found.
+#[derive(Default)]
+struct Progress {
+    /// Objects left, by `<resource>.<group>`.
+    remaining: BTreeMap<String, usize>,
+    /// Finalizers those objects still carry, and on how many.
+    finalizers: BTreeMap<String, usize>,
+    /// Resources that could not be listed.
+    failed: Vec<String>,
+}
+
+/// kube's namespace deletion conditions for this pass: (type, status, reason, message).
+fn conditions(p: &Progress) -> Vec<(&'static str, &'static str, &'static str, String)> {
+    let list = |m: &BTreeMap<String, usize>, what: &str| {
+        m.iter()
+            .map(|(k, n)| format!("{k}{what}{n} resource instances"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    vec![
+        (
+            "NamespaceDeletionDiscoveryFailure",
+            "False",
+            "ResourcesDiscovered",
+            "All resources successfully discovered".to_string(),
+        ),
+        (
+            "NamespaceDeletionGroupVersionParsingFailure",
+            "False",
+            "ParsedGroupVersions",
+            "All legacy kube types successfully parsed".to_string(),
+        ),
+        if p.failed.is_empty() {
+            (
+                "NamespaceDeletionContentFailure",
+                "False",
+                "ContentDeleted",
+                "All content successfully deleted, may be waiting on finalization".to_string(),
+            )
+        } else {
+            (
+                "NamespaceDeletionContentFailure",
+                "True",
+                "ContentDeletionFailed",
+                format!(
+                    "Failed to delete all resource types, {} remaining: could not list {}",
+                    p.failed.len(),
+                    p.failed.join(", ")
+                ),
+            )
+        },
+        if p.remaining.is_empty() {
+            (
+                "NamespaceContentRemaining",
+                "False",
+                "ContentRemoved",
+                "All content successfully removed".to_string(),
+            )
+        } else {
+            (
+                "NamespaceContentRemaining",
+                "True",
+                "SomeResourcesRemain",
+                format!(
+                    "Some resources are remaining: {}",
+                    list(&p.remaining, " has ")
+                ),
+            )
+        },
+        if p.finalizers.is_empty() {
+            (
+                "NamespaceFinalizersRemaining",
+                "False",
+                "ContentHasNoFinalizers",
+                "All content-preserving finalizers finished".to_string(),
+            )
+        } else {
+            (
+                "NamespaceFinalizersRemaining",
+                "True",
+                "SomeFinalizersRemain",
+                format!(
+                    "Some content in the namespace has finalizers remaining: {}",
+                    list(&p.finalizers, " in ")
+                ),
+            )
+        },
+    ]
+}
+
+/// Writes the pass's conditions to the namespace's status when they changed (a condition
+/// keeps its transition time while its status stays), and returns the namespace as it now is.
+async fn report(client: &ApiClient, ns: &Value, p: &Progress) -> Value {
+    let old: Vec<Value> = ns
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let now = meta::now();
+    let mut changed = false;
+    let next_conditions: Vec<Value> = conditions(p)
+        .into_iter()
+        .map(|(kind, status, reason, message)| {
+            let before = old.iter().find(|c| c["type"] == kind);
+            let same = before.is_some_and(|c| {
+                c["status"] == status && c["reason"] == reason && c["message"] == message.as_str()
+            });
+            changed |= !same;
+            let since = match before {
+                Some(c) if c["status"] == status => c["lastTransitionTime"].clone(),
+                _ => json!(now),
+            };
+            json!({"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": since})
+        })
+        .collect();
+    if !changed {
+        return ns.clone();
+    }
+    let mut next = ns.clone();
+    if !next.get("status").is_some_and(Value::is_object) {
+        next["status"] = json!({});
+    }
+    next["status"]["conditions"] = json!(next_conditions);
+    match client
+        .api("", "namespaces", None)
+        .update_subresource(meta::name(ns), "status", &next)
+        .await
+    {
+        Ok(updated) => updated,
+        Err(e) => {
+            tracing::debug!(namespace = %meta::name(ns), error = %e, "namespace conditions; will retry");
+            ns.clone()
+        }
     }
 }
 
