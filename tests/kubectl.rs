@@ -1785,6 +1785,28 @@ fn server_side_apply_owns_fields_conflicts_and_forces() {
         "{fields}"
     );
 
+    // The same configuration again writes nothing.
+    let rv = k.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    let out = with_stdin(&k, &["apply", "--server-side", "-f", "-"], DEPLOYMENT);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}"
+        ]),
+        rv,
+        "a no-op apply is no write"
+    );
+
     // A second manager changing a field the first owns conflicts, naming both.
     let three = DEPLOYMENT.replace("replicas: 2", "replicas: 3");
     let out = with_stdin(

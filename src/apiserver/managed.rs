@@ -875,6 +875,7 @@ pub fn apply(
     changed.union(&removed);
     // Conflicts: fields another manager owns that this apply changes.
     let mut conflicts: Vec<(String, String)> = Vec::new();
+    let mut forced = false;
     for e in &mut list {
         if e.same_owner(w.manager, "Apply", w.subresource) {
             continue;
@@ -885,6 +886,7 @@ pub fn apply(
         }
         if force {
             e.fields.subtract(&clash);
+            forced = true;
         } else {
             for p in clash.paths() {
                 conflicts.push((e.describe(), display(&p)));
@@ -931,6 +933,16 @@ pub fn apply(
         if !others.has_under(&path) {
             remove_path(&mut obj, &path, w.schema);
         }
+    }
+    // An apply that changes nothing, the object nor who owns what, writes nothing (a
+    // controller applying the same configuration every reconcile must not bump the object).
+    let unchanged_owner = list.iter().any(|e| {
+        e.same_owner(w.manager, "Apply", w.subresource)
+            && e.fields == config_set
+            && e.api_version == w.api_version
+    });
+    if !forced && unchanged_owner && obj == *live {
+        return Ok(live.clone());
     }
     let now = meta::now();
     match list
@@ -1149,5 +1161,15 @@ mod tests {
             forced.pointer("/spec/template/spec/containers/0/image"),
             Some(&json!("nginx:0"))
         );
+    }
+
+    #[test]
+    fn an_apply_that_changes_nothing_returns_the_object_as_it_was() {
+        let a = writer("a");
+        let first = apply(None, &deployment(2, "nginx"), &a, false).unwrap();
+        let again = apply(Some(&first), &deployment(2, "nginx"), &a, false).unwrap();
+        assert_eq!(again, first, "not even the entry's time moves");
+        let changed = apply(Some(&first), &deployment(3, "nginx"), &a, false).unwrap();
+        assert_ne!(changed, first);
     }
 }

@@ -790,6 +790,12 @@ impl Registry {
             )));
         }
         check_type(info, &mut config.clone())?;
+        if config
+            .pointer("/metadata/managedFields")
+            .is_some_and(|m| !m.is_null())
+        {
+            return Err(Status::bad_request("metadata.managedFields must be nil"));
+        }
         let given = meta::name(&config);
         if !given.is_empty() && given != name {
             return Err(Status::bad_request(format!(
