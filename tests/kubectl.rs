@@ -193,6 +193,13 @@ fn discovery_health_and_namespaces() {
     }
     assert!(resources.contains("deploy") && resources.contains("apps/v1"));
     assert_eq!(k.ok(&["get", "--raw", "/healthz"]), "ok");
+    // The Swagger 2.0 document, from the same schemas as v3 (JSON only: kubectl's own v2
+    // reader asks for protobuf and is told 406).
+    let v2: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "--raw", "/openapi/v2"])).expect("/openapi/v2 is JSON");
+    assert_eq!(v2["swagger"], "2.0");
+    assert!(v2["definitions"]["io.k8s.api.apps.v1.Deployment"]["properties"]["spec"].is_object());
+    assert!(v2["paths"]["/api/v1/namespaces/{namespace}/pods"]["post"].is_object());
     let ns = k.ok(&["get", "ns"]);
     for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(ns.contains(n), "{ns}");

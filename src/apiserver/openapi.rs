@@ -880,6 +880,137 @@ fn walk(
     }
 }
 
+/// The Swagger 2.0 document kube-apiserver serves at `/openapi/v2`, made from the same
+/// schemas and operations as the v3 documents: every served group version's paths in one
+/// document, `definitions` for `components.schemas`, body parameters for request bodies,
+/// `consumes`/`produces` for content types, and each response's schema in place.
+pub fn swagger(served: &[Served]) -> Value {
+    let mut paths = Map::new();
+    let mut definitions = Map::new();
+    let mut seen = BTreeSet::new();
+    for s in served {
+        if !seen.insert((s.group, s.version)) {
+            continue;
+        }
+        let Some(doc) = document(served, s.group, s.version) else {
+            continue;
+        };
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            paths.insert(path.clone(), v2_path_item(item));
+        }
+        for (name, schema) in doc["components"]["schemas"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            definitions.insert(name.clone(), schema.clone());
+        }
+    }
+    let doc = json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": paths,
+        "definitions": definitions,
+        "securityDefinitions": {"BearerToken": {
+            "description": "Bearer Token authentication",
+            "type": "apiKey",
+            "name": "authorization",
+            "in": "header"
+        }},
+        "security": [{"BearerToken": []}],
+    });
+    // Every reference moves from components to definitions.
+    let text = serde_json::to_string(&doc)
+        .unwrap_or_default()
+        .replace("\"#/components/schemas/", "\"#/definitions/");
+    serde_json::from_str(&text).unwrap_or(doc)
+}
+
+/// One v3 path item in v2 form.
+fn v2_path_item(item: &Value) -> Value {
+    let mut out = Map::new();
+    for (key, value) in item.as_object().into_iter().flatten() {
+        match key.as_str() {
+            "parameters" => {
+                out.insert(key.clone(), v2_parameters(value));
+            }
+            "get" | "put" | "post" | "delete" | "patch" => {
+                out.insert(key.clone(), v2_operation(value));
+            }
+            _ => {
+                out.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// v3 parameters (`schema` holding the type) as v2 ones (the type inline).
+fn v2_parameters(params: &Value) -> Value {
+    let converted = params.as_array().into_iter().flatten().map(|p| {
+        let mut q = p.as_object().cloned().unwrap_or_default();
+        if let Some(Value::Object(schema)) = q.remove("schema") {
+            for (k, v) in schema {
+                q.insert(k, v);
+            }
+        }
+        Value::Object(q)
+    });
+    Value::Array(converted.collect())
+}
+
+/// One v3 operation in v2 form.
+fn v2_operation(op: &Value) -> Value {
+    let mut out = op.as_object().cloned().unwrap_or_default();
+    let mut params = match out.remove("parameters") {
+        Some(p) => v2_parameters(&p).as_array().cloned().unwrap_or_default(),
+        None => Vec::new(),
+    };
+    if let Some(body) = out.remove("requestBody") {
+        let content = body["content"].as_object().cloned().unwrap_or_default();
+        let schema = content
+            .values()
+            .next()
+            .map(|c| c["schema"].clone())
+            .unwrap_or(json!({}));
+        let consumes: Vec<&String> = content.keys().filter(|k| *k != "*/*").collect();
+        if !consumes.is_empty() {
+            out.insert("consumes".into(), json!(consumes));
+        }
+        params.push(json!({"name": "body", "in": "body", "required": true, "schema": schema}));
+    }
+    if !params.is_empty() {
+        out.insert("parameters".into(), Value::Array(params));
+    }
+    if let Some(Value::Object(responses)) = out.remove("responses") {
+        let converted: Map<String, Value> = responses
+            .into_iter()
+            .map(|(code, r)| {
+                let mut v2 = json!({"description": r["description"].clone()});
+                if let Some(schema) = r["content"]
+                    .as_object()
+                    .and_then(|c| c.values().next())
+                    .map(|c| c["schema"].clone())
+                {
+                    v2["schema"] = schema;
+                }
+                (code, v2)
+            })
+            .collect();
+        out.insert("responses".into(), Value::Object(converted));
+    }
+    out.insert(
+        "produces".into(),
+        json!([
+            "application/json",
+            "application/yaml",
+            "application/vnd.kubernetes.protobuf"
+        ]),
+    );
+    out.insert("schemes".into(), json!(["https"]));
+    Value::Object(out)
+}
+
 /// What keys outside `properties` may hold.
 #[derive(Clone, Copy)]
 enum AdditionalFields<'a> {
@@ -942,6 +1073,49 @@ mod tests {
             index["paths"]["apis/apps/v1"],
             super::index(&fewer)["paths"]["apis/apps/v1"]
         );
+    }
+
+    #[test]
+    fn swagger_holds_every_group_version_in_v2_form() {
+        let doc = swagger(&served());
+        assert_eq!(doc["swagger"], "2.0");
+        let text = serde_json::to_string(&doc).unwrap();
+        assert!(
+            !text.contains("#/components/schemas/"),
+            "every $ref rewritten"
+        );
+        assert!(!text.contains("requestBody"));
+        let create = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments"]["post"];
+        let body = create["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["in"] == "body")
+            .expect("a body parameter");
+        assert_eq!(
+            body["schema"]["$ref"],
+            "#/definitions/io.k8s.api.apps.v1.Deployment"
+        );
+        assert_eq!(
+            create["responses"]["201"]["schema"]["$ref"],
+            "#/definitions/io.k8s.api.apps.v1.Deployment"
+        );
+        assert!(doc["definitions"]["io.k8s.api.core.v1.Pod"].is_object());
+        assert!(doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["get"].is_object());
+        let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/configmaps/{name}"]["patch"];
+        assert!(patch["consumes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("application/apply-patch+yaml")));
+        let limit = doc["paths"]["/api/v1/pods"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .cloned()
+            .expect("limit");
+        assert_eq!(limit["type"], "integer");
+        assert!(limit.get("schema").is_none());
     }
 
     #[test]

@@ -167,6 +167,38 @@ fn openapi_docs() -> &'static std::collections::HashMap<String, Bytes> {
     })
 }
 
+/// `/openapi/v2`: the Swagger 2.0 document, serialised once. Only its JSON form is served: a
+/// client that accepts nothing but the protobuf form (client-go's `OpenAPISchema`) gets 406.
+fn openapi_v2(req: &HttpRequest) -> HttpResponse {
+    static DOC: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let json_ok = accept.is_empty()
+        || accept.split(',').any(|a| {
+            let a = a.trim();
+            a.starts_with("application/json")
+                || a.starts_with("*/*")
+                || a.starts_with("application/*")
+        });
+    if !json_ok {
+        return status_response(&Status::failure(
+            406,
+            "NotAcceptable",
+            format!("only application/json is served for /openapi/v2 (asked for {accept:?}); the protobuf form is not supported"),
+        ));
+    }
+    let doc = DOC.get_or_init(|| {
+        Bytes::from(serde_json::to_vec(&openapi::swagger(&served())).unwrap_or_default())
+    });
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((header::CACHE_CONTROL, "no-cache, private"))
+        .body(doc.clone())
+}
+
 /// The served kinds, as the OpenAPI module wants them.
 pub fn served() -> Vec<openapi::Served> {
     resource::RESOURCES
@@ -535,6 +567,9 @@ async fn dispatch(
         };
         if let Some(doc) = doc {
             return json_response(StatusCode::OK, &doc);
+        }
+        if trimmed == "/openapi/v2" {
+            return openapi_v2(&req);
         }
         if let Some(gv) = trimmed.strip_prefix("/openapi/v3") {
             return match openapi_docs().get(gv.trim_start_matches('/')) {
