@@ -12,7 +12,7 @@
 //! with a 409 listing every field another manager owns and the apply would change, unless
 //! forced, which takes them over.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 
@@ -901,22 +901,40 @@ pub fn apply(
         .find(|e| e.same_owner(w.manager, "Apply", w.subresource))
         .map(|e| e.fields.clone())
         .unwrap_or_default();
-    // The merged object: the configuration over the live object, and metadata kept.
+    // The merged object: the configuration over the live object in the part this writer owns
+    // (a null in the configuration removes its field), server-set metadata kept.
     let mut obj = live.clone();
     let merged = merge(live, config, w.schema);
-    for (k, v) in merged.as_object().into_iter().flatten() {
-        if k == "metadata" {
-            let mut md = live.get("metadata").cloned().unwrap_or(json!({}));
-            if let (Some(md), Some(new_md)) = (md.as_object_mut(), v.as_object()) {
-                for (mk, mv) in new_md {
-                    if !UNOWNED_METADATA.contains(&mk.as_str()) {
-                        md.insert(mk.clone(), mv.clone());
-                    }
+    let empty = Map::new();
+    let merged = merged.as_object().unwrap_or(&empty);
+    if let Some(out) = obj.as_object_mut() {
+        let keys: BTreeSet<String> = out.keys().chain(merged.keys()).cloned().collect();
+        for k in keys.iter().filter(|k| owns(w, k)) {
+            if k == "metadata" {
+                let new_md = merged.get(k).and_then(Value::as_object).unwrap_or(&empty);
+                let md = out.entry("metadata").or_insert_with(|| json!({}));
+                if !md.is_object() {
+                    *md = json!({});
                 }
+                let Some(md) = md.as_object_mut() else {
+                    continue;
+                };
+                let md_keys: BTreeSet<String> = md.keys().chain(new_md.keys()).cloned().collect();
+                for mk in md_keys
+                    .iter()
+                    .filter(|f| !UNOWNED_METADATA.contains(&f.as_str()))
+                {
+                    match new_md.get(mk) {
+                        Some(v) => md.insert(mk.clone(), v.clone()),
+                        None => md.remove(mk),
+                    };
+                }
+            } else {
+                match merged.get(k) {
+                    Some(v) => out.insert(k.clone(), v.clone()),
+                    None => out.remove(k),
+                };
             }
-            obj["metadata"] = md;
-        } else if owned_view(&json!({ k: v }), w).get(k).is_some() {
-            obj[k] = v.clone();
         }
     }
     // Fields this manager applied before and no longer applies go, unless someone else owns
@@ -1171,5 +1189,22 @@ mod tests {
         assert_eq!(again, first, "not even the entry's time moves");
         let changed = apply(Some(&first), &deployment(3, "nginx"), &a, false).unwrap();
         assert_ne!(changed, first);
+    }
+
+    #[test]
+    fn a_null_in_the_configuration_removes_the_field() {
+        let a = writer("a");
+        let mut config = deployment(2, "nginx");
+        config["spec"]["minReadySeconds"] = json!(5);
+        let first = apply(None, &config, &a, false).unwrap();
+        config["spec"]["minReadySeconds"] = Value::Null;
+        config["metadata"]["labels"] = Value::Null;
+        let second = apply(Some(&first), &config, &a, false).unwrap();
+        assert!(
+            second.pointer("/spec/minReadySeconds").is_none(),
+            "{second}"
+        );
+        assert!(second.pointer("/metadata/labels").is_none(), "{second}");
+        assert_eq!(second.pointer("/metadata/name"), Some(&json!("d")));
     }
 }
