@@ -45,9 +45,9 @@ pub trait Strategy: Send + Sync {
         Ok(())
     }
 
-    /// Field defaults, as kube's defaulters set them on every write. Like every hook that
-    /// changes an object, it is given a JSON object (the registry refuses anything else first). Idempotent, so that a
-    /// replaced object compares equal to the stored one.
+    /// Field defaults, as kube's defaulters set them on every write. Idempotent, so that a
+    /// replaced object compares equal to the stored one. Like every hook that changes an
+    /// object, it is given a JSON object (the registry refuses anything else first).
     fn defaults(&self, _obj: &mut Value) {}
 
     /// Create-time admission (kube's admission plugins that mutate or refuse a new object).
