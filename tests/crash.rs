@@ -144,15 +144,7 @@ async fn sigterm_finishes_in_flight_requests_and_exits() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let mut server = ApiProcess::start(&nats.url(), dir.path(), &[]);
-    // Patient callers: what is checked is that the server answers every request it took in
-    // before exiting, not how fast. Each request's clock starts while the server is still
-    // stopped, and on a loaded machine (the suite's other crash tests fsync thousands of
-    // creates at the same time) 300 durable creates can take longer than the default 10 s.
-    let mut options = skiff::client::ClientOptions::new(&nats.url(), ADMIN.0, ADMIN.1);
-    options.timeout = Duration::from_secs(60);
-    let c = skiff::client::ApiClient::connect(options)
-        .await
-        .expect("client connects");
+    let c = client_for(&nats.url(), ADMIN.0, ADMIN.1).await;
     let cms = c.api("", "configmaps", Some("default"));
     wait_for(Duration::from_secs(30), "api server", || {
         let cms = cms.clone();
