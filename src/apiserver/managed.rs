@@ -883,8 +883,9 @@ pub fn apply(
             }]
         }
     };
-    let merged_config = merge(&owned_view(live, w), &config_view, w.schema);
-    let (mut changed, removed) = compare(&owned_view(live, w), &merged_config, w.schema);
+    let live_view = owned_view(live, w);
+    let merged_config = merge(&live_view, &config_view, w.schema);
+    let (mut changed, removed) = compare(&live_view, &merged_config, w.schema);
     changed.union(&removed);
     // Conflicts: fields another manager owns that this apply changes.
     let mut conflicts: Vec<(String, String)> = Vec::new();
