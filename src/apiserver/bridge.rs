@@ -23,6 +23,9 @@ use crate::api::wire::{event_type, Request, Verb, WatchStarted};
 use crate::api::Status;
 use crate::trace::TraceContext;
 
+/// How long the connection may take to drain at shutdown when the grace period is spent.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
 /// Room left in a NATS message for the list envelope and headers.
 const ENVELOPE_MARGIN: usize = 64 * 1024;
 
@@ -193,8 +196,14 @@ impl Handler<Shutdown> for NatsBridge {
                 {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                if let Err(e) = client.drain().await {
-                    tracing::warn!(error = %e, "draining NATS");
+                // The answers are published; the connection closes once nats-server has read
+                // them (it answers the drain's PING after them). A process exiting sooner
+                // loses the last answers with its write buffer.
+                let flush_by = deadline.max(tokio::time::Instant::now() + DRAIN_GRACE);
+                match tokio::time::timeout_at(flush_by, client.drain()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "draining NATS"),
+                    Err(_) => tracing::warn!("NATS did not drain in time"),
                 }
             }
             .into_actor(self)
