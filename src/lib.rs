@@ -8,7 +8,8 @@
 //! - `apiserver`: the ApiServer actor (authentication, registry, watch streams), the per-kind
 //!   strategies (`apiserver::kinds`: defaults, validation, update rules, delete hooks, Table
 //!   columns of each kind, one file per kind), validation (`apiserver::validation`), field
-//!   management and server-side apply (`apiserver::managed`),
+//!   management and server-side apply (`apiserver::managed`), custom resources
+//!   (`apiserver::custom`: the kinds CRDs define, their schemas and strategies),
 //!   the Store actor it alone owns (`apiserver::store`, private, with its packed state and
 //!   watcher index), the NATS bridge (which also ends watches nobody listens to any more),
 //!   `events.k8s.io` Events served as the core ones they are (`apiserver::events_v1`),

@@ -2118,3 +2118,211 @@ fn defaults_and_normalisation_match_kube() {
         "a"
     );
 }
+
+const WIDGET_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wg]}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    - {name: Ready, type: string, jsonPath: '.status.conditions[?(@.type=="Ready")].status'}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            description: What the widget should be.
+            required: [size]
+            properties:
+              size: {type: integer, minimum: 1, maximum: 10, description: How big.}
+              color: {type: string, enum: [red, blue], default: red}
+              labels: {type: object, additionalProperties: {type: string}}
+          status:
+            type: object
+            properties:
+              conditions:
+                type: array
+                items: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
+#[test]
+fn custom_resource_definitions_serve_their_kinds_at_once() {
+    let k = Kube::start();
+    let out = k.apply_stdin("apply", WIDGET_CRD);
+    assert!(out.status.success(), "{out:?}");
+    // Established as it commits, the names accepted, listed with kube's columns.
+    let conditions = k.ok(&[
+        "get",
+        "crd",
+        "widgets.example.com",
+        "-o",
+        r#"jsonpath={range .status.conditions[*]}{.type}={.status} {end}"#,
+    ]);
+    assert_eq!(conditions.trim(), "NamesAccepted=True Established=True");
+    k.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/widgets.example.com",
+        "--timeout=10s",
+    ]);
+    assert!(k.ok(&["get", "crds"]).starts_with("NAME"));
+    // Discovery has the kind with its short name and status subresource, no restart.
+    let resources = k.ok(&["api-resources", "--api-group=example.com", "-o", "wide"]);
+    assert!(
+        resources.contains("widgets") && resources.contains("wg"),
+        "{resources}"
+    );
+    let list = k.ok(&["get", "--raw", "/apis/example.com/v1"]);
+    assert!(list.contains("widgets/status"), "{list}");
+
+    // Defaults filled in, the schema's bounds and enums refused with kube's messages.
+    let widget = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+        )
+    };
+    let out = k.apply_stdin("create", &widget("w1", "{size: 3}"));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "wg",
+            "w1",
+            "-o",
+            "jsonpath={.spec.color} {.metadata.generation}"
+        ]),
+        "red 1"
+    );
+    let out = k.apply_stdin("create", &widget("w2", "{size: 30, color: green}"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"The Widget "w2" is invalid"#)
+            && err.contains("spec.size: Invalid value: 30: spec.size in body should be less than or equal to 10")
+            && err.contains(r#"spec.color: Unsupported value: "green": supported values: "red", "blue""#),
+        "{err}"
+    );
+    let out = k.apply_stdin("create", &widget("w3", "{color: blue}"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("spec.size: Required value"));
+    // Unknown fields: refused under kubectl's Strict validation, pruned when not validated.
+    let out = k.apply_stdin("create", &widget("w4", "{size: 2, bogus: 1}"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(r#"unknown field "spec.bogus""#),
+        "{out:?}"
+    );
+    let out = k.run_with(
+        &k.kubeconfig(),
+        &["create", "--validate=false", "-f", "-"],
+        Some(&widget("w4", "{size: 2, bogus: 1}")),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        k.ok(&["get", "wg", "w4", "-o", "jsonpath={.spec}"]),
+        r#"{"color":"red","size":2}"#
+    );
+
+    // The status subresource: status through it only, spec through the main resource only.
+    k.ok(&[
+        "patch",
+        "wg",
+        "w1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]},"spec":{"size":9}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "wg",
+        "w1",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"conditions":[]},"spec":{"size":4}}"#,
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "wg",
+            "w1",
+            "-o",
+            "jsonpath={.spec.size} {.status.conditions[0].status} {.metadata.generation}"
+        ]),
+        "4 True 2"
+    );
+    // The printer columns.
+    let table = k.ok(&["get", "widgets"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "SIZE", "READY"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["w1", "4", "True"]),
+        "{table}"
+    );
+    // kubectl explain reads the schema from /openapi/v3.
+    let explain = k.ok(&["explain", "widgets.spec"]);
+    assert!(
+        explain.contains("KIND:       Widget")
+            && explain.contains("size")
+            && explain.contains("How big."),
+        "{explain}"
+    );
+
+    // Over NATS like any other kind.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = client_for(&k._nats.url(), ADMIN.0, ADMIN.1).await;
+        let widgets = c.api("example.com", "widgets", Some("default"));
+        let got = widgets.get("w1").await.expect("get over NATS");
+        assert_eq!(got["spec"]["size"], 4);
+        let created = widgets
+            .create(
+                &serde_json::json!({"apiVersion": "example.com/v1", "kind": "Widget",
+                "metadata": {"name": "from-nats"}, "spec": {"size": 1}}),
+            )
+            .await
+            .expect("create over NATS");
+        assert_eq!(created["spec"]["color"], "red");
+        let bad = widgets
+            .create(
+                &serde_json::json!({"apiVersion": "example.com/v1", "kind": "Widget",
+                "metadata": {"name": "bad"}, "spec": {"size": 0}}),
+            )
+            .await
+            .expect_err("invalid over NATS");
+        assert_eq!((bad.code, bad.reason.as_str()), (422, "Invalid"));
+    });
+
+    // Deleting the CRD deletes its objects: a new CRD of the same name starts empty.
+    k.ok(&["delete", "crd", "widgets.example.com"]);
+    let gone = k.fails(&["get", "--raw", "/apis/example.com/v1"]);
+    assert!(
+        gone.contains("NotFound") || gone.contains("not find"),
+        "{gone}"
+    );
+    let out = k.apply_stdin("apply", WIDGET_CRD);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(k.ok(&["get", "widgets", "-o", "name"]).trim(), "");
+
+    // Definitions kube refuses.
+    let bad_crd = WIDGET_CRD
+        .replace("name: widgets.example.com", "name: gadgets.example.com")
+        .replace("group: example.com", "group: example");
+    let out = k.apply_stdin("create", &bad_crd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("metadata.name") && err.contains("spec.group"),
+        "{err}"
+    );
+}

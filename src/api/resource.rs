@@ -29,6 +29,10 @@ pub struct ResourceInfo {
     pub categories: &'static [&'static str],
     /// Subresources beyond `status` and `scale`.
     pub subresources: &'static [Subresource],
+    /// Where its objects are stored, under `/registry/`: the plural for built-in kinds
+    /// (kube's paths), `<group>/<plural>` for custom resources, whose plural may repeat a
+    /// built-in one.
+    pub store: &'static str,
 }
 
 /// A subresource served beyond `status` and `scale`, as discovery lists it.
@@ -58,7 +62,7 @@ impl ResourceInfo {
 
     /// The store prefix holding every object of this resource: `/registry/pods/`.
     pub fn prefix(&self) -> String {
-        format!("/registry/{}/", self.plural)
+        format!("/registry/{}/", self.store)
     }
 
     /// The store prefix for one namespace (or everything when `namespace` is None or the
@@ -66,7 +70,7 @@ impl ResourceInfo {
     pub fn list_prefix(&self, namespace: Option<&str>) -> String {
         match namespace {
             Some(ns) if self.namespaced && !ns.is_empty() => {
-                format!("/registry/{}/{ns}/", self.plural)
+                format!("/registry/{}/{ns}/", self.store)
             }
             _ => self.prefix(),
         }
@@ -75,8 +79,8 @@ impl ResourceInfo {
     /// The store key of one object.
     pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
         match namespace {
-            Some(ns) if self.namespaced => format!("/registry/{}/{ns}/{name}", self.plural),
-            _ => format!("/registry/{}/{name}", self.plural),
+            Some(ns) if self.namespaced => format!("/registry/{}/{ns}/{name}", self.store),
+            _ => format!("/registry/{}/{name}", self.store),
         }
     }
 
@@ -114,6 +118,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
             kind: "Namespace",
             verbs: &["update"],
         }],
+        store: "namespaces",
     },
     ResourceInfo {
         group: "",
@@ -128,6 +133,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         extra_fields: &["spec.unschedulable"],
         categories: &[],
         subresources: &[],
+        store: "nodes",
     },
     ResourceInfo {
         group: "",
@@ -173,6 +179,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
                 verbs: &["get"],
             },
         ],
+        store: "pods",
     },
     ResourceInfo {
         group: "",
@@ -199,6 +206,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         ],
         categories: &[],
         subresources: &[],
+        store: "events",
     },
     // The same objects as core Events, stored once; converted at the edge
     // (`apiserver::events_v1`).
@@ -227,6 +235,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         ],
         categories: &[],
         subresources: &[],
+        store: "events",
     },
     ResourceInfo {
         group: "",
@@ -241,6 +250,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         extra_fields: &[],
         categories: &[],
         subresources: &[],
+        store: "configmaps",
     },
     ResourceInfo {
         group: "",
@@ -255,6 +265,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         extra_fields: &["type"],
         categories: &[],
         subresources: &[],
+        store: "secrets",
     },
     ResourceInfo {
         group: "apps",
@@ -269,6 +280,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         extra_fields: &[],
         categories: &["all"],
         subresources: &[],
+        store: "deployments",
     },
     ResourceInfo {
         group: "apps",
@@ -283,6 +295,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         extra_fields: &["status.replicas"],
         categories: &["all"],
         subresources: &[],
+        store: "replicasets",
     },
     ResourceInfo {
         group: "coordination.k8s.io",
@@ -297,6 +310,22 @@ pub const RESOURCES: &[ResourceInfo] = &[
         extra_fields: &[],
         categories: &[],
         subresources: &[],
+        store: "leases",
+    },
+    ResourceInfo {
+        group: "apiextensions.k8s.io",
+        version: "v1",
+        plural: "customresourcedefinitions",
+        singular: "customresourcedefinition",
+        kind: "CustomResourceDefinition",
+        namespaced: false,
+        short_names: &["crd", "crds"],
+        has_status: true,
+        has_scale: false,
+        extra_fields: &[],
+        categories: &["api-extensions"],
+        subresources: &[],
+        store: "apiextensions.k8s.io/customresourcedefinitions",
     },
 ];
 

@@ -337,6 +337,10 @@ pub struct Request {
     pub group: String,
     /// Resource plural, e.g. `pods`.
     pub resource: String,
+    /// API version, when the caller names one (a custom resource may serve several; the
+    /// storage version when None).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Namespace, for namespaced resources (None or "" lists across all namespaces).
     pub namespace: Option<String>,
     /// Object name, for single-object verbs.

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bench;
 mod bridge;
 pub mod certs;
+pub mod custom;
 mod events_v1;
 pub mod flowcontrol;
 pub mod http;
@@ -17,8 +18,8 @@ pub mod kinds;
 pub mod managed;
 pub mod openapi;
 pub mod patch;
-mod registry;
-mod store;
+pub(crate) mod registry;
+pub(crate) mod store;
 pub mod validation;
 mod watch;
 
@@ -245,7 +246,7 @@ impl Handler<Call> for ApiServer {
             );
             return Response::reply(answer);
         }
-        let warnings = match field_validation(&call.request, call.verb) {
+        let warnings = match field_validation(&self.registry, &call.request, call.verb) {
             Ok(w) => w,
             Err(s) => return refuse(s),
         };
@@ -495,7 +496,7 @@ fn authenticate(auth: &Authenticator, c: &Credentials) -> Result<UserInfo, Statu
 /// Server-side field validation (`fieldValidation`): fields the kind's schema does not know
 /// fail the request under Strict (400), come back as warnings under Warn (the default), and
 /// are ignored under Ignore. Patches are checked as the partial objects they are.
-fn field_validation(req: &Request, verb: Verb) -> Result<Vec<String>, Status> {
+fn field_validation(registry: &Registry, req: &Request, verb: Verb) -> Result<Vec<String>, Status> {
     let mode = req.field_validation.as_deref().unwrap_or("Warn");
     if mode == "Ignore" || !matches!(verb, Verb::Create | Verb::Update | Verb::Patch) {
         return Ok(Vec::new());
@@ -506,7 +507,10 @@ fn field_validation(req: &Request, verb: Verb) -> Result<Vec<String>, Status> {
     if req.patch_type == Some(crate::api::wire::PatchType::Json) {
         return Ok(Vec::new());
     }
-    let Some(info) = crate::api::resource::lookup(&req.group, &req.resource) else {
+    let Some(info) = registry
+        .custom()
+        .resolve(&req.group, req.version.as_deref(), &req.resource)
+    else {
         return Ok(Vec::new());
     };
     let Some(body) = &req.body else {
@@ -514,7 +518,11 @@ fn field_validation(req: &Request, verb: Verb) -> Result<Vec<String>, Status> {
     };
     let mut body = body.clone();
     strip_directives(&mut body);
-    let unknown: Vec<String> = openapi::unknown_fields(info.kind, &info.api_version(), &body)
+    let unknown = match custom::strategy::of(info) {
+        Some(s) => s.unknown_fields(&body),
+        None => openapi::unknown_fields(info.kind, &info.api_version(), &body),
+    };
+    let unknown: Vec<String> = unknown
         .into_iter()
         .map(|p| format!("unknown field \"{}\"", p.trim_start_matches('.')))
         .collect();
@@ -663,9 +671,21 @@ pub struct ApiHandle {
     watch_ids: Arc<AtomicU64>,
     /// Seats and queues every call waits in (both transports).
     flow: Arc<flowcontrol::FlowControl>,
+    /// The kinds CRDs define, for discovery, OpenAPI and URL parsing.
+    custom: Arc<custom::Custom>,
 }
 
 impl ApiHandle {
+    /// Every served resource, built-in and custom.
+    pub fn resources(&self) -> Vec<&'static crate::api::resource::ResourceInfo> {
+        self.custom.resources()
+    }
+
+    /// The kinds CRDs define.
+    pub fn custom(&self) -> &custom::Custom {
+        &self.custom
+    }
+
     /// Checks credentials without running a call (discovery documents need a caller too).
     pub fn authenticate(&self, credentials: &Credentials) -> Result<UserInfo, Status> {
         authenticate(&self.auth, credentials)
@@ -763,12 +783,14 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
     .map_err(StartError::Store)?;
     let reader = store.reader();
     let store = store.start();
+    let custom = Arc::new(custom::Custom::new(reader.clone()));
     let registry = Registry::new(
         store,
         reader,
         options.node_nats.clone(),
         options.track_managed_fields,
         options.admission,
+        custom.clone(),
     );
     registry
         .ping()
@@ -816,6 +838,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         auth,
         watch_ids: Arc::new(AtomicU64::new(0)),
         flow,
+        custom,
     })
 }
 

@@ -42,6 +42,11 @@ pub struct Served {
     pub plural: &'static str,
     /// Whether objects live under `/namespaces/{namespace}/`.
     pub namespaced: bool,
+    /// A custom resource's schema (its CRD's `openAPIV3Schema`); None for a built-in kind,
+    /// whose schema comes from `k8s-openapi`.
+    pub schema: Option<&'static Value>,
+    /// Whether a custom resource has a `scale` subresource.
+    pub scale: bool,
 }
 
 /// Where schemas live in a document, as used in every `$ref`.
@@ -52,6 +57,8 @@ const STATUS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Status";
 const DELETE_OPTIONS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions";
 const PATCH: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch";
 const SCALE: &str = "io.k8s.api.autoscaling.v1.Scale";
+const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
 const CORE_EVENT: &str = "io.k8s.api.core.v1.Event";
 /// Request content types advertised on PATCH. `application/strategic-merge-patch+json`
 /// is deliberately left out: when it is listed, `kubectl apply` computes its strategic merge
@@ -129,6 +136,7 @@ fn known_kinds() -> Vec<KnownKind> {
         known::<rbac::v1::ClusterRole>(false),
         known::<rbac::v1::ClusterRoleBinding>(false),
         known::<autoscaling::v1::HorizontalPodAutoscaler>(false),
+        known::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(false),
     ]
 }
 
@@ -342,10 +350,19 @@ pub fn document(served: &[Served], group: &str, version: &str) -> Option<Value> 
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+    let mut custom = Map::new();
     for s in in_gv {
         let key = (s.group.to_owned(), s.version.to_owned(), s.kind.to_owned());
-        let Some(names) = catalog.kinds.get(&key) else {
-            continue;
+        let custom_names;
+        let names = match (catalog.kinds.get(&key), s.schema) {
+            (Some(names), _) => names,
+            (None, Some(schema)) => {
+                custom_names = custom_schemas(s, schema, &mut custom);
+                roots.insert(OBJECT_META.to_owned());
+                roots.insert(LIST_META.to_owned());
+                &custom_names
+            }
+            (None, None) => continue,
         };
         roots.insert(names.schema.clone());
         roots.insert(names.list.clone());
@@ -356,6 +373,7 @@ pub fn document(served: &[Served], group: &str, version: &str) -> Option<Value> 
     }
 
     let mut schemas = closure(&catalog.schemas, roots);
+    schemas.extend(custom);
     // Like Kubernetes, DeleteOptions is registered in every group version.
     if let Some(Value::Object(delete_options)) = schemas.get_mut(DELETE_OPTIONS) {
         let versions: BTreeSet<(&str, &str)> =
@@ -373,6 +391,51 @@ pub fn document(served: &[Served], group: &str, version: &str) -> Option<Value> 
         "paths": paths,
         "components": { "schemas": schemas },
     }))
+}
+
+/// Adds a custom resource's schema and its list's to `out`, named as kube names them
+/// (`com.example.v1.Widget` for group `example.com`), with `metadata` as ObjectMeta.
+fn custom_schemas(s: &Served, schema: &Value, out: &mut Map<String, Value>) -> KindNames {
+    let reversed: Vec<&str> = s.group.split('.').rev().collect();
+    let name = format!("{}.{}.{}", reversed.join("."), s.version, s.kind);
+    let mut schema = schema.clone();
+    if let Some(m) = schema.as_object_mut() {
+        let props = m
+            .entry("properties")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        let mut props = props;
+        props.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
+        props.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
+        props.insert("metadata".into(), json!({"allOf": [schema_ref(OBJECT_META)], "description": "Standard object's metadata."}));
+        m.insert("properties".into(), Value::Object(props));
+        m.insert(GVK_EXT.to_owned(), json!([gvk(s.group, s.version, s.kind)]));
+    }
+    let list = format!("{name}List");
+    let list_kind = format!("{}List", s.kind);
+    out.insert(name.clone(), schema);
+    out.insert(
+        list.clone(),
+        json!({
+            "description": format!("{list_kind} is a list of {}", s.kind),
+            "type": "object",
+            "required": ["items"],
+            "properties": {
+                "apiVersion": {"type": "string"},
+                "items": {"type": "array", "items": schema_ref(&name)},
+                "kind": {"type": "string"},
+                "metadata": {"allOf": [schema_ref(LIST_META)]},
+            },
+            GVK_EXT: [gvk(s.group, s.version, &list_kind)],
+        }),
+    );
+    KindNames {
+        schema: name,
+        list,
+        scale: s.scale,
+    }
 }
 
 /// The named schemas `roots` and every schema they reach through `$ref`s.
@@ -1030,6 +1093,8 @@ mod tests {
             kind,
             plural,
             namespaced,
+            schema: None,
+            scale: false,
         };
         vec![
             s("", "v1", "Pod", "pods", true),

@@ -41,6 +41,8 @@ pub struct Registry {
     track_fields: bool,
     /// How create-time admission is configured.
     admission: kinds::Admission,
+    /// The kinds CRDs define.
+    custom: std::sync::Arc<super::custom::Custom>,
 }
 
 /// A resolved request target.
@@ -119,6 +121,7 @@ impl Registry {
         nodes: Option<async_nats::Client>,
         track_fields: bool,
         admission: kinds::Admission,
+        custom: std::sync::Arc<super::custom::Custom>,
     ) -> Self {
         Registry {
             store,
@@ -126,7 +129,13 @@ impl Registry {
             nodes,
             track_fields,
             admission,
+            custom,
         }
+    }
+
+    /// The kinds CRDs define.
+    pub(super) fn custom(&self) -> &super::custom::Custom {
+        &self.custom
     }
 
     /// The node a pod is bound to ("" when unbound), None when there is no such pod: for the
@@ -148,7 +157,7 @@ impl Registry {
         &self,
         req: &Request,
     ) -> Result<(Bytes, Option<async_nats::Subscriber>), Status> {
-        let t = Self::target(req)?;
+        let t = self.target(req)?;
         if t.info.plural != "pods" {
             return Err(Status::not_found(
                 t.info.group,
@@ -259,22 +268,25 @@ impl Registry {
         }
     }
 
-    fn target(req: &Request) -> Result<Target, Status> {
-        let info = resource::lookup(&req.group, &req.resource).ok_or_else(|| {
-            Status::failure(
-                404,
-                crate::api::status::reason::NOT_FOUND,
-                format!(
-                    "the server could not find the requested resource ({}{})",
-                    req.resource,
-                    if req.group.is_empty() {
-                        String::new()
-                    } else {
-                        format!(".{}", req.group)
-                    }
-                ),
-            )
-        })?;
+    fn target(&self, req: &Request) -> Result<Target, Status> {
+        let info = self
+            .custom
+            .resolve(&req.group, req.version.as_deref(), &req.resource)
+            .ok_or_else(|| {
+                Status::failure(
+                    404,
+                    crate::api::status::reason::NOT_FOUND,
+                    format!(
+                        "the server could not find the requested resource ({}{})",
+                        req.resource,
+                        if req.group.is_empty() {
+                            String::new()
+                        } else {
+                            format!(".{}", req.group)
+                        }
+                    ),
+                )
+            })?;
         let namespace = req.namespace.clone().filter(|n| !n.is_empty());
         Ok(Target { info, namespace })
     }
@@ -305,7 +317,7 @@ impl Registry {
     /// GET: the stored bytes, as they are.
     /// Synchronous: served from the Store's read view, so the ApiServer answers it inline.
     pub fn get(&self, req: &Request) -> Result<Bytes, Status> {
-        let t = Self::target(req)?;
+        let t = self.target(req)?;
         let name = Self::name(req)?;
         let ns = Self::namespace_of(&t)?;
         let kv = self
@@ -323,7 +335,7 @@ impl Registry {
 
     /// LIST: one page, encoded as `<Kind>List` with the raw items spliced in.
     pub async fn list(&self, req: &Request, max_bytes: usize) -> Result<Bytes, Status> {
-        let t = Self::target(req)?;
+        let t = self.target(req)?;
         let opts = &req.list;
         check_list_options(opts, false)?;
         let filter = Filter::new(t.info, opts)?;
@@ -417,7 +429,7 @@ impl Registry {
 
     /// A create, recording field ownership as `track` says (an apply has recorded it).
     async fn create_with(&self, req: &Request, track: &Track) -> Result<Bytes, Status> {
-        let t = Self::target(req)?;
+        let t = self.target(req)?;
         if req.subresource.as_deref() == Some("binding") && t.info.plural == "pods" {
             return self.bind(req, &t).await;
         }
@@ -657,7 +669,7 @@ impl Registry {
         if let Some(m) = &req.field_manager {
             managed::check_manager(m, "UpdateOptions")?;
         }
-        let t = Self::target(req)?;
+        let t = self.target(req)?;
         let name = Self::name(req)?.to_string();
         let mut body = req
             .body
@@ -716,7 +728,7 @@ impl Registry {
     /// PATCH: apply the patch to the current object, then update; retried on conflict unless
     /// the patch pins a resourceVersion.
     pub async fn patch(&self, req: &Request) -> Result<Bytes, Status> {
-        let t = Self::target(req)?;
+        let t = self.target(req)?;
         let name = Self::name(req)?.to_string();
         let patch = req
             .body
@@ -1021,7 +1033,7 @@ impl Registry {
     /// with the same options (dry run, preconditions, propagation, grace); one already gone
     /// is skipped. Answers the `<Kind>List` of what was deleted (or now waits), as kube does.
     pub async fn delete_collection(&self, req: &Request) -> Result<Bytes, Status> {
-        let t = Self::target(req)?;
+        let t = self.target(req)?;
         let ns = Self::namespace_of(&t)?;
         check_list_options(&req.list, false)?;
         let opts = req.delete.clone().unwrap_or_default();
@@ -1065,7 +1077,7 @@ impl Registry {
     /// DELETE: graceful for scheduled pods, deferred while finalizers remain, immediate
     /// otherwise. Answers the object as it was deleted (or as it now waits).
     pub async fn delete(&self, req: &Request) -> Result<Bytes, Status> {
-        let t = Self::target(req)?;
+        let t = self.target(req)?;
         let name = Self::name(req)?.to_string();
         let ns = Self::namespace_of(&t)?;
         let key = t.info.key(ns, &name);
@@ -1134,13 +1146,24 @@ impl Registry {
                 })
                 .await
             } else {
-                self.write(store::Delete {
-                    key: key.clone(),
-                    expect: kv.mod_revision,
-                    tombstone: encoder(obj),
-                    trace: None,
-                })
-                .await
+                // A CRD takes its objects with it (kube's customresourcecleanup finalizer).
+                let objects = super::custom::objects_prefix(info, &obj);
+                if let Some(prefix) = &objects {
+                    self.delete_all(prefix).await?;
+                }
+                let result = self
+                    .write(store::Delete {
+                        key: key.clone(),
+                        expect: kv.mod_revision,
+                        tombstone: encoder(obj),
+                        trace: None,
+                    })
+                    .await;
+                if let (Some(prefix), Ok(Ok(_))) = (&objects, &result) {
+                    // What was created while the first sweep ran.
+                    self.delete_all(prefix).await?;
+                }
+                result
             };
             match result.map_err(store_down)? {
                 Ok(kv) => return Ok(kv.value),
@@ -1159,12 +1182,42 @@ impl Registry {
         ))
     }
 
+    /// Deletes every object stored under `prefix` (a custom resource's, when its CRD goes),
+    /// each with its watch event. Finalizers are not waited for.
+    async fn delete_all(&self, prefix: &str) -> Result<(), Status> {
+        for _ in 0..MAX_RETRIES {
+            let objects = self.reader.values(prefix);
+            if objects.is_empty() {
+                return Ok(());
+            }
+            for kv in objects {
+                let tombstone = decode(&kv.value)?;
+                match self
+                    .write(store::Delete {
+                        key: kv.key,
+                        expect: kv.mod_revision,
+                        tombstone: encoder(tombstone),
+                        trace: None,
+                    })
+                    .await
+                    .map_err(store_down)?
+                {
+                    Ok(_) | Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound) => {}
+                    Err(e) => return Err(Status::internal(e.to_string())),
+                }
+            }
+        }
+        Err(Status::internal(format!(
+            "objects under {prefix} kept being created while they were deleted"
+        )))
+    }
+
     /// Starts a store watch for a resource request; the caller turns it into a stream.
     pub(super) async fn watch(
         &self,
         req: &Request,
     ) -> Result<(store::WatchStart, Filter, &'static ResourceInfo), Status> {
-        let t = Self::target(req)?;
+        let t = self.target(req)?;
         check_list_options(&req.list, true)?;
         let filter = Filter::new(t.info, &req.list)?;
         let rv = meta::parse_revision(req.list.resource_version.as_deref().unwrap_or(""))

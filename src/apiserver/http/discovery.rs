@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::api::resource::{ResourceInfo, RESOURCES};
+use crate::api::resource::ResourceInfo;
 
 /// The Kubernetes minor version Skiff answers as (the kubectl dispatcher picks by it).
 pub const KUBE_MINOR: &str = "33";
@@ -23,17 +23,54 @@ pub fn version() -> Value {
     })
 }
 
-/// The API groups other than core, with their versions.
-fn groups() -> Vec<&'static str> {
-    let mut g: Vec<&str> = RESOURCES
+/// The API groups other than core, each with its versions, preferred first.
+fn groups(rows: &[&ResourceInfo]) -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for r in rows.iter().filter(|r| !r.group.is_empty()) {
+        match out.iter_mut().find(|(g, _)| *g == r.group) {
+            Some((_, vs)) if !vs.contains(&r.version) => vs.push(r.version),
+            Some(_) => {}
+            None => out.push((r.group, vec![r.version])),
+        }
+    }
+    for (_, vs) in &mut out {
+        vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+    }
+    out.sort_by(|a, b| a.0.cmp(b.0));
+    out
+}
+
+/// Kubernetes' version priority: GA before beta before alpha, higher numbers first, and
+/// versions of another form last, in name order.
+fn version_priority(v: &str) -> (u8, u64, u64, std::cmp::Reverse<String>) {
+    let parse = |s: &str| -> Option<(u8, u64, u64)> {
+        let rest = s.strip_prefix('v')?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let major: u64 = digits.parse().ok()?;
+        let tail = &rest[digits.len()..];
+        if tail.is_empty() {
+            return Some((3, major, 0));
+        }
+        for (word, rank) in [("beta", 2), ("alpha", 1)] {
+            if let Some(n) = tail.strip_prefix(word) {
+                return Some((rank, major, n.parse().ok()?));
+            }
+        }
+        None
+    };
+    match parse(v) {
+        Some((rank, major, minor)) => (rank, major, minor, std::cmp::Reverse(String::new())),
+        None => (0, 0, 0, std::cmp::Reverse(v.to_string())),
+    }
+}
+
+fn group_versions(group: &str, versions: &[&str]) -> (Vec<Value>, Value) {
+    let gvs: Vec<Value> = versions
         .iter()
-        .map(|r| r.group)
-        .filter(|g| !g.is_empty())
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
         .collect();
-    g.dedup();
-    g.sort();
-    g.dedup();
-    g
+    let preferred = gvs.first().cloned().unwrap_or(Value::Null);
+    (gvs, preferred)
 }
 
 /// `/api`: the core group's versions.
@@ -46,22 +83,22 @@ pub fn api_versions(server: &str) -> Value {
 }
 
 /// `/apis`: every named group.
-pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = groups()
+pub fn api_group_list(rows: &[&ResourceInfo]) -> Value {
+    let groups: Vec<Value> = groups(rows)
         .into_iter()
-        .map(|g| {
-            let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        .map(|(g, vs)| {
+            let (versions, preferred) = group_versions(g, &vs);
+            json!({"name": g, "versions": versions, "preferredVersion": preferred})
         })
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `/apis/<group>`: one group.
-pub fn api_group(group: &str) -> Option<Value> {
-    groups().contains(&group).then(|| {
-        let gv = json!({"groupVersion": format!("{group}/v1"), "version": "v1"});
-        json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv.clone()], "preferredVersion": gv})
+pub fn api_group(rows: &[&ResourceInfo], group: &str) -> Option<Value> {
+    groups(rows).into_iter().find(|(g, _)| *g == group).map(|(g, vs)| {
+        let (versions, preferred) = group_versions(g, &vs);
+        json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": versions, "preferredVersion": preferred})
     })
 }
 
@@ -101,10 +138,11 @@ fn sub(r: &ResourceInfo, name: &str, kind: &str, verbs: &[&str]) -> Value {
 }
 
 /// `/api/v1` or `/apis/<group>/v1`: the APIResourceList of one group version.
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let rows: Vec<&ResourceInfo> = RESOURCES
+pub fn resource_list(rows: &[&ResourceInfo], group: &str, version: &str) -> Option<Value> {
+    let rows: Vec<&ResourceInfo> = rows
         .iter()
         .filter(|r| r.group == group && r.version == version)
+        .copied()
         .collect();
     if rows.is_empty() {
         return None;
@@ -184,26 +222,35 @@ fn aggregated_resource(r: &ResourceInfo) -> Value {
     v
 }
 
-fn aggregated_group(group: &str) -> Value {
-    let resources: Vec<Value> = RESOURCES
+fn aggregated_group(rows: &[&ResourceInfo], group: &str, versions: &[&str]) -> Value {
+    let versions: Vec<Value> = versions
         .iter()
-        .filter(|r| r.group == group)
-        .map(aggregated_resource)
+        .map(|v| {
+            let resources: Vec<Value> = rows
+                .iter()
+                .filter(|r| r.group == group && r.version == *v)
+                .map(|r| aggregated_resource(r))
+                .collect();
+            json!({"version": v, "resources": resources, "freshness": "Current"})
+        })
         .collect();
     let metadata = if group.is_empty() {
         json!({"creationTimestamp": null})
     } else {
         json!({"name": group, "creationTimestamp": null})
     };
-    json!({"metadata": metadata, "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}]})
+    json!({"metadata": metadata, "versions": versions})
 }
 
 /// `/api` (core = true) or `/apis` as an aggregated APIGroupDiscoveryList.
-pub fn aggregated(core: bool) -> Value {
+pub fn aggregated(rows: &[&ResourceInfo], core: bool) -> Value {
     let items: Vec<Value> = if core {
-        vec![aggregated_group("")]
+        vec![aggregated_group(rows, "", &["v1"])]
     } else {
-        groups().into_iter().map(aggregated_group).collect()
+        groups(rows)
+            .into_iter()
+            .map(|(g, vs)| aggregated_group(rows, g, &vs))
+            .collect()
     };
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
@@ -211,10 +258,12 @@ pub fn aggregated(core: bool) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::resource::RESOURCES;
 
     #[test]
     fn core_list_has_pods_and_eviction() {
-        let v = resource_list("", "v1").unwrap();
+        let rows: Vec<&ResourceInfo> = RESOURCES.iter().collect();
+        let v = resource_list(&rows, "", "v1").unwrap();
         let names: Vec<&str> = v["resources"]
             .as_array()
             .unwrap()
@@ -222,16 +271,27 @@ mod tests {
             .map(|r| r["name"].as_str().unwrap())
             .collect();
         assert!(names.contains(&"pods") && names.contains(&"pods/eviction"));
-        let apps = resource_list("apps", "v1").unwrap();
+        let apps = resource_list(&rows, "apps", "v1").unwrap();
         assert!(apps.to_string().contains("deployments/scale"));
-        assert!(resource_list("nope", "v1").is_none());
-        let list = api_group_list();
+        assert!(resource_list(&rows, "nope", "v1").is_none());
+        let list = api_group_list(&rows);
         let groups: Vec<&str> = list["groups"]
             .as_array()
             .unwrap()
             .iter()
             .map(|g| g["name"].as_str().unwrap())
             .collect();
-        assert_eq!(groups, ["apps", "coordination.k8s.io", "events.k8s.io"]);
+        assert_eq!(
+            groups,
+            [
+                "apiextensions.k8s.io",
+                "apps",
+                "coordination.k8s.io",
+                "events.k8s.io"
+            ]
+        );
+        let mut vs = vec!["v1alpha1", "v2", "v1beta2", "v1", "v1beta1", "foo"];
+        vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+        assert_eq!(vs, ["v2", "v1", "v1beta2", "v1beta1", "v1alpha1", "foo"]);
     }
 }

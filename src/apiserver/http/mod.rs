@@ -25,7 +25,7 @@ use super::certs::Pki;
 use super::openapi;
 use super::{ApiHandle, Call, Credentials, Reply, WatchItem, WatchStream};
 use crate::api::codec;
-use crate::api::resource::{self, ResourceInfo};
+use crate::api::resource::ResourceInfo;
 use crate::api::wire::{event_type, DeleteOptions, ListOptions, PatchType, Request, Verb};
 use crate::api::Status;
 
@@ -141,36 +141,56 @@ pub fn serve_https(
     Ok((server, addr))
 }
 
-/// The OpenAPI v3 index ("") and group-version documents ("api/v1", "apis/apps/v1"),
-/// serialised once.
-fn openapi_docs() -> &'static std::collections::HashMap<String, Bytes> {
-    static DOCS: std::sync::OnceLock<std::collections::HashMap<String, Bytes>> =
-        std::sync::OnceLock::new();
-    DOCS.get_or_init(|| {
-        let served = served();
-        let mut docs = std::collections::HashMap::new();
-        let bytes = |v: &Value| Bytes::from(serde_json::to_vec(v).unwrap_or_default());
-        docs.insert(String::new(), bytes(&openapi::index(&served)));
-        for r in resource::RESOURCES {
-            let key = if r.group.is_empty() {
-                format!("api/{}", r.version)
-            } else {
-                format!("apis/{}/{}", r.group, r.version)
-            };
-            if let std::collections::hash_map::Entry::Vacant(slot) = docs.entry(key) {
-                if let Some(doc) = openapi::document(&served, r.group, r.version) {
-                    slot.insert(bytes(&doc));
-                }
+/// The OpenAPI v3 index ("") and group-version documents ("api/v1", "apis/apps/v1") of
+/// the kinds served now, serialised once per set of kinds (a CRD changes it).
+fn openapi_docs(rows: &[&'static ResourceInfo]) -> Arc<OpenApiDocs> {
+    static DOCS: std::sync::Mutex<Option<(Vec<usize>, Arc<OpenApiDocs>)>> =
+        std::sync::Mutex::new(None);
+    let key: Vec<usize> = rows
+        .iter()
+        .map(|r| *r as *const ResourceInfo as usize)
+        .collect();
+    let mut cached = DOCS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((k, docs)) = cached.as_ref() {
+        if *k == key {
+            return docs.clone();
+        }
+    }
+    let served = served(rows);
+    let mut docs = std::collections::HashMap::new();
+    let bytes = |v: &Value| Bytes::from(serde_json::to_vec(v).unwrap_or_default());
+    docs.insert(String::new(), bytes(&openapi::index(&served)));
+    for r in rows {
+        let key = if r.group.is_empty() {
+            format!("api/{}", r.version)
+        } else {
+            format!("apis/{}/{}", r.group, r.version)
+        };
+        if let std::collections::hash_map::Entry::Vacant(slot) = docs.entry(key) {
+            if let Some(doc) = openapi::document(&served, r.group, r.version) {
+                slot.insert(bytes(&doc));
             }
         }
-        docs
-    })
+    }
+    let docs = Arc::new(OpenApiDocs {
+        v3: docs,
+        v2: Bytes::from(serde_json::to_vec(&openapi::swagger(&served)).unwrap_or_default()),
+    });
+    *cached = Some((key, docs.clone()));
+    docs
 }
 
-/// `/openapi/v2`: the Swagger 2.0 document, serialised once. Only its JSON form is served: a
-/// client that accepts nothing but the protobuf form (client-go's `OpenAPISchema`) gets 406.
-fn openapi_v2(req: &HttpRequest) -> HttpResponse {
-    static DOC: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+/// The OpenAPI documents of one set of served kinds.
+struct OpenApiDocs {
+    /// v3: the index under "" and one document per group version.
+    v3: std::collections::HashMap<String, Bytes>,
+    /// The Swagger 2.0 document.
+    v2: Bytes,
+}
+
+/// `/openapi/v2`: the Swagger 2.0 document. Only its JSON form is served: a client that
+/// accepts nothing but the protobuf form (client-go's `OpenAPISchema`) gets 406.
+fn openapi_v2(req: &HttpRequest, rows: &[&'static ResourceInfo]) -> HttpResponse {
     let accept = req
         .headers()
         .get(header::ACCEPT)
@@ -190,25 +210,26 @@ fn openapi_v2(req: &HttpRequest) -> HttpResponse {
             format!("only application/json is served for /openapi/v2 (asked for {accept:?}); the protobuf form is not supported"),
         ));
     }
-    let doc = DOC.get_or_init(|| {
-        Bytes::from(serde_json::to_vec(&openapi::swagger(&served())).unwrap_or_default())
-    });
     HttpResponse::Ok()
         .content_type("application/json")
         .insert_header((header::CACHE_CONTROL, "no-cache, private"))
-        .body(doc.clone())
+        .body(openapi_docs(rows).v2.clone())
 }
 
 /// The served kinds, as the OpenAPI module wants them.
-pub fn served() -> Vec<openapi::Served> {
-    resource::RESOURCES
-        .iter()
-        .map(|r| openapi::Served {
-            group: r.group,
-            version: r.version,
-            kind: r.kind,
-            plural: r.plural,
-            namespaced: r.namespaced,
+pub fn served(rows: &[&'static ResourceInfo]) -> Vec<openapi::Served> {
+    rows.iter()
+        .map(|r| {
+            let custom = crate::apiserver::custom::strategy::of(r);
+            openapi::Served {
+                group: r.group,
+                version: r.version,
+                kind: r.kind,
+                plural: r.plural,
+                namespaced: r.namespaced,
+                schema: custom.map(|c| &c.schema),
+                scale: r.has_scale,
+            }
         })
         .collect()
 }
@@ -241,7 +262,10 @@ struct Target {
 }
 
 /// Parses `/api/v1/...` and `/apis/<group>/<version>/...` resource paths.
-fn parse_path(path: &str) -> Result<Option<Target>, Status> {
+fn parse_path(
+    path: &str,
+    find: impl Fn(&str, &str, &str) -> Option<&'static ResourceInfo>,
+) -> Result<Option<Target>, Status> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api", v, rest @ ..] => ("", *v, rest),
@@ -267,10 +291,7 @@ fn parse_path(path: &str) -> Result<Option<Target>, Status> {
         ),
         other => (None, other.to_vec()),
     };
-    let info = resource::RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.plural == rest[0])
-        .ok_or_else(not_found)?;
+    let info = find(group, version, rest[0]).ok_or_else(not_found)?;
     if namespace.is_some() && !info.namespaced {
         return Err(not_found());
     }
@@ -547,21 +568,25 @@ async fn dispatch(
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
+        let rows = state.api.resources();
         if matches!(trimmed, "/api" | "/apis") && discovery::wants_aggregated(accept) {
             return HttpResponse::Ok().content_type(discovery::AGGREGATED).body(
-                serde_json::to_vec(&discovery::aggregated(trimmed == "/api")).unwrap_or_default(),
+                serde_json::to_vec(&discovery::aggregated(&rows, trimmed == "/api"))
+                    .unwrap_or_default(),
             );
         }
         let doc = match trimmed {
             "/api" => Some(discovery::api_versions(&state.server_address)),
-            "/apis" => Some(discovery::api_group_list()),
-            "/api/v1" => discovery::resource_list("", "v1"),
+            "/apis" => Some(discovery::api_group_list(&rows)),
+            "/api/v1" => discovery::resource_list(&rows, "", "v1"),
             p => match p
                 .strip_prefix("/apis/")
                 .map(|r| r.split('/').collect::<Vec<_>>())
             {
-                Some(parts) if parts.len() == 1 => discovery::api_group(parts[0]),
-                Some(parts) if parts.len() == 2 => discovery::resource_list(parts[0], parts[1]),
+                Some(parts) if parts.len() == 1 => discovery::api_group(&rows, parts[0]),
+                Some(parts) if parts.len() == 2 => {
+                    discovery::resource_list(&rows, parts[0], parts[1])
+                }
                 _ => None,
             },
         };
@@ -569,10 +594,10 @@ async fn dispatch(
             return json_response(StatusCode::OK, &doc);
         }
         if trimmed == "/openapi/v2" {
-            return openapi_v2(&req);
+            return openapi_v2(&req, &rows);
         }
         if let Some(gv) = trimmed.strip_prefix("/openapi/v3") {
-            return match openapi_docs().get(gv.trim_start_matches('/')) {
+            return match openapi_docs(&rows).v3.get(gv.trim_start_matches('/')) {
                 Some(doc) => HttpResponse::Ok()
                     .content_type("application/json")
                     .insert_header((header::CACHE_CONTROL, "no-cache, private"))
@@ -585,7 +610,7 @@ async fn dispatch(
             };
         }
     }
-    let target = match parse_path(&path) {
+    let target = match parse_path(&path, |g, v, p| state.api.custom().find(g, v, p)) {
         Ok(Some(t)) => t,
         Ok(None) => {
             return status_response(&Status::failure(
@@ -628,6 +653,7 @@ async fn resource_call(
     let mut request = Request {
         group: t.info.group.into(),
         resource: t.info.plural.into(),
+        version: Some(t.info.version.into()),
         namespace: t.namespace.clone(),
         name: t.name.clone(),
         subresource: t.subresource.clone(),
@@ -926,6 +952,16 @@ fn watch_response(stream: WatchStream, table: bool, include: table::Include) -> 
 mod tests {
     use super::*;
 
+    use crate::api::resource;
+
+    fn parse_path_static(path: &str) -> Result<Option<Target>, Status> {
+        parse_path(path, |g, v, p| {
+            resource::RESOURCES
+                .iter()
+                .find(|r| r.group == g && r.version == v && r.plural == p)
+        })
+    }
+
     #[test]
     fn yaml_bodies_are_read_and_bombs_are_refused() {
         let v =
@@ -966,7 +1002,7 @@ mod tests {
 
     #[test]
     fn paths_parse_like_kube_apiserver() {
-        let t = parse_path("/api/v1/namespaces/default/pods/web/status")
+        let t = parse_path_static("/api/v1/namespaces/default/pods/web/status")
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -978,23 +1014,27 @@ mod tests {
             ),
             ("pods", Some("default"), Some("web"), Some("status"))
         );
-        let t = parse_path("/api/v1/namespaces/kube-system")
+        let t = parse_path_static("/api/v1/namespaces/kube-system")
             .unwrap()
             .unwrap();
         assert_eq!(
             (t.info.plural, t.name.as_deref()),
             ("namespaces", Some("kube-system"))
         );
-        let t = parse_path("/api/v1/namespaces/x/status").unwrap().unwrap();
+        let t = parse_path_static("/api/v1/namespaces/x/status")
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (t.info.plural, t.name.as_deref(), t.subresource.as_deref()),
             ("namespaces", Some("x"), Some("status"))
         );
-        let t = parse_path("/apis/apps/v1/deployments").unwrap().unwrap();
+        let t = parse_path_static("/apis/apps/v1/deployments")
+            .unwrap()
+            .unwrap();
         assert_eq!((t.info.plural, t.namespace), ("deployments", None));
-        assert!(parse_path("/api/v1/widgets").is_err());
-        assert!(parse_path("/api/v1/namespaces/a/nodes").is_err());
-        assert!(parse_path("/metrics").unwrap().is_none());
+        assert!(parse_path_static("/api/v1/widgets").is_err());
+        assert!(parse_path_static("/api/v1/namespaces/a/nodes").is_err());
+        assert!(parse_path_static("/metrics").unwrap().is_none());
         assert_eq!(
             url_decode_pairs("labelSelector=app%3Dweb&watch=1&x"),
             vec![

@@ -21,6 +21,7 @@ use crate::api::status::Status;
 use crate::api::wire::DeleteOptions;
 
 pub mod config_map;
+pub mod custom_resource_definition;
 pub mod deployment;
 pub mod event;
 pub mod lease;
@@ -147,13 +148,23 @@ pub static STRATEGIES: &[(&str, &str, &dyn Strategy)] = &[
     ("apps", "deployments", &deployment::Deployment),
     ("apps", "replicasets", &replica_set::ReplicaSet),
     ("coordination.k8s.io", "leases", &lease::Lease),
+    (
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        &custom_resource_definition::CustomResourceDefinition,
+    ),
 ];
 
-/// The strategy of a served resource.
+/// The strategy of a served resource: a built-in kind's from [`STRATEGIES`], a custom
+/// resource's from its CRD (`apiserver::custom`).
 ///
 /// # Panics
-/// Never for a row of `RESOURCES`: a unit test checks that every row has a strategy.
+/// Never for a row of `RESOURCES` (a unit test checks that every row has a strategy) or
+/// one the custom catalog made.
 pub fn of(info: &ResourceInfo) -> &'static dyn Strategy {
+    if let Some(s) = super::custom::strategy::of(info) {
+        return s;
+    }
     STRATEGIES
         .iter()
         .find(|(g, p, _)| *g == info.group && *p == info.plural)

@@ -578,6 +578,24 @@ impl Reader {
             .get(key)
     }
 
+    /// Every committed key under `prefix`, in key order.
+    pub fn values(&self, prefix: &str) -> Vec<KeyValue> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        state
+            .range(std::ops::Bound::Included(prefix.to_string()), prefix)
+            .map(|(_, kv)| kv)
+            .collect()
+    }
+
+    /// A number that changes whenever a key sharing `prefix`'s `/registry/<x>/` is written
+    /// or removed: what is derived from those keys is rebuilt only when it moves.
+    pub fn epoch(&self, prefix: &str) -> u64 {
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .epoch(prefix)
+    }
+
     /// The committed revision.
     pub fn revision(&self) -> Revision {
         *self.progress.borrow()

@@ -2,7 +2,7 @@
 //! stored under its resource's prefix: 100,000 Running pods are ~30 MB so, not ~170 MB. A
 //! read expands the value it returns (~1 µs for a pod); a commit packs what it stores.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use crate::api::packed::{Dictionaries, Packed};
@@ -33,6 +33,9 @@ impl Stored {
 pub(super) struct State {
     keys: BTreeMap<String, Stored>,
     dictionaries: Dictionaries,
+    /// Changes so far under each `/registry/<x>/` (see [`kind`]): the API server rebuilds
+    /// what it derives from a few keys (the kinds CRDs define) only when theirs moved.
+    epochs: HashMap<String, u64>,
 }
 
 /// What shares a dictionary: `/registry/<resource>/` (a CRD's `/registry/<group>/<plural>/`
@@ -62,6 +65,7 @@ impl State {
 
     /// Stores `kv`.
     pub(super) fn insert(&mut self, kv: KeyValue) {
+        self.bump(&kv.key);
         let value = self.dictionaries.pack(kind(&kv.key), &kv.value);
         self.keys.insert(
             kv.key,
@@ -75,7 +79,24 @@ impl State {
 
     /// Forgets `key`.
     pub(super) fn remove(&mut self, key: &str) {
-        self.keys.remove(key);
+        if self.keys.remove(key).is_some() {
+            self.bump(key);
+        }
+    }
+
+    fn bump(&mut self, key: &str) {
+        let k = kind(key);
+        match self.epochs.get_mut(k) {
+            Some(n) => *n += 1,
+            None => {
+                self.epochs.insert(k.to_string(), 1);
+            }
+        }
+    }
+
+    /// How many changes the keys sharing `prefix`'s `/registry/<x>/` have seen.
+    pub(super) fn epoch(&self, prefix: &str) -> u64 {
+        self.epochs.get(kind(prefix)).copied().unwrap_or(0)
     }
 
     /// The keys that begin with `prefix` as they are now, each expanded only when the

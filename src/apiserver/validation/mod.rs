@@ -34,6 +34,8 @@ pub(crate) const DUPLICATE: &str = "FieldValueDuplicate";
 pub(crate) const FORBIDDEN: &str = "FieldValueForbidden";
 /// Reason of a value that is too long.
 pub(crate) const TOO_LONG: &str = "FieldValueTooLong";
+/// Reason of a list or map with too many items.
+pub(crate) const TOO_MANY: &str = "FieldValueTooMany";
 /// Reason of a value whose JSON type is wrong.
 pub(crate) const TYPE_INVALID: &str = "FieldValueTypeInvalid";
 /// Reason of a reference to something that does not exist.
@@ -1058,6 +1060,14 @@ pub fn check_generic(
 }
 
 /// Drops repeated errors, keeping the first of each.
+/// The metadata checks of an update (what may not change), for kinds validated without a
+/// typed form (custom resources).
+pub(crate) fn check_meta_update(old: &Value, new: &Value, errs: &mut Errs) {
+    if let (Ok(new_meta), Ok(old_meta)) = (decode_metadata(new), decode_metadata(old)) {
+        validate_meta_update(&old_meta, &new_meta, errs);
+    }
+}
+
 fn dedup(errs: Errs) -> Errs {
     let mut seen = HashSet::new();
     errs.into_iter()
