@@ -2260,6 +2260,12 @@ fn custom_resource_definitions_serve_their_kinds_at_once() {
         ]),
         "4 True 2"
     );
+    // No strategic merge for custom resources, as on kube (kubectl patch's default type).
+    let err = k.fails(&["patch", "wg", "w1", "-p", r#"{"spec":{"size":5}}"#]);
+    assert!(
+        err.contains("UnsupportedMediaType") || err.contains("unknown format"),
+        "{err}"
+    );
     // The printer columns.
     let table = k.ok(&["get", "widgets"]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
@@ -2311,6 +2317,44 @@ fn custom_resource_definitions_serve_their_kinds_at_once() {
         gone.contains("NotFound") || gone.contains("not find"),
         "{gone}"
     );
+    let out = k.apply_stdin("apply", WIDGET_CRD);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(k.ok(&["get", "widgets", "-o", "name"]).trim(), "");
+
+    // A CRD that waits for a finalizer still serves its objects but takes no new ones, and
+    // takes its objects with it when the finalizer goes.
+    let out = k.apply_stdin("create", &widget("kept", "{size: 2}"));
+    assert!(out.status.success(), "{out:?}");
+    k.ok(&[
+        "patch",
+        "crd",
+        "widgets.example.com",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+    ]);
+    k.ok(&["delete", "crd", "widgets.example.com", "--wait=false"]);
+    assert_eq!(
+        k.ok(&["get", "widgets", "-o", "name"]).trim(),
+        "widget.example.com/kept"
+    );
+    let out = k.apply_stdin("create", &widget("late", "{size: 2}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("create not allowed while custom resource definition is terminating"),
+        "{err}"
+    );
+    k.ok(&[
+        "patch",
+        "crd",
+        "widgets.example.com",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    assert!(k
+        .fails(&["get", "crd", "widgets.example.com"])
+        .contains("NotFound"));
     let out = k.apply_stdin("apply", WIDGET_CRD);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(k.ok(&["get", "widgets", "-o", "name"]).trim(), "");

@@ -436,6 +436,11 @@ impl Registry {
         if req.subresource.as_deref() == Some("eviction") && t.info.plural == "pods" {
             return self.evict(req).await;
         }
+        if self.custom.terminating(t.info) {
+            return Err(Status::method_not_allowed(
+                "create not allowed while custom resource definition is terminating",
+            ));
+        }
         if let Some(sub) = &req.subresource {
             return Err(Status::method_not_allowed(format!(
                 "create is not supported on {}/{sub}",
@@ -736,6 +741,19 @@ impl Registry {
             .ok_or_else(|| Status::bad_request("a patch body is required"))?;
         let ptype = req.patch_type.unwrap_or(PatchType::Merge);
         check_patch_options(req, ptype)?;
+        if ptype == PatchType::Strategic
+            && req.subresource.as_deref() != Some("scale")
+            && !kinds::of(t.info).takes_strategic_merge()
+        {
+            return Err(Status::failure(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types \
+                 include: application/json-patch+json, application/merge-patch+json, \
+                 application/apply-patch+yaml"
+                    .to_string(),
+            ));
+        }
         if ptype == PatchType::Apply && req.subresource.as_deref() != Some("scale") {
             return self.apply(req, &t, &name, patch).await;
         }
@@ -995,13 +1013,8 @@ impl Registry {
                     .unwrap_or(0)
                     == 0;
             let result = if finished {
-                self.write(store::Delete {
-                    key: key.clone(),
-                    expect: kv.mod_revision,
-                    tombstone: encoder(new.clone()),
-                    trace: None,
-                })
-                .await
+                self.remove(info, &key, kv.mod_revision, new.clone())
+                    .await?
             } else {
                 self.write(store::Update {
                     key: key.clone(),
@@ -1010,8 +1023,9 @@ impl Registry {
                     trace: None,
                 })
                 .await
+                .map_err(store_down)?
             };
-            match result.map_err(store_down)? {
+            match result {
                 Ok(kv) => return Ok((kv.value, new)),
                 Err(StoreError::Conflict { current }) if expect.is_none() => {
                     self.reader.wait_for(current, CONFLICT_WAIT).await;
@@ -1145,27 +1159,11 @@ impl Registry {
                     trace: None,
                 })
                 .await
+                .map_err(store_down)?
             } else {
-                // A CRD takes its objects with it (kube's customresourcecleanup finalizer).
-                let objects = super::custom::objects_prefix(info, &obj);
-                if let Some(prefix) = &objects {
-                    self.delete_all(prefix).await?;
-                }
-                let result = self
-                    .write(store::Delete {
-                        key: key.clone(),
-                        expect: kv.mod_revision,
-                        tombstone: encoder(obj),
-                        trace: None,
-                    })
-                    .await;
-                if let (Some(prefix), Ok(Ok(_))) = (&objects, &result) {
-                    // What was created while the first sweep ran.
-                    self.delete_all(prefix).await?;
-                }
-                result
+                self.remove(info, &key, kv.mod_revision, obj).await?
             };
-            match result.map_err(store_down)? {
+            match result {
                 Ok(kv) => return Ok(kv.value),
                 Err(StoreError::Conflict { current }) => {
                     self.reader.wait_for(current, CONFLICT_WAIT).await;
@@ -1180,6 +1178,35 @@ impl Registry {
             &name,
             "too many concurrent changes; retry",
         ))
+    }
+
+    /// Removes an object whose deletion is complete (a plain delete, or the last finalizer
+    /// gone). A CRD takes its objects with it first, as kube's customresourcecleanup
+    /// finalizer does, and again after, for what was created while the first sweep ran.
+    async fn remove(
+        &self,
+        info: &ResourceInfo,
+        key: &str,
+        expect: Revision,
+        tombstone: Value,
+    ) -> Result<Result<KeyValue, StoreError>, Status> {
+        let objects = super::custom::objects_prefix(info, &tombstone);
+        if let Some(prefix) = &objects {
+            self.delete_all(prefix).await?;
+        }
+        let result = self
+            .write(store::Delete {
+                key: key.to_string(),
+                expect,
+                tombstone: encoder(tombstone),
+                trace: None,
+            })
+            .await
+            .map_err(store_down)?;
+        if let (Some(prefix), Ok(_)) = (&objects, &result) {
+            self.delete_all(prefix).await?;
+        }
+        Ok(result)
     }
 
     /// Deletes every object stored under `prefix` (a custom resource's, when its CRD goes),

@@ -52,6 +52,9 @@ pub struct Served {
 #[derive(Default)]
 pub struct Catalog {
     served: Vec<Served>,
+    /// Rows whose CRD is being deleted (it waits for finalizers): still served, but kube
+    /// allows no new objects.
+    terminating: Vec<&'static ResourceInfo>,
 }
 
 impl Catalog {
@@ -93,14 +96,6 @@ impl Catalog {
                 .find(|s| s.storage)
                 .copied(),
         }
-    }
-
-    /// The strategy of a served custom resource row.
-    pub fn strategy_of(&self, info: &ResourceInfo) -> Option<&'static CustomResource> {
-        self.served
-            .iter()
-            .find(|s| std::ptr::eq(s.info, info))
-            .map(|s| s.strategy)
     }
 }
 
@@ -165,21 +160,38 @@ impl Custom {
             }
         }
         let mut served = Vec::new();
+        let mut terminating = Vec::new();
         for kv in self.reader.values(CRD_PREFIX) {
             let Ok(crd) = crate::api::codec::msgpack_to_value(&kv.value) else {
                 continue;
             };
-            served.extend(self.intern(&crd));
+            let rows = self.intern(&crd);
+            if crd.pointer("/metadata/deletionTimestamp").is_some() {
+                terminating.extend(rows.iter().map(|s| s.info));
+            }
+            served.extend(rows);
         }
-        let catalog = Arc::new(Catalog { served });
+        let catalog = Arc::new(Catalog {
+            served,
+            terminating,
+        });
         let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
         *cur = (epoch, catalog.clone());
         catalog
     }
 
+    /// Whether `info` is a custom resource whose CRD is being deleted: kube refuses new
+    /// objects of it (405) while the old ones stay readable.
+    pub fn terminating(&self, info: &ResourceInfo) -> bool {
+        strategy::of(info).is_some()
+            && self
+                .catalog()
+                .terminating
+                .iter()
+                .any(|r| std::ptr::eq(*r, info))
+    }
+
     fn intern(&self, crd: &Value) -> Vec<Served> {
-        // A CRD being deleted still serves its kind until it is gone (its objects are
-        // deleted first); kube stops serving new creates, which the registry refuses.
         let name = crd
             .pointer("/metadata/name")
             .and_then(Value::as_str)

@@ -72,17 +72,14 @@ fn prune_at(schema: &Value, v: &mut Value, path: &str, root: bool, out: &mut Vec
                 || schema.get("additionalProperties") == Some(&Value::Bool(true));
             let names: Vec<String> = m.keys().cloned().collect();
             for name in names {
-                if keep_root && OBJECT_ROOT.contains(&name.as_str()) && name != "metadata" {
+                // apiVersion and kind are the object's; ObjectMeta is validated as such.
+                if keep_root && OBJECT_ROOT.contains(&name.as_str()) {
                     continue;
                 }
-                if keep_root && name == "metadata" {
-                    // ObjectMeta is validated as such, not by the schema.
-                    continue;
-                }
-                let sub = props.and_then(|p| p.get(&name)).or(extra);
-                let here = match (props.and_then(|p| p.get(&name)), extra) {
-                    (None, Some(_)) => key(path, &name),
-                    _ => child(path, &name),
+                let (sub, here) = match props.and_then(|p| p.get(&name)) {
+                    Some(s) => (Some(s), child(path, &name)),
+                    None if extra.is_some() => (extra, key(path, &name)),
+                    None => (None, child(path, &name)),
                 };
                 match sub {
                     Some(s) => {

@@ -186,6 +186,10 @@ impl Strategy for CustomResource {
         true
     }
 
+    fn takes_strategic_merge(&self) -> bool {
+        false
+    }
+
     fn defaults(&self, obj: &mut Value) {
         schema::prune(&self.schema, obj, true);
         schema::default(&self.schema, obj);

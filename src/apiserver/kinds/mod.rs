@@ -115,6 +115,12 @@ pub trait Strategy: Send + Sync {
     fn patch_root(&self) -> RootKind {
         RootKind::Other
     }
+
+    /// Whether the kind takes strategic merge patches: kube has no patch metadata for custom
+    /// resources and answers 415.
+    fn takes_strategic_merge(&self) -> bool {
+        true
+    }
 }
 
 /// How the admission plugins are configured (kube-apiserver's flags for them).
