@@ -736,7 +736,9 @@ impl ConnectionHandler {
             }
             ServerOp::Pong => {
                 debug!("received PONG");
-                self.pongs_received += 1;
+                // Never ahead of the PINGs sent: a PONG nobody here asked for (the handshake's,
+                // should it arrive late) must not end a drain early.
+                self.pongs_received = (self.pongs_received + 1).min(self.pings_sent);
                 self.pending_pings = self.pending_pings.saturating_sub(1);
             }
             ServerOp::Error(error) => {
