@@ -2132,7 +2132,9 @@ spec:
   - name: v1
     served: true
     storage: true
-    subresources: {status: {}}
+    subresources:
+      status: {}
+      scale: {specReplicasPath: .spec.size, statusReplicasPath: .status.size, labelSelectorPath: .status.selector}
     additionalPrinterColumns:
     - {name: Size, type: integer, jsonPath: .spec.size}
     - {name: Ready, type: string, jsonPath: '.status.conditions[?(@.type=="Ready")].status'}
@@ -2144,13 +2146,21 @@ spec:
             type: object
             description: What the widget should be.
             required: [size]
+            x-kubernetes-validations:
+            - {rule: "!has(self.maxSize) || self.size <= self.maxSize", message: size must not exceed maxSize}
             properties:
               size: {type: integer, minimum: 1, maximum: 10, description: How big.}
+              maxSize: {type: integer}
+              shape:
+                type: string
+                x-kubernetes-validations: [{rule: self == oldSelf, message: shape is immutable}]
               color: {type: string, enum: [red, blue], default: red}
               labels: {type: object, additionalProperties: {type: string}}
           status:
             type: object
             properties:
+              size: {type: integer}
+              selector: {type: string}
               conditions:
                 type: array
                 items: {type: object, x-kubernetes-preserve-unknown-fields: true}
@@ -2308,7 +2318,98 @@ fn custom_resource_definitions_serve_their_kinds_at_once() {
             .await
             .expect_err("invalid over NATS");
         assert_eq!((bad.code, bad.reason.as_str()), (422, "Invalid"));
+        let bad = widgets
+            .create(
+                &serde_json::json!({"apiVersion": "example.com/v1", "kind": "Widget",
+                "metadata": {"name": "bad"}, "spec": {"size": 5, "maxSize": 4}}),
+            )
+            .await
+            .expect_err("a CEL rule over NATS");
+        assert!(
+            bad.message.contains("size must not exceed maxSize"),
+            "{bad:?}"
+        );
     });
+
+    // x-kubernetes-validations: CEL rules with their messages, transition rules on updates.
+    let out = k.apply_stdin("create", &widget("w5", "{size: 5, maxSize: 3}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"The Widget "w5" is invalid: spec: Invalid value: "object": size must not exceed maxSize"#),
+        "{err}"
+    );
+    let out = k.apply_stdin(
+        "create",
+        &widget("w6", "{size: 5, maxSize: 5, shape: round}"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let err = k.fails(&[
+        "patch",
+        "wg",
+        "w6",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"shape":"square"}}"#,
+    ]);
+    assert!(
+        err.contains(r#"spec.shape: Invalid value: "string": shape is immutable"#),
+        "{err}"
+    );
+    k.ok(&[
+        "patch",
+        "wg",
+        "w6",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"size":4}}"#,
+    ]);
+
+    // The scale subresource, on the CRD's paths.
+    k.ok(&[
+        "patch",
+        "wg",
+        "w1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"size":4,"selector":"app=w1"}}"#,
+    ]);
+    k.ok(&["scale", "wg", "w1", "--replicas=7"]);
+    assert_eq!(
+        k.ok(&["get", "wg", "w1", "-o", "jsonpath={.spec.size}"]),
+        "7"
+    );
+    let scale: serde_json::Value = serde_json::from_str(&k.ok(&[
+        "get",
+        "--raw",
+        "/apis/example.com/v1/namespaces/default/widgets/w1/scale",
+    ]))
+    .unwrap();
+    assert_eq!(
+        (
+            &scale["kind"],
+            &scale["spec"]["replicas"],
+            &scale["status"]["replicas"],
+            &scale["status"]["selector"]
+        ),
+        (
+            &serde_json::json!("Scale"),
+            &serde_json::json!(7),
+            &serde_json::json!(4),
+            &serde_json::json!("app=w1")
+        )
+    );
+    // The schema still holds: a scale past the maximum is the object's 422.
+    let err = k.fails(&["scale", "wg", "w1", "--replicas=30"]);
+    assert!(
+        err.contains("spec.size in body should be less than or equal to 10"),
+        "{err}"
+    );
+    k.ok(&["scale", "wg", "w1", "--replicas=8", "--dry-run=server"]);
+    assert_eq!(
+        k.ok(&["get", "wg", "w1", "-o", "jsonpath={.spec.size}"]),
+        "7"
+    );
 
     // Deleting the CRD deletes its objects: a new CRD of the same name starts empty.
     k.ok(&["delete", "crd", "widgets.example.com"]);
@@ -2367,6 +2468,14 @@ fn custom_resource_definitions_serve_their_kinds_at_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("metadata.name") && err.contains("spec.group"),
+        "{err}"
+    );
+    let bad_rule = WIDGET_CRD.replace("rule: self == oldSelf", "rule: self == other");
+    let out = k.apply_stdin("apply", &bad_rule);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("x-kubernetes-validations[0].rule")
+            && err.contains("undeclared reference to 'other'"),
         "{err}"
     );
 }

@@ -327,7 +327,7 @@ impl Registry {
             None | Some("status") => Ok(kv.value),
             Some("scale") if t.info.has_scale => {
                 let obj = decode(&kv.value)?;
-                encode_value(&scale_of(&obj))
+                encode_value(&scale_of(t.info, &obj))
             }
             Some(other) => Err(Status::not_found(t.info.group, other, name)),
         }
@@ -911,7 +911,7 @@ impl Registry {
                 let mut scale = match &patch {
                     None => body.clone(),
                     Some((ptype, p)) => {
-                        let mut s = scale_of(obj);
+                        let mut s = scale_of(info, obj);
                         super::patch::apply(super::patch::RootKind::Other, &mut s, *ptype, p)?;
                         s
                     }
@@ -936,12 +936,12 @@ impl Registry {
                         }],
                     ));
                 }
-                obj["spec"]["replicas"] = replicas;
+                set_path(obj, &ScalePaths::of(info).spec, replicas);
                 Ok(obj.take())
             })
             .await?;
         // Of what was stored: the answer carries the new resourceVersion.
-        encode_value(&scale_of(&decode(&bytes)?))
+        encode_value(&scale_of(info, &decode(&bytes)?))
     }
 
     /// Reads, changes and writes one object with compare-and-swap, retrying conflicts when the
@@ -1525,16 +1525,80 @@ fn keep_system_metadata(old: &Value, new: &mut Value) {
     }
 }
 
-/// autoscaling/v1 Scale of a Deployment or ReplicaSet.
-fn scale_of(obj: &Value) -> Value {
-    let selector = obj
-        .pointer("/spec/selector")
-        .map(|s| {
-            LabelSelector::from_json(s)
-                .map(|l| l.to_string())
-                .unwrap_or_default()
-        })
-        .unwrap_or_default();
+/// Where a kind keeps what its Scale shows: `spec.replicas`, `status.replicas` and the
+/// `spec.selector` LabelSelector for the built-in kinds, the CRD's `scale` paths for a custom
+/// resource (its label selector already a string there).
+struct ScalePaths {
+    spec: String,
+    status: String,
+    /// A custom resource's `labelSelectorPath`; None for a built-in kind.
+    selector: Option<String>,
+}
+
+impl ScalePaths {
+    fn of(info: &ResourceInfo) -> ScalePaths {
+        match crate::apiserver::custom::strategy::of(info).and_then(|c| c.scale.clone()) {
+            Some((spec, status, selector)) => ScalePaths {
+                spec,
+                status,
+                selector: Some(selector.unwrap_or_default()),
+            },
+            None => ScalePaths {
+                spec: "spec.replicas".into(),
+                status: "status.replicas".into(),
+                selector: None,
+            },
+        }
+    }
+}
+
+/// The value at a dotted path (`spec.replicas`).
+fn at_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .filter(|f| !f.is_empty())
+        .try_fold(obj, |v, f| v.get(f))
+}
+
+/// Sets the value at a dotted path, making the objects on the way.
+fn set_path(obj: &mut Value, path: &str, value: Value) {
+    let mut cur = obj;
+    for f in path.split('.').filter(|f| !f.is_empty()) {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        cur = cur
+            .as_object_mut()
+            .expect("made an object")
+            .entry(f.to_string())
+            .or_insert(Value::Null);
+    }
+    *cur = value;
+}
+
+/// The autoscaling/v1 Scale of an object whose kind has the scale subresource.
+fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
+    let paths = ScalePaths::of(info);
+    let selector = match &paths.selector {
+        None => obj
+            .pointer("/spec/selector")
+            .map(|s| {
+                LabelSelector::from_json(s)
+                    .map(|l| l.to_string())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default(),
+        Some(p) if p.is_empty() => String::new(),
+        Some(p) => at_path(obj, p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let replicas = |p: &str| {
+        at_path(obj, p)
+            .filter(|v| v.is_i64())
+            .cloned()
+            .unwrap_or(json!(0))
+    };
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -1545,9 +1609,9 @@ fn scale_of(obj: &Value) -> Value {
             "resourceVersion": meta::resource_version(obj),
             "creationTimestamp": obj.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null),
         },
-        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "spec": {"replicas": replicas(&paths.spec)},
         "status": {
-            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "replicas": replicas(&paths.status),
             "selector": selector,
         },
     })

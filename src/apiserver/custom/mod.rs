@@ -10,6 +10,7 @@
 //! (interned by the CRD's name and spec), so a CRD whose status changes costs nothing and
 //! memory grows only with the definitions ever written.
 
+pub mod cel;
 pub mod schema;
 pub mod strategy;
 

@@ -7,7 +7,7 @@ use std::sync::{OnceLock, RwLock};
 
 use serde_json::{json, Value};
 
-use super::{schema, Served};
+use super::{cel, schema, Served};
 use crate::api::meta;
 use crate::api::resource::ResourceInfo;
 use crate::apiserver::http::table;
@@ -34,6 +34,8 @@ pub struct CustomResource {
     /// `scale` subresource paths (spec replicas, status replicas, label selector), without
     /// the leading dot.
     pub scale: Option<(String, String, Option<String>)>,
+    /// The schema's `x-kubernetes-validations`, compiled.
+    rules: cel::Rules,
 }
 
 fn leak(s: &str) -> &'static str {
@@ -113,13 +115,15 @@ pub fn rows(spec: &Value) -> Vec<Served> {
             .and_then(Value::as_array)
             .map(|cols| cols.iter().filter_map(column).collect())
             .unwrap_or_default();
+        let schema = v
+            .pointer("/schema/openAPIV3Schema")
+            .cloned()
+            .unwrap_or_else(
+                || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+            );
         let strategy: &'static CustomResource = Box::leak(Box::new(CustomResource {
-            schema: v
-                .pointer("/schema/openAPIV3Schema")
-                .cloned()
-                .unwrap_or_else(
-                    || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
-                ),
+            rules: cel::Rules::compile(&schema),
+            schema,
             columns,
             scale,
         }));
@@ -207,7 +211,13 @@ impl Strategy for CustomResource {
         )
         .is_some()
         {
-            errs.extend(schema::validate(&self.schema, obj, true));
+            let found = schema::validate(&self.schema, obj, true);
+            // As in kube, a value of the wrong type stops the rules: they would only fail
+            // to evaluate on it.
+            if !found.iter().any(|e| e.reason == validation::TYPE_INVALID) {
+                errs.extend(self.rules.validate(obj, old, true));
+            }
+            errs.extend(found);
         }
         if let Some(old) = old {
             validation::check_meta_update(old, obj, &mut errs);

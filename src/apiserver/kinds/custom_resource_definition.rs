@@ -279,10 +279,11 @@ impl Checked for ext::CustomResourceDefinition {
                     format!("{path}.schema.openAPIV3Schema"),
                     "schemas are required",
                 )),
-                Some(s) => errs.extend(schema::check_structural(
-                    s,
-                    &format!("{path}.schema.openAPIV3Schema"),
-                )),
+                Some(s) => {
+                    let at = format!("{path}.schema.openAPIV3Schema");
+                    errs.extend(schema::check_structural(s, &at));
+                    crate::apiserver::custom::cel::check(s, &at, errs);
+                }
             }
             if let Some(scale) = v.subresources.as_ref().and_then(|s| s.scale.as_ref()) {
                 for (f, p) in [
