@@ -457,6 +457,23 @@ async fn deleting_a_namespace_deletes_what_is_in_it_then_the_namespace() {
         .create(&json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}}))
         .await
         .unwrap();
+    // A custom resource in the namespace goes too: the controller finds its kind from the CRD.
+    admin
+        .api("apiextensions.k8s.io", "customresourcedefinitions", None)
+        .create(&json!({"metadata": {"name": "gadgets.example.com"}, "spec": {
+            "group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "gadgets", "kind": "Gadget"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {
+                "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}))
+        .await
+        .unwrap();
+    let gadgets = admin.api("example.com", "gadgets", Some("team"));
+    gadgets
+        .create(
+            &json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}}),
+        )
+        .await
+        .unwrap();
     let pods = admin.api("", "pods", Some("team"));
     wait_running(&pods, "app=web", 2).await;
     namespaces
@@ -526,6 +543,7 @@ async fn deleting_a_namespace_deletes_what_is_in_it_then_the_namespace() {
     })
     .await;
     assert!(pods_of(&pods, "app=web").await.unwrap().is_empty());
+    assert_eq!(gadgets.get("g").await.unwrap_err().code, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

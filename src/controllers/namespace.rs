@@ -74,18 +74,27 @@ impl NamespaceController {
 async fn finalize(client: &ApiClient, ns: &Value) {
     let name = meta::name(ns);
     let mut progress = Progress::default();
-    for info in RESOURCES.iter().filter(|r| r.namespaced) {
-        let api = client.api(info.group, info.plural, Some(name));
+    let mut resources: Vec<(String, String)> = RESOURCES
+        .iter()
+        .filter(|r| r.namespaced)
+        .map(|r| (r.group.to_string(), r.plural.to_string()))
+        .collect();
+    match custom_resources(client).await {
+        Ok(custom) => resources.extend(custom),
+        Err(()) => progress
+            .failed
+            .push("customresourcedefinitions.apiextensions.k8s.io".into()),
+    }
+    for (group, plural) in &resources {
+        let api = client.api(group, plural, Some(name));
         let Ok(list) = api.list_all(&ListOptions::default()).await else {
-            progress
-                .failed
-                .push(format!("{}.{}", info.plural, info.group));
+            progress.failed.push(format!("{plural}.{group}"));
             continue;
         };
         for obj in list.items {
             *progress
                 .remaining
-                .entry(format!("{}.{}", info.plural, info.group))
+                .entry(format!("{plural}.{group}"))
                 .or_default() += 1;
             for f in obj
                 .pointer("/metadata/finalizers")
@@ -119,6 +128,31 @@ async fn finalize(client: &ApiClient, ns: &Value) {
         Ok(_) => tracing::info!(namespace = %name, "namespace emptied and finalized"),
         Err(e) => tracing::debug!(namespace = %name, error = %e, "finalizing; will retry"),
     }
+}
+
+/// The namespaced kinds CRDs add, as (group, plural): kube's namespace controller finds
+/// them by discovery, this one from the CRDs themselves (those of a CRD being deleted too:
+/// their objects still need to go).
+async fn custom_resources(client: &ApiClient) -> Result<Vec<(String, String)>, ()> {
+    let crds = client
+        .api(
+            crate::apiserver::custom::GROUP,
+            "customresourcedefinitions",
+            None,
+        )
+        .list_all(&ListOptions::default())
+        .await
+        .map_err(|_| ())?;
+    Ok(crds
+        .items
+        .iter()
+        .filter(|crd| crd.pointer("/spec/scope").and_then(Value::as_str) == Some("Namespaced"))
+        .filter_map(|crd| {
+            let group = crd.pointer("/spec/group")?.as_str()?;
+            let plural = crd.pointer("/spec/names/plural")?.as_str()?;
+            Some((group.to_string(), plural.to_string()))
+        })
+        .collect())
 }
 
 /// What one pass over a terminating namespace found.
