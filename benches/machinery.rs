@@ -6,11 +6,14 @@
 //! 2. Plain updates (PUT of a Deployment, one annotation changed) with `managedFields` kept,
 //!    as always, vs an API server with field tracking turned off: p50, mean and their ratios
 //!    (target ≤ 1.10×), in steady state (after the Store's event history has filled).
+//! 3. A custom resource's create and GET vs a ConfigMap's carrying the same data (the same
+//!    keys and values, under `spec.data` for the custom one, whose CRD has a typed schema with
+//!    a default and a CEL rule): p50, p99 and the p50 ratios (target ≤ 1.2×).
 //!
 //! The two sides alternate in blocks, so that both see the same machine. `cargo bench --bench
 //! machinery` (needs nats-server on PATH: `scripts/test` installs it); `SKIFF_BENCH_ROUNDS`
-//! sets the requests per side (default 3,000); `SKIFF_BENCH_ONLY=apply` or `=update` runs one
-//! part.
+//! sets the requests per side (default 3,000); `SKIFF_BENCH_ONLY=apply`, `=update` or `=crd`
+//! runs one part.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -283,6 +286,138 @@ async fn update_cost(rounds: usize) {
     println!();
 }
 
+/// The data both kinds carry: 20 keys of 40 bytes each.
+fn bench_data() -> Value {
+    let mut data = serde_json::Map::new();
+    for k in 0..20 {
+        data.insert(format!("key-{k:02}"), json!(format!("{:040}", k)));
+    }
+    Value::Object(data)
+}
+
+fn named(group: &str, resource: &str, name: Option<String>, body: Option<Value>) -> Request {
+    Request {
+        group: group.into(),
+        resource: resource.into(),
+        namespace: Some("default".into()),
+        name,
+        body,
+        ..Default::default()
+    }
+}
+
+/// Custom resource vs ConfigMap: creates, then GETs, alternating in blocks.
+async fn custom_vs_configmap(rounds: usize) {
+    let cluster = Cluster::start();
+    let client = cluster.client().await;
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "bundles.bench.example.com"},
+        "spec": {"group": "bench.example.com", "scope": "Namespaced",
+            "names": {"plural": "bundles", "kind": "Bundle"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object",
+                        "x-kubernetes-validations": [{"rule": "size(self.data) <= 64",
+                            "message": "at most 64 keys"}],
+                        "properties": {
+                            "owner": {"type": "string", "default": "bench"},
+                            "data": {"type": "object", "additionalProperties": {"type": "string"}}}}}}}}]}});
+    let mut req = named(
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        None,
+        Some(crd),
+    );
+    req.namespace = None;
+    client
+        .call_raw(Verb::Create, &req)
+        .await
+        .expect("CRD created");
+    let data = bench_data();
+    let cm = |i: usize| {
+        named(
+            "",
+            "configmaps",
+            None,
+            Some(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("c-{i}")}, "data": data})),
+        )
+    };
+    let cr = |i: usize| {
+        named(
+            "bench.example.com",
+            "bundles",
+            None,
+            Some(
+                json!({"apiVersion": "bench.example.com/v1", "kind": "Bundle",
+                "metadata": {"name": format!("b-{i}")}, "spec": {"data": data}}),
+            ),
+        )
+    };
+    let (mut create_cm, mut create_cr) = (Vec::new(), Vec::new());
+    let mut done = 0;
+    while done < rounds {
+        let n = BLOCK.min(rounds - done);
+        create_cm.extend(timed(&client, Verb::Create, n, done, cm).await);
+        create_cr.extend(timed(&client, Verb::Create, n, done, cr).await);
+        done += n;
+    }
+    let (mut get_cm, mut get_cr) = (Vec::new(), Vec::new());
+    let mut done = 0;
+    while done < rounds {
+        let n = BLOCK.min(rounds - done);
+        get_cm.extend(
+            timed(&client, Verb::Get, n, done, |i| {
+                named("", "configmaps", Some(format!("c-{i}")), None)
+            })
+            .await,
+        );
+        get_cr.extend(
+            timed(&client, Verb::Get, n, done, |i| {
+                named("bench.example.com", "bundles", Some(format!("b-{i}")), None)
+            })
+            .await,
+        );
+        done += n;
+    }
+    // The custom objects went through the schema: defaulted, and the same data as the
+    // ConfigMaps.
+    let got = client
+        .call(
+            Verb::Get,
+            &named("bench.example.com", "bundles", Some("b-0".into()), None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got["spec"]["owner"], "bench");
+    assert_eq!(got["spec"]["data"], data);
+    println!("## Custom resource vs ConfigMap of the same data ({rounds} each)");
+    println!("| measure | custom resource | ConfigMap (baseline) | ratio |");
+    println!("|---|---|---|---|");
+    for (verb, cr, cm) in [
+        ("create", &mut create_cr, &mut create_cm),
+        ("get", &mut get_cr, &mut get_cm),
+    ] {
+        cr.sort();
+        cm.sort();
+        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+            let (a, b) = (percentile(cr, p), percentile(cm, p));
+            println!(
+                "| {verb} {label} | {:.0} µs | {:.0} µs | {:.2}×{} |",
+                micros(a),
+                micros(b),
+                micros(a) / micros(b),
+                if label == "p50" {
+                    " (target ≤ 1.2×)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    println!();
+}
+
 fn main() {
     let rounds: usize = std::env::var("SKIFF_BENCH_ROUNDS")
         .ok()
@@ -300,6 +435,9 @@ fn main() {
         }
         if only.is_empty() || only == "update" {
             update_cost(rounds).await;
+        }
+        if only.is_empty() || only == "crd" {
+            custom_vs_configmap(rounds).await;
         }
     });
 }
