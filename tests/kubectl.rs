@@ -2166,6 +2166,87 @@ spec:
                 items: {type: object, x-kubernetes-preserve-unknown-fields: true}
 "#;
 
+/// A CRD serving two versions (conversion None): objects are stored in the storage version
+/// and read, written, listed and watched in whichever version is asked, only apiVersion
+/// differing.
+#[test]
+fn custom_resources_are_served_in_every_served_version() {
+    let k = Kube::start();
+    let crd = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: gizmos.example.com}
+spec:
+  group: example.com
+  names: {plural: gizmos, kind: Gizmo}
+  scope: Namespaced
+  versions:
+  - name: v1beta1
+    served: true
+    storage: false
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+"#;
+    let out = k.apply_stdin("apply", crd);
+    assert!(out.status.success(), "{out:?}");
+    let out = k.apply_stdin(
+        "create",
+        "apiVersion: example.com/v1beta1\nkind: Gizmo\nmetadata: {name: g}\nspec: {n: 1}\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let av = |resource: &str| k.ok(&["get", resource, "g", "-o", "jsonpath={.apiVersion}"]);
+    assert_eq!(av("gizmos.v1beta1.example.com"), "example.com/v1beta1");
+    assert_eq!(av("gizmos.v1.example.com"), "example.com/v1");
+    // kubectl's preferred version is v1.
+    assert_eq!(av("gizmos"), "example.com/v1");
+    k.ok(&[
+        "patch",
+        "gizmos.v1beta1.example.com",
+        "g",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"n":2}}"#,
+    ]);
+    assert_eq!(
+        k.ok(&["get", "gizmos", "g", "-o", "jsonpath={.spec.n}"]),
+        "2"
+    );
+    let list: serde_json::Value = serde_json::from_str(&k.ok(&[
+        "get",
+        "--raw",
+        "/apis/example.com/v1beta1/namespaces/default/gizmos",
+    ]))
+    .unwrap();
+    assert_eq!(
+        list["items"][0]["apiVersion"], "example.com/v1beta1",
+        "{list}"
+    );
+    let watched = k.ok(&[
+        "get",
+        "--raw",
+        "/apis/example.com/v1beta1/namespaces/default/gizmos?watch=1&timeoutSeconds=1",
+    ]);
+    assert!(
+        watched.contains(r#""apiVersion":"example.com/v1beta1""#)
+            && !watched.contains(r#""apiVersion":"example.com/v1""#),
+        "{watched}"
+    );
+    // Stored in the storage version: what a NATS client (no version) reads.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = client_for(&k._nats.url(), ADMIN.0, ADMIN.1).await;
+        let got = c
+            .api("example.com", "gizmos", Some("default"))
+            .get("g")
+            .await
+            .unwrap();
+        assert_eq!(got["apiVersion"], "example.com/v1");
+    });
+}
+
 #[test]
 fn custom_resource_definitions_serve_their_kinds_at_once() {
     let k = Kube::start();

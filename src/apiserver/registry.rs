@@ -516,6 +516,7 @@ impl Registry {
         if !errs.is_empty() {
             return Err(invalid(t.info, &name, errs));
         }
+        to_storage(t.info, &mut obj);
         let key = t.info.key(ns.as_deref(), &name);
         if req.dry_run {
             // What the write would answer: a name in use is 409 here too.
@@ -972,6 +973,7 @@ impl Registry {
                 }
             }
             let mut old = decode(&kv.value)?;
+            to_served(info, &mut old);
             let mut new = change(&old)?;
             if !new.is_object() {
                 return Err(Status::bad_request("the result must be a JSON object"));
@@ -998,6 +1000,7 @@ impl Registry {
             if new == old {
                 return Ok((kv.value, new));
             }
+            to_storage(info, &mut new);
             if dry_run {
                 // What the write would store, not what is stored: `kubectl diff` compares it.
                 return Ok((encode_value(&new)?, new));
@@ -1436,6 +1439,29 @@ fn check_type(info: &ResourceInfo, obj: &mut Value) -> Result<(), Status> {
     map.insert("kind".into(), json!(info.kind));
     map.insert("apiVersion".into(), json!(api_version));
     Ok(())
+}
+
+/// A custom object as stored: in its CRD's storage version (conversion `None` changes only
+/// apiVersion). Built-in kinds are served in one version and stay as they are.
+fn to_storage(info: &ResourceInfo, obj: &mut Value) {
+    if let Some(c) = crate::apiserver::custom::strategy::of(info) {
+        if info.api_version() != c.storage {
+            if let Some(m) = obj.as_object_mut() {
+                m.insert("apiVersion".into(), json!(c.storage));
+            }
+        }
+    }
+}
+
+/// A stored custom object as the version `info` serves shows it (see [`to_storage`]).
+pub(crate) fn to_served(info: &ResourceInfo, obj: &mut Value) {
+    if crate::apiserver::custom::strategy::of(info).is_some()
+        && obj.get("kind").and_then(Value::as_str) == Some(info.kind)
+    {
+        if let Some(m) = obj.as_object_mut() {
+            m.insert("apiVersion".into(), json!(info.api_version()));
+        }
+    }
 }
 
 fn finalizers_empty(obj: &Value) -> bool {

@@ -36,6 +36,9 @@ pub struct CustomResource {
     pub scale: Option<(String, String, Option<String>)>,
     /// The schema's `x-kubernetes-validations`, compiled.
     rules: cel::Rules,
+    /// The apiVersion objects are stored in (the CRD's storage version): with conversion
+    /// `None`, an object read or written in another served version only changes apiVersion.
+    pub storage: &'static str,
 }
 
 fn leak(s: &str) -> &'static str {
@@ -69,6 +72,17 @@ pub fn rows(spec: &Value) -> Vec<Served> {
     let short_names = leak_list(spec.pointer("/names/shortNames"));
     let categories = leak_list(spec.pointer("/names/categories"));
     let namespaced = s("/scope") != "Cluster";
+    let storage_version = spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .and_then(|vs| {
+            vs.iter()
+                .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        })
+        .and_then(|v| v.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let storage = leak(&format!("{group}/{storage_version}"));
     let mut out = Vec::new();
     for v in spec
         .get("versions")
@@ -123,6 +137,7 @@ pub fn rows(spec: &Value) -> Vec<Served> {
             );
         let strategy: &'static CustomResource = Box::leak(Box::new(CustomResource {
             rules: cel::Rules::compile(&schema),
+            storage,
             schema,
             columns,
             scale,

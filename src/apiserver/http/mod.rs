@@ -832,6 +832,10 @@ async fn resource_call(
         Reply::Object(bytes) => {
             let mut v = codec::msgpack_to_value(&bytes)
                 .map_err(|e| Status::internal(format!("encoding the answer: {e}")))?;
+            // Custom objects are stored in their CRD's storage version; shown in the one asked.
+            if t.subresource.as_deref().is_none_or(|s| s == "status") {
+                served_version(t.info, &mut v);
+            }
             if table && matches!(verb, Verb::Get | Verb::List) && t.subresource.is_none() {
                 let (objects, meta) = match verb {
                     Verb::List => (
@@ -903,6 +907,16 @@ async fn resource_call(
     Ok(response)
 }
 
+/// An answer (object or list) in the version `info` serves: see `registry::to_served`.
+fn served_version(info: &ResourceInfo, v: &mut Value) {
+    crate::apiserver::registry::to_served(info, v);
+    if let Some(items) = v.get_mut("items").and_then(Value::as_array_mut) {
+        for item in items {
+            crate::apiserver::registry::to_served(info, item);
+        }
+    }
+}
+
 /// Streams a watch as JSON lines, flushed per event.
 fn watch_response(stream: WatchStream, table: bool, include: table::Include) -> HttpResponse {
     let bookmarks = stream.allow_bookmarks;
@@ -916,6 +930,7 @@ fn watch_response(stream: WatchStream, table: bool, include: table::Include) -> 
                     event_type, object, ..
                 } => {
                     let mut obj = codec::msgpack_to_value(&object).unwrap_or(Value::Null);
+                    crate::apiserver::registry::to_served(info, &mut obj);
                     if table {
                         obj = table::table(
                             info,
