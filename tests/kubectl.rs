@@ -2503,22 +2503,43 @@ fn custom_resource_definitions_serve_their_kinds_at_once() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(k.ok(&["get", "widgets", "-o", "name"]).trim(), "");
 
-    // A CRD that waits for a finalizer still serves its objects but takes no new ones, and
-    // takes its objects with it when the finalizer goes.
-    let out = k.apply_stdin("create", &widget("kept", "{size: 2}"));
+    // A CRD being deleted deletes its objects as a client would, waiting for their
+    // finalizers: meanwhile it serves them but takes no new ones.
+    let out = k.apply_stdin(
+        "create",
+        &widget("kept", "{size: 2}").replace(
+            "metadata: {name: kept}",
+            "metadata: {name: kept, finalizers: [example.com/hold]}",
+        ),
+    );
     assert!(out.status.success(), "{out:?}");
-    k.ok(&[
-        "patch",
-        "crd",
-        "widgets.example.com",
-        "--type=merge",
-        "-p",
-        r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
-    ]);
     k.ok(&["delete", "crd", "widgets.example.com", "--wait=false"]);
+    assert!(k
+        .ok(&[
+            "get",
+            "crd",
+            "widgets.example.com",
+            "-o",
+            "jsonpath={.metadata.finalizers}"
+        ])
+        .contains("customresourcecleanup.apiextensions.k8s.io"));
+    k.ok(&[
+        "wait",
+        "--for=jsonpath={.status.conditions[?(@.type==\"Terminating\")].reason}=InstanceDeletionCheck",
+        "crd/widgets.example.com",
+        "--timeout=20s",
+    ]);
     assert_eq!(
-        k.ok(&["get", "widgets", "-o", "name"]).trim(),
-        "widget.example.com/kept"
+        k.ok(&[
+            "get",
+            "widgets",
+            "-o",
+            "jsonpath={.items[*].metadata.name} {.items[*].metadata.deletionTimestamp}"
+        ])
+        .split_whitespace()
+        .count(),
+        2,
+        "kept, being deleted"
     );
     let out = k.apply_stdin("create", &widget("late", "{size: 2}"));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -2528,11 +2549,17 @@ fn custom_resource_definitions_serve_their_kinds_at_once() {
     );
     k.ok(&[
         "patch",
-        "crd",
-        "widgets.example.com",
+        "wg",
+        "kept",
         "--type=json",
         "-p",
         r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    k.ok(&[
+        "wait",
+        "--for=delete",
+        "crd/widgets.example.com",
+        "--timeout=20s",
     ]);
     assert!(k
         .fails(&["get", "crd", "widgets.example.com"])

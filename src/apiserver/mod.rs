@@ -183,6 +183,13 @@ pub struct ApiServer {
 
 impl Actor for ApiServer {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Deleting a CRD finishes here: its objects go first (see `custom::cleanup`).
+        ctx.spawn(actix::fut::wrap_future(custom::cleanup::run(
+            self.registry.clone(),
+        )));
+    }
 }
 
 impl Handler<Call> for ApiServer {

@@ -268,6 +268,11 @@ impl Registry {
         }
     }
 
+    /// The Store's committed state, for the API server's own loops (`custom::cleanup`).
+    pub(crate) fn reader(&self) -> &store::Reader {
+        &self.reader
+    }
+
     fn target(&self, req: &Request) -> Result<Target, Status> {
         let info = self
             .custom
@@ -1126,6 +1131,18 @@ impl Registry {
                 } else {
                     "foregroundDeletion"
                 };
+                let list = meta::metadata_mut(&mut obj)
+                    .entry("finalizers")
+                    .or_insert_with(|| json!([]));
+                if let Some(a) = list.as_array_mut() {
+                    if !a.iter().any(|x| x == f) {
+                        a.push(json!(f));
+                        added = true;
+                    }
+                }
+            }
+            // Work the API server itself does before the object goes (a CRD's objects).
+            if let (false, Some(f)) = (already, strategy.delete_finalizer()) {
                 let list = meta::metadata_mut(&mut obj)
                     .entry("finalizers")
                     .or_insert_with(|| json!([]));

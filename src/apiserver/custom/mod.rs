@@ -11,6 +11,7 @@
 //! memory grows only with the definitions ever written.
 
 pub mod cel;
+pub mod cleanup;
 pub mod schema;
 pub mod strategy;
 
@@ -33,6 +34,11 @@ pub fn objects_prefix(info: &ResourceInfo, crd: &Value) -> Option<String> {
     if info.group != GROUP || info.plural != "customresourcedefinitions" {
         return None;
     }
+    objects_prefix_of(crd)
+}
+
+/// Where the objects of the CRD `crd` are stored.
+pub fn objects_prefix_of(crd: &Value) -> Option<String> {
     let group = crd.pointer("/spec/group")?.as_str()?;
     let plural = crd.pointer("/spec/names/plural")?.as_str()?;
     (!group.is_empty() && !plural.is_empty()).then(|| format!("/registry/{group}/{plural}/"))

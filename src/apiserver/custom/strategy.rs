@@ -237,6 +237,7 @@ impl Strategy for CustomResource {
         if let Some(old) = old {
             validation::check_meta_update(old, obj, &mut errs);
         }
+        validation::apimachinery_finalizers(&mut errs);
         errs
     }
 

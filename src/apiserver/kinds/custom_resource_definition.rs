@@ -50,8 +50,29 @@ impl Strategy for CustomResourceDefinition {
         established(obj);
     }
 
+    fn delete_finalizer(&self) -> Option<&'static str> {
+        Some(crate::apiserver::custom::cleanup::FINALIZER)
+    }
+
+    fn on_deleting(&self, obj: &mut Value) {
+        set_condition(
+            obj,
+            "Terminating",
+            "True",
+            "InstanceDeletionPending",
+            "CustomResourceDeletion marked as pending",
+        );
+    }
+
     fn validate(&self, info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
-        validate::<ext::CustomResourceDefinition>(NameRule::Subdomain, info.namespaced, obj, old)
+        let mut errs = validate::<ext::CustomResourceDefinition>(
+            NameRule::Subdomain,
+            info.namespaced,
+            obj,
+            old,
+        );
+        apimachinery_finalizers(&mut errs);
+        errs
     }
 
     fn prepare_for_update(
@@ -114,28 +135,38 @@ fn established(obj: &mut Value) {
     }
     obj["status"]["acceptedNames"] = names;
     obj["status"]["storedVersions"] = json!(stored);
-    condition(obj, "NamesAccepted", "NoConflicts", "no conflicts found");
-    condition(
+    set_condition(
+        obj,
+        "NamesAccepted",
+        "True",
+        "NoConflicts",
+        "no conflicts found",
+    );
+    set_condition(
         obj,
         "Established",
+        "True",
         "InitialNamesAccepted",
         "the initial names have been accepted",
     );
 }
 
-/// Sets a CRD condition to True (its shape has no `lastProbeTime`), keeping the transition
-/// time of one already True.
-fn condition(obj: &mut Value, kind: &str, reason: &str, message: &str) {
+/// Sets a CRD condition (its shape has no `lastProbeTime`), keeping the transition time of
+/// one already in that status.
+pub fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: &str, message: &str) {
+    if !obj.get("status").is_some_and(Value::is_object) {
+        obj["status"] = json!({});
+    }
     let conditions = obj["status"]
         .as_object_mut()
         .map(|s| s.entry("conditions").or_insert_with(|| json!([])));
     let Some(list) = conditions.and_then(Value::as_array_mut) else {
         return;
     };
-    let fresh = json!({"type": kind, "status": "True", "reason": reason, "message": message,
+    let fresh = json!({"type": kind, "status": status, "reason": reason, "message": message,
         "lastTransitionTime": meta::now()});
     match list.iter_mut().find(|c| c["type"] == kind) {
-        Some(c) if c["status"] == "True" => {
+        Some(c) if c["status"] == status => {
             c["reason"] = json!(reason);
             c["message"] = json!(message);
         }

@@ -95,6 +95,13 @@ pub trait Strategy: Send + Sync {
     /// Marks an object whose deletion has begun (a namespace's `Terminating` phase).
     fn on_deleting(&self, _obj: &mut Value) {}
 
+    /// A finalizer the API server itself adds when an object's deletion begins, for work it
+    /// does before the object may go: a CRD's `customresourcecleanup.apiextensions.k8s.io`
+    /// (its objects are deleted first, see `custom::cleanup`).
+    fn delete_finalizer(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Whether deleting with `Orphan` or `Foreground` propagation adds the finalizer the
     /// garbage collector honours: kinds that own dependents Skiff's collector follows.
     fn owns_dependents(&self) -> bool {

@@ -1254,6 +1254,19 @@ pub(crate) fn validate_owner_references(refs: &[meta::OwnerReference], errs: &mu
     }
 }
 
+/// What core kinds add to apimachinery's finalizer check (kube's `validateKubeFinalizerName`).
+const KUBE_FINALIZER_ERR: &str =
+    "name is neither a standard finalizer name nor is it fully qualified";
+
+/// Drops the core kinds' finalizer rule from `errs`: CRDs and custom resources are checked with
+/// apimachinery's metadata rules only, which take any qualified name (kube warns instead), so
+/// `customresourcecleanup.apiextensions.k8s.io` or an operator's `foo.example.com` are valid.
+pub(crate) fn apimachinery_finalizers(errs: &mut Errs) {
+    errs.retain(|e| {
+        !(e.field.starts_with("metadata.finalizers") && e.message.ends_with(KUBE_FINALIZER_ERR))
+    });
+}
+
 pub(crate) fn validate_finalizers(finalizers: &[String], path: &str, errs: &mut Errs) {
     for (i, f) in finalizers.iter().enumerate() {
         let p = index(path, i);
@@ -1262,11 +1275,7 @@ pub(crate) fn validate_finalizers(finalizers: &[String], path: &str, errs: &mut 
         }
         if !f.contains('/') && !matches!(f.as_str(), "kubernetes" | "orphan" | "foregroundDeletion")
         {
-            errs.push(FieldError::invalid(
-                p,
-                q(f),
-                "name is neither a standard finalizer name nor is it fully qualified",
-            ));
+            errs.push(FieldError::invalid(p, q(f), KUBE_FINALIZER_ERR));
         }
     }
     let has = |name: &str| finalizers.iter().any(|f| f == name);
