@@ -1088,6 +1088,48 @@ mod tests {
     }
 
     #[test]
+    fn custom_objects_merge_lists_as_their_schema_says() {
+        let schema: &'static Value = Box::leak(Box::new(json!({"type": "object", "properties": {
+            "spec": {"type": "object", "properties": {
+                "routes": {"type": "array", "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["name"],
+                    "items": {"type": "object", "properties": {
+                        "name": {"type": "string"}, "port": {"type": "integer"}}}},
+                "tags": {"type": "array", "x-kubernetes-list-type": "set",
+                    "items": {"type": "string"}},
+                "args": {"type": "array", "items": {"type": "string"}}}}}})));
+        let w = |manager| Writer {
+            manager,
+            subresource: "",
+            has_status: false,
+            api_version: "example.com/v1".into(),
+            schema: Schema::CustomRoot(schema),
+        };
+        let obj = |route: &str, tag: &str, arg: &str| {
+            json!({"apiVersion": "example.com/v1", "kind": "Route", "metadata": {"name": "r"},
+                "spec": {"routes": [{"name": route, "port": 80}], "tags": [tag], "args": [arg]}})
+        };
+        let first = apply(None, &obj("a", "x", "1"), &w("one"), false).unwrap();
+        // Map items and set members are each their manager's; the atomic list is one field.
+        let both = apply(Some(&first), &obj("b", "y", "1"), &w("two"), false).unwrap();
+        assert_eq!(
+            both["spec"]["routes"],
+            json!([{"name": "a", "port": 80}, {"name": "b", "port": 80}])
+        );
+        assert_eq!(both["spec"]["tags"], json!(["x", "y"]));
+        let v1 = entries(&both).unwrap();
+        let two = &v1.iter().find(|e| e.manager == "two").unwrap().fields;
+        assert!(two.has_under(&[
+            "f:spec".into(),
+            "f:routes".into(),
+            "k:{\"name\":\"b\"}".into()
+        ]));
+        let err = apply(Some(&first), &obj("b", "y", "2"), &w("two"), false).unwrap_err();
+        assert_eq!(err.code, 409);
+        assert!(err.message.contains(".spec.args"), "{}", err.message);
+    }
+
+    #[test]
     fn two_managers_conflict_and_force_takes_over() {
         let a = writer("a");
         let first = apply(None, &deployment(2, "nginx"), &a, false).expect("creates");

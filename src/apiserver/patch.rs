@@ -248,6 +248,67 @@ pub enum Schema {
     WorkloadSpec,
     /// A status whose only merge list is `conditions` keyed by `type`.
     ConditionsStatus,
+    /// A custom object: its CRD version's `openAPIV3Schema` (leaked with its strategy).
+    CustomRoot(&'static Value),
+    /// A node of a custom object's schema: list types come from `x-kubernetes-list-type` and
+    /// `x-kubernetes-list-map-keys`, lists without one being atomic, as kube treats CRDs.
+    Custom(&'static Value),
+}
+
+/// The schema of field `name` of a custom schema node (of each item, for a list): a
+/// property, or the values of a map.
+fn custom_field(s: &'static Value, name: &str) -> Option<&'static Value> {
+    let p = s
+        .get("properties")
+        .and_then(|p| p.get(name))
+        .or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))?;
+    Some(match p.get("type").and_then(Value::as_str) {
+        Some("array") => p.get("items")?,
+        _ => p,
+    })
+}
+
+/// How a custom schema node's list field `name` is merged and owned.
+fn custom_list_type(s: &'static Value, name: &str) -> ListType {
+    let Some(p) = s
+        .get("properties")
+        .and_then(|p| p.get(name))
+        .or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))
+    else {
+        return ListType::Atomic;
+    };
+    match p.get("x-kubernetes-list-type").and_then(Value::as_str) {
+        Some("set") => ListType::Set,
+        Some("map") => ListType::Map(interned_keys(p.get("x-kubernetes-list-map-keys"))),
+        _ => ListType::Atomic,
+    }
+}
+
+/// A map list's keys as `ListType::Map` holds them: each distinct key list leaked once.
+fn interned_keys(keys: Option<&Value>) -> &'static [&'static str] {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static KEYS: OnceLock<Mutex<HashMap<Vec<String>, &'static [&'static str]>>> = OnceLock::new();
+    let keys: Vec<String> = keys
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut map = KEYS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    map.entry(keys).or_insert_with_key(|k| {
+        let leaked: Vec<&'static str> = k
+            .iter()
+            .map(|s| &*Box::leak(s.clone().into_boxed_str()))
+            .collect();
+        Box::leak(leaked.into_boxed_slice())
+    })
 }
 
 impl Schema {
@@ -261,6 +322,7 @@ impl Schema {
     /// strategic merge key.
     pub fn list_type(self, name: &str) -> ListType {
         match (self, name) {
+            (Schema::CustomRoot(s) | Schema::Custom(s), _) => custom_list_type(s, name),
             (Schema::PodSpec, "topologySpreadConstraints") => {
                 ListType::Map(&["topologyKey", "whenUnsatisfiable"])
             }
@@ -341,6 +403,10 @@ impl Schema {
     pub fn field(self, name: &str) -> Schema {
         use RootKind as K;
         match (self, name) {
+            (Schema::CustomRoot(_), "metadata") => Schema::ObjectMeta,
+            (Schema::CustomRoot(s) | Schema::Custom(s), _) => {
+                custom_field(s, name).map_or(Schema::Unknown, Schema::Custom)
+            }
             (Schema::Root(_) | Schema::PodTemplateSpec | Schema::JobTemplateSpec, "metadata") => {
                 Schema::ObjectMeta
             }

@@ -1787,7 +1787,10 @@ fn writer<'a>(
         subresource,
         has_status: info.has_status,
         api_version: info.api_version(),
-        schema: super::patch::Schema::of(kinds::of(info).patch_root()),
+        schema: match crate::apiserver::custom::strategy::of(info) {
+            Some(custom) => super::patch::Schema::CustomRoot(&custom.schema),
+            None => super::patch::Schema::of(kinds::of(info).patch_root()),
+        },
     }
 }
 
