@@ -763,6 +763,9 @@ impl Registry {
         if ptype == PatchType::Apply && req.subresource.as_deref() != Some("scale") {
             return self.apply(req, &t, &name, patch).await;
         }
+        if ptype == PatchType::Apply && req.subresource.as_deref() == Some("scale") {
+            return self.apply_scale(req, &t, &name, patch).await;
+        }
         if req.subresource.as_deref() == Some("scale") {
             return self
                 .update_scale(
@@ -947,6 +950,83 @@ impl Registry {
             })
             .await?;
         // Of what was stored: the answer carries the new resourceVersion.
+        encode_value(&scale_of(info, &decode(&bytes)?))
+    }
+
+    /// Server-side apply of a Scale, as kube's scale subresource takes it: its `spec.replicas`
+    /// is applied to the object's replica path by the field manager `(manager, "scale")`, so
+    /// replicas another manager owns conflict (409) unless forced; nothing else changes. The
+    /// answer is the new Scale.
+    async fn apply_scale(
+        &self,
+        req: &Request,
+        t: &Target,
+        name: &str,
+        config: Value,
+    ) -> Result<Bytes, Status> {
+        let info = t.info;
+        if !info.has_scale {
+            return Err(Status::not_found(info.group, "scale", name));
+        }
+        let text = |k: &str| config.get(k).and_then(Value::as_str).unwrap_or("");
+        let (av, kind) = (text("apiVersion"), text("kind"));
+        if av != "autoscaling/v1" || kind != "Scale" {
+            return Err(Status::bad_request(format!(
+                "the API version in the data ({av}) and kind ({kind}) do not match the \
+                 resource scale (autoscaling/v1, Scale)"
+            )));
+        }
+        let given = meta::name(&config);
+        if !given.is_empty() && given != name {
+            return Err(Status::bad_request(format!(
+                "the name of the object ({given}) does not match the name on the URL ({name})"
+            )));
+        }
+        let spec_path = ScalePaths::of(info).spec;
+        let mut parent = json!({"apiVersion": info.api_version(), "kind": info.kind,
+            "metadata": {"name": name}});
+        if let Some(r) = config.pointer("/spec/replicas") {
+            if !r
+                .as_i64()
+                .is_some_and(|r| (0..=i32::MAX as i64).contains(&r))
+            {
+                return Err(invalid(
+                    info,
+                    name,
+                    vec![FieldError {
+                        reason: "FieldValueInvalid",
+                        field: "spec.replicas".into(),
+                        message: format!("Invalid value: {r}: must be greater than or equal to 0"),
+                    }],
+                ));
+            }
+            set_path(&mut parent, &spec_path, r.clone());
+        }
+        let expect = config
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(meta::parse_revision)
+            .transpose()
+            .map_err(Status::bad_request)?
+            .flatten();
+        let manager = req.field_manager.clone().unwrap_or_default();
+        let force = req.force == Some(true);
+        let (bytes, _) = self
+            .modify(t, name, expect, req.dry_run, &Track::Applied, move |old| {
+                let applied =
+                    managed::apply(Some(old), &parent, &writer(info, &manager, "scale"), force)?;
+                let mut new = old.clone();
+                if let Some(r) = at_path(&applied, &spec_path) {
+                    set_path(&mut new, &spec_path, r.clone());
+                }
+                let fields = applied
+                    .pointer("/metadata/managedFields")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                meta::metadata_mut(&mut new).insert("managedFields".into(), fields);
+                Ok(new)
+            })
+            .await?;
         encode_value(&scale_of(info, &decode(&bytes)?))
     }
 

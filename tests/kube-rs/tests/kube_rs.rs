@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -166,6 +167,52 @@ async fn watchers_and_server_side_apply() {
         .await
         .expect("forced apply");
     assert_eq!(got.data.unwrap()["a"], "2");
+
+    // Server-side apply through a Deployment's scale subresource: the replicas belong to the
+    // manager that applied the Deployment until another one forces them through the Scale.
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "scaled"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "scaled"}},
+            "template": {"metadata": {"labels": {"app": "scaled"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+    deploys
+        .patch("scaled", &params, &Patch::Apply(&deployment))
+        .await
+        .expect("deployment applied");
+    let scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+        "metadata": {"name": "scaled"}, "spec": {"replicas": 3}});
+    match deploys
+        .patch_scale(
+            "scaled",
+            &PatchParams::apply("kube-rs-scaler"),
+            &Patch::Apply(&scale),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 409, "{s:?}"),
+        other => panic!("replicas belong to kube-rs-one: {other:?}"),
+    }
+    let scaled = deploys
+        .patch_scale(
+            "scaled",
+            &PatchParams::apply("kube-rs-scaler").force(),
+            &Patch::Apply(&scale),
+        )
+        .await
+        .expect("forced apply through the scale");
+    assert_eq!(scaled.spec.unwrap().replicas, Some(3));
+    let d = deploys.get("scaled").await.unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(3));
+    let scaler = d
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.manager.as_deref() == Some("kube-rs-scaler"))
+        .expect("the scaler manages the replicas");
+    assert_eq!(scaler.subresource.as_deref(), Some("scale"));
+    assert_eq!(scaler.operation.as_deref(), Some("Apply"));
 
     // Lists, and the default watcher and the streaming-list watcher both see the objects
     // there before them and a change after.
