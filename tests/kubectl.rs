@@ -193,13 +193,29 @@ fn discovery_health_and_namespaces() {
     }
     assert!(resources.contains("deploy") && resources.contains("apps/v1"));
     assert_eq!(k.ok(&["get", "--raw", "/healthz"]), "ok");
-    // The Swagger 2.0 document, from the same schemas as v3 (JSON only: kubectl's own v2
-    // reader asks for protobuf and is told 406).
+    // The Swagger 2.0 document, from the same schemas as v3, as JSON and as the protobuf
+    // kubectl's own v2 reader asks for (`explain --output plaintext-openapiv2`).
     let v2: serde_json::Value =
         serde_json::from_str(&k.ok(&["get", "--raw", "/openapi/v2"])).expect("/openapi/v2 is JSON");
     assert_eq!(v2["swagger"], "2.0");
     assert!(v2["definitions"]["io.k8s.api.apps.v1.Deployment"]["properties"]["spec"].is_object());
     assert!(v2["paths"]["/api/v1/namespaces/{namespace}/pods"]["post"].is_object());
+    let explain = k.ok(&[
+        "explain",
+        "pods.spec.containers.ports",
+        "--output=plaintext-openapiv2",
+    ]);
+    assert!(
+        explain.contains("RESOURCE: ports <[]Object>")
+            && explain.contains("containerPort\t<integer> -required-"),
+        "{explain}"
+    );
+    let explain = k.ok(&[
+        "explain",
+        "deployments.spec.strategy.rollingUpdate",
+        "--output=plaintext-openapiv2",
+    ]);
+    assert!(explain.contains("maxSurge\t<string>"), "{explain}");
     let ns = k.ok(&["get", "ns"]);
     for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(ns.contains(n), "{ns}");

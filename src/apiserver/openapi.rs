@@ -966,7 +966,9 @@ pub fn swagger(served: &[Served]) -> Value {
             .into_iter()
             .flatten()
         {
-            definitions.insert(name.clone(), schema.clone());
+            let mut schema = schema.clone();
+            v2_schema(&mut schema);
+            definitions.insert(name.clone(), schema);
         }
     }
     let doc = json!({
@@ -987,6 +989,36 @@ pub fn swagger(served: &[Served]) -> Value {
         .unwrap_or_default()
         .replace("\"#/components/schemas/", "\"#/definitions/");
     serde_json::from_str(&text).unwrap_or(doc)
+}
+
+/// A v3 schema in v2 form, as kube publishes it: a reference with siblings is written
+/// `{"$ref", "description", …}` (v3 wraps it in a one-element `allOf`, which Swagger 2.0
+/// readers such as kube-openapi's proto model do not follow), and int-or-string is a string
+/// of format `int-or-string` rather than v3's `anyOf`.
+fn v2_schema(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::Array(all)) = m.get("allOf") {
+                if let [Value::Object(only)] = all.as_slice() {
+                    if let (Some(r), 1) = (only.get("$ref").cloned(), only.len()) {
+                        m.remove("allOf");
+                        m.insert("$ref".into(), r);
+                    }
+                }
+            }
+            if m.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
+                m.remove("anyOf");
+                m.insert("type".into(), json!("string"));
+                m.insert("format".into(), json!("int-or-string"));
+            }
+            m.remove("nullable");
+            for x in m.values_mut() {
+                v2_schema(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(v2_schema),
+        _ => {}
+    }
 }
 
 /// One v3 path item in v2 form.

@@ -4,6 +4,7 @@
 //! query parameters, JSON and Tables.
 
 mod discovery;
+mod openapi_proto;
 pub mod protobuf;
 mod protobuf_omitempty;
 mod protobuf_schema;
@@ -172,9 +173,11 @@ fn openapi_docs(rows: &[&'static ResourceInfo]) -> Arc<OpenApiDocs> {
             }
         }
     }
+    let swagger = openapi::swagger(&served);
     let docs = Arc::new(OpenApiDocs {
         v3: docs,
-        v2: Bytes::from(serde_json::to_vec(&openapi::swagger(&served)).unwrap_or_default()),
+        v2: Bytes::from(serde_json::to_vec(&swagger).unwrap_or_default()),
+        v2_protobuf: Bytes::from(openapi_proto::document(&swagger)),
     });
     *cached = Some((key, docs.clone()));
     docs
@@ -186,34 +189,51 @@ struct OpenApiDocs {
     v3: std::collections::HashMap<String, Bytes>,
     /// The Swagger 2.0 document.
     v2: Bytes,
+    /// The same, as gnostic's protobuf `openapi.v2.Document`.
+    v2_protobuf: Bytes,
 }
 
-/// `/openapi/v2`: the Swagger 2.0 document. Only its JSON form is served: a client that
-/// accepts nothing but the protobuf form (client-go's `OpenAPISchema`) gets 406.
+/// `/openapi/v2`: the Swagger 2.0 document, as JSON or (for client-go's `OpenAPISchema`) as
+/// gnostic protobuf, whichever the Accept header names first; 406 for anything else.
 fn openapi_v2(req: &HttpRequest, rows: &[&'static ResourceInfo]) -> HttpResponse {
     let accept = req
         .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let json_ok = accept.is_empty()
-        || accept.split(',').any(|a| {
-            let a = a.trim();
-            a.starts_with("application/json")
-                || a.starts_with("*/*")
-                || a.starts_with("application/*")
-        });
-    if !json_ok {
-        return status_response(&Status::failure(
-            406,
-            "NotAcceptable",
-            format!("only application/json is served for /openapi/v2 (asked for {accept:?}); the protobuf form is not supported"),
-        ));
-    }
+    let wanted = if accept.trim().is_empty() {
+        Some(false)
+    } else {
+        accept.split(',').find_map(|a| {
+            let a = a.split(';').next().unwrap_or("").trim();
+            if a == openapi_proto::MEDIA_TYPE || a == openapi_proto::MEDIA_TYPE_ASKED {
+                Some(true)
+            } else if a.starts_with("application/json") || a == "*/*" || a == "application/*" {
+                Some(false)
+            } else {
+                None
+            }
+        })
+    };
+    let docs = openapi_docs(rows);
+    let (body, content_type) = match wanted {
+        Some(true) => (docs.v2_protobuf.clone(), openapi_proto::MEDIA_TYPE),
+        Some(false) => (docs.v2.clone(), "application/json"),
+        None => {
+            return status_response(&Status::failure(
+                406,
+                "NotAcceptable",
+                format!(
+                    "/openapi/v2 is served as application/json or {} (asked for {accept:?})",
+                    openapi_proto::MEDIA_TYPE
+                ),
+            ))
+        }
+    };
     HttpResponse::Ok()
-        .content_type("application/json")
+        .content_type(content_type)
         .insert_header((header::CACHE_CONTROL, "no-cache, private"))
-        .body(openapi_docs(rows).v2.clone())
+        .body(body)
 }
 
 /// The served kinds, as the OpenAPI module wants them.
