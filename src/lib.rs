@@ -28,6 +28,7 @@
 //! - `kubelet`: the Kubelet actor (node registration, lease, pod workers, probes, logs) and the
 //!   container runtimes (`process`, `docker`, `fake`); `kubelet::hollow`, many simulated
 //!   nodes in one actor for scale runs.
+//! - `files`: directories and files that hold secrets, owner-only from their first byte.
 //! - `metrics`: the process-wide Prometheus registry every component updates and `/metrics`
 //!   renders.
 //! - `rt`: side threads (a current-thread runtime of their own) for work that must not queue
@@ -47,6 +48,7 @@ pub mod client;
 pub mod cmd;
 pub mod config;
 pub mod controllers;
+pub mod files;
 pub mod kubelet;
 pub mod metrics;
 pub mod rt;

@@ -29,6 +29,29 @@ async fn kubelets_write_only_their_own_node_lease_and_pods() {
         .await
         .unwrap_err();
     assert_eq!(e.code, 403, "a dotted name is another node");
+    // The name authorized is the name written: a create naming n1 with n2 in its body is
+    // refused before anything is stored.
+    let forged = skiff::api::wire::Request {
+        resource: "nodes".into(),
+        name: Some("n1".into()),
+        body: Some(json!({"metadata": {"name": "n2"}})),
+        ..Default::default()
+    };
+    let e = n1
+        .call_raw(skiff::api::wire::Verb::Create, &forged)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, 400, "{e}");
+    assert!(e.message.contains("does not match the name"), "{e}");
+    assert_eq!(
+        admin
+            .api("", "nodes", None)
+            .get("n2")
+            .await
+            .unwrap_err()
+            .code,
+        404
+    );
     nodes
         .patch(
             "n1",

@@ -1390,6 +1390,27 @@ fn dry_run_creates_and_scale_writes_answer_as_the_real_ones() {
         "jsonpath={.metadata.resourceVersion}",
     ]);
     k.ok(&["scale", "deploy", "web", "--replicas=2"]);
+    // Objects are created through their collection: a POST on an object's own path is 405,
+    // whatever its body names.
+    let body = k.data_dir().join("cm.json");
+    std::fs::write(
+        &body,
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"other"}}"#,
+    )
+    .unwrap();
+    let out = k.run(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps/taken",
+        "-f",
+        body.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("MethodNotAllowed"),
+        "{err}"
+    );
+    assert!(k.fails(&["get", "configmap", "other"]).contains("NotFound"));
     let file = k.data_dir().join("scale.json");
     let put = |rv: &str| {
         std::fs::write(

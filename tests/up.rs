@@ -36,6 +36,31 @@ fn http_get(ip: &str, port: u16) -> Option<String> {
 fn skiff_up_runs_a_deployment_of_real_processes() {
     let up = SkiffUp::start(3);
 
+    // What holds secrets is its owner's only: the data dir, the store (Secrets as they
+    // are), the CA key, the tokens and the kubeconfig.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| {
+            std::fs::metadata(up.dir.path().join(p))
+                .unwrap_or_else(|e| panic!("{p}: {e}"))
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(""), 0o700, "the data dir");
+        assert_eq!(mode("pki"), 0o700);
+        for f in [
+            "store.redb",
+            "wal.log",
+            "tokens.csv",
+            "kubeconfig",
+            "pki/ca.key",
+            "pki/server.key",
+        ] {
+            assert_eq!(mode(f), 0o600, "{f}");
+        }
+    }
+
     up.ok(&["apply", "-f", &example("deployment.yaml")]);
     up.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
     let ips = up.ok(&[

@@ -51,15 +51,11 @@ fn write(path: &Path, text: &str, secret: bool) -> Result<(), CertError> {
         path: path.display().to_string(),
         source,
     };
-    std::fs::write(path, text).map_err(io)?;
-    #[cfg(unix)]
     if secret {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        crate::files::write_private(path, text.as_bytes()).map_err(io)
+    } else {
+        std::fs::write(path, text).map_err(io)
     }
-    #[cfg(not(unix))]
-    let _ = secret;
-    Ok(())
 }
 
 impl Pki {
@@ -67,7 +63,7 @@ impl Pki {
     /// serving certificate's names (it is re-issued when they change).
     pub fn ensure(data_dir: &Path, sans: &[String]) -> Result<Pki, CertError> {
         let dir = data_dir.join("pki");
-        std::fs::create_dir_all(&dir).map_err(|source| CertError::Io {
+        crate::files::private_dir(&dir).map_err(|source| CertError::Io {
             path: dir.display().to_string(),
             source,
         })?;

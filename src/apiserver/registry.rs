@@ -460,6 +460,16 @@ impl Registry {
             return Err(Status::bad_request("the body must be a JSON object"));
         }
         check_type(t.info, &mut obj)?;
+        // A create that names its object (over NATS) must name the one in its body: whoever
+        // authorized the request looked at the name it gave.
+        if let Some(asked) = req.name.as_deref().filter(|n| !n.is_empty()) {
+            let given = meta::name(&obj);
+            if given != asked {
+                return Err(Status::bad_request(format!(
+                    "the name of the object ({given}) does not match the name on the URL ({asked})"
+                )));
+            }
+        }
         let ns = self.check_namespace(&t, &mut obj).await?;
         // generateName
         let md = meta::metadata_mut(&mut obj);

@@ -152,16 +152,11 @@ pub fn ensure_token_file(path: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::files::create_private_dir(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     let token = uuid::Uuid::new_v4().simple().to_string();
-    std::fs::write(path, format!("{token},admin,admin,\"system:masters\"\n"))
-        .with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    write_private(path, &format!("{token},admin,admin,\"system:masters\"\n"))?;
     tracing::info!(path = %path.display(), "wrote a token file with an admin token");
     Ok(())
 }
@@ -190,11 +185,9 @@ pub fn write_component_credentials(token_file: &Path, dir: &Path) -> anyhow::Res
         .map(|(_, user, groups)| (user.to_string(), *groups))
         .collect();
     let tokens = ensure_tokens(token_file, &users)?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::files::private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
     for (stem, user, _) in COMPONENT_CREDENTIALS {
-        let path = dir.join(format!("{stem}.token"));
-        std::fs::write(&path, &tokens[user])
-            .with_context(|| format!("writing {}", path.display()))?;
+        write_private(&dir.join(format!("{stem}.token")), &tokens[user])?;
     }
     tracing::info!(dir = %dir.display(), "wrote component credentials");
     Ok(())
@@ -226,13 +219,8 @@ pub fn ensure_tokens(
 
 /// Writes a file only its owner can read (kubeconfigs hold credentials).
 pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
+    crate::files::write_private(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Runs the API server until SIGTERM or SIGINT.

@@ -248,20 +248,17 @@ impl NodeUsers {
         let config = render(&nodes, false, true);
         let (file, path) = (self.file.clone(), self.config.clone());
         tokio::task::spawn_blocking(move || {
-            write_atomically(&file, &csv, 0o600)?;
-            write_atomically(&path, &config, 0o600)
+            write_atomically(&file, &csv)?;
+            write_atomically(&path, &config)
         })
         .await
         .map_err(std::io::Error::other)?
     }
 }
 
-fn write_atomically(path: &std::path::Path, text: &str, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-    std::fs::rename(&tmp, path)
+/// The NATS config and its password file are secrets: owner-only, replaced atomically.
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    crate::files::write_private(path, text.as_bytes())
 }
 
 /// Serves [`BOOTSTRAP_SUBJECT`] in the API server: a caller whose token is in
@@ -359,7 +356,7 @@ pub fn run_nats(args: RunArgs) -> anyhow::Result<()> {
         if let Some(dir) = args.config.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        write_atomically(&args.config, &render(&[], false, true), 0o600)
+        write_atomically(&args.config, &render(&[], false, true))
             .with_context(|| format!("writing {}", args.config.display()))?;
     }
     let mut child = std::process::Command::new(&args.nats_server)

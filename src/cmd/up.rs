@@ -258,7 +258,7 @@ use apiserver_cmd::ensure_tokens;
 
 /// Runs everything until SIGTERM or SIGINT.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
+    crate::files::private_dir(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     eprintln!("skiff up: data in {}", data_dir.display());

@@ -731,6 +731,14 @@ async fn resource_call(
             Verb::Watch
         }
         (Method::GET, Some(_)) => Verb::Get,
+        // An object is created by POST to its collection; kube serves no POST on an object
+        // (its subresources, such as binding or eviction, take one).
+        (Method::POST, Some(_)) if t.subresource.is_none() => {
+            return Err(Status::method_not_allowed(format!(
+                "POST is not supported on {}",
+                req.path()
+            )))
+        }
         (Method::POST, _) => {
             request.body = Some(parse_object(req, &body)?);
             Verb::Create

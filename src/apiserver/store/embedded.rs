@@ -260,8 +260,12 @@ impl EmbeddedBackend {
 
     /// Opens with a given checkpoint threshold.
     pub fn open_with(dir: &Path, checkpoint_bytes: u64) -> Result<Self, BackendError> {
-        std::fs::create_dir_all(dir).map_err(err)?;
-        let db = Database::create(dir.join("store.redb")).map_err(err)?;
+        // The store holds Secrets as they are: its directory and files are its owner's
+        // only, from their first byte (redb opens the file made here).
+        crate::files::private_dir(dir).map_err(err)?;
+        let db_path = dir.join("store.redb");
+        crate::files::private_file(&db_path).map_err(err)?;
+        let db = Database::create(&db_path).map_err(err)?;
         let tx = db.begin_write().map_err(err)?;
         {
             tx.open_table(KV).map_err(err)?;
@@ -269,6 +273,7 @@ impl EmbeddedBackend {
         }
         tx.commit().map_err(err)?;
         let wal_path = dir.join("wal.log");
+        crate::files::private_file(&wal_path).map_err(err)?;
         let wal = OpenOptions::new()
             .create(true)
             .truncate(false)
