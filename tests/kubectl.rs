@@ -747,6 +747,18 @@ fn client_certificates_signed_by_the_cluster_ca_work_and_others_do_not() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("Forbidden"), "{err}");
+    // /metrics is for admins and monitoring (kube's system:monitoring group).
+    let out = k.run_with(&reader, &["get", "--raw", "/metrics"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Forbidden"), "{err}");
+    let monitor = k.data_dir().join("monitor.kubeconfig");
+    std::fs::write(&monitor, make("prom", "system:monitoring", k.data_dir())).unwrap();
+    let out = k.run_with(&monitor, &["get", "--raw", "/metrics"], None);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("# TYPE"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // `kubectl auth whoami` and `auth can-i` answer from the same authenticator and
     // authorizer as the requests themselves.

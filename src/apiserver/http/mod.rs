@@ -531,13 +531,6 @@ async fn dispatch(
     let path = req.path().to_string();
     match (req.method(), path.trim_end_matches('/')) {
         (&Method::GET, "/version") => return json_response(StatusCode::OK, &discovery::version()),
-        // Prometheus text for everything this process runs (under `skiff up`: every
-        // component). Like the health endpoints, readable without credentials.
-        (&Method::GET, "/metrics") => {
-            return HttpResponse::Ok()
-                .content_type("text/plain; version=0.0.4; charset=utf-8")
-                .body(crate::metrics::render())
-        }
         (&Method::GET, p)
             if ["/healthz", "/livez", "/readyz"]
                 .iter()
@@ -564,6 +557,24 @@ async fn dispatch(
         Ok(u) => u,
         Err(s) => return status_response(&s),
     };
+    // Prometheus text for everything this process runs (under `skiff up`: every component):
+    // what it reveals (request mixes, users' traffic) is for the cluster's admins and
+    // monitoring, as kube's `system:monitoring` role allows `/metrics` to.
+    if req.method() == Method::GET && path.trim_end_matches('/') == "/metrics" {
+        if !user
+            .groups
+            .iter()
+            .any(|g| g == "system:masters" || g == "system:monitoring")
+        {
+            return status_response(&Status::forbidden(format!(
+                "forbidden: User \"{}\" cannot get path \"/metrics\"",
+                user.name
+            )));
+        }
+        return HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(crate::metrics::render());
+    }
     if req.method() == Method::POST {
         match path.trim_end_matches('/') {
             "/apis/authentication.k8s.io/v1/selfsubjectreviews" => {
