@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use serde_json::json;
 use skiff::api::codec;
@@ -116,7 +118,11 @@ async fn malformed_payloads_get_statuses_and_the_server_keeps_serving() {
     assert_eq!(e.code, 404);
 
     // No token at all, and a wrong one.
-    let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
+    let nats = async_nats::ConnectOptions::new()
+        .custom_inbox_prefix(subject::inbox_prefix("admin"))
+        .connect(cluster.nats.url())
+        .await
+        .unwrap();
     let reply = nats
         .request(subject::request("admin", "get"), good_bytes.clone())
         .await
@@ -126,13 +132,33 @@ async fn malformed_payloads_get_statuses_and_the_server_keeps_serving() {
     let wrong = client_for(&cluster.nats.url(), "admin", "nope").await;
     let e = wrong.send("get", good_bytes.clone()).await.unwrap_err();
     assert_eq!(e.code, 401);
-    // A subject that is not a request subject at all.
-    let reply = nats
-        .request("skiff.req.a%zz.get", good_bytes.clone())
+    // A subject that names no caller, or a reply subject that is not the caller's own inbox:
+    // nothing is answered (an answer would land in whichever inbox the sender named).
+    let unanswered = |subject: &'static str| {
+        let nats = nats.clone();
+        let bytes = good_bytes.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(2), nats.request(subject, bytes))
+                .await
+                .is_err()
+        }
+    };
+    assert!(unanswered("skiff.req.a%zz.get").await);
+    assert!(
+        unanswered("skiff.req.kubelet.get").await,
+        "admin's inbox, kubelet's request"
+    );
+    // A watch aimed at another component's inbox is refused.
+    let forged = Request {
+        resource: "configmaps".into(),
+        inbox: Some("_INBOX.system%3Akube-scheduler.x".into()),
+        ..Default::default()
+    };
+    let e = c
+        .send("watch", Bytes::from(codec::encode(&forged).unwrap()))
         .await
-        .unwrap();
-    let status: Status = codec::decode(&reply.payload).unwrap();
-    assert_eq!(status.code, 400);
+        .unwrap_err();
+    assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"), "{e}");
 
     assert!(c.send("get", good_bytes).await.is_ok(), "still serving");
 }

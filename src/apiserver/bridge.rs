@@ -225,6 +225,16 @@ async fn serve_one(
     closing: watch::Receiver<bool>,
     max_bytes: usize,
 ) {
+    // Answers go to the caller's own inbox only (`_INBOX.<identity>.…`, the only one it may
+    // subscribe): a request naming another's inbox as its reply subject would have the API
+    // server write into that component's stream. It is dropped unanswered.
+    let own_inbox = subject::parse_request(&msg.subject)
+        .map(|(user, _)| format!("{}.", subject::inbox_prefix(&user)));
+    if !own_inbox.as_deref().is_some_and(|p| reply.starts_with(p)) {
+        tracing::warn!(subject = %msg.subject, %reply, "request not answered: its reply subject is not the caller's inbox");
+        return;
+    }
+    let own_inbox = own_inbox.unwrap_or_default();
     let request_id = header(&msg, HEADER_REQUEST_ID).map(str::to_string);
     let traceparent = header(&msg, HEADER_TRACEPARENT).map(str::to_string);
     let answer = async {
@@ -238,6 +248,11 @@ async fn serve_one(
         let inbox = request.inbox.clone();
         if verb == Verb::Watch && inbox.as_deref().is_none_or(str::is_empty) {
             return Err(Status::bad_request("a watch needs an inbox"));
+        }
+        if let Some(i) = inbox.as_deref().filter(|i| !i.starts_with(&own_inbox)) {
+            return Err(Status::forbidden(format!(
+                "a watch streams to its caller's own inbox ({own_inbox}…), not {i:?}"
+            )));
         }
         let call = Call {
             credentials: Credentials {
