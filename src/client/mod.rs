@@ -83,6 +83,10 @@ pub struct ApiClient {
     /// Unique in this process, shared by clones: informers of one client (and the same
     /// resource and selectors) share one cache and one watch.
     id: u64,
+    /// Whether the connection is shared with other identities (`from_nats`): its own inbox
+    /// prefix is then not this user's, so requests and watches name inboxes of their own
+    /// under `_INBOX.<user>.` — the only reply subjects the API server answers.
+    shared: bool,
 }
 
 /// Why a client could not connect.
@@ -124,10 +128,14 @@ impl ApiClient {
                 url: options.nats_url.clone(),
                 why: e.to_string(),
             })?;
-        Ok(Self::from_nats(nats, &options))
+        Ok(Self {
+            shared: false,
+            ..Self::from_nats(nats, &options)
+        })
     }
 
-    /// Wraps an existing connection.
+    /// Wraps an existing connection, which may carry other identities' requests too (many
+    /// simulated kubelets on one connection).
     pub fn from_nats(nats: async_nats::Client, options: &ClientOptions) -> Self {
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         ApiClient {
@@ -143,7 +151,18 @@ impl ApiClient {
                 .retry
                 .qps
                 .map(|qps| Arc::new(retry::TokenBucket::new(qps, options.retry.burst))),
+            shared: true,
         }
+    }
+
+    /// A fresh inbox of this client's identity (`_INBOX.<user>.<nuid>`).
+    pub fn new_inbox(&self) -> String {
+        let fresh = self.nats.new_inbox();
+        if !self.shared {
+            return fresh;
+        }
+        let nuid = fresh.rsplit('.').next().unwrap_or(&fresh);
+        format!("{}.{nuid}", subject::inbox_prefix(&self.user))
     }
 
     /// The underlying NATS connection.
@@ -279,21 +298,31 @@ impl ApiClient {
         if let Some(t) = trace {
             headers.insert(HEADER_TRACEPARENT, t.header().as_str());
         }
-        let reply = tokio::time::timeout(
-            self.timeout,
-            self.nats.request_with_headers(subject, headers, payload),
-        )
-        .await
-        .map_err(|_| Status::timeout("no answer from the API server in time"))?
-        .map_err(|e| match e.kind() {
-            async_nats::RequestErrorKind::NoResponders => {
-                Status::unavailable("no API server is serving requests")
+        let request = async {
+            if self.shared {
+                let r = async_nats::Request::new()
+                    .headers(headers)
+                    .payload(payload)
+                    .inbox(self.new_inbox());
+                self.nats.send_request(subject, r).await
+            } else {
+                self.nats
+                    .request_with_headers(subject, headers, payload)
+                    .await
             }
-            async_nats::RequestErrorKind::TimedOut => {
-                Status::timeout("no answer from the API server in time")
-            }
-            _ => Status::unavailable(format!("{}{e}", retry::TRANSPORT_PREFIX)),
-        })?;
+        };
+        let reply = tokio::time::timeout(self.timeout, request)
+            .await
+            .map_err(|_| Status::timeout("no answer from the API server in time"))?
+            .map_err(|e| match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => {
+                    Status::unavailable("no API server is serving requests")
+                }
+                async_nats::RequestErrorKind::TimedOut => {
+                    Status::timeout("no answer from the API server in time")
+                }
+                _ => Status::unavailable(format!("{}{e}", retry::TRANSPORT_PREFIX)),
+            })?;
         let code = reply
             .headers
             .as_ref()

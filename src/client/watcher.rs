@@ -117,7 +117,7 @@ impl Watcher {
 
     async fn start(&mut self) -> Result<(), Status> {
         let client = self.api.client();
-        let inbox = client.nats().new_inbox();
+        let inbox = client.new_inbox();
         let sub = client
             .nats()
             .subscribe(inbox.clone())
