@@ -286,3 +286,70 @@ async fn delete_options_over_nats_are_checked_and_dry_run_deletes_nothing() {
         cms.get("keep").await.expect("nothing deleted");
     }
 }
+
+/// One identity holds at most its quota of watches (429 beyond it, on NATS and HTTP alike):
+/// opening watches by the thousand cannot make every commit fan out to thousands of streams,
+/// and everyone else is still answered. A watch that ends gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_beyond_a_callers_quota_are_refused_and_others_still_answered() {
+    const QUOTA: usize = 50;
+    let cluster = Cluster::with(skiff::apiserver::ApiServerOptions {
+        max_watches_per_user: QUOTA,
+        ..Default::default()
+    });
+    let c = cluster.client().await;
+    let watch = |i: usize, secs: u64| Request {
+        resource: "configmaps".into(),
+        namespace: Some("default".into()),
+        inbox: Some(format!("{}.w{i}", subject::inbox_prefix(ADMIN.0))),
+        list: skiff::api::wire::ListOptions {
+            timeout_seconds: Some(secs),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let send = |r: Request| {
+        let c = c.clone();
+        async move {
+            c.send("watch", Bytes::from(codec::encode(&r).unwrap()))
+                .await
+        }
+    };
+    for i in 0..QUOTA {
+        send(watch(i, 3)).await.expect("within the quota");
+    }
+    let e = send(watch(QUOTA, 3)).await.unwrap_err();
+    assert_eq!((e.code, e.reason.as_str()), (429, "TooManyRequests"), "{e}");
+    // Others are answered meanwhile, watches included.
+    let other = client_for(
+        &cluster.nats.url(),
+        "system:kube-scheduler",
+        "scheduler-token",
+    )
+    .await;
+    other
+        .api("", "configmaps", Some("default"))
+        .list(&Default::default())
+        .await
+        .expect("another identity is served");
+    let mut theirs = watch(0, 1);
+    theirs.inbox = Some(format!(
+        "{}.w",
+        subject::inbox_prefix("system:kube-scheduler")
+    ));
+    other
+        .send("watch", Bytes::from(codec::encode(&theirs).unwrap()))
+        .await
+        .expect("another identity may watch");
+    // Once the watches time out, their places are free again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match send(watch(QUOTA + 1, 1)).await {
+            Ok(_) => break,
+            Err(e) if e.code == 429 && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("the quota never freed: {e}"),
+        }
+    }
+}

@@ -82,6 +82,8 @@ pub struct ApiServerOptions {
     pub track_managed_fields: bool,
     /// How create-time admission is configured.
     pub admission: kinds::Admission,
+    /// Watches one identity may hold open at once (both transports); the next is 429.
+    pub max_watches_per_user: usize,
 }
 
 impl Default for ApiServerOptions {
@@ -103,6 +105,7 @@ impl Default for ApiServerOptions {
             max_queue_wait: flowcontrol::DEFAULT_MAX_WAIT,
             track_managed_fields: true,
             admission: kinds::Admission::default(),
+            max_watches_per_user: watch::DEFAULT_WATCHES_PER_USER,
         }
     }
 }
@@ -177,6 +180,8 @@ pub struct ApiServer {
     options: Arc<ApiServerOptions>,
     /// Records a span per request served.
     tracer: Tracer,
+    /// Open watches per identity.
+    watch_quota: Arc<watch::WatchQuota>,
     /// The trace collector's task, stopped with the API server.
     _collector: Option<AbortOnDrop>,
 }
@@ -257,6 +262,14 @@ impl Handler<Call> for ApiServer {
             Ok(w) => w,
             Err(s) => return refuse(s),
         };
+        // A watch counts against its caller's quota from now until its stream is dropped.
+        let quota = match call.verb {
+            Verb::Watch => match self.watch_quota.acquire(&user.name) {
+                Ok(q) => Some(q),
+                Err(s) => return refuse(s),
+            },
+            _ => None,
+        };
         let user = user.clone();
         let registry = self.registry.clone();
         let options = self.options.clone();
@@ -303,6 +316,7 @@ impl Handler<Call> for ApiServer {
                             timeout,
                         );
                         stream.allow_bookmarks = req.list.allow_watch_bookmarks;
+                        stream.quota = quota;
                         if events_v1 {
                             stream.convert = Some(events_v1::watched);
                             stream.served_as =
@@ -835,6 +849,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
     let addr = ApiServer {
         registry,
         auth: auth.clone(),
+        watch_quota: Arc::new(watch::WatchQuota::new(options.max_watches_per_user)),
         options: Arc::new(options),
         tracer,
         _collector: collector,

@@ -854,13 +854,7 @@ impl Registry {
         let manager = req.field_manager.clone().unwrap_or_default();
         let sub = req.subresource.clone().unwrap_or_default();
         let force = req.force == Some(true);
-        let expect = config
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .map(meta::parse_revision)
-            .transpose()
-            .map_err(Status::bad_request)?
-            .flatten();
+        let expect = pinned_revision(&config)?;
         let key = info.key(Self::namespace_of(t)?, name);
         for _ in 0..2 {
             if self.read(&key).is_none() && sub.is_empty() {
@@ -1012,13 +1006,7 @@ impl Registry {
             }
             set_path(&mut parent, &spec_path, r.clone());
         }
-        let expect = config
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .map(meta::parse_revision)
-            .transpose()
-            .map_err(Status::bad_request)?
-            .flatten();
+        let expect = pinned_revision(&config)?;
         let manager = req.field_manager.clone().unwrap_or_default();
         let force = req.force == Some(true);
         let (bytes, _) = self
@@ -1546,6 +1534,17 @@ fn check_type(info: &ResourceInfo, obj: &mut Value) -> Result<(), Status> {
     map.insert("kind".into(), json!(info.kind));
     map.insert("apiVersion".into(), json!(api_version));
     Ok(())
+}
+
+/// The resourceVersion an apply configuration pins, if any (a stale one is then 409).
+fn pinned_revision(config: &Value) -> Result<Option<Revision>, Status> {
+    Ok(config
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .map(meta::parse_revision)
+        .transpose()
+        .map_err(Status::bad_request)?
+        .flatten())
 }
 
 /// A custom object as stored: in its CRD's storage version (conversion `None` changes only

@@ -90,6 +90,75 @@ pub struct WatchStream {
     pub served_as: Option<&'static ResourceInfo>,
     /// Counts this watch in `apiserver_watches_open` while it lives.
     _open: OpenWatch,
+    /// Counts this watch against its caller's quota while it lives.
+    pub quota: Option<QuotaGuard>,
+}
+
+/// Watches one identity may hold open by default: far more than a component's informers or a
+/// person's `kubectl get -w`, far fewer than it takes to make every commit fan out to
+/// thousands of streams nobody reads.
+pub const DEFAULT_WATCHES_PER_USER: usize = 1_000;
+
+/// Open watches per identity, across both transports.
+pub struct WatchQuota {
+    per_user: usize,
+    open: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl WatchQuota {
+    pub fn new(per_user: usize) -> Self {
+        WatchQuota {
+            per_user,
+            open: Default::default(),
+        }
+    }
+
+    /// Counts one more watch of `user`, or refuses it with 429 at the quota.
+    pub fn acquire(self: &Arc<Self>, user: &str) -> Result<QuotaGuard, Status> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(user.to_string()).or_insert(0);
+        if *n >= self.per_user {
+            let mut s = Status::too_many_requests(format!(
+                "too many watches open for user {user:?}: at most {} at once",
+                self.per_user
+            ));
+            s.details = Some(crate::api::status::StatusDetails {
+                retry_after_seconds: Some(1),
+                ..Default::default()
+            });
+            return Err(s);
+        }
+        *n += 1;
+        Ok(QuotaGuard {
+            quota: self.clone(),
+            user: user.to_string(),
+        })
+    }
+
+    /// Watches `user` holds now.
+    #[cfg(test)]
+    fn open(&self, user: &str) -> usize {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(user).copied().unwrap_or(0)
+    }
+}
+
+/// One watch counted against its caller's quota, until dropped.
+pub struct QuotaGuard {
+    quota: Arc<WatchQuota>,
+    user: String,
+}
+
+impl Drop for QuotaGuard {
+    fn drop(&mut self) {
+        let mut open = self.quota.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// One open watch, for the `apiserver_watches_open` gauge.
@@ -138,6 +207,7 @@ impl WatchStream {
             convert: None,
             served_as: None,
             _open: OpenWatch::new(info.plural),
+            quota: None,
         }
     }
 
@@ -355,5 +425,26 @@ mod selectable_tests {
             let f = crate::api::selector::FieldSelector::parse(selector).unwrap();
             assert_eq!(f.matches(&kept), f.matches(&pod), "{selector}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_holds_at_most_its_quota_of_watches() {
+        let quota = Arc::new(WatchQuota::new(2));
+        let a = quota.acquire("ann").unwrap();
+        let _b = quota.acquire("ann").unwrap();
+        let refused = quota.acquire("ann").err().unwrap();
+        assert_eq!(refused.code, 429);
+        assert!(
+            quota.acquire("bob").is_ok(),
+            "another user is not held back"
+        );
+        drop(a);
+        assert_eq!(quota.open("ann"), 1);
+        assert!(quota.acquire("ann").is_ok());
     }
 }

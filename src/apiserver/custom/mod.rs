@@ -37,6 +37,16 @@ pub fn objects_prefix(info: &ResourceInfo, crd: &Value) -> Option<String> {
     objects_prefix_of(crd)
 }
 
+/// The name of the storage version in a CRD's spec (the one with `storage: true`).
+pub fn storage_version(spec: &Value) -> Option<&str> {
+    spec.get("versions")?
+        .as_array()?
+        .iter()
+        .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))?
+        .get("name")?
+        .as_str()
+}
+
 /// Where the objects of the CRD `crd` are stored.
 pub fn objects_prefix_of(crd: &Value) -> Option<String> {
     let group = crd.pointer("/spec/group")?.as_str()?;

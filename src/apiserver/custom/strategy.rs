@@ -72,16 +72,7 @@ pub fn rows(spec: &Value) -> Vec<Served> {
     let short_names = leak_list(spec.pointer("/names/shortNames"));
     let categories = leak_list(spec.pointer("/names/categories"));
     let namespaced = s("/scope") != "Cluster";
-    let storage_version = spec
-        .get("versions")
-        .and_then(Value::as_array)
-        .and_then(|vs| {
-            vs.iter()
-                .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
-        })
-        .and_then(|v| v.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let storage_version = super::storage_version(spec).unwrap_or_default();
     let storage = leak(&format!("{group}/{storage_version}"));
     let mut out = Vec::new();
     for v in spec

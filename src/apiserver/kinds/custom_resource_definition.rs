@@ -112,14 +112,9 @@ impl Strategy for CustomResourceDefinition {
 fn established(obj: &mut Value) {
     let names = obj.pointer("/spec/names").cloned().unwrap_or(json!({}));
     let storage = obj
-        .pointer("/spec/versions")
-        .and_then(Value::as_array)
-        .and_then(|vs| {
-            vs.iter()
-                .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
-        })
-        .and_then(|v| v.get("name"))
-        .cloned();
+        .get("spec")
+        .and_then(crate::apiserver::custom::storage_version)
+        .map(Value::from);
     if !obj.get("status").is_some_and(Value::is_object) {
         obj["status"] = json!({});
     }
