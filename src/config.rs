@@ -19,6 +19,7 @@ pub mod env {
     pub const SHUTDOWN_GRACE: &str = "SKIFF_SHUTDOWN_GRACE_SECONDS";
     pub const MAX_REQUESTS_INFLIGHT: &str = "SKIFF_MAX_REQUESTS_INFLIGHT";
     pub const MAX_QUEUE_WAIT: &str = "SKIFF_MAX_QUEUE_WAIT_SECONDS";
+    pub const EVENT_TTL: &str = "SKIFF_EVENT_TTL_SECONDS";
     pub const DEFAULT_TOLERATION_SECONDS: &str = "SKIFF_DEFAULT_TOLERATION_SECONDS";
     pub const STORE: &str = "SKIFF_STORE";
     pub const CHECKPOINT_BYTES: &str = "SKIFF_CHECKPOINT_BYTES";
@@ -61,6 +62,8 @@ pub struct ApiServerConfig {
     pub max_requests_inflight: usize,
     /// Seconds a call may wait for a seat before it is refused with 429.
     pub max_queue_wait_seconds: u64,
+    /// Seconds an Event lives after its last change (kube-apiserver's `--event-ttl`, 1 h).
+    pub event_ttl_seconds: u64,
     /// Write-ahead log bytes after which the embedded store checkpoints into its redb file.
     pub checkpoint_bytes: u64,
     /// Seconds a new pod tolerates a not-ready or unreachable node before it is evicted, when
@@ -99,6 +102,7 @@ impl Default for ApiServerConfig {
             shutdown_grace_seconds: 10,
             max_requests_inflight: crate::apiserver::flowcontrol::DEFAULT_SEATS,
             max_queue_wait_seconds: crate::apiserver::flowcontrol::DEFAULT_MAX_WAIT.as_secs(),
+            event_ttl_seconds: crate::apiserver::event_ttl::DEFAULT_TTL.as_secs(),
             checkpoint_bytes: 32 * 1024 * 1024,
             default_toleration_seconds: 300,
             https_bind: "0.0.0.0:6443".into(),

@@ -10,7 +10,7 @@
 //!   columns of each kind, one file per kind), validation (`apiserver::validation`), field
 //!   management and server-side apply (`apiserver::managed`), custom resources
 //!   (`apiserver::custom`: the kinds CRDs define, their schemas, CEL rules, strategies and
-//!   the loop that finishes a CRD's deletion),
+//!   the loop that finishes a CRD's deletion), Event expiry (`apiserver::event_ttl`),
 //!   the Store actor it alone owns (`apiserver::store`, private, with its packed state and
 //!   watcher index), the NATS bridge (which also ends watches nobody listens to any more),
 //!   `events.k8s.io` Events served as the core ones they are (`apiserver::events_v1`),

@@ -662,3 +662,46 @@ async fn two_controller_managers_one_acts_and_the_standby_takes_over() {
         holder.as_str()
     );
 }
+
+/// Events expire after the API server's `--event-ttl` from their last change, as kube's do;
+/// other objects stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_expire_after_the_event_ttl() {
+    let cluster = Cluster::with(skiff::apiserver::ApiServerOptions {
+        event_ttl: Duration::from_secs(3),
+        ..Default::default()
+    });
+    let admin = cluster.client().await;
+    let events = admin.api("", "events", Some("default"));
+    let event = |name: &str| {
+        json!({"metadata": {"name": name},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+            "reason": "Tested", "message": "m", "type": "Normal", "source": {"component": "test"},
+            "count": 1})
+    };
+    events.create(&event("old")).await.unwrap();
+    admin
+        .api("", "configmaps", Some("default"))
+        .create(&json!({"metadata": {"name": "stays"}}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(events.get("old").await.is_ok(), "not expired yet");
+    wait_for(Duration::from_secs(15), "the event expired", || {
+        let events = events.clone();
+        async move {
+            events
+                .get("old")
+                .await
+                .err()
+                .filter(|e| e.code == 404)
+                .map(|_| ())
+        }
+    })
+    .await;
+    assert!(admin
+        .api("", "configmaps", Some("default"))
+        .get("stays")
+        .await
+        .is_ok());
+}

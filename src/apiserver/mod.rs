@@ -10,6 +10,7 @@ pub mod bench;
 mod bridge;
 pub mod certs;
 pub mod custom;
+pub mod event_ttl;
 mod events_v1;
 pub mod flowcontrol;
 pub mod http;
@@ -84,6 +85,8 @@ pub struct ApiServerOptions {
     pub admission: kinds::Admission,
     /// Watches one identity may hold open at once (both transports); the next is 429.
     pub max_watches_per_user: usize,
+    /// How long an Event lives after its last change (kube-apiserver's `--event-ttl`).
+    pub event_ttl: Duration,
 }
 
 impl Default for ApiServerOptions {
@@ -106,6 +109,7 @@ impl Default for ApiServerOptions {
             track_managed_fields: true,
             admission: kinds::Admission::default(),
             max_watches_per_user: watch::DEFAULT_WATCHES_PER_USER,
+            event_ttl: event_ttl::DEFAULT_TTL,
         }
     }
 }
@@ -193,6 +197,11 @@ impl Actor for ApiServer {
         // Deleting a CRD finishes here: its objects go first (see `custom::cleanup`).
         ctx.spawn(actix::fut::wrap_future(custom::cleanup::run(
             self.registry.clone(),
+        )));
+        // Events expire after the TTL (see `event_ttl`).
+        ctx.spawn(actix::fut::wrap_future(event_ttl::run(
+            self.registry.clone(),
+            self.options.event_ttl,
         )));
     }
 }

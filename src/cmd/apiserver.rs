@@ -51,6 +51,9 @@ pub struct Args {
     /// Seconds a call may wait for a seat before it is refused with 429.
     #[arg(long, env = env::MAX_QUEUE_WAIT)]
     pub max_queue_wait_seconds: Option<u64>,
+    /// Seconds an Event lives after its last change (kube-apiserver's `--event-ttl`).
+    #[arg(long, env = env::EVENT_TTL)]
+    pub event_ttl_seconds: Option<u64>,
     /// Seconds new pods tolerate a not-ready or unreachable node unless they say otherwise.
     #[arg(long, env = env::DEFAULT_TOLERATION_SECONDS)]
     pub default_toleration_seconds: Option<u64>,
@@ -116,6 +119,9 @@ impl Args {
         }
         if let Some(v) = self.max_queue_wait_seconds {
             c.max_queue_wait_seconds = v;
+        }
+        if let Some(v) = self.event_ttl_seconds {
+            c.event_ttl_seconds = v;
         }
         if let Some(v) = self.checkpoint_bytes {
             c.checkpoint_bytes = v;
@@ -258,6 +264,7 @@ where
         bookmark_interval: Duration::from_secs(config.bookmark_interval_seconds),
         max_requests_inflight: config.max_requests_inflight,
         max_queue_wait: Duration::from_secs(config.max_queue_wait_seconds),
+        event_ttl: Duration::from_secs(config.event_ttl_seconds.max(1)),
         checkpoint_bytes: config.checkpoint_bytes,
         admission: apiserver::kinds::Admission {
             toleration_seconds: i64::try_from(config.default_toleration_seconds)

@@ -380,7 +380,22 @@ fn truthy(v: Option<&str>) -> bool {
 }
 
 /// Reads the body up to MAX_BODY; 413 beyond.
-async fn read_body(mut payload: web::Payload) -> Result<Bytes, Status> {
+/// How long a request body may take to arrive: kube-apiserver's request timeout (60 s), so a
+/// client trickling bytes cannot hold a connection and its buffer for ever.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn read_body(payload: web::Payload) -> Result<Bytes, Status> {
+    tokio::time::timeout(BODY_TIMEOUT, read_body_untimed(payload))
+        .await
+        .map_err(|_| {
+            Status::timeout(format!(
+                "Timeout: the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ))
+        })?
+}
+
+async fn read_body_untimed(mut payload: web::Payload) -> Result<Bytes, Status> {
     let mut buf = bytes::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| Status::bad_request(format!("reading the body: {e}")))?;
