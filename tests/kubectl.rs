@@ -87,6 +87,13 @@ impl Kube {
         self.dir.path()
     }
 
+    /// `kubectl create --raw <path>` with a JSON body: a POST to any path.
+    fn post_raw(&self, path: &str, body: &str) -> std::process::Output {
+        let file = self.data_dir().join("raw-body.json");
+        std::fs::write(&file, body).unwrap();
+        self.run(&["create", "--raw", path, "-f", file.to_str().unwrap()])
+    }
+
     /// Runs kubectl with this cluster's kubeconfig and a fresh cache dir.
     fn run_with(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         let mut cmd = Command::new("kubectl");
@@ -960,19 +967,12 @@ fn dry_run_deletes_nothing_and_bad_options_act_on_nothing() {
         "{err}"
     );
     k.ok(&["get", "cm", "keep"]);
-    let body = k.data_dir().join("cm.json");
-    std::fs::write(
-        &body,
-        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"made"}}"#,
-    )
-    .unwrap();
-    let err = k.fails(&[
-        "create",
-        "--raw",
+    let out = k.post_raw(
         "/api/v1/namespaces/default/configmaps?dryRun=Foo",
-        "-f",
-        body.to_str().unwrap(),
-    ]);
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"made"}}"#,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(
             r#"The CreateOptions "" is invalid: dryRun: Unsupported value: []string{"Foo"}"#
@@ -1404,19 +1404,10 @@ fn dry_run_creates_and_scale_writes_answer_as_the_real_ones() {
     k.ok(&["scale", "deploy", "web", "--replicas=2"]);
     // Objects are created through their collection: a POST on an object's own path is 405,
     // whatever its body names.
-    let body = k.data_dir().join("cm.json");
-    std::fs::write(
-        &body,
-        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"other"}}"#,
-    )
-    .unwrap();
-    let out = k.run(&[
-        "create",
-        "--raw",
+    let out = k.post_raw(
         "/api/v1/namespaces/default/configmaps/taken",
-        "-f",
-        body.to_str().unwrap(),
-    ]);
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"other"}}"#,
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("MethodNotAllowed"),
