@@ -27,8 +27,147 @@ fn env() -> &'static Arc<Env> {
         let _ = env.add_extension(cel::extensions::strings);
         let _ = env.add_extension(cel::extensions::lists);
         let _ = env.add_extension(cel::extensions::math);
+        k8s_lists(&mut env);
         Arc::new(env)
     })
+}
+
+/// Kubernetes' CEL list library (k8s.io/apiserver's `library.Lists`): `isSorted()`, `sum()`,
+/// `min()`, `max()`, `indexOf(x)` and `lastIndexOf(x)` on lists.
+fn k8s_lists(env: &mut Env) {
+    use cel::common::types::{DYN_TYPE, LIST_TYPE};
+    let functions: [(
+        &str,
+        Vec<cel::common::types::Type>,
+        cel::common::functions::Function,
+    ); 6] = [
+        ("isSorted", vec![], is_sorted),
+        ("sum", vec![], sum),
+        ("min", vec![], list_min),
+        ("max", vec![], list_max),
+        ("indexOf", vec![DYN_TYPE], index_of),
+        ("lastIndexOf", vec![DYN_TYPE], last_index_of),
+    ];
+    for (name, args, f) in functions {
+        // Fixed declarations on the receiver type list: nothing they could clash with.
+        let _ = env.add_member_overload(name, &format!("list.{name}"), LIST_TYPE, args, f);
+    }
+}
+
+type CowVal<'b, 'v> = cel::common::value::CowVal<'b, 'v>;
+
+/// The list a list function was called on, and its other arguments, as values.
+fn list_args(
+    args: &[CowVal<'_, '_>],
+    function: &str,
+) -> Result<Vec<cel::Value>, cel::ExecutionError> {
+    let values = args
+        .iter()
+        .map(|a| cel::Value::try_from(a.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    match values.first() {
+        Some(cel::Value::List(_)) => Ok(values),
+        _ => Err(cel::ExecutionError::function_error(function, "not a list")),
+    }
+}
+
+fn items(values: &[cel::Value]) -> &[cel::Value] {
+    match values.first() {
+        Some(cel::Value::List(l)) => l.as_slice(),
+        _ => &[],
+    }
+}
+
+fn answer<'b, 'v>(v: cel::Value) -> Result<CowVal<'b, 'v>, cel::ExecutionError> {
+    let boxed: Box<dyn cel::common::value::Val> = v.try_into()?;
+    Ok(CowVal::Owned(boxed))
+}
+
+fn ordered(
+    a: &cel::Value,
+    b: &cel::Value,
+    function: &str,
+) -> Result<std::cmp::Ordering, cel::ExecutionError> {
+    a.partial_cmp(b).ok_or_else(|| {
+        cel::ExecutionError::function_error(function, "list elements must be comparable")
+    })
+}
+
+fn is_sorted<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, cel::ExecutionError> {
+    let values = list_args(&args, "isSorted")?;
+    let list = items(&values);
+    for w in list.windows(2) {
+        if ordered(&w[0], &w[1], "isSorted")? == std::cmp::Ordering::Greater {
+            return answer(cel::Value::Bool(false));
+        }
+    }
+    answer(cel::Value::Bool(true))
+}
+
+fn sum<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, cel::ExecutionError> {
+    let values = list_args(&args, "sum")?;
+    let mut list = items(&values).iter();
+    let Some(first) = list.next() else {
+        return answer(cel::Value::Int(0));
+    };
+    let mut total = first.clone();
+    for v in list {
+        total = (total + v.clone())?;
+    }
+    answer(total)
+}
+
+fn extreme<'b, 'v>(
+    args: Vec<CowVal<'b, 'v>>,
+    function: &str,
+    keep: std::cmp::Ordering,
+) -> Result<CowVal<'b, 'v>, cel::ExecutionError> {
+    let values = list_args(&args, function)?;
+    let mut list = items(&values).iter();
+    let Some(mut best) = list.next() else {
+        return Err(cel::ExecutionError::function_error(
+            function,
+            format!("{function} called on empty list"),
+        ));
+    };
+    for v in list {
+        if ordered(v, best, function)? == keep {
+            best = v;
+        }
+    }
+    answer(best.clone())
+}
+
+fn list_min<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, cel::ExecutionError> {
+    extreme(args, "min", std::cmp::Ordering::Less)
+}
+
+fn list_max<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, cel::ExecutionError> {
+    extreme(args, "max", std::cmp::Ordering::Greater)
+}
+
+fn position<'b, 'v>(
+    args: Vec<CowVal<'b, 'v>>,
+    function: &str,
+    last: bool,
+) -> Result<CowVal<'b, 'v>, cel::ExecutionError> {
+    let values = list_args(&args, function)?;
+    let wanted = values.get(1).cloned().unwrap_or(cel::Value::Null);
+    let list = items(&values);
+    let found = if last {
+        list.iter().rposition(|v| *v == wanted)
+    } else {
+        list.iter().position(|v| *v == wanted)
+    };
+    answer(cel::Value::Int(found.map_or(-1, |i| i as i64)))
+}
+
+fn index_of<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, cel::ExecutionError> {
+    position(args, "indexOf", false)
+}
+
+fn last_index_of<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, cel::ExecutionError> {
+    position(args, "lastIndexOf", true)
 }
 
 /// One compiled `x-kubernetes-validations` entry.
@@ -584,6 +723,39 @@ mod tests {
             {"rule": "self.metadata.name.size() < 10 && !has(self.metadata.labels)"}]}));
         let obj = json!({"metadata": {"name": "short", "labels": {"a": "b"}}});
         assert!(rules.validate(&obj, None, true).is_empty());
+    }
+
+    #[test]
+    fn kubernetes_list_functions_work_in_rules() {
+        let s = json!({"type": "array", "items": {"type": "integer"}, "x-kubernetes-validations": [
+            {"rule": "self.isSorted()"},
+            {"rule": "self.sum() <= 10"},
+            {"rule": "self.min() >= 1 && self.max() <= 6"},
+            {"rule": "self.indexOf(2) == 1 && self.lastIndexOf(9) == -1"},
+            {"rule": "'abcb'.indexOf('b') == 1"}]});
+        let mut errs = Vec::new();
+        check(&s, "schema", &mut errs);
+        assert!(errs.is_empty(), "{errs:?}");
+        let rules = Rules::compile(&s);
+        assert!(rules.validate(&json!([1, 2, 3]), None, false).is_empty());
+        let errs: Vec<String> = rules
+            .validate(&json!([3, 2, 6]), None, false)
+            .iter()
+            .map(FieldError::to_string_full)
+            .collect();
+        assert_eq!(
+            errs,
+            [
+                "Invalid value: \"array\": failed rule: self.isSorted()",
+                "Invalid value: \"array\": failed rule: self.sum() <= 10",
+            ]
+        );
+        let empty = rules.validate(&json!([]), None, false);
+        assert_eq!(empty.len(), 2, "min/max of nothing and indexOf: {empty:?}");
+        assert!(
+            empty[0].message.contains("called on empty list"),
+            "{empty:?}"
+        );
     }
 
     #[test]
