@@ -432,6 +432,11 @@ async fn a_client_cut_off_past_the_history_window_relists_and_converges() {
     cms.create(&json!({"metadata": {"name": "new"}}))
         .await
         .unwrap();
+    // The link stays down until the server has sent what the client is to miss: a write is
+    // answered when it commits, its watch events go out after, and on a loaded machine they
+    // could otherwise all arrive after the link is back, in order, with nothing missed. One
+    // bookmark interval (5 s) and a second covers the fan-out and a lost heartbeat.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     proxy.heal();
 
     converges(&informer, &cms, 60).await;
