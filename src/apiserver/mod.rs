@@ -188,22 +188,12 @@ pub struct ApiServer {
     watch_quota: Arc<watch::WatchQuota>,
     /// The trace collector's task, stopped with the API server.
     _collector: Option<AbortOnDrop>,
+    /// The housekeeping loops (CRD cleanup, Event expiry), stopped with the API server.
+    _housekeeping: Vec<AbortOnDrop>,
 }
 
 impl Actor for ApiServer {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        // Deleting a CRD finishes here: its objects go first (see `custom::cleanup`).
-        ctx.spawn(actix::fut::wrap_future(custom::cleanup::run(
-            self.registry.clone(),
-        )));
-        // Events expire after the TTL (see `event_ttl`).
-        ctx.spawn(actix::fut::wrap_future(event_ttl::run(
-            self.registry.clone(),
-            self.options.event_ttl,
-        )));
-    }
 }
 
 impl Handler<Call> for ApiServer {
@@ -855,6 +845,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         }
         _ => Tracer::disabled("apiserver"),
     };
+    let housekeeping = housekeeping(&registry, options.event_ttl);
     let addr = ApiServer {
         registry,
         auth: auth.clone(),
@@ -862,6 +853,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         options: Arc::new(options),
         tracer,
         _collector: collector,
+        _housekeeping: housekeeping,
     }
     .start();
     Ok(ApiHandle {
@@ -874,6 +866,31 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
 }
 
 pub use bridge::{serve_nats, NatsBridge, Shutdown};
+
+/// Starts the loops that finish a CRD's deletion (`custom::cleanup`) and expire Events
+/// (`event_ttl`) on a thread of their own: their scans of the Store's view would otherwise
+/// hold up the ApiServer actor, which answers GETs inline.
+fn housekeeping(registry: &Registry, event_ttl: Duration) -> Vec<AbortOnDrop> {
+    static RT: std::sync::OnceLock<Option<tokio::runtime::Handle>> = std::sync::OnceLock::new();
+    let rt = RT.get_or_init(|| match crate::rt::side_thread("skiff-housekeeping") {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "no housekeeping thread; its loops run beside requests");
+            None
+        }
+    });
+    let spawn = |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+        let task = match rt {
+            Some(rt) => rt.spawn(f),
+            None => tokio::spawn(f),
+        };
+        AbortOnDrop(task.abort_handle())
+    };
+    vec![
+        spawn(Box::pin(custom::cleanup::run(registry.clone()))),
+        spawn(Box::pin(event_ttl::run(registry.clone(), event_ttl))),
+    ]
+}
 
 /// Aborts a task when dropped: the collector lives as long as its API server.
 struct AbortOnDrop(tokio::task::AbortHandle);

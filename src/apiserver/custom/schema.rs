@@ -247,24 +247,7 @@ fn validate_at(schema: &Value, v: &Value, path: &str, root: bool, errs: &mut Vec
                     }
                 }
             }
-            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64) {
-                if m.len() as u64 > max {
-                    errs.push(FieldError::new(
-                        crate::apiserver::validation::TOO_MANY,
-                        path,
-                        format!("Too many: {}: must have at most {max} items", m.len()),
-                    ));
-                }
-            }
-            if let Some(min) = schema.get("minProperties").and_then(Value::as_u64) {
-                if (m.len() as u64) < min {
-                    errs.push(FieldError::invalid(
-                        path,
-                        m.len().to_string(),
-                        &format!("{shown} in body should have at least {min} properties"),
-                    ));
-                }
-            }
+            check_count(schema, "Properties", m.len(), path, shown, errs);
             let props = properties(schema);
             for (name, val) in m {
                 if is_root && OBJECT_ROOT.contains(&name.as_str()) {
@@ -385,6 +368,39 @@ fn check_string(
     }
 }
 
+/// `max<what>`/`min<what>` (`Items` or `Properties`) against a count, with kube's messages.
+fn check_count(
+    schema: &Value,
+    what: &str,
+    n: usize,
+    path: &str,
+    shown: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    let bound = |k: String| schema.get(k).and_then(Value::as_u64);
+    if let Some(max) = bound(format!("max{what}")) {
+        if n as u64 > max {
+            errs.push(FieldError::new(
+                crate::apiserver::validation::TOO_MANY,
+                path,
+                format!("Too many: {n}: must have at most {max} items"),
+            ));
+        }
+    }
+    if let Some(min) = bound(format!("min{what}")) {
+        if (n as u64) < min {
+            errs.push(FieldError::invalid(
+                path,
+                n.to_string(),
+                &format!(
+                    "{shown} in body should have at least {min} {}",
+                    what.to_lowercase()
+                ),
+            ));
+        }
+    }
+}
+
 fn check_items(
     schema: &Value,
     items: &[Value],
@@ -392,24 +408,7 @@ fn check_items(
     shown: &str,
     errs: &mut Vec<FieldError>,
 ) {
-    if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
-        if items.len() as u64 > max {
-            errs.push(FieldError::new(
-                crate::apiserver::validation::TOO_MANY,
-                path,
-                format!("Too many: {}: must have at most {max} items", items.len()),
-            ));
-        }
-    }
-    if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
-        if (items.len() as u64) < min {
-            errs.push(FieldError::invalid(
-                path,
-                items.len().to_string(),
-                &format!("{shown} in body should have at least {min} items"),
-            ));
-        }
-    }
+    check_count(schema, "Items", items.len(), path, shown, errs);
     let unique = schema
         .get("uniqueItems")
         .and_then(Value::as_bool)

@@ -963,6 +963,9 @@ async fn resource_call(
 
 /// An answer (object or list) in the version `info` serves: see `registry::to_served`.
 fn served_version(info: &ResourceInfo, v: &mut Value) {
+    if crate::apiserver::custom::strategy::of(info).is_none() {
+        return; // a built-in kind: one version, as stored
+    }
     crate::apiserver::registry::to_served(info, v);
     if let Some(items) = v.get_mut("items").and_then(Value::as_array_mut) {
         for item in items {
