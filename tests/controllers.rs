@@ -61,7 +61,12 @@ fn control_plane_with(
             .await,
         ));
         keep.push(Box::new(start_controllers(
-            client_for(&url, "admin", "admin-token").await,
+            client_for(
+                &url,
+                "system:kube-controller-manager",
+                "controller-manager-token",
+            )
+            .await,
             "cm",
             fast(),
             lifecycle,
@@ -574,7 +579,12 @@ async fn two_controller_managers_one_acts_and_the_standby_takes_over() {
         let url = url.clone();
         ActixThread::start(move || async move {
             start_controllers(
-                client_for(&url, "admin", "admin-token").await,
+                client_for(
+                    &url,
+                    "system:kube-controller-manager",
+                    "controller-manager-token",
+                )
+                .await,
                 identity,
                 fast(),
                 Default::default(),

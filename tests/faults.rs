@@ -97,7 +97,12 @@ fn start_components(url: &str) -> ActixThread {
             .await,
         ));
         keep.push(Box::new(start_controllers(
-            client_for(&u, "admin", "admin-token").await,
+            client_for(
+                &u,
+                "system:kube-controller-manager",
+                "controller-manager-token",
+            )
+            .await,
             "fault",
             Default::default(),
             Default::default(),

@@ -83,9 +83,15 @@ async fn a_flood_from_one_user_is_shed_while_the_system_keeps_its_share() {
         .await
         .unwrap();
     let scheduler = client_for(&url, "system:kube-scheduler", "scheduler-token").await;
-    // The scheduler's token is in system:masters here (exempt); a controller-manager-like
-    // identity outside it shows the workload-high level keeping its share too.
-    let _ = admin;
+    // The scheduler's identity (workload-high, not exempt) and the flooders may write in
+    // `default` for this test: RBAC refuses both otherwise.
+    grant(
+        &admin,
+        "default",
+        "edit",
+        &[("User", "system:kube-scheduler"), ("Group", "flooders")],
+    )
+    .await;
 
     // The flood runs on a thread and runtime of its own, as another process would: the
     // measuring tasks below are not queued behind 2,000 flooding tasks on one runtime.

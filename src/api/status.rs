@@ -124,7 +124,8 @@ impl Status {
         }
     }
 
-    fn with_details(mut self, group: &str, resource: &str, name: &str) -> Self {
+    /// Names the object a failure is about (`details`: name, group, kind).
+    pub fn with_details(mut self, group: &str, resource: &str, name: &str) -> Self {
         self.details = Some(StatusDetails {
             name: name.into(),
             group: group.into(),
@@ -281,7 +282,7 @@ impl Status {
 }
 
 /// `pods` or `deployments.apps`, as Kubernetes qualifies a resource in messages.
-fn qualified(group: &str, resource: &str) -> String {
+pub fn qualified(group: &str, resource: &str) -> String {
     if group.is_empty() {
         resource.to_string()
     } else {

@@ -375,6 +375,50 @@ pub struct Request {
     /// User-Agent product, or the bus caller's name. Set by the API server, never sent.
     #[serde(skip)]
     pub client: String,
+    /// What the API server checks on the object a write would store, knowing who writes it
+    /// (RBAC escalation, NodeRestriction). Set by the API server, never sent.
+    #[serde(skip)]
+    pub guard: Option<WriteGuard>,
+}
+
+/// A check of the final object of a write (`new`, and `old` for an update) that only the API
+/// server, knowing the caller, can make.
+#[derive(Clone)]
+pub struct WriteGuard(pub std::sync::Arc<GuardFn>);
+
+/// What a [`WriteGuard`] runs: (resource, new object, old object for an update).
+pub type GuardFn = dyn Fn(
+        &crate::api::resource::ResourceInfo,
+        &Value,
+        Option<&Value>,
+    ) -> Result<(), crate::api::Status>
+    + Send
+    + Sync;
+
+impl WriteGuard {
+    /// Runs the check.
+    pub fn check(
+        &self,
+        info: &crate::api::resource::ResourceInfo,
+        new: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), crate::api::Status> {
+        (self.0)(info, new, old)
+    }
+}
+
+impl std::fmt::Debug for WriteGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteGuard")
+    }
+}
+
+/// Guards are not part of what a request says: two requests differing only in theirs are
+/// the same request.
+impl PartialEq for WriteGuard {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// What the API server asks a kubelet for `kubectl logs` (on `skiff.node.<node>.log`).

@@ -5,6 +5,7 @@
 //! nothing outside `apiserver` can name the Store, let alone reach it.
 
 pub mod auth;
+pub mod authz;
 #[doc(hidden)]
 pub mod bench;
 mod bridge;
@@ -180,6 +181,8 @@ pub struct ApiServer {
     registry: Registry,
     /// Token to user.
     auth: Arc<Authenticator>,
+    /// Node, RBAC.
+    authz: Arc<authz::Authorizer>,
     /// Watch tunables.
     options: Arc<ApiServerOptions>,
     /// Records a span per request served.
@@ -225,12 +228,15 @@ impl Handler<Call> for ApiServer {
             );
             Response::reply(answer)
         };
-        let user = match authenticate(&self.auth, &call.credentials) {
+        let user = match authenticate(&self.auth, &self.authz, &call.credentials) {
             Ok(u) => u,
             Err(s) => return refuse(s),
         };
-        if let Err(s) = authorize(&user, call.verb, &call.request, &self.registry) {
+        if let Err(s) = self.authz.authorize(&user, call.verb, &call.request) {
             return refuse(s);
+        }
+        if matches!(call.verb, Verb::Create | Verb::Update | Verb::Patch) {
+            call.request.guard = self.authz.guard(&user, &call.request);
         }
         call.request.client = match &call.origin {
             Some((client, _)) => client.clone(),
@@ -469,12 +475,21 @@ impl Handler<GetStats> for ApiServer {
 /// identity names (`system:node:<name>` in the NATS subject), in `system:nodes`, so identical
 /// replicas (`docker compose up --scale kubelet=5`) can share one credential and still each be
 /// held to their own Node by the node authorizer.
-fn authenticate(auth: &Authenticator, c: &Credentials) -> Result<UserInfo, Status> {
+fn authenticate(
+    auth: &Authenticator,
+    authz: &authz::Authorizer,
+    c: &Credentials,
+) -> Result<UserInfo, Status> {
     let has_token = c.token.as_deref().is_some_and(|t| !t.trim().is_empty());
-    let user = match (&c.certificate, has_token) {
+    let mut user = match (&c.certificate, has_token) {
         (Some(cert), false) => cert.clone(),
         _ => auth.authenticate(c.token.as_deref())?.clone(),
     };
+    // Every authenticated caller is in `system:authenticated` (what the bootstrap policy
+    // grants discovery and self-reviews to).
+    if !user.groups.iter().any(|g| g == "system:authenticated") {
+        user.groups.push("system:authenticated".into());
+    }
     if let Some(id) = &c.identity {
         if *id != user.name {
             let bootstrapper = user.groups.iter().any(|g| g == NODE_BOOTSTRAP_GROUP);
@@ -493,23 +508,7 @@ fn authenticate(auth: &Authenticator, c: &Credentials) -> Result<UserInfo, Statu
         Some(imp) if imp.user.is_empty() => Err(Status::bad_request(
             "requested impersonation of groups without impersonating a user",
         )),
-        Some(imp) if !user.groups.iter().any(|g| g == ADMIN_GROUP) => {
-            Err(Status::forbidden(format!(
-                "users \"{}\" is forbidden: User \"{}\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope",
-                imp.user, user.name
-            )))
-        }
-        Some(imp) => {
-            let mut groups = imp.groups.clone();
-            if !groups.iter().any(|g| g == "system:authenticated") {
-                groups.push("system:authenticated".into());
-            }
-            Ok(UserInfo {
-                name: imp.user.clone(),
-                uid: String::new(),
-                groups,
-            })
-        }
+        Some(imp) => authz.impersonate(&user, &imp.user, &imp.groups),
     }
 }
 
@@ -584,109 +583,14 @@ pub const NODES_GROUP: &str = "system:nodes";
 /// its transport identity (see [`authenticate`]), never as anything else.
 pub const NODE_BOOTSTRAP_GROUP: &str = "system:node-bootstrappers";
 
-/// Authorization: admins may do everything; kubelets what the node authorizer allows; other
-/// callers may read.
-fn authorize(
-    user: &UserInfo,
-    verb: Verb,
-    req: &Request,
-    registry: &Registry,
-) -> Result<(), Status> {
-    if user.groups.iter().any(|g| g == ADMIN_GROUP)
-        || matches!(verb, Verb::Get | Verb::List | Verb::Watch)
-    {
-        return Ok(());
-    }
-    if let Some(node) = user
-        .name
-        .strip_prefix("system:node:")
-        .filter(|_| user.groups.iter().any(|g| g == NODES_GROUP))
-    {
-        if node_may(node, verb, req, registry) {
-            return Ok(());
-        }
-    }
-    let resource = match &req.subresource {
-        Some(sub) => format!("{}/{sub}", req.resource),
-        None => req.resource.clone(),
-    };
-    let scope = match req.namespace.as_deref().filter(|n| !n.is_empty()) {
-        Some(ns) => format!(" in the namespace \"{ns}\""),
-        None => " at the cluster scope".into(),
-    };
-    Err(Status::forbidden(format!(
-        "{} \"{}\" is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\"{scope}",
-        req.resource,
-        req.name.as_deref().unwrap_or(""),
-        user.name,
-        verb.as_str(),
-        req.group,
-    )))
-}
-
-/// The node authorizer: a kubelet may write its own Node and Lease, events, and the status
-/// of (or the final delete of) pods bound to it — nothing else.
-fn node_may(node: &str, verb: Verb, req: &Request, registry: &Registry) -> bool {
-    let name = req
-        .name
-        .clone()
-        .or_else(|| {
-            req.body
-                .as_ref()
-                .map(|b| crate::api::meta::name(b).to_string())
-        })
-        .unwrap_or_default();
-    match (req.group.as_str(), req.resource.as_str()) {
-        ("", "nodes") => name == node && verb != Verb::Delete,
-        ("coordination.k8s.io", "leases") => {
-            req.namespace.as_deref() == Some("kube-node-lease") && name == node
-        }
-        ("" | "events.k8s.io", "events") => {
-            matches!(verb, Verb::Create | Verb::Patch | Verb::Update)
-        }
-        ("", "pods") => {
-            let own = registry
-                .pod_node(req.namespace.as_deref().unwrap_or(""), &name)
-                .is_some_and(|n| n == node);
-            own && match verb {
-                Verb::Delete => req.subresource.is_none(),
-                Verb::Update | Verb::Patch => req.subresource.as_deref() == Some("status"),
-                _ => false,
-            }
-        }
-        _ => false,
-    }
-}
-
-/// Asks whether a caller may make a request, without making it: what a
-/// SelfSubjectAccessReview (`kubectl auth can-i`) answers.
-#[derive(Message)]
-#[rtype(result = "Result<Result<(), Status>, Status>")]
-pub struct Review {
-    /// The caller's credentials.
-    pub credentials: Credentials,
-    /// The verb asked about.
-    pub verb: Verb,
-    /// The request asked about (group, resource, subresource, namespace, name).
-    pub request: Request,
-}
-
-impl Handler<Review> for ApiServer {
-    type Result = Result<Result<(), Status>, Status>;
-
-    /// Outer error: the caller is not authenticated; inner: the answer (denied, and why).
-    fn handle(&mut self, r: Review, _: &mut Context<Self>) -> Self::Result {
-        let user = authenticate(&self.auth, &r.credentials)?;
-        Ok(authorize(&user, r.verb, &r.request, &self.registry))
-    }
-}
-
 /// The handle the transports use: a cheap clone around the actor's address.
 #[derive(Clone)]
 pub struct ApiHandle {
     addr: Addr<ApiServer>,
     /// Token to user, for transports that check credentials before reading a body.
     auth: Arc<Authenticator>,
+    /// The authorizer chain, for what transports answer themselves (reviews, paths).
+    authz: Arc<authz::Authorizer>,
     /// Ids for watches, unique in this process.
     watch_ids: Arc<AtomicU64>,
     /// Seats and queues every call waits in (both transports).
@@ -708,26 +612,25 @@ impl ApiHandle {
 
     /// Checks credentials without running a call (discovery documents need a caller too).
     pub fn authenticate(&self, credentials: &Credentials) -> Result<UserInfo, Status> {
-        authenticate(&self.auth, credentials)
+        authenticate(&self.auth, &self.authz, credentials)
     }
 
-    /// Answers whether the caller may make `request` (Ok(Err) says why not).
-    pub async fn review(&self, review: Review) -> Result<Result<(), Status>, Status> {
-        self.addr
-            .send(review)
-            .await
-            .unwrap_or_else(|e| Err(Status::unavailable(format!("api server: {e}"))))
+    /// The authorizer chain the calls go through: for `kubectl auth can-i` and paths
+    /// outside the API.
+    pub fn authorizer(&self) -> &authz::Authorizer {
+        &self.authz
     }
 
     /// Runs one call, once its priority level has a seat for it (429 when it is saturated).
     /// A caller whose credentials fail is classified as unauthenticated (the lowest level)
     /// and answered by the actor as usual.
     pub async fn call(&self, call: Call) -> Result<Reply, Status> {
-        let user = authenticate(&self.auth, &call.credentials).unwrap_or_else(|_| UserInfo {
-            name: "system:anonymous".into(),
-            uid: String::new(),
-            groups: vec!["system:unauthenticated".into()],
-        });
+        let user =
+            authenticate(&self.auth, &self.authz, &call.credentials).unwrap_or_else(|_| UserInfo {
+                name: "system:anonymous".into(),
+                uid: String::new(),
+                groups: vec!["system:unauthenticated".into()],
+            });
         let seat = self.flow.admit(&user, call.verb, &call.request).await?;
         let answer = self
             .addr
@@ -820,6 +723,10 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         .seed()
         .await
         .map_err(|s| StartError::Seed(Box::new(s)))?;
+    authz::policy::reconcile(&registry)
+        .await
+        .map_err(|s| StartError::Seed(Box::new(s)))?;
+    let authz = Arc::new(authz::Authorizer::new(registry.clone()));
     let auth = Arc::new(options.authenticator.clone());
     let mut collector = None;
     let spans_nats = options.trace_nats.as_ref().or(options.node_nats.as_ref());
@@ -849,6 +756,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
     let addr = ApiServer {
         registry,
         auth: auth.clone(),
+        authz: authz.clone(),
         watch_quota: Arc::new(watch::WatchQuota::new(options.max_watches_per_user)),
         options: Arc::new(options),
         tracer,
@@ -859,6 +767,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
     Ok(ApiHandle {
         addr,
         auth,
+        authz,
         watch_ids: Arc::new(AtomicU64::new(0)),
         flow,
         custom,
@@ -867,8 +776,8 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
 
 pub use bridge::{serve_nats, NatsBridge, Shutdown};
 
-/// Starts the loops that finish a CRD's deletion (`custom::cleanup`) and expire Events
-/// (`event_ttl`) on a thread of their own: their scans of the Store's view would otherwise
+/// Starts the loops that finish a CRD's deletion (`custom::cleanup`), expire Events
+/// (`event_ttl`) and aggregate ClusterRoles (`authz::policy`) on a thread of their own: their scans of the Store's view would otherwise
 /// hold up the ApiServer actor, which answers GETs inline.
 fn housekeeping(registry: &Registry, event_ttl: Duration) -> Vec<AbortOnDrop> {
     static RT: std::sync::OnceLock<Option<tokio::runtime::Handle>> = std::sync::OnceLock::new();
@@ -889,6 +798,7 @@ fn housekeeping(registry: &Registry, event_ttl: Duration) -> Vec<AbortOnDrop> {
     vec![
         spawn(Box::pin(custom::cleanup::run(registry.clone()))),
         spawn(Box::pin(event_ttl::run(registry.clone(), event_ttl))),
+        spawn(Box::pin(authz::policy::run_aggregation(registry.clone()))),
     ]
 }
 

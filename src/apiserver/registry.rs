@@ -18,7 +18,7 @@ use crate::api::meta;
 use crate::api::resource::{self, ResourceInfo};
 use crate::api::selector::{FieldOperator, FieldSelector, LabelSelector};
 use crate::api::status::{Status, StatusCause};
-use crate::api::wire::{DeleteOptions, ListOptions, PatchType, Request};
+use crate::api::wire::{DeleteOptions, ListOptions, PatchType, Request, WriteGuard};
 use crate::trace::{self, ObjectRef, Span};
 
 /// How many times an unconditional update, a patch or a delete is retried on a conflict:
@@ -43,6 +43,24 @@ pub struct Registry {
     admission: kinds::Admission,
     /// The kinds CRDs define.
     custom: std::sync::Arc<super::custom::Custom>,
+}
+
+/// How one read-modify-write runs: for real or as a dry run, and with the caller's
+/// [`WriteGuard`] (what the API server checks on the final object, such as RBAC
+/// escalation), if any.
+#[derive(Clone, Copy)]
+struct Opts<'a> {
+    dry_run: bool,
+    guard: Option<&'a WriteGuard>,
+}
+
+impl<'a> Opts<'a> {
+    fn of(req: &'a Request) -> Self {
+        Opts {
+            dry_run: req.dry_run,
+            guard: req.guard.as_ref(),
+        }
+    }
 }
 
 /// A resolved request target.
@@ -150,6 +168,26 @@ impl Registry {
                 .unwrap_or("")
                 .to_string(),
         )
+    }
+
+    /// Whether a pod of `namespace` bound to `node` satisfies `uses` (a reference to a
+    /// Secret or ConfigMap): the node authorizer's graph, read from the Store's view.
+    pub(super) fn pod_on_node_uses(
+        &self,
+        node: &str,
+        namespace: &str,
+        uses: impl Fn(&Value) -> bool,
+    ) -> bool {
+        let Some(info) = resource::lookup("", "pods") else {
+            return false;
+        };
+        self.reader
+            .values(&info.list_prefix(Some(namespace)))
+            .iter()
+            .filter_map(|kv| decode(&kv.value).ok())
+            .any(|pod| {
+                pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node) && uses(&pod)
+            })
     }
 
     /// `pods/<name>/log`: asks the kubelet of the pod's node over NATS; 503 when none answers.
@@ -531,6 +569,9 @@ impl Registry {
         if !errs.is_empty() {
             return Err(invalid(t.info, &name, errs));
         }
+        if let Some(guard) = &req.guard {
+            guard.check(t.info, &obj, None)?;
+        }
         to_storage(t.info, &mut obj);
         let key = t.info.key(ns.as_deref(), &name);
         if req.dry_run {
@@ -614,7 +655,7 @@ impl Registry {
             t,
             &pod,
             None,
-            req.dry_run,
+            Opts::of(req),
             &self.track(req, "status"),
             move |old| {
                 let mut obj = old.clone();
@@ -702,7 +743,7 @@ impl Registry {
         let sub = req.subresource.clone();
         if sub.as_deref() == Some("scale") {
             return self
-                .update_scale(&t, &name, body, None, req.dry_run, &self.track(req, ""))
+                .update_scale(&t, &name, body, None, Opts::of(req), &self.track(req, ""))
                 .await;
         }
         check_type(t.info, &mut body)?;
@@ -721,7 +762,7 @@ impl Registry {
             &t,
             &name,
             expect,
-            req.dry_run,
+            Opts::of(req),
             &track,
             move |obj: &Value| {
                 // The body's uid is a precondition, checked against the stored object (kube's
@@ -783,7 +824,7 @@ impl Registry {
                     &name,
                     Value::Null,
                     Some((ptype, patch)),
-                    req.dry_run,
+                    Opts::of(req),
                     &self.track(req, ""),
                 )
                 .await;
@@ -798,7 +839,7 @@ impl Registry {
         let info = t.info;
         let sub = req.subresource.clone();
         let track = self.track(req, sub.as_deref().unwrap_or(""));
-        self.modify(&t, &name, expect, req.dry_run, &track, move |old| {
+        self.modify(&t, &name, expect, Opts::of(req), &track, move |old| {
             let mut new = old.clone();
             super::patch::apply(kinds::of(info).patch_root(), &mut new, ptype, &patch)?;
             kinds::of(info).prepare_for_update(info, sub.as_deref(), old, &mut new)?;
@@ -873,13 +914,20 @@ impl Registry {
             let config = config.clone();
             let (manager, sub2) = (manager.clone(), sub.clone());
             return self
-                .modify(t, name, expect, req.dry_run, &Track::Applied, move |old| {
-                    let w = writer(info, &manager, &sub2);
-                    let mut new = managed::apply(Some(old), &config, &w, force)?;
-                    let subresource = (!sub2.is_empty()).then_some(sub2.as_str());
-                    kinds::of(info).prepare_for_update(info, subresource, old, &mut new)?;
-                    Ok(new)
-                })
+                .modify(
+                    t,
+                    name,
+                    expect,
+                    Opts::of(req),
+                    &Track::Applied,
+                    move |old| {
+                        let w = writer(info, &manager, &sub2);
+                        let mut new = managed::apply(Some(old), &config, &w, force)?;
+                        let subresource = (!sub2.is_empty()).then_some(sub2.as_str());
+                        kinds::of(info).prepare_for_update(info, subresource, old, &mut new)?;
+                        Ok(new)
+                    },
+                )
                 .await
                 .map(|(b, _)| b);
         }
@@ -899,7 +947,7 @@ impl Registry {
         name: &str,
         body: Value,
         patch: Option<(PatchType, Value)>,
-        dry_run: bool,
+        opts: Opts<'_>,
         track: &Track,
     ) -> Result<Bytes, Status> {
         if !t.info.has_scale {
@@ -918,7 +966,7 @@ impl Registry {
         let expect =
             meta::parse_revision(pinned.as_deref().unwrap_or("")).map_err(Status::bad_request)?;
         let (bytes, _) = self
-            .modify(t, name, expect, dry_run, track, move |old| {
+            .modify(t, name, expect, opts, track, move |old| {
                 let mut obj = old.clone();
                 let obj = &mut obj;
                 let mut scale = match &patch {
@@ -1010,20 +1058,31 @@ impl Registry {
         let manager = req.field_manager.clone().unwrap_or_default();
         let force = req.force == Some(true);
         let (bytes, _) = self
-            .modify(t, name, expect, req.dry_run, &Track::Applied, move |old| {
-                let applied =
-                    managed::apply(Some(old), &parent, &writer(info, &manager, "scale"), force)?;
-                let mut new = old.clone();
-                if let Some(r) = at_path(&applied, &spec_path) {
-                    set_path(&mut new, &spec_path, r.clone());
-                }
-                let fields = applied
-                    .pointer("/metadata/managedFields")
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                meta::metadata_mut(&mut new).insert("managedFields".into(), fields);
-                Ok(new)
-            })
+            .modify(
+                t,
+                name,
+                expect,
+                Opts::of(req),
+                &Track::Applied,
+                move |old| {
+                    let applied = managed::apply(
+                        Some(old),
+                        &parent,
+                        &writer(info, &manager, "scale"),
+                        force,
+                    )?;
+                    let mut new = old.clone();
+                    if let Some(r) = at_path(&applied, &spec_path) {
+                        set_path(&mut new, &spec_path, r.clone());
+                    }
+                    let fields = applied
+                        .pointer("/metadata/managedFields")
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    meta::metadata_mut(&mut new).insert("managedFields".into(), fields);
+                    Ok(new)
+                },
+            )
             .await?;
         encode_value(&scale_of(info, &decode(&bytes)?))
     }
@@ -1036,7 +1095,7 @@ impl Registry {
         t: &Target,
         name: &str,
         expect: Option<Revision>,
-        dry_run: bool,
+        opts: Opts<'_>,
         track: &Track,
         change: F,
     ) -> Result<(Bytes, Value), Status>
@@ -1080,11 +1139,14 @@ impl Registry {
             if !errs.is_empty() {
                 return Err(invalid(info, name, errs));
             }
+            if let Some(guard) = opts.guard {
+                guard.check(info, &new, Some(&old))?;
+            }
             if new == old {
                 return Ok((kv.value, new));
             }
             to_storage(info, &mut new);
-            if dry_run {
+            if opts.dry_run {
                 // What the write would store, not what is stored: `kubectl diff` compares it.
                 return Ok((encode_value(&new)?, new));
             }

@@ -167,14 +167,12 @@ pub fn ensure_token_file(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The components whose tokens `--credentials-dir` holds: (file stem, user, groups).
+/// The components whose tokens `--credentials-dir` holds: (file stem, user, groups). The
+/// scheduler and controller-manager hold their bootstrap roles (`authz::policy`), not
+/// `system:masters`.
 pub const COMPONENT_CREDENTIALS: [(&str, &str, &str); 3] = [
-    ("scheduler", "system:kube-scheduler", apiserver::ADMIN_GROUP),
-    (
-        "controller-manager",
-        "system:kube-controller-manager",
-        apiserver::ADMIN_GROUP,
-    ),
+    ("scheduler", "system:kube-scheduler", ""),
+    ("controller-manager", "system:kube-controller-manager", ""),
     (
         "kubelet",
         "system:node-bootstrap",
@@ -204,22 +202,31 @@ pub fn ensure_tokens(
     path: &Path,
     users: &[(String, &str)],
 ) -> anyhow::Result<std::collections::HashMap<String, String>> {
-    let mut text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut tokens = std::collections::HashMap::new();
+    let mut out = String::new();
     for line in text.lines() {
         let f: Vec<&str> = line.splitn(4, ',').collect();
-        if f.len() >= 2 {
+        if f.len() >= 3 {
             tokens.insert(f[1].to_string(), f[0].to_string());
+            // A component's groups are what this version gives it: a data dir from an
+            // earlier one loses the `system:masters` its components used to have.
+            if let Some((_, groups)) = users.iter().find(|(u, _)| u == f[1]) {
+                out.push_str(&format!("{},{},{},\"{groups}\"\n", f[0], f[1], f[2]));
+                continue;
+            }
         }
+        out.push_str(line);
+        out.push('\n');
     }
     for (i, (user, groups)) in users.iter().enumerate() {
         if !tokens.contains_key(user) {
             let token = uuid::Uuid::new_v4().simple().to_string();
-            text.push_str(&format!("{token},{user},{},\"{groups}\"\n", 100 + i));
+            out.push_str(&format!("{token},{user},{},\"{groups}\"\n", 100 + i));
             tokens.insert(user.clone(), token);
         }
     }
-    write_private(path, &text)?;
+    write_private(path, &out)?;
     Ok(tokens)
 }
 

@@ -278,11 +278,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     let mut users = vec![
         ("admin".to_string(), "system:masters"),
-        ("system:kube-scheduler".to_string(), "system:masters"),
-        (
-            "system:kube-controller-manager".to_string(),
-            "system:masters",
-        ),
+        // The components hold their bootstrap roles (`authz::policy`), not system:masters.
+        ("system:kube-scheduler".to_string(), ""),
+        ("system:kube-controller-manager".to_string(), ""),
     ];
     users.extend(
         nodes

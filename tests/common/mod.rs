@@ -706,3 +706,24 @@ pub fn skip(test: &str, why: &str) {
         }
     }
 }
+
+/// Binds the ClusterRole `role` to `subjects` ((kind, name): User or Group) in `namespace`
+/// (a RoleBinding), as an admin grants a test's users what RBAC would otherwise refuse.
+pub async fn grant(admin: &ApiClient, namespace: &str, role: &str, subjects: &[(&str, &str)]) {
+    let subjects: Vec<serde_json::Value> = subjects
+        .iter()
+        .map(|(kind, name)| {
+            serde_json::json!({"kind": kind, "apiGroup": "rbac.authorization.k8s.io", "name": name})
+        })
+        .collect();
+    let name = format!("test-{role}-{}", subjects.len());
+    admin
+        .api("rbac.authorization.k8s.io", "rolebindings", Some(namespace))
+        .create(&serde_json::json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": subjects,
+        }))
+        .await
+        .expect("the test's RoleBinding");
+}

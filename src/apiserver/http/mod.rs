@@ -537,6 +537,22 @@ fn wants_table(req: &HttpRequest) -> bool {
         .is_some_and(|a| a.contains("as=Table"))
 }
 
+/// Whether a GET of `path` is a non-resource request: discovery (`/api`, `/apis/<group>`,
+/// `/apis/<group>/<version>`), OpenAPI, or `/metrics`.
+fn is_non_resource(path: &str) -> bool {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    matches!(
+        segments.as_slice(),
+        ["api"]
+            | ["api", _]
+            | ["apis"]
+            | ["apis", _]
+            | ["apis", _, _]
+            | ["openapi", ..]
+            | ["metrics", ..]
+    )
+}
+
 /// One request: discovery, health, or a resource call.
 async fn dispatch(
     req: HttpRequest,
@@ -572,20 +588,16 @@ async fn dispatch(
         Ok(u) => u,
         Err(s) => return status_response(&s),
     };
-    // Prometheus text for everything this process runs (under `skiff up`: every component):
-    // what it reveals (request mixes, users' traffic) is for the cluster's admins and
-    // monitoring, as kube's `system:monitoring` role allows `/metrics` to.
-    if req.method() == Method::GET && path.trim_end_matches('/') == "/metrics" {
-        if !user
-            .groups
-            .iter()
-            .any(|g| g == "system:masters" || g == "system:monitoring")
-        {
-            return status_response(&Status::forbidden(format!(
-                "forbidden: User \"{}\" cannot get path \"/metrics\"",
-                user.name
-            )));
+    // Paths outside the API (discovery, OpenAPI, `/metrics`) are authorized as kube does:
+    // `get` on the path, which the bootstrap policy grants to every authenticated caller
+    // except `/metrics` (system:monitoring, system:masters).
+    if req.method() == Method::GET && is_non_resource(&path) {
+        if let Err(s) = state.api.authorizer().authorize_path(&user, &path) {
+            return status_response(&s);
         }
+    }
+    // Prometheus text for everything this process runs (under `skiff up`: every component).
+    if req.method() == Method::GET && path.trim_end_matches('/') == "/metrics" {
         return HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(crate::metrics::render());
@@ -595,12 +607,26 @@ async fn dispatch(
             "/apis/authentication.k8s.io/v1/selfsubjectreviews" => {
                 return json_response(StatusCode::CREATED, &reviews::who_am_i(&user));
             }
-            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => {
+            review @ ("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+            | "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews") => {
+                let resource = review.rsplit('/').next().unwrap_or("");
+                let create = crate::apiserver::authz::Attributes {
+                    verb: "create",
+                    group: "authorization.k8s.io",
+                    resource,
+                    ..Default::default()
+                };
+                if let Err(s) = state.api.authorizer().check(&user, &create) {
+                    return status_response(&s);
+                }
                 return match read_body(payload)
                     .await
                     .and_then(|b| parse_object(&req, &b))
                 {
-                    Ok(body) => reviews::can_i(&state.api, &user, credentials, body).await,
+                    Ok(body) if resource == "selfsubjectaccessreviews" => {
+                        reviews::can_i(&state.api, &user, body)
+                    }
+                    Ok(body) => reviews::rules(&state.api, &user, body),
                     Err(s) => status_response(&s),
                 };
             }

@@ -139,7 +139,11 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtoError> {
     let package = match api_version.split_once('/') {
         None => format!("k8s.io.api.core.{api_version}"),
         Some((group, version)) => {
-            let short = group.strip_suffix(".k8s.io").unwrap_or(group);
+            // `rbac.authorization.k8s.io` is package `k8s.io.api.rbac`.
+            let short = match group.strip_suffix(".k8s.io") {
+                Some(g) => g.split('.').next().unwrap_or(g),
+                None => group,
+            };
             format!("k8s.io.api.{short}.{version}")
         }
     };

@@ -4,7 +4,8 @@
 //! Read from the go-to-protobuf `generated.proto` files of the v1.36 release line (vendored
 //! k8s.io/api core/v1 + k8s.io/apimachinery meta/v1 in rossigee/provider-discord@1ebb69a1;
 //! apps/v1 in rossigee/provider-mailgun@c9735185), cross-checked against kubernetes/kubernetes
-//! staging core/v1@0032f46b and apps/v1@0122c43a. Proto field names equal the JSON names.
+//! staging core/v1@0032f46b and apps/v1@0122c43a; rbac/v1 from kubernetes/kubernetes staging
+//! rbac/v1@081ac6b5. Proto field names equal the JSON names.
 //! `Ty::Inline` fields are Go-embedded structs (`json:",inline"`): in JSON the sub-message's
 //! fields sit directly in the parent object, not under the listed name.
 
@@ -64,6 +65,46 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
         Field { num: 4, name: "lastTransitionTime", ty: Ty::Time, repeated: false },
         Field { num: 5, name: "reason", ty: Ty::Str, repeated: false },
         Field { num: 6, name: "message", ty: Ty::Str, repeated: false },
+    ]),
+    ("k8s.io.api.rbac.v1.PolicyRule", &[
+        Field { num: 1, name: "verbs", ty: Ty::Str, repeated: true },
+        Field { num: 2, name: "apiGroups", ty: Ty::Str, repeated: true },
+        Field { num: 3, name: "resources", ty: Ty::Str, repeated: true },
+        Field { num: 4, name: "resourceNames", ty: Ty::Str, repeated: true },
+        Field { num: 5, name: "nonResourceURLs", ty: Ty::Str, repeated: true },
+    ]),
+    ("k8s.io.api.rbac.v1.Role", &[
+        Field { num: 1, name: "metadata", ty: Ty::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { num: 2, name: "rules", ty: Ty::Msg("k8s.io.api.rbac.v1.PolicyRule"), repeated: true },
+    ]),
+    ("k8s.io.api.rbac.v1.ClusterRole", &[
+        Field { num: 1, name: "metadata", ty: Ty::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { num: 2, name: "rules", ty: Ty::Msg("k8s.io.api.rbac.v1.PolicyRule"), repeated: true },
+        Field { num: 3, name: "aggregationRule", ty: Ty::Msg("k8s.io.api.rbac.v1.AggregationRule"), repeated: false },
+    ]),
+    ("k8s.io.api.rbac.v1.AggregationRule", &[
+        Field { num: 1, name: "clusterRoleSelectors", ty: Ty::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelector"), repeated: true },
+    ]),
+    ("k8s.io.api.rbac.v1.RoleBinding", &[
+        Field { num: 1, name: "metadata", ty: Ty::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { num: 2, name: "subjects", ty: Ty::Msg("k8s.io.api.rbac.v1.Subject"), repeated: true },
+        Field { num: 3, name: "roleRef", ty: Ty::Msg("k8s.io.api.rbac.v1.RoleRef"), repeated: false },
+    ]),
+    ("k8s.io.api.rbac.v1.ClusterRoleBinding", &[
+        Field { num: 1, name: "metadata", ty: Ty::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { num: 2, name: "subjects", ty: Ty::Msg("k8s.io.api.rbac.v1.Subject"), repeated: true },
+        Field { num: 3, name: "roleRef", ty: Ty::Msg("k8s.io.api.rbac.v1.RoleRef"), repeated: false },
+    ]),
+    ("k8s.io.api.rbac.v1.RoleRef", &[
+        Field { num: 1, name: "apiGroup", ty: Ty::Str, repeated: false },
+        Field { num: 2, name: "kind", ty: Ty::Str, repeated: false },
+        Field { num: 3, name: "name", ty: Ty::Str, repeated: false },
+    ]),
+    ("k8s.io.api.rbac.v1.Subject", &[
+        Field { num: 1, name: "kind", ty: Ty::Str, repeated: false },
+        Field { num: 2, name: "apiGroup", ty: Ty::Str, repeated: false },
+        Field { num: 3, name: "name", ty: Ty::Str, repeated: false },
+        Field { num: 4, name: "namespace", ty: Ty::Str, repeated: false },
     ]),
     ("k8s.io.api.core.v1.Namespace", &[
         Field { num: 1, name: "metadata", ty: Ty::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
@@ -637,6 +678,30 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
         Field { num: 1, name: "metadata", ty: Ty::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
         Field { num: 2, name: "spec", ty: Ty::Msg("k8s.io.api.authorization.v1.SelfSubjectAccessReviewSpec"), repeated: false },
         Field { num: 3, name: "status", ty: Ty::Msg("k8s.io.api.authorization.v1.SubjectAccessReviewStatus"), repeated: false },
+    ]),
+    ("k8s.io.api.authorization.v1.SelfSubjectRulesReview", &[
+        Field { num: 1, name: "metadata", ty: Ty::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { num: 2, name: "spec", ty: Ty::Msg("k8s.io.api.authorization.v1.SelfSubjectRulesReviewSpec"), repeated: false },
+        Field { num: 3, name: "status", ty: Ty::Msg("k8s.io.api.authorization.v1.SubjectRulesReviewStatus"), repeated: false },
+    ]),
+    ("k8s.io.api.authorization.v1.SubjectRulesReviewStatus", &[
+        Field { num: 1, name: "resourceRules", ty: Ty::Msg("k8s.io.api.authorization.v1.ResourceRule"), repeated: true },
+        Field { num: 2, name: "nonResourceRules", ty: Ty::Msg("k8s.io.api.authorization.v1.NonResourceRule"), repeated: true },
+        Field { num: 3, name: "incomplete", ty: Ty::Bool, repeated: false },
+        Field { num: 4, name: "evaluationError", ty: Ty::Str, repeated: false },
+    ]),
+    ("k8s.io.api.authorization.v1.ResourceRule", &[
+        Field { num: 1, name: "verbs", ty: Ty::Str, repeated: true },
+        Field { num: 2, name: "apiGroups", ty: Ty::Str, repeated: true },
+        Field { num: 3, name: "resources", ty: Ty::Str, repeated: true },
+        Field { num: 4, name: "resourceNames", ty: Ty::Str, repeated: true },
+    ]),
+    ("k8s.io.api.authorization.v1.NonResourceRule", &[
+        Field { num: 1, name: "verbs", ty: Ty::Str, repeated: true },
+        Field { num: 2, name: "nonResourceURLs", ty: Ty::Str, repeated: true },
+    ]),
+    ("k8s.io.api.authorization.v1.SelfSubjectRulesReviewSpec", &[
+        Field { num: 1, name: "namespace", ty: Ty::Str, repeated: false },
     ]),
     ("k8s.io.api.authorization.v1.SelfSubjectAccessReviewSpec", &[
         Field { num: 1, name: "resourceAttributes", ty: Ty::Msg("k8s.io.api.authorization.v1.ResourceAttributes"), repeated: false },

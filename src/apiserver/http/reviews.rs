@@ -1,6 +1,6 @@
-//! The two reviews a caller makes about itself: `SelfSubjectReview` (`kubectl auth whoami`:
-//! who the server thinks I am) and `SelfSubjectAccessReview` (`kubectl auth can-i`: may I do
-//! this?). Neither is stored; each is answered from the authenticator and the authorizer
+//! The reviews a caller makes about itself: `SelfSubjectReview` (`kubectl auth whoami`: who
+//! the server thinks I am), `SelfSubjectAccessReview` (`kubectl auth can-i`: may I do this?)
+//! and `SelfSubjectRulesReview` (`kubectl auth can-i --list`: what may I do?). Neither is stored; each is answered from the authenticator and the authorizer
 //! the real requests go through, so the answer is the one a request would get.
 
 use actix_web::http::StatusCode;
@@ -8,10 +8,10 @@ use actix_web::HttpResponse;
 use serde_json::{json, Value};
 
 use super::{json_response, status_response};
-use crate::api::wire::{Request, Verb};
 use crate::api::Status;
 use crate::apiserver::auth::UserInfo;
-use crate::apiserver::{ApiHandle, Credentials, Review, ADMIN_GROUP};
+use crate::apiserver::authz::Attributes;
+use crate::apiserver::ApiHandle;
 
 /// The `authentication.k8s.io/v1` SelfSubjectReview of `user`.
 pub(super) fn who_am_i(user: &UserInfo) -> Value {
@@ -27,61 +27,66 @@ pub(super) fn who_am_i(user: &UserInfo) -> Value {
     })
 }
 
-/// Answers an `authorization.k8s.io/v1` SelfSubjectAccessReview: the review with its status.
-pub(super) async fn can_i(
-    api: &ApiHandle,
-    user: &UserInfo,
-    credentials: Credentials,
-    body: Value,
-) -> HttpResponse {
-    let attrs = &body["spec"]["resourceAttributes"];
-    if !attrs.is_object() {
-        // Non-resource URLs (`kubectl auth can-i get /healthz`): Skiff serves them to every
-        // authenticated caller.
-        if body["spec"]["nonResourceAttributes"].is_object() {
-            return answer(body, Ok(()));
-        }
+/// Answers an `authorization.k8s.io/v1` SelfSubjectAccessReview: the review with its status,
+/// from the authorizer chain requests go through (any verb: `escalate`, `bind`, `*` too).
+pub(super) fn can_i(api: &ApiHandle, user: &UserInfo, body: Value) -> HttpResponse {
+    let spec = &body["spec"];
+    let text = |v: &Value, k: &str| v[k].as_str().unwrap_or("").to_string();
+    let (verb, path);
+    let attrs = &spec["resourceAttributes"];
+    let resource = if attrs.is_object() {
+        Some([
+            text(attrs, "group"),
+            text(attrs, "resource"),
+            text(attrs, "subresource"),
+            text(attrs, "namespace"),
+            text(attrs, "name"),
+        ])
+    } else if spec["nonResourceAttributes"].is_object() {
+        None
+    } else {
         return status_response(&Status::bad_request(
             "spec.resourceAttributes or spec.nonResourceAttributes is required",
         ));
-    }
-    let field = |k: &str| {
-        attrs[k]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .map(String::from)
     };
-    let verb_name = field("verb").unwrap_or_default();
-    let Some(verb) = Verb::parse(&verb_name) else {
-        // A verb no request can have (`*`, `escalate`, …): only admins, whom the authorizer
-        // allows everything, may.
-        let admin = user.groups.iter().any(|g| g == ADMIN_GROUP);
-        return answer(
-            body,
-            if admin {
-                Ok(())
-            } else {
-                Err(format!("verb {verb_name:?} is not allowed"))
-            },
-        );
+    let decision = match &resource {
+        Some([group, resource, subresource, namespace, name]) => {
+            verb = text(attrs, "verb");
+            api.authorizer().check(
+                user,
+                &Attributes {
+                    verb: &verb,
+                    group,
+                    resource,
+                    subresource,
+                    namespace,
+                    name,
+                    path: None,
+                },
+            )
+        }
+        None => {
+            let na = &spec["nonResourceAttributes"];
+            (verb, path) = (text(na, "verb"), text(na, "path"));
+            api.authorizer()
+                .check(user, &Attributes::non_resource(&verb, &path))
+        }
     };
-    let request = Request {
-        group: field("group").unwrap_or_default(),
-        resource: field("resource").unwrap_or_default(),
-        subresource: field("subresource"),
-        namespace: field("namespace"),
-        name: field("name"),
-        ..Default::default()
-    };
-    let review = Review {
-        credentials,
-        verb,
-        request,
-    };
-    match api.review(review).await {
-        Ok(decision) => answer(body, decision.map_err(|s| s.message)),
-        Err(s) => status_response(&s),
-    }
+    answer(body, decision.map_err(|s| s.message))
+}
+
+/// Answers an `authorization.k8s.io/v1` SelfSubjectRulesReview (`kubectl auth can-i
+/// --list`): the rules that apply to the caller in `spec.namespace`.
+pub(super) fn rules(api: &ApiHandle, user: &UserInfo, body: Value) -> HttpResponse {
+    let namespace = body["spec"]["namespace"].as_str().unwrap_or("");
+    let review = json!({
+        "kind": "SelfSubjectRulesReview",
+        "apiVersion": "authorization.k8s.io/v1",
+        "metadata": {"creationTimestamp": null},
+        "spec": {"namespace": namespace},
+        "status": api.authorizer().rules_review(user, namespace),
+    });
+    json_response(StatusCode::CREATED, &review)
 }
 
 /// The review with its status. A denial carries no reason, as RBAC's do (kubectl prints a

@@ -29,6 +29,8 @@ pub mod namespace;
 pub mod node;
 pub mod pod;
 pub mod replica_set;
+pub mod role;
+pub mod role_binding;
 pub mod secret;
 
 /// What one kind does differently. Every method but [`Strategy::validate`] has the behaviour
@@ -161,6 +163,22 @@ pub static STRATEGIES: &[(&str, &str, &dyn Strategy)] = &[
     ("apps", "deployments", &deployment::Deployment),
     ("apps", "replicasets", &replica_set::ReplicaSet),
     ("coordination.k8s.io", "leases", &lease::Lease),
+    ("rbac.authorization.k8s.io", "roles", &role::Role),
+    (
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        &role::ClusterRole,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        &role_binding::RoleBinding,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        &role_binding::ClusterRoleBinding,
+    ),
     (
         "apiextensions.k8s.io",
         "customresourcedefinitions",

@@ -1,0 +1,264 @@
+//! The node authorizer and NodeRestriction: a kubelet (`system:node:<name>` in
+//! `system:nodes`) reads what running pods needs — nodes, pods, services, and only the
+//! Secrets and ConfigMaps that pods bound to it reference — and writes only its own Node
+//! (never its taints, nor labels in the `kubernetes.io` namespaces outside the kubelet's
+//! set), its own Lease, Events, and its pods' status.
+
+use serde_json::Value;
+
+use super::Attributes;
+use crate::api::status::Status;
+use crate::api::wire::Request;
+use crate::apiserver::registry::Registry;
+use crate::apiserver::UserInfo;
+
+/// The node a caller is, if it is a kubelet.
+pub fn node_of(user: &UserInfo) -> Option<&str> {
+    user.name.strip_prefix("system:node:").filter(|n| {
+        !n.is_empty()
+            && user
+                .groups
+                .iter()
+                .any(|g| g == crate::apiserver::NODES_GROUP)
+    })
+}
+
+/// The one name a list or watch is limited to by `fieldSelector=metadata.name=<name>` (how
+/// a kubelet watches a single Secret), if it is.
+fn selected_name(req: &Request) -> Option<String> {
+    let sel = req.list.field_selector.as_deref()?;
+    let mut name = None;
+    for term in sel.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let (k, v) = term
+            .split_once("==")
+            .or_else(|| term.split_once('='))
+            .filter(|(k, _)| !k.ends_with('!'))?;
+        if k.trim() == "metadata.name" {
+            name = Some(v.trim().to_string());
+        }
+    }
+    name
+}
+
+/// Whether the node authorizer allows `a` to `node`.
+pub fn allows(node: &str, a: &Attributes, req: Option<&Request>, registry: &Registry) -> bool {
+    if a.path.is_some() {
+        return false;
+    }
+    let read = matches!(a.verb, "get" | "list" | "watch");
+    match (a.group, a.resource, a.subresource) {
+        ("", "nodes", _) => read || (a.name == node && a.verb != "delete"),
+        ("coordination.k8s.io", "leases", "") => a.namespace == "kube-node-lease" && a.name == node,
+        ("" | "events.k8s.io", "events", "") => matches!(a.verb, "create" | "patch" | "update"),
+        ("", "services" | "endpoints", "") | ("discovery.k8s.io", "endpointslices", "") => read,
+        ("", "pods", sub) => {
+            if read && sub.is_empty() {
+                return true;
+            }
+            let own = registry
+                .pod_node(a.namespace, a.name)
+                .is_some_and(|n| n == node);
+            own && match a.verb {
+                "delete" => sub.is_empty(),
+                "update" | "patch" => sub == "status",
+                _ => false,
+            }
+        }
+        ("", kind @ ("secrets" | "configmaps"), "") if read => {
+            let name = match (a.verb, req) {
+                ("get", _) => Some(a.name.to_string()),
+                (_, Some(req)) => selected_name(req),
+                _ => None,
+            };
+            name.filter(|n| !n.is_empty()).is_some_and(|name| {
+                registry.pod_on_node_uses(node, a.namespace, |pod| references(pod, kind, &name))
+            })
+        }
+        _ => false,
+    }
+}
+
+/// Whether `pod` names the Secret or ConfigMap (`kind` is the plural) `name`: in a volume,
+/// a projected source, an `env` or `envFrom` of any container, or (Secrets) an image pull
+/// secret.
+pub fn references(pod: &Value, kind: &str, name: &str) -> bool {
+    let spec = &pod["spec"];
+    let is = |v: &Value| v.as_str() == Some(name);
+    let (volume_key, volume_name, env_key, env_from_key) = match kind {
+        "secrets" => ("secret", "secretName", "secretKeyRef", "secretRef"),
+        _ => ("configMap", "name", "configMapKeyRef", "configMapRef"),
+    };
+    let projected_key = if kind == "secrets" {
+        "secret"
+    } else {
+        "configMap"
+    };
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    for volume in list(&spec["volumes"]) {
+        if is(&volume[volume_key][volume_name]) {
+            return true;
+        }
+        if list(&volume["projected"]["sources"])
+            .iter()
+            .any(|s| is(&s[projected_key]["name"]))
+        {
+            return true;
+        }
+    }
+    if kind == "secrets"
+        && list(&spec["imagePullSecrets"])
+            .iter()
+            .any(|s| is(&s["name"]))
+    {
+        return true;
+    }
+    ["containers", "initContainers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|k| list(&spec[*k]))
+        .any(|c| {
+            list(&c["env"])
+                .iter()
+                .any(|e| is(&e["valueFrom"][env_key]["name"]))
+                || list(&c["envFrom"])
+                    .iter()
+                    .any(|e| is(&e[env_from_key]["name"]))
+        })
+}
+
+/// Label keys a kubelet may set on its Node inside the `kubernetes.io` namespaces (kube's
+/// `IsKubeletLabel`).
+const KUBELET_LABELS: &[&str] = &[
+    "kubernetes.io/hostname",
+    "kubernetes.io/arch",
+    "kubernetes.io/os",
+    "beta.kubernetes.io/arch",
+    "beta.kubernetes.io/os",
+    "beta.kubernetes.io/instance-type",
+    "node.kubernetes.io/instance-type",
+    "failure-domain.beta.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+];
+
+/// Whether a kubelet may set the label `key` on its Node.
+fn kubelet_may_label(key: &str) -> bool {
+    let Some((domain, _)) = key.split_once('/') else {
+        return true;
+    };
+    let under = |d: &str, ns: &str| d == ns || d.ends_with(&format!(".{ns}"));
+    if !under(domain, "kubernetes.io") && !under(domain, "k8s.io") {
+        return true;
+    }
+    KUBELET_LABELS.contains(&key)
+        || under(domain, "kubelet.kubernetes.io")
+        || under(domain, "node.kubernetes.io")
+}
+
+/// NodeRestriction on a kubelet's write of its own Node: no taint changes after create,
+/// and no labels in the `kubernetes.io`/`k8s.io` namespaces outside the kubelet's set.
+pub fn admit_node_write(node: &str, new: &Value, old: Option<&Value>) -> Result<(), Status> {
+    let labels = |v: &Value| v.pointer("/metadata/labels").cloned().unwrap_or_default();
+    let (new_labels, old_labels) = (labels(new), old.map(labels).unwrap_or_default());
+    let mut bad: Vec<String> = new_labels
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| old_labels.get(k.as_str()) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .chain(
+            old_labels
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| new_labels.get(k.as_str()).is_none())
+                .map(|(k, _)| k.clone()),
+        )
+        .filter(|k| !kubelet_may_label(k))
+        .collect();
+    bad.sort();
+    bad.dedup();
+    if !bad.is_empty() {
+        let what = if old.is_some() {
+            "is not allowed to modify labels"
+        } else {
+            "is not allowed to set the following labels"
+        };
+        return Err(Status::forbidden(format!(
+            "node \"{node}\" {what}: {}",
+            bad.join(", ")
+        )));
+    }
+    if let Some(old) = old {
+        let taints = |v: &Value| v.pointer("/spec/taints").cloned().unwrap_or(Value::Null);
+        let norm = |t: Value| match t {
+            Value::Array(a) if a.is_empty() => Value::Null,
+            t => t,
+        };
+        if norm(taints(new)) != norm(taints(old)) {
+            return Err(Status::forbidden(format!(
+                "node \"{node}\" is not allowed to modify taints"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pods_reference_secrets_and_configmaps_where_kubelets_read_them() {
+        let pod = json!({"spec": {
+            "volumes": [{"name": "v", "secret": {"secretName": "s1"}},
+                        {"name": "p", "projected": {"sources": [{"configMap": {"name": "c2"}}]}}],
+            "containers": [{"name": "c", "env": [{"name": "E", "valueFrom": {"secretKeyRef": {"name": "s2", "key": "k"}}}],
+                            "envFrom": [{"configMapRef": {"name": "c1"}}]}],
+            "imagePullSecrets": [{"name": "pull"}],
+        }});
+        for (kind, name) in [
+            ("secrets", "s1"),
+            ("secrets", "s2"),
+            ("secrets", "pull"),
+            ("configmaps", "c1"),
+            ("configmaps", "c2"),
+        ] {
+            assert!(references(&pod, kind, name), "{kind}/{name}");
+        }
+        assert!(!references(&pod, "secrets", "c1"));
+        assert!(!references(&pod, "configmaps", "s1"));
+    }
+
+    #[test]
+    fn a_kubelet_keeps_to_its_labels_and_cannot_touch_taints() {
+        let node = |labels: Value, taints: Value| json!({"metadata": {"name": "n1", "labels": labels}, "spec": {"taints": taints}});
+        let old = node(
+            json!({"kubernetes.io/hostname": "n1"}),
+            json!([{"key": "k", "effect": "NoSchedule"}]),
+        );
+        let ok = node(
+            json!({"kubernetes.io/hostname": "n1", "team": "a", "node.kubernetes.io/x": "y"}),
+            old["spec"]["taints"].clone(),
+        );
+        assert!(admit_node_write("n1", &ok, Some(&old)).is_ok());
+        let role = node(
+            json!({"node-role.kubernetes.io/control-plane": ""}),
+            old["spec"]["taints"].clone(),
+        );
+        assert_eq!(
+            admit_node_write("n1", &role, Some(&old)).unwrap_err().code,
+            403
+        );
+        assert_eq!(admit_node_write("n1", &role, None).unwrap_err().code, 403);
+        let untainted = node(old["metadata"]["labels"].clone(), json!([]));
+        assert_eq!(
+            admit_node_write("n1", &untainted, Some(&old))
+                .unwrap_err()
+                .code,
+            403
+        );
+        assert!(admit_node_write("n1", &untainted, None).is_ok());
+    }
+}
