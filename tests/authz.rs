@@ -4,7 +4,7 @@
 mod common;
 
 use serde_json::json;
-use skiff::api::wire::{DeleteOptions, PatchType};
+use skiff::api::wire::{DeleteOptions, ListOptions, PatchType};
 
 use common::*;
 
@@ -141,8 +141,12 @@ async fn kubelets_write_only_their_own_node_lease_and_pods() {
     )
     .await
     .expect("the final delete of its own pod");
-    // Reads are fine.
-    assert!(n1.api("", "namespaces", None).get("default").await.is_ok());
+    // Reads of what running pods needs are fine (nodes, pods, services); other reads are
+    // not (the node authorizer's static rules).
+    assert!(n1.api("", "pods", None).list(&ListOptions::default()).await.is_ok());
+    assert!(n1.api("", "nodes", None).get("n1").await.is_ok());
+    let e = n1.api("", "namespaces", None).get("default").await.unwrap_err();
+    assert_eq!(e.code, 403);
     // Other kinds are not.
     let e = n1
         .api("", "configmaps", Some("default"))
@@ -193,4 +197,139 @@ async fn a_node_bootstrap_token_acts_as_the_node_it_names_and_nothing_else() {
         .await
         .unwrap_err();
     assert_eq!(e.code, 403, "{e}");
+}
+
+/// The node authorizer's graph: a kubelet reads a Secret or ConfigMap only when a pod bound
+/// to it uses it (get, or a list/watch of that one name), and NodeRestriction keeps it off
+/// its taints and off labels in the `kubernetes.io` namespaces outside the kubelet's set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_read_only_what_their_pods_use_and_keep_off_their_taints() {
+    let cluster = Cluster::start();
+    let admin = cluster.client().await;
+    let url = cluster.nats.url();
+    let n1 = client_for(&url, "system:node:n1", "node1-token").await;
+    let secrets = admin.api("", "secrets", Some("default"));
+    let cms = admin.api("", "configmaps", Some("default"));
+    for name in ["s1", "s2", "lonely"] {
+        secrets
+            .create(&json!({"metadata": {"name": name}, "stringData": {"k": "v"}}))
+            .await
+            .unwrap();
+    }
+    for name in ["c1", "c2"] {
+        cms.create(&json!({"metadata": {"name": name}}))
+            .await
+            .unwrap();
+    }
+    let pods = admin.api("", "pods", Some("default"));
+    let pod = |name: &str, node: &str, secret: &str, cm: &str| {
+        json!({"metadata": {"name": name}, "spec": {"nodeName": node,
+            "volumes": [{"name": "s", "secret": {"secretName": secret}}],
+            "containers": [{"name": "c", "image": "busybox",
+                "envFrom": [{"configMapRef": {"name": cm}}]}]}})
+    };
+    pods.create(&pod("p1", "n1", "s1", "c1")).await.unwrap();
+    pods.create(&pod("p2", "n2", "s2", "c2")).await.unwrap();
+
+    let mine = n1.api("", "secrets", Some("default"));
+    mine.get("s1").await.expect("its own pod's Secret");
+    for other in ["s2", "lonely", "nope"] {
+        let e = mine.get(other).await.unwrap_err();
+        assert_eq!(e.code, 403, "{other}: {e}");
+    }
+    let e = mine.list(&ListOptions::default()).await.unwrap_err();
+    assert_eq!(e.code, 403, "no listing every Secret: {e}");
+    let one = ListOptions {
+        field_selector: Some("metadata.name=s1".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        mine.list(&one)
+            .await
+            .expect("a list of its one Secret")
+            .items
+            .len(),
+        1
+    );
+    let other = ListOptions {
+        field_selector: Some("metadata.name=s2".into()),
+        ..Default::default()
+    };
+    assert_eq!(mine.list(&other).await.unwrap_err().code, 403);
+    let its_cms = n1.api("", "configmaps", Some("default"));
+    its_cms.get("c1").await.expect("its own pod's ConfigMap");
+    assert_eq!(its_cms.get("c2").await.unwrap_err().code, 403);
+    // Once the pod is gone, so is the node's access.
+    pods.delete(
+        "p1",
+        &DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    wait_for(std::time::Duration::from_secs(10), "p1 gone", || {
+        let pods = pods.clone();
+        async move { pods.get("p1").await.is_err().then_some(()) }
+    })
+    .await;
+    assert_eq!(mine.get("s1").await.unwrap_err().code, 403);
+
+    // NodeRestriction: its own Node, but not its taints or a role label.
+    let nodes = n1.api("", "nodes", None);
+    nodes
+        .create(
+            &json!({"metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1"}},
+            "spec": {"taints": [{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]}}),
+        )
+        .await
+        .expect("a node may register itself with taints");
+    nodes
+        .patch(
+            "n1",
+            None,
+            PatchType::Merge,
+            &json!({"metadata": {"labels": {"team": "a", "node.kubernetes.io/pool": "p"}}}),
+        )
+        .await
+        .expect("labels outside kubernetes.io, and node.kubernetes.io ones");
+    let e = nodes
+        .patch(
+            "n1",
+            None,
+            PatchType::Merge,
+            &json!({"metadata": {"labels": {"node-role.kubernetes.io/control-plane": ""}}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, 403, "{e}");
+    assert!(e.message.contains("is not allowed to modify labels"), "{e}");
+    let e = nodes
+        .patch(
+            "n1",
+            None,
+            PatchType::Merge,
+            &json!({"spec": {"taints": null}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, 403, "{e}");
+    assert!(e.message.contains("is not allowed to modify taints"), "{e}");
+    let node = admin.api("", "nodes", None).get("n1").await.unwrap();
+    assert_eq!(
+        node["spec"]["taints"][0]["key"], "dedicated",
+        "nothing was changed"
+    );
+    // The admin still may.
+    admin
+        .api("", "nodes", None)
+        .patch(
+            "n1",
+            None,
+            PatchType::Merge,
+            &json!({"spec": {"taints": null}}),
+        )
+        .await
+        .unwrap();
 }

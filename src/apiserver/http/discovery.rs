@@ -287,7 +287,8 @@ mod tests {
                 "apiextensions.k8s.io",
                 "apps",
                 "coordination.k8s.io",
-                "events.k8s.io"
+                "events.k8s.io",
+                "rbac.authorization.k8s.io"
             ]
         );
         let mut vs = vec!["v1alpha1", "v2", "v1beta2", "v1", "v1beta1", "foo"];
