@@ -9,11 +9,14 @@
 //! 3. A custom resource's create and GET vs a ConfigMap's carrying the same data (the same
 //!    keys and values, under `spec.data` for the custom one, whose CRD has a typed schema with
 //!    a default and a CEL rule): p50, p99 and the p50 ratios (target ≤ 1.2×).
+//! 4. Authorization cost: GETs over NATS by a user RBAC authorizes (a RoleBinding to `view`,
+//!    among 1,000 Roles and 1,000 RoleBindings of other users) vs by a `system:masters` admin
+//!    (the privileged-group short cut): p50, p99 and the p50 ratio (target ≤ 1.1×).
 //!
 //! The two sides alternate in blocks, so that both see the same machine. `cargo bench --bench
 //! machinery` (needs nats-server on PATH: `scripts/test` installs it); `SKIFF_BENCH_ROUNDS`
-//! sets the requests per side (default 3,000); `SKIFF_BENCH_ONLY=apply`, `=update` or `=crd`
-//! runs one part.
+//! sets the requests per side (default 3,000); `SKIFF_BENCH_ONLY=apply`, `=update`, `=crd` or
+//! `=rbac` runs one part.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -418,6 +421,98 @@ async fn custom_vs_configmap(rounds: usize) {
     println!();
 }
 
+/// GETs authorized by RBAC (1,000 Roles and bindings loaded) vs by `system:masters`.
+async fn rbac_cost(rounds: usize) {
+    let tokens = format!("{TOKENS}reader-token,reader,80\n");
+    let cluster = Cluster::with_tokens(ApiServerOptions::default(), &tokens);
+    let admin = cluster.client().await;
+    let rbac = |resource: &str, body: Value| Request {
+        group: "rbac.authorization.k8s.io".into(),
+        resource: resource.into(),
+        namespace: Some("default".into()),
+        body: Some(body),
+        ..Default::default()
+    };
+    for i in 0..1_000 {
+        let role = json!({"metadata": {"name": format!("r-{i}")}, "rules": [
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [format!("c-{i}")], "verbs": ["get", "update"]},
+            {"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale"], "verbs": ["get", "list", "watch"]}]});
+        admin
+            .call_raw(Verb::Create, &rbac("roles", role))
+            .await
+            .expect("role");
+        let binding = json!({"metadata": {"name": format!("b-{i}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("r-{i}")},
+            "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": format!("user-{i}")},
+                         {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": format!("team-{}", i % 50)}]});
+        admin
+            .call_raw(Verb::Create, &rbac("rolebindings", binding))
+            .await
+            .expect("binding");
+    }
+    let reader_binding = json!({"metadata": {"name": "reader-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "reader"}]});
+    admin
+        .call_raw(Verb::Create, &rbac("rolebindings", reader_binding))
+        .await
+        .expect("reader's binding");
+    let cm = named(
+        "",
+        "configmaps",
+        None,
+        Some(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared"}, "data": bench_data()}),
+        ),
+    );
+    admin.call_raw(Verb::Create, &cm).await.expect("configmap");
+    let reader = client_for(&cluster.nats.url(), "reader", "reader-token").await;
+    let get = |_| named("", "configmaps", Some("shared".into()), None);
+    // The reader may read, and only read: RBAC is what answers.
+    reader
+        .call_raw(Verb::Get, &get(0))
+        .await
+        .expect("view reads");
+    let mut write = get(0);
+    write.body = Some(json!({"metadata": {"name": "shared"}}));
+    assert_eq!(
+        reader
+            .call_raw(Verb::Update, &write)
+            .await
+            .unwrap_err()
+            .code,
+        403
+    );
+    let (mut by_rbac, mut by_admin) = (Vec::new(), Vec::new());
+    let mut done = 0;
+    while done < rounds {
+        let n = BLOCK.min(rounds - done);
+        by_admin.extend(timed(&admin, Verb::Get, n, done, get).await);
+        by_rbac.extend(timed(&reader, Verb::Get, n, done, get).await);
+        done += n;
+    }
+    by_rbac.sort();
+    by_admin.sort();
+    println!("## Authorization: GET over NATS, RBAC (1,000 Roles and RoleBindings loaded) vs system:masters ({rounds} each)");
+    println!("| measure | RBAC (view) | system:masters (baseline) | ratio |");
+    println!("|---|---|---|---|");
+    for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+        let (a, b) = (percentile(&by_rbac, p), percentile(&by_admin, p));
+        println!(
+            "| {label} | {:.0} µs | {:.0} µs | {:.2}×{} |",
+            micros(a),
+            micros(b),
+            micros(a) / micros(b),
+            if label == "p50" {
+                " (target ≤ 1.1×)"
+            } else {
+                ""
+            }
+        );
+    }
+    println!();
+}
+
 fn main() {
     let rounds: usize = std::env::var("SKIFF_BENCH_ROUNDS")
         .ok()
@@ -438,6 +533,9 @@ fn main() {
         }
         if only.is_empty() || only == "crd" {
             custom_vs_configmap(rounds).await;
+        }
+        if only.is_empty() || only == "rbac" {
+            rbac_cost(rounds).await;
         }
     });
 }

@@ -5,7 +5,9 @@
 //!   subjects and envelopes, the guarded MessagePack codec, packed objects (LZ4 against a
 //!   per-kind dictionary, for informer caches and the Store's values), label and field
 //!   selectors.
-//! - `apiserver`: the ApiServer actor (authentication, registry, watch streams), the per-kind
+//! - `apiserver`: the ApiServer actor (authentication, registry, watch streams), authorization
+//!   (`apiserver::authz`: the `Node,RBAC` chain, escalation checks, NodeRestriction, the
+//!   bootstrap policy and ClusterRole aggregation), the per-kind
 //!   strategies (`apiserver::kinds`: defaults, validation, update rules, delete hooks, Table
 //!   columns of each kind, one file per kind), validation (`apiserver::validation`), field
 //!   management and server-side apply (`apiserver::managed`), custom resources

@@ -143,9 +143,17 @@ async fn kubelets_write_only_their_own_node_lease_and_pods() {
     .expect("the final delete of its own pod");
     // Reads of what running pods needs are fine (nodes, pods, services); other reads are
     // not (the node authorizer's static rules).
-    assert!(n1.api("", "pods", None).list(&ListOptions::default()).await.is_ok());
+    assert!(n1
+        .api("", "pods", None)
+        .list(&ListOptions::default())
+        .await
+        .is_ok());
     assert!(n1.api("", "nodes", None).get("n1").await.is_ok());
-    let e = n1.api("", "namespaces", None).get("default").await.unwrap_err();
+    let e = n1
+        .api("", "namespaces", None)
+        .get("default")
+        .await
+        .unwrap_err();
     assert_eq!(e.code, 403);
     // Other kinds are not.
     let e = n1

@@ -346,10 +346,7 @@ fn rbac_with_kubectl_default_deny_bindings_escalation_and_aggregation() {
         can_i(u, &["get", "secret/widget", "--as=jane"]) == "yes"
     });
     assert_eq!(
-        can_i(
-            &up,
-            &["get", "secret/widget", "-n", "team", "--as=bob"]
-        ),
+        can_i(&up, &["get", "secret/widget", "-n", "team", "--as=bob"]),
         "yes"
     );
     up.ok(&["delete", "clusterrole", "widgets"]);

@@ -18,7 +18,8 @@ pub const TOKENS: &str = "admin-token,admin,1,\"system:masters\"
 node1-token,system:node:n1,2,\"system:nodes\"
 node2-token,system:node:n2,3,\"system:nodes\"
 node3-token,system:node:n3,4,\"system:nodes\"
-scheduler-token,system:kube-scheduler,5,\"system:masters\"
+scheduler-token,system:kube-scheduler,5
+controller-manager-token,system:kube-controller-manager,7
 bootstrap-token,system:node-bootstrap,6,\"system:node-bootstrappers\"
 ";
 pub const ADMIN: (&str, &str) = ("admin", "admin-token");
