@@ -320,7 +320,9 @@ async fn watches_beyond_a_callers_quota_are_refused_and_others_still_answered() 
     }
     let e = send(watch(QUOTA, 3)).await.unwrap_err();
     assert_eq!((e.code, e.reason.as_str()), (429, "TooManyRequests"), "{e}");
-    // Others are answered meanwhile, watches included.
+    // Others are answered meanwhile, watches included (the scheduler's identity, allowed
+    // to read ConfigMaps here).
+    grant(&c, "default", "view", &[("User", "system:kube-scheduler")]).await;
     let other = client_for(
         &cluster.nats.url(),
         "system:kube-scheduler",
