@@ -428,3 +428,146 @@ fn rbac_with_kubectl_default_deny_bindings_escalation_and_aggregation() {
     assert_eq!(can_i(&up, &["get", "configmaps", "--as=erin"]), "no");
     up.ok(&["auth", "reconcile", "-f", policy.to_str().unwrap()]);
 }
+
+/// ServiceAccounts: a `default` one in every namespace, `kubectl create token` (a JWT the
+/// API server signs), the token authenticated as the ServiceAccount with exactly its RBAC
+/// rights, and no longer once the ServiceAccount or the pod it is bound to is gone.
+#[test]
+fn service_account_tokens_carry_their_account_and_die_with_it() {
+    let up = SkiffUp::start(1);
+    up.ok(&["create", "namespace", "apps"]);
+    up.eventually("a default ServiceAccount in the new namespace", 20, |u| {
+        u.run(&["get", "serviceaccount", "default", "-n", "apps"])
+            .status
+            .success()
+    });
+    up.ok(&["delete", "serviceaccount", "default", "-n", "apps"]);
+    up.eventually("the default ServiceAccount back", 20, |u| {
+        u.run(&["get", "serviceaccount", "default", "-n", "apps"])
+            .status
+            .success()
+    });
+    let listed = up.ok(&["get", "sa", "-n", "apps"]);
+    assert!(
+        listed.starts_with("NAME") && listed.contains("SECRETS"),
+        "{listed}"
+    );
+
+    up.ok(&["create", "serviceaccount", "robot", "-n", "apps"]);
+    let token = up
+        .ok(&["create", "token", "robot", "-n", "apps"])
+        .trim()
+        .to_string();
+    assert_eq!(token.matches('.').count(), 2, "a JWT: {token}");
+    let as_robot = |args: &[&str]| {
+        let mut all = vec!["--token", token.as_str()];
+        all.extend_from_slice(args);
+        up.run(&all)
+    };
+    let me = text(&as_robot(&["auth", "whoami"]));
+    assert!(
+        me.contains("system:serviceaccount:apps:robot")
+            && me.contains("system:serviceaccounts:apps")
+            && me.contains("system:authenticated"),
+        "{me}"
+    );
+    // Exactly its rights: nothing, then what a binding to its ServiceAccount subject grants.
+    let out = as_robot(&["get", "pods", "-n", "apps"]);
+    assert!(
+        !out.status.success() && text(&out).contains("cannot list resource \"pods\""),
+        "{}",
+        text(&out)
+    );
+    up.ok(&[
+        "create",
+        "rolebinding",
+        "robot-view",
+        "--clusterrole=view",
+        "--serviceaccount=apps:robot",
+        "-n",
+        "apps",
+    ]);
+    assert!(as_robot(&["get", "pods", "-n", "apps"]).status.success());
+    assert!(!as_robot(&["get", "pods", "-n", "default"]).status.success());
+    assert!(!as_robot(&["get", "secrets", "-n", "apps"]).status.success());
+    // A tampered token is nobody.
+    let mut forged = token.clone();
+    forged.pop();
+    forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+    let out = up.run(&["--token", &forged, "get", "pods", "-n", "apps"]);
+    assert!(text(&out).contains("Unauthorized"), "{}", text(&out));
+
+    // Bound to a pod: valid while the pod is.
+    up.ok(&[
+        "run",
+        "p",
+        "-n",
+        "apps",
+        "--image=busybox",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let bound = up
+        .ok(&[
+            "create",
+            "token",
+            "robot",
+            "-n",
+            "apps",
+            "--bound-object-kind=Pod",
+            "--bound-object-name=p",
+        ])
+        .trim()
+        .to_string();
+    assert!(up
+        .run(&["--token", &bound, "get", "pods", "-n", "apps"])
+        .status
+        .success());
+    up.ok(&[
+        "delete",
+        "pod",
+        "p",
+        "-n",
+        "apps",
+        "--grace-period=0",
+        "--force",
+    ]);
+    up.eventually("the pod-bound token refused", 20, |u| {
+        text(&u.run(&["--token", &bound, "get", "pods", "-n", "apps"])).contains("Unauthorized")
+    });
+    refused(
+        &up,
+        &[
+            "create",
+            "token",
+            "robot",
+            "-n",
+            "apps",
+            "--bound-object-kind=Pod",
+            "--bound-object-name=nope",
+        ],
+        "not found",
+    );
+    refused(
+        &up,
+        &["create", "token", "robot", "-n", "apps", "--duration=5m"],
+        "may not specify a duration less than 10 minutes",
+    );
+    refused(
+        &up,
+        &["create", "token", "nobody", "-n", "apps"],
+        "serviceaccounts \"nobody\" not found",
+    );
+
+    // Gone with its ServiceAccount.
+    up.ok(&["delete", "serviceaccount", "robot", "-n", "apps"]);
+    assert!(text(&as_robot(&["get", "pods", "-n", "apps"])).contains("Unauthorized"));
+    // The signing key is the owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(up.dir.path().join("sa-signing.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}

@@ -21,6 +21,7 @@ pub mod managed;
 pub mod openapi;
 pub mod patch;
 pub(crate) mod registry;
+pub mod serviceaccount;
 pub(crate) mod store;
 pub mod validation;
 mod watch;
@@ -183,6 +184,8 @@ pub struct ApiServer {
     auth: Arc<Authenticator>,
     /// Node, RBAC.
     authz: Arc<authz::Authorizer>,
+    /// Service account tokens: issues them, and knows them when they come back.
+    issuer: Arc<serviceaccount::Issuer>,
     /// Watch tunables.
     options: Arc<ApiServerOptions>,
     /// Records a span per request served.
@@ -228,7 +231,7 @@ impl Handler<Call> for ApiServer {
             );
             Response::reply(answer)
         };
-        let user = match authenticate(&self.auth, &self.authz, &call.credentials) {
+        let user = match authenticate(&self.auth, &self.issuer, &self.authz, &call.credentials) {
             Ok(u) => u,
             Err(s) => return refuse(s),
         };
@@ -253,6 +256,26 @@ impl Handler<Call> for ApiServer {
                 self.registry.get(&call.request)
             }
             .map(Reply::Object);
+            done(
+                &tracer,
+                &span,
+                verb,
+                &resource,
+                subresource.as_deref(),
+                &answer,
+            );
+            return Response::reply(answer);
+        }
+        if call.verb == Verb::Create
+            && call.request.group.is_empty()
+            && call.request.resource == "serviceaccounts"
+            && call.request.subresource.as_deref() == Some("token")
+        {
+            let answer = self.issuer.request_token(&call.request).and_then(|v| {
+                crate::api::codec::value_to_msgpack(&v)
+                    .map(|b| Reply::Object(b.into()))
+                    .map_err(|e| Status::internal(e.to_string()))
+            });
             done(
                 &tracer,
                 &span,
@@ -477,12 +500,20 @@ impl Handler<GetStats> for ApiServer {
 /// held to their own Node by the node authorizer.
 fn authenticate(
     auth: &Authenticator,
+    issuer: &serviceaccount::Issuer,
     authz: &authz::Authorizer,
     c: &Credentials,
 ) -> Result<UserInfo, Status> {
-    let has_token = c.token.as_deref().is_some_and(|t| !t.trim().is_empty());
-    let mut user = match (&c.certificate, has_token) {
-        (Some(cert), false) => cert.clone(),
+    let bearer = c
+        .token
+        .as_deref()
+        .map(|t| t.strip_prefix("Bearer ").unwrap_or(t).trim())
+        .filter(|t| !t.is_empty());
+    let mut user = match (&c.certificate, bearer) {
+        (Some(cert), None) => cert.clone(),
+        (_, Some(t)) if serviceaccount::looks_like_jwt(t) => {
+            issuer.authenticate(t).ok_or_else(Status::unauthorized)?
+        }
         _ => auth.authenticate(c.token.as_deref())?.clone(),
     };
     // Every authenticated caller is in `system:authenticated` (what the bootstrap policy
@@ -591,6 +622,8 @@ pub struct ApiHandle {
     auth: Arc<Authenticator>,
     /// The authorizer chain, for what transports answer themselves (reviews, paths).
     authz: Arc<authz::Authorizer>,
+    /// Service account tokens, for authenticating them.
+    issuer: Arc<serviceaccount::Issuer>,
     /// Ids for watches, unique in this process.
     watch_ids: Arc<AtomicU64>,
     /// Seats and queues every call waits in (both transports).
@@ -612,7 +645,7 @@ impl ApiHandle {
 
     /// Checks credentials without running a call (discovery documents need a caller too).
     pub fn authenticate(&self, credentials: &Credentials) -> Result<UserInfo, Status> {
-        authenticate(&self.auth, &self.authz, credentials)
+        authenticate(&self.auth, &self.issuer, &self.authz, credentials)
     }
 
     /// The authorizer chain the calls go through: for `kubectl auth can-i` and paths
@@ -625,8 +658,8 @@ impl ApiHandle {
     /// A caller whose credentials fail is classified as unauthenticated (the lowest level)
     /// and answered by the actor as usual.
     pub async fn call(&self, call: Call) -> Result<Reply, Status> {
-        let user =
-            authenticate(&self.auth, &self.authz, &call.credentials).unwrap_or_else(|_| UserInfo {
+        let user = authenticate(&self.auth, &self.issuer, &self.authz, &call.credentials)
+            .unwrap_or_else(|_| UserInfo {
                 name: "system:anonymous".into(),
                 uid: String::new(),
                 groups: vec!["system:unauthenticated".into()],
@@ -727,6 +760,10 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         .await
         .map_err(|s| StartError::Seed(Box::new(s)))?;
     let authz = Arc::new(authz::Authorizer::new(registry.clone()));
+    let issuer = Arc::new(
+        serviceaccount::Issuer::open(options.data_dir.as_deref(), registry.reader().clone())
+            .map_err(|e| StartError::Store(e.to_string()))?,
+    );
     let auth = Arc::new(options.authenticator.clone());
     let mut collector = None;
     let spans_nats = options.trace_nats.as_ref().or(options.node_nats.as_ref());
@@ -757,6 +794,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         registry,
         auth: auth.clone(),
         authz: authz.clone(),
+        issuer: issuer.clone(),
         watch_quota: Arc::new(watch::WatchQuota::new(options.max_watches_per_user)),
         options: Arc::new(options),
         tracer,
@@ -768,6 +806,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         addr,
         auth,
         authz,
+        issuer,
         watch_ids: Arc::new(AtomicU64::new(0)),
         flow,
         custom,

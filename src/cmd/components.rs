@@ -328,6 +328,7 @@ pub struct ControllerSet {
     _gc: actix::Addr<controllers::gc::GarbageCollector>,
     _nodes: actix::Addr<controllers::nodelifecycle::NodeLifecycleController>,
     _namespaces: actix::Addr<controllers::namespace::NamespaceController>,
+    _service_accounts: actix::Addr<controllers::serviceaccount::ServiceAccountController>,
 }
 
 /// Starts the controller-manager's actors (inside an actix System).
@@ -357,6 +358,12 @@ pub fn start_controllers(
             leading.clone(),
             nodes,
         )),
+        _service_accounts: actix::Actor::start(
+            controllers::serviceaccount::ServiceAccountController::new(
+                client.clone(),
+                leading.clone(),
+            ),
+        ),
         _namespaces: actix::Actor::start(controllers::namespace::NamespaceController::new(
             client, leading,
         )),

@@ -8,6 +8,7 @@ pub mod gc;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
+pub mod serviceaccount;
 
 use std::collections::BTreeSet;
 

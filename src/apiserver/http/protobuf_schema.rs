@@ -66,6 +66,41 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
         Field { num: 5, name: "reason", ty: Ty::Str, repeated: false },
         Field { num: 6, name: "message", ty: Ty::Str, repeated: false },
     ]),
+    ("k8s.io.api.core.v1.ServiceAccount", &[
+        Field { num: 1, name: "metadata", ty: Ty::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { num: 2, name: "secrets", ty: Ty::Msg("k8s.io.api.core.v1.ObjectReference"), repeated: true },
+        Field { num: 3, name: "imagePullSecrets", ty: Ty::Msg("k8s.io.api.core.v1.LocalObjectReference"), repeated: true },
+        Field { num: 4, name: "automountServiceAccountToken", ty: Ty::Bool, repeated: false },
+    ]),
+    ("k8s.io.api.core.v1.ObjectReference", &[
+        Field { num: 1, name: "kind", ty: Ty::Str, repeated: false },
+        Field { num: 2, name: "namespace", ty: Ty::Str, repeated: false },
+        Field { num: 3, name: "name", ty: Ty::Str, repeated: false },
+        Field { num: 4, name: "uid", ty: Ty::Str, repeated: false },
+        Field { num: 5, name: "apiVersion", ty: Ty::Str, repeated: false },
+        Field { num: 6, name: "resourceVersion", ty: Ty::Str, repeated: false },
+        Field { num: 7, name: "fieldPath", ty: Ty::Str, repeated: false },
+    ]),
+    ("k8s.io.api.authentication.v1.TokenRequest", &[
+        Field { num: 1, name: "metadata", ty: Ty::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { num: 2, name: "spec", ty: Ty::Msg("k8s.io.api.authentication.v1.TokenRequestSpec"), repeated: false },
+        Field { num: 3, name: "status", ty: Ty::Msg("k8s.io.api.authentication.v1.TokenRequestStatus"), repeated: false },
+    ]),
+    ("k8s.io.api.authentication.v1.TokenRequestSpec", &[
+        Field { num: 1, name: "audiences", ty: Ty::Str, repeated: true },
+        Field { num: 3, name: "boundObjectRef", ty: Ty::Msg("k8s.io.api.authentication.v1.BoundObjectReference"), repeated: false },
+        Field { num: 4, name: "expirationSeconds", ty: Ty::Int, repeated: false },
+    ]),
+    ("k8s.io.api.authentication.v1.BoundObjectReference", &[
+        Field { num: 1, name: "kind", ty: Ty::Str, repeated: false },
+        Field { num: 2, name: "apiVersion", ty: Ty::Str, repeated: false },
+        Field { num: 3, name: "name", ty: Ty::Str, repeated: false },
+        Field { num: 4, name: "uid", ty: Ty::Str, repeated: false },
+    ]),
+    ("k8s.io.api.authentication.v1.TokenRequestStatus", &[
+        Field { num: 1, name: "token", ty: Ty::Str, repeated: false },
+        Field { num: 2, name: "expirationTimestamp", ty: Ty::Time, repeated: false },
+    ]),
     ("k8s.io.api.rbac.v1.PolicyRule", &[
         Field { num: 1, name: "verbs", ty: Ty::Str, repeated: true },
         Field { num: 2, name: "apiGroups", ty: Ty::Str, repeated: true },

@@ -32,6 +32,7 @@ pub mod replica_set;
 pub mod role;
 pub mod role_binding;
 pub mod secret;
+pub mod service_account;
 
 /// What one kind does differently. Every method but [`Strategy::validate`] has the behaviour
 /// of a kind with no special rules as its default.
@@ -163,6 +164,7 @@ pub static STRATEGIES: &[(&str, &str, &dyn Strategy)] = &[
     ("apps", "deployments", &deployment::Deployment),
     ("apps", "replicasets", &replica_set::ReplicaSet),
     ("coordination.k8s.io", "leases", &lease::Lease),
+    ("", "serviceaccounts", &service_account::ServiceAccount),
     ("rbac.authorization.k8s.io", "roles", &role::Role),
     (
         "rbac.authorization.k8s.io",
