@@ -64,6 +64,8 @@ pub struct ApiServerConfig {
     pub max_queue_wait_seconds: u64,
     /// Seconds an Event lives after its last change (kube-apiserver's `--event-ttl`, 1 h).
     pub event_ttl_seconds: u64,
+    /// The audit log (kube-apiserver's `--audit-log-path`); none when unset.
+    pub audit_log_path: Option<PathBuf>,
     /// Write-ahead log bytes after which the embedded store checkpoints into its redb file.
     pub checkpoint_bytes: u64,
     /// Seconds a new pod tolerates a not-ready or unreachable node before it is evicted, when
@@ -103,6 +105,7 @@ impl Default for ApiServerConfig {
             max_requests_inflight: crate::apiserver::flowcontrol::DEFAULT_SEATS,
             max_queue_wait_seconds: crate::apiserver::flowcontrol::DEFAULT_MAX_WAIT.as_secs(),
             event_ttl_seconds: crate::apiserver::event_ttl::DEFAULT_TTL.as_secs(),
+            audit_log_path: None,
             checkpoint_bytes: 32 * 1024 * 1024,
             default_toleration_seconds: 300,
             https_bind: "0.0.0.0:6443".into(),

@@ -212,32 +212,38 @@ async fn a_bootstrapped_kubelet_gets_a_nats_user_held_to_its_own_node() {
             conf.to_str().unwrap(),
         ],
     );
-    let mut kubelet = std::process::Command::new(skiff_bin())
-        .args([
-            "kubelet",
-            "--nats-url",
-            &url,
-            "--nats-user",
-            "kubelet-bootstrap",
-        ])
-        .args([
-            "--nats-password",
-            "pw-boot",
-            "--nats-bootstrap",
-            "--token",
-            "bootstrap-token",
-        ])
-        .args([
-            "--node-name",
-            "b1",
-            "--runtime",
-            "fake",
-            "--metrics-bind",
-            "",
-        ])
-        .env("SKIFF_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let root = dir.path().join("kubelet");
+    let start_kubelet = || {
+        std::process::Command::new(skiff_bin())
+            .args([
+                "kubelet",
+                "--nats-url",
+                &url,
+                "--nats-user",
+                "kubelet-bootstrap",
+            ])
+            .args([
+                "--nats-password",
+                "pw-boot",
+                "--nats-bootstrap",
+                "--token",
+                "bootstrap-token",
+            ])
+            .args([
+                "--node-name",
+                "b1",
+                "--runtime",
+                "fake",
+                "--metrics-bind",
+                "",
+                "--root",
+            ])
+            .arg(&root)
+            .env("SKIFF_LOG", "warn")
+            .spawn()
+            .unwrap()
+    };
+    let mut kubelet = start_kubelet();
 
     // The node registers and turns Ready through its own NATS user.
     let kubeconfig = api_dir.join("kubeconfig");
@@ -312,6 +318,67 @@ async fn a_bootstrapped_kubelet_gets_a_nats_user_held_to_its_own_node() {
     assert!(!std::fs::read_to_string(&conf)
         .unwrap()
         .contains("system:node:b9"));
+
+    // A second bootstrapper claiming the live node's name is refused, and b1 keeps its user.
+    let claim = |node: &str, password: &str| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Authorization", "Bearer bootstrap-token");
+        let body = rmp_serde::to_vec_named(&skiff::cmd::natsconf::NodeBootstrap {
+            node: node.into(),
+            password: password.into(),
+        })
+        .unwrap();
+        let boot = boot_inbox.clone();
+        async move {
+            let reply = boot
+                .request_with_headers("skiff.bootstrap.node", headers, body.into())
+                .await
+                .unwrap();
+            rmp_serde::from_slice::<skiff::cmd::natsconf::BootstrapAnswer>(&reply.payload).unwrap()
+        }
+    };
+    let answer = claim("b1", "attackerpassword0123").await;
+    assert_eq!(answer.code, Some(403), "{answer:?}");
+    assert!(
+        answer
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("registered by another bootstrapper")),
+        "{answer:?}"
+    );
+    let issued_after = std::fs::read_to_string(api_dir.join("nats-nodes.csv")).unwrap();
+    assert!(
+        issued_after.contains(&format!("b1,{password}")),
+        "b1 keeps its password"
+    );
+    // The kubelet keeps its password (0600) and comes back with it after a restart.
+    let kept = root.join("nats-node-b1.password");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap().trim(), password);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let _ = kubelet.kill();
+    let _ = kubelet.wait();
+    let mut kubelet = start_kubelet();
+    wait_for(
+        Duration::from_secs(30),
+        "the restarted kubelet on its own user",
+        || async move {
+            let connz = monitoring_at(monitor, "/connz?auth=true");
+            connz["connections"]
+                .as_array()?
+                .iter()
+                .any(|c| c["authorized_user"] == "system:node:b1")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        kubelet.try_wait().unwrap().is_none(),
+        "the restarted kubelet runs"
+    );
 
     let _ = kubelet.kill();
     let _ = kubelet.wait();

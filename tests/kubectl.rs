@@ -743,7 +743,14 @@ fn client_certificates_signed_by_the_cluster_ca_work_and_others_do_not() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // A reader (no admin group) may read but gets 403 on writes.
+    // A reader (no admin group; its group bound to `view`) may read but gets 403 on writes.
+    k.ok(&[
+        "create",
+        "clusterrolebinding",
+        "readers-view",
+        "--clusterrole=view",
+        "--group=readers",
+    ]);
     let reader = k.data_dir().join("reader.kubeconfig");
     std::fs::write(&reader, make("rita", "readers", k.data_dir())).unwrap();
     assert!(k.run_with(&reader, &["get", "ns"], None).status.success());
@@ -2625,5 +2632,78 @@ fn custom_resource_definitions_serve_their_kinds_at_once() {
         err.contains("x-kubernetes-validations[0].rule")
             && err.contains("undeclared reference to 'other'"),
         "{err}"
+    );
+}
+
+/// `--audit-log-path`: every mutating request, refused ones included, is a JSON line in
+/// kube-apiserver's `audit.k8s.io/v1` Event shape; reads are not; the file is 0600.
+#[test]
+fn the_audit_log_has_a_line_per_mutating_request() {
+    let logs = tempfile::tempdir().unwrap();
+    let path = logs.path().join("audit").join("audit.log");
+    let k = Kube::start_with(&["--audit-log-path", path.to_str().unwrap()]);
+    k.ok(&["create", "configmap", "audited", "--from-literal=a=b"]);
+    k.ok(&["get", "configmap", "audited"]);
+    k.ok(&["label", "configmap", "audited", "x=y"]);
+    k.ok(&["delete", "configmap", "audited"]);
+    let out = k.run(&["create", "configmap", "nope", "--as=mallory"]);
+    assert!(!out.status.success());
+    let events = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while events().len() < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let events = events();
+    let about = |name: &str| -> Vec<&serde_json::Value> {
+        events
+            .iter()
+            .filter(|e| {
+                e["objectRef"]["name"] == name && e["objectRef"]["resource"] == "configmaps"
+            })
+            .collect()
+    };
+    let mine = about("audited");
+    let verbs: Vec<&str> = mine.iter().map(|e| e["verb"].as_str().unwrap()).collect();
+    assert_eq!(
+        verbs,
+        ["create", "patch", "delete"],
+        "reads are not audited: {events:#?}"
+    );
+    let create = mine[0];
+    assert_eq!(create["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(create["kind"], "Event");
+    assert_eq!(create["stage"], "ResponseComplete");
+    assert_eq!(create["level"], "Metadata");
+    assert_eq!(create["user"]["username"], "admin");
+    assert_eq!(create["responseStatus"]["code"], 201);
+    assert_eq!(create["objectRef"]["namespace"], "default");
+    assert!(create["userAgent"].as_str().unwrap().starts_with("kubectl"));
+    assert!(create["requestURI"]
+        .as_str()
+        .unwrap()
+        .starts_with("/api/v1/namespaces/default/configmaps"));
+    assert!(create["auditID"].as_str().is_some_and(|id| id.len() == 36));
+    assert!(create["requestReceivedTimestamp"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    let refused = about("nope");
+    assert_eq!(refused.len(), 1, "{events:#?}");
+    assert_eq!(refused[0]["responseStatus"]["code"], 403);
+    assert_eq!(refused[0]["user"]["username"], "mallory");
+    assert_eq!(
+        refused[0]["annotations"]["authorization.k8s.io/decision"],
+        "forbid"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
     );
 }

@@ -4,6 +4,7 @@
 //! Module privacy enforces the ownership rule: `store` is a private child of this module, so
 //! nothing outside `apiserver` can name the Store, let alone reach it.
 
+pub mod audit;
 pub mod auth;
 pub mod authz;
 #[doc(hidden)]
@@ -52,6 +53,8 @@ use store::{EmbeddedBackend, MemoryBackend, Store, StoreConfig};
 pub struct ApiServerOptions {
     /// Where the embedded store keeps its file; None keeps everything in memory.
     pub data_dir: Option<PathBuf>,
+    /// The audit log (`--audit-log-path`): a JSON line per mutating request; None: none.
+    pub audit_log: Option<PathBuf>,
     /// Bearer tokens.
     pub authenticator: Authenticator,
     /// Events kept for watch replay and paged lists.
@@ -95,6 +98,7 @@ impl Default for ApiServerOptions {
     fn default() -> Self {
         ApiServerOptions {
             data_dir: None,
+            audit_log: None,
             authenticator: Authenticator::default(),
             history: 10_000,
             bookmark_interval: Duration::from_secs(5),
@@ -186,6 +190,8 @@ pub struct ApiServer {
     authz: Arc<authz::Authorizer>,
     /// Service account tokens: issues them, and knows them when they come back.
     issuer: Arc<serviceaccount::Issuer>,
+    /// The audit log, when `--audit-log-path` names one.
+    audit: Option<audit::Auditor>,
     /// Watch tunables.
     options: Arc<ApiServerOptions>,
     /// Records a span per request served.
@@ -219,7 +225,11 @@ impl Handler<Call> for ApiServer {
             call.request.resource.clone(),
             call.request.subresource.clone(),
         );
-        let refuse = |s: Status| {
+        let audit = self.audit.as_ref().and_then(|a| a.begin(&call));
+        let refuse = |s: Status, who: Option<&UserInfo>| {
+            if let Some(a) = &audit {
+                a.finish(who, s.code);
+            }
             let answer = Err(s);
             done(
                 &tracer,
@@ -233,10 +243,10 @@ impl Handler<Call> for ApiServer {
         };
         let user = match authenticate(&self.auth, &self.issuer, &self.authz, &call.credentials) {
             Ok(u) => u,
-            Err(s) => return refuse(s),
+            Err(s) => return refuse(s, None),
         };
         if let Err(s) = self.authz.authorize(&user, call.verb, &call.request) {
-            return refuse(s);
+            return refuse(s, Some(&user));
         }
         if matches!(call.verb, Verb::Create | Verb::Update | Verb::Patch) {
             call.request.guard = self.authz.guard(&user, &call.request);
@@ -276,6 +286,9 @@ impl Handler<Call> for ApiServer {
                     .map(|b| Reply::Object(b.into()))
                     .map_err(|e| Status::internal(e.to_string()))
             });
+            if let Some(a) = &audit {
+                a.finish(Some(&user), answer_code(verb, &answer));
+            }
             done(
                 &tracer,
                 &span,
@@ -288,13 +301,13 @@ impl Handler<Call> for ApiServer {
         }
         let warnings = match field_validation(&self.registry, &call.request, call.verb) {
             Ok(w) => w,
-            Err(s) => return refuse(s),
+            Err(s) => return refuse(s, Some(&user)),
         };
         // A watch counts against its caller's quota from now until its stream is dropped.
         let quota = match call.verb {
             Verb::Watch => match self.watch_quota.acquire(&user.name) {
                 Ok(q) => Some(q),
-                Err(s) => return refuse(s),
+                Err(s) => return refuse(s, Some(&user)),
             },
             _ => None,
         };
@@ -370,8 +383,12 @@ impl Handler<Call> for ApiServer {
             },
             log_span,
         );
+        let audited = audit.map(|a| (a, user.clone()));
         Response::fut(async move {
             let answer = trace::serving(ctx, tracer.clone(), started, serve).await;
+            if let Some((a, who)) = &audited {
+                a.finish(Some(who), answer_code(verb, &answer));
+            }
             done(
                 &tracer,
                 &span,
@@ -382,6 +399,15 @@ impl Handler<Call> for ApiServer {
             );
             answer
         })
+    }
+}
+
+/// The HTTP code an answer goes out with (a create that succeeded is 201).
+fn answer_code(verb: Verb, answer: &Result<Reply, Status>) -> u16 {
+    match answer {
+        Ok(_) if verb == Verb::Create => 201,
+        Ok(_) => 200,
+        Err(s) => s.code,
     }
 }
 
@@ -648,6 +674,18 @@ impl ApiHandle {
         authenticate(&self.auth, &self.issuer, &self.authz, credentials)
     }
 
+    /// Whether an object of a built-in resource exists now (the node bootstrap service asks
+    /// whether a claimed node name is in use).
+    pub fn exists(&self, group: &str, plural: &str, namespace: Option<&str>, name: &str) -> bool {
+        crate::api::resource::lookup(group, plural).is_some_and(|info| {
+            self.authz
+                .registry()
+                .reader()
+                .get(&info.key(namespace, name))
+                .is_some()
+        })
+    }
+
     /// The authorizer chain the calls go through: for `kubectl auth can-i` and paths
     /// outside the API.
     pub fn authorizer(&self) -> &authz::Authorizer {
@@ -760,6 +798,13 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         .await
         .map_err(|s| StartError::Seed(Box::new(s)))?;
     let authz = Arc::new(authz::Authorizer::new(registry.clone()));
+    let audit = match &options.audit_log {
+        Some(path) => Some(
+            audit::Auditor::open(path)
+                .map_err(|e| StartError::Store(format!("audit log {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
     let issuer = Arc::new(
         serviceaccount::Issuer::open(options.data_dir.as_deref(), registry.reader().clone())
             .map_err(|e| StartError::Store(e.to_string()))?,
@@ -795,6 +840,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         auth: auth.clone(),
         authz: authz.clone(),
         issuer: issuer.clone(),
+        audit,
         watch_quota: Arc::new(watch::WatchQuota::new(options.max_watches_per_user)),
         options: Arc::new(options),
         tracer,

@@ -54,6 +54,9 @@ pub struct Args {
     /// Seconds an Event lives after its last change (kube-apiserver's `--event-ttl`).
     #[arg(long, env = env::EVENT_TTL)]
     pub event_ttl_seconds: Option<u64>,
+    /// Append an `audit.k8s.io/v1` Event per mutating request to this file (JSON lines).
+    #[arg(long, env = "SKIFF_AUDIT_LOG_PATH")]
+    pub audit_log_path: Option<PathBuf>,
     /// Seconds new pods tolerate a not-ready or unreachable node unless they say otherwise.
     #[arg(long, env = env::DEFAULT_TOLERATION_SECONDS)]
     pub default_toleration_seconds: Option<u64>,
@@ -122,6 +125,9 @@ impl Args {
         }
         if let Some(v) = self.event_ttl_seconds {
             c.event_ttl_seconds = v;
+        }
+        if let Some(v) = &self.audit_log_path {
+            c.audit_log_path = Some(v.clone());
         }
         if let Some(v) = self.checkpoint_bytes {
             c.checkpoint_bytes = v;
@@ -272,6 +278,7 @@ where
         max_requests_inflight: config.max_requests_inflight,
         max_queue_wait: Duration::from_secs(config.max_queue_wait_seconds),
         event_ttl: Duration::from_secs(config.event_ttl_seconds.max(1)),
+        audit_log: config.audit_log_path.clone(),
         checkpoint_bytes: config.checkpoint_bytes,
         admission: apiserver::kinds::Admission {
             toleration_seconds: i64::try_from(config.default_toleration_seconds)
@@ -309,14 +316,7 @@ where
             .await
             .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
         let mut options = options;
-        if let Some(path) = &config.nats_config {
-            actix::spawn(super::natsconf::serve_bootstrap(
-                nats.clone(),
-                Arc::new(options.authenticator.clone()),
-                config.data_dir.clone(),
-                path.clone(),
-            ));
-        }
+        let bootstrap_auth = Arc::new(options.authenticator.clone());
         options.node_nats = Some(nats.clone());
         // Spans on a connection of their own, read and written on the trace thread.
         match crate::trace::connect(connect.name("skiff apiserver spans"), config.nats_url.clone()).await {
@@ -325,6 +325,16 @@ where
         }
         options.otlp_endpoint = config.otlp_endpoint.clone();
         let api = apiserver::start(options).await?;
+        if let Some(path) = &config.nats_config {
+            let handle = api.clone();
+            actix::spawn(super::natsconf::serve_bootstrap(
+                nats.clone(),
+                bootstrap_auth,
+                config.data_dir.clone(),
+                path.clone(),
+                move |node: &str| handle.exists("", "nodes", None, node),
+            ));
+        }
         let http = match https {
             None => None,
             Some(opts) => {

@@ -1,7 +1,7 @@
 //! `skiff scheduler`, `skiff controller-manager` and `skiff kubelet`: each connects to NATS
 //! with its own identity and token, starts its actors, and stops on SIGTERM/SIGINT.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -236,8 +236,10 @@ pub fn serve_metrics(bind: &str, component: &str) {
 }
 
 /// Asks the API server (as the shared `kubelet-bootstrap` NATS user, with the node-bootstrap
-/// token) for a NATS user of this node's own; returns its password, chosen here.
-async fn bootstrap_nats_user(c: &Connection, node: &str) -> anyhow::Result<String> {
+/// token) for a NATS user of this node's own; returns its password, chosen here on first
+/// start and kept (0600) in `root`: the API server binds a node name to the first password
+/// that claimed it, so a restarted kubelet must come back with the same one.
+async fn bootstrap_nats_user(c: &Connection, node: &str, root: &Path) -> anyhow::Result<String> {
     use super::natsconf::{BootstrapAnswer, NodeBootstrap, BOOTSTRAP_INBOX, BOOTSTRAP_SUBJECT};
     let mut o = async_nats::ConnectOptions::new()
         .name("skiff kubelet bootstrap")
@@ -250,7 +252,18 @@ async fn bootstrap_nats_user(c: &Connection, node: &str) -> anyhow::Result<Strin
         .connect(c.nats_url.as_str())
         .await
         .with_context(|| format!("connecting to {} to bootstrap", c.nats_url))?;
-    let password = uuid::Uuid::new_v4().simple().to_string();
+    let kept = root.join(format!("nats-node-{node}.password"));
+    let password = match std::fs::read_to_string(&kept) {
+        Ok(p) if !p.trim().is_empty() => p.trim().to_string(),
+        _ => {
+            let p = uuid::Uuid::new_v4().simple().to_string();
+            crate::files::create_private_dir(root)
+                .with_context(|| format!("creating {}", root.display()))?;
+            crate::files::write_private(&kept, p.as_bytes())
+                .with_context(|| format!("writing {}", kept.display()))?;
+            p
+        }
+    };
     let body = rmp_serde::to_vec_named(&NodeBootstrap {
         node: node.into(),
         password: password.clone(),
@@ -512,7 +525,7 @@ pub fn run_kubelet(mut args: KubeletArgs) -> anyhow::Result<()> {
         let rt = runtime(&args.runtime, args.root.join(&node), &args.node_ip).await?;
         let identity = format!("system:node:{node}");
         let client = if args.nats_bootstrap {
-            let password = bootstrap_nats_user(&args.connection, &node).await?;
+            let password = bootstrap_nats_user(&args.connection, &node, &args.root).await?;
             let mut own = args.connection.clone();
             own.nats_user = Some(identity.clone());
             own.nats_password = Some(password);

@@ -206,7 +206,15 @@ pub struct BootstrapAnswer {
     /// Why it was refused.
     #[serde(default)]
     pub error: Option<String>,
+    /// The HTTP-style code of a refusal: 401 (not a node-bootstrap token), 403 (the name is
+    /// another bootstrapper's, or the cap is reached), 400 (a malformed request), 500.
+    #[serde(default)]
+    pub code: Option<u16>,
 }
+
+/// How many node users one bootstrap credential may have issued (a leaked credential cannot
+/// fill the NATS config).
+pub const MAX_BOOTSTRAPPED_NODES: usize = 5_000;
 
 /// Node users the API server has handed out, kept in `<data-dir>/nats-nodes.csv`
 /// (`node,password`, mode 0600) and rendered into the nats-server config it maintains.
@@ -264,11 +272,17 @@ fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 /// Serves [`BOOTSTRAP_SUBJECT`] in the API server: a caller whose token is in
 /// `system:node-bootstrappers` gets `system:node:<node>` with the password it chose, written
 /// into the nats-server config at `config` (which `skiff nats-run` reloads).
+///
+/// A node name belongs to the first bootstrapper that claimed it (its password, which the
+/// kubelet keeps), as Kubernetes ties a node certificate's name to its requester: another
+/// bootstrap of a name whose Node exists is refused (403) and the holder keeps its user; once
+/// an admin deletes the Node, the name may be claimed again.
 pub async fn serve_bootstrap(
     nats: async_nats::Client,
     auth: std::sync::Arc<crate::apiserver::Authenticator>,
     data_dir: std::path::PathBuf,
     config: std::path::PathBuf,
+    node_exists: impl Fn(&str) -> bool,
 ) {
     use futures::StreamExt;
     let mut users = NodeUsers::load(&data_dir, &config);
@@ -291,40 +305,71 @@ pub async fn serve_bootstrap(
             .as_ref()
             .and_then(|h| h.get(crate::api::subject::HEADER_TOKEN))
             .map(|v| v.as_str().to_string());
-        let answer = async {
+        let answer: Result<(), (u16, String)> = async {
             let user = auth
                 .authenticate(token.as_deref())
-                .map_err(|_| "unknown token".to_string())?;
+                .map_err(|_| (401, "unknown token".to_string()))?;
             if !user
                 .groups
                 .iter()
                 .any(|g| g == crate::apiserver::NODE_BOOTSTRAP_GROUP)
             {
-                return Err(format!(
-                    "{} is not in {}",
-                    user.name,
-                    crate::apiserver::NODE_BOOTSTRAP_GROUP
+                return Err((
+                    401,
+                    format!(
+                        "{} is not in {}",
+                        user.name,
+                        crate::apiserver::NODE_BOOTSTRAP_GROUP
+                    ),
                 ));
             }
-            let req: NodeBootstrap =
-                rmp_serde::from_slice(&msg.payload).map_err(|e| format!("malformed: {e}"))?;
+            let req: NodeBootstrap = rmp_serde::from_slice(&msg.payload)
+                .map_err(|e| (400, format!("malformed: {e}")))?;
             if !crate::apiserver::validation::is_dns1123_subdomain(&req.node) {
-                return Err(format!("{:?} is not a valid node name", req.node));
+                return Err((400, format!("{:?} is not a valid node name", req.node)));
             }
             if req.password.len() < 16 || !req.password.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err("the password must be 16 or more letters and digits".into());
+                return Err((400, "the password must be 16 or more letters and digits".into()));
+            }
+            match users.users.get(&req.node) {
+                // The holder, restarted: nothing to change.
+                Some(p) if *p == req.password => return Ok(()),
+                Some(_) if node_exists(&req.node) => {
+                    tracing::warn!(node = %req.node, bootstrapper = %user.name,
+                        "refused a bootstrap of a node name another bootstrapper holds");
+                    return Err((
+                        403,
+                        format!(
+                            "node name {:?} is registered by another bootstrapper; delete the Node to release it",
+                            req.node
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None if users.users.len() >= MAX_BOOTSTRAPPED_NODES => {
+                    tracing::warn!(node = %req.node, "refused a bootstrap: the cap of bootstrapped nodes is reached");
+                    return Err((
+                        403,
+                        format!("at most {MAX_BOOTSTRAPPED_NODES} nodes may be bootstrapped"),
+                    ));
+                }
+                None => {}
             }
             users.users.insert(req.node.clone(), req.password);
             users
                 .save()
                 .await
-                .map_err(|e| format!("writing the NATS config: {e}"))?;
+                .map_err(|e| (500, format!("writing the NATS config: {e}")))?;
             tracing::info!(node = %req.node, "node NATS user issued");
             Ok(())
         }
         .await;
-        let answer = BootstrapAnswer {
-            error: answer.err(),
+        let answer = match answer {
+            Ok(()) => BootstrapAnswer::default(),
+            Err((code, why)) => BootstrapAnswer {
+                error: Some(why),
+                code: Some(code),
+            },
         };
         if let Ok(bytes) = rmp_serde::to_vec_named(&answer) {
             let _ = nats.publish(reply, bytes.into()).await;

@@ -142,19 +142,7 @@ impl NatsServer {
 
     /// A JSON document from the monitoring port, e.g. `/connz?subs=1`.
     pub fn monitoring(&self, path: &str) -> serde_json::Value {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.monitor))
-            .expect("nats-server monitoring port");
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-        write!(
-            s,
-            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).expect("monitoring answer");
-        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("monitoring {path}: {e}: {answer}"))
+        monitoring_at(self.monitor, path)
     }
 
     /// Messages nats-server has delivered to the one subscription on `subject` (from
@@ -727,4 +715,21 @@ pub async fn grant(admin: &ApiClient, namespace: &str, role: &str, subjects: &[(
         }))
         .await
         .expect("the test's RoleBinding");
+}
+
+/// A JSON document from a nats-server monitoring port on loopback, e.g. `/connz?subs=1`.
+pub fn monitoring_at(port: u16, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("nats-server monitoring port");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("monitoring answer");
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("monitoring {path}: {e}: {answer}"))
 }

@@ -127,6 +127,11 @@ impl Authorizer {
         }
     }
 
+    /// The registry whose Store view the chain reads.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The RBAC index as it is now.
     pub fn rbac(&self) -> Arc<rbac::Index> {
         self.rbac.index()
