@@ -66,6 +66,9 @@ pub struct ApiServerConfig {
     pub event_ttl_seconds: u64,
     /// The audit log (kube-apiserver's `--audit-log-path`); none when unset.
     pub audit_log_path: Option<PathBuf>,
+    /// kube-apiserver's `--encryption-provider-config`; the embedded store writes one of its
+    /// own (Secrets, aesgcm) when unset.
+    pub encryption_provider_config: Option<PathBuf>,
     /// Write-ahead log bytes after which the embedded store checkpoints into its redb file.
     pub checkpoint_bytes: u64,
     /// Seconds a new pod tolerates a not-ready or unreachable node before it is evicted, when
@@ -106,6 +109,7 @@ impl Default for ApiServerConfig {
             max_queue_wait_seconds: crate::apiserver::flowcontrol::DEFAULT_MAX_WAIT.as_secs(),
             event_ttl_seconds: crate::apiserver::event_ttl::DEFAULT_TTL.as_secs(),
             audit_log_path: None,
+            encryption_provider_config: None,
             checkpoint_bytes: 32 * 1024 * 1024,
             default_toleration_seconds: 300,
             https_bind: "0.0.0.0:6443".into(),

@@ -180,7 +180,26 @@ async fn compose_up_scales_kubelets_runs_a_deployment_and_comes_down_clean() {
             ("SKIFF_NODE_MONITOR_GRACE_PERIOD".into(), "8".into()),
             // The kubelets run processes inside their containers here.
             ("SKIFF_KUBELET_RUNTIME".into(), "process".into()),
-        ],
+        ]
+        .into_iter()
+        // The compose file has no default passwords: each test run has its own.
+        .chain(
+            [
+                "APISERVER",
+                "SCHEDULER",
+                "CONTROLLER_MANAGER",
+                "KUBELET_BOOTSTRAP",
+                "TRACE",
+            ]
+            .iter()
+            .map(|c| {
+                (
+                    format!("SKIFF_NATS_{c}_PASSWORD"),
+                    uuid::Uuid::new_v4().simple().to_string(),
+                )
+            }),
+        )
+        .collect(),
         repo: repo.clone(),
     };
     project.run(&[
@@ -330,6 +349,48 @@ async fn compose_up_scales_kubelets_runs_a_deployment_and_comes_down_clean() {
     })
     .await;
     assert!(logs.contains("port 8080"), "{logs}");
+
+    // What a pod (a process in its kubelet's container, as root) can read — every file
+    // under the credentials mount and every process's environment — holds nothing that may
+    // list Secrets: only the node-bootstrap token, which is a node at most.
+    let kubelet_id = String::from_utf8_lossy(&project.run(&["ps", "-q", "kubelet"]).stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let loot = Command::new("docker")
+        .args(["exec", &kubelet_id, "sh", "-c"])
+        .arg("find / -xdev -path /proc -prune -o -type f -name '*.token' -print -exec cat {} \\; 2>/dev/null; \
+              ls -R /var/lib/skiff-credentials; \
+              for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; echo; done 2>/dev/null")
+        .output()
+        .unwrap();
+    let loot = String::from_utf8_lossy(&loot.stdout).to_string();
+    assert!(
+        loot.contains("kubelet.token"),
+        "the kubelet's own token is there: {loot}"
+    );
+    for other in ["scheduler.token", "controller-manager.token"] {
+        assert!(
+            !loot.contains(other),
+            "{other} within a pod's reach: {loot}"
+        );
+    }
+    let candidates: std::collections::BTreeSet<String> = loot
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.' && c != '_')
+        .filter(|w| w.len() >= 16)
+        .map(String::from)
+        .collect();
+    let mut tried = 0;
+    for token in &candidates {
+        tried += 1;
+        let out = kubectl(&kc, &["--token", token, "get", "secrets", "-A"]);
+        assert!(
+            !out.status.success(),
+            "a string a pod can read lists every Secret: {token}"
+        );
+    }
+    assert!(tried > 0, "candidates were tried: {loot}");
 
     // One more kubelet replica is one more node.
     project.run(&[

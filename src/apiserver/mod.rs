@@ -55,6 +55,9 @@ pub struct ApiServerOptions {
     pub data_dir: Option<PathBuf>,
     /// The audit log (`--audit-log-path`): a JSON line per mutating request; None: none.
     pub audit_log: Option<PathBuf>,
+    /// An EncryptionConfiguration (`--encryption-provider-config`): what is encrypted at
+    /// rest, with which keys; None stores everything as it is.
+    pub encryption_config: Option<PathBuf>,
     /// Bearer tokens.
     pub authenticator: Authenticator,
     /// Events kept for watch replay and paged lists.
@@ -99,6 +102,7 @@ impl Default for ApiServerOptions {
         ApiServerOptions {
             data_dir: None,
             audit_log: None,
+            encryption_config: None,
             authenticator: Authenticator::default(),
             history: 10_000,
             bookmark_interval: Duration::from_secs(5),
@@ -762,6 +766,13 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
     };
     let dir = options.data_dir.clone();
     let checkpoint_bytes = options.checkpoint_bytes;
+    let encryption = match &options.encryption_config {
+        Some(path) => Some(
+            store::encryption::Encryption::from_file(path)
+                .map_err(|e| StartError::Store(e.to_string()))?,
+        ),
+        None => None,
+    };
     // Opening reads the whole file: off the actor thread.
     let store = tokio::task::spawn_blocking(move || {
         let backend: Box<dyn store::Backend> = match dir {
@@ -769,6 +780,10 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
                 EmbeddedBackend::open_with(&d, checkpoint_bytes).map_err(|e| e.to_string())?,
             ),
             None => Box::new(MemoryBackend),
+        };
+        let backend: Box<dyn store::Backend> = match encryption {
+            Some(e) => Box::new(store::encryption::Encrypted::new(backend, e)),
+            None => backend,
         };
         Store::open(backend, config).map_err(|e| e.to_string())
     })
@@ -860,6 +875,12 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
 }
 
 pub use bridge::{serve_nats, NatsBridge, Shutdown};
+
+/// A new EncryptionConfiguration encrypting Secrets with a fresh key (see
+/// `store::encryption`).
+pub fn store_encryption_config() -> Result<String, store::BackendError> {
+    store::encryption::generated_config()
+}
 
 /// Starts the loops that finish a CRD's deletion (`custom::cleanup`), expire Events
 /// (`event_ttl`) and aggregate ClusterRoles (`authz::policy`) on a thread of their own: their scans of the Store's view would otherwise

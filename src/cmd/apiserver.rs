@@ -57,6 +57,11 @@ pub struct Args {
     /// Append an `audit.k8s.io/v1` Event per mutating request to this file (JSON lines).
     #[arg(long, env = "SKIFF_AUDIT_LOG_PATH")]
     pub audit_log_path: Option<PathBuf>,
+    /// kube-apiserver's EncryptionConfiguration: what is encrypted at rest and with which
+    /// keys. Without it, the embedded store encrypts Secrets with a key it writes to
+    /// `<data-dir>/encryption-config.yaml` on first start.
+    #[arg(long, env = "SKIFF_ENCRYPTION_PROVIDER_CONFIG")]
+    pub encryption_provider_config: Option<PathBuf>,
     /// Seconds new pods tolerate a not-ready or unreachable node unless they say otherwise.
     #[arg(long, env = env::DEFAULT_TOLERATION_SECONDS)]
     pub default_toleration_seconds: Option<u64>,
@@ -129,6 +134,9 @@ impl Args {
         if let Some(v) = &self.audit_log_path {
             c.audit_log_path = Some(v.clone());
         }
+        if let Some(v) = &self.encryption_provider_config {
+            c.encryption_provider_config = Some(v.clone());
+        }
         if let Some(v) = self.checkpoint_bytes {
             c.checkpoint_bytes = v;
         }
@@ -187,8 +195,8 @@ pub const COMPONENT_CREDENTIALS: [(&str, &str, &str); 3] = [
 ];
 
 /// Makes sure the token file has a token for each component and writes each to
-/// `<dir>/<component>.token` (readable by all: the directory is what is shared, and only
-/// with the components' containers).
+/// `<dir>/<component>/<component>.token` (0600 in a 0700 directory of its own: compose mounts
+/// each directory from its own volume into that component's containers alone).
 pub fn write_component_credentials(token_file: &Path, dir: &Path) -> anyhow::Result<()> {
     let users: Vec<(String, &str)> = COMPONENT_CREDENTIALS
         .iter()
@@ -197,7 +205,9 @@ pub fn write_component_credentials(token_file: &Path, dir: &Path) -> anyhow::Res
     let tokens = ensure_tokens(token_file, &users)?;
     crate::files::private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
     for (stem, user, _) in COMPONENT_CREDENTIALS {
-        write_private(&dir.join(format!("{stem}.token")), &tokens[user])?;
+        let own = dir.join(stem);
+        crate::files::private_dir(&own).with_context(|| format!("creating {}", own.display()))?;
+        write_private(&own.join(format!("{stem}.token")), &tokens[user])?;
     }
     tracing::info!(dir = %dir.display(), "wrote component credentials");
     Ok(())
@@ -234,6 +244,27 @@ pub fn ensure_tokens(
     }
     write_private(path, &out)?;
     Ok(tokens)
+}
+
+/// The EncryptionConfiguration the API server runs with: the one configured, else (for the
+/// embedded store) `<data-dir>/encryption-config.yaml`, written with a fresh key on first
+/// start, so Secrets never reach the disk in the clear.
+fn encryption_config(config: &ApiServerConfig) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(p) = &config.encryption_provider_config {
+        return Ok(Some(p.clone()));
+    }
+    if config.store != "embedded" {
+        return Ok(None);
+    }
+    let path = config.data_dir.join("encryption-config.yaml");
+    if !path.exists() {
+        crate::files::create_private_dir(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        let text = apiserver::store_encryption_config().context("generating an encryption key")?;
+        write_private(&path, &text)?;
+        tracing::info!(path = %path.display(), "wrote an encryption config: Secrets are encrypted at rest");
+    }
+    Ok(Some(path))
 }
 
 /// Writes a file only its owner can read (kubeconfigs hold credentials).
@@ -279,6 +310,7 @@ where
         max_queue_wait: Duration::from_secs(config.max_queue_wait_seconds),
         event_ttl: Duration::from_secs(config.event_ttl_seconds.max(1)),
         audit_log: config.audit_log_path.clone(),
+        encryption_config: encryption_config(&config)?,
         checkpoint_bytes: config.checkpoint_bytes,
         admission: apiserver::kinds::Admission {
             toleration_seconds: i64::try_from(config.default_toleration_seconds)

@@ -683,7 +683,14 @@ pub async fn reconcile(registry: &Registry) -> Result<(), Status> {
             .update(&request(resource, Some(&name), have))
             .await?;
     }
-    aggregate(registry).await
+    // Aggregated roles aggregate each other (`view` into `edit` into `admin`): passes until
+    // nothing changes, so the API server serves the whole policy from its first request.
+    for _ in 0..8 {
+        if !aggregate(registry).await? {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Adds to `have` what `want` has and it lacks; whether anything was added.
@@ -725,8 +732,9 @@ fn merge_missing(resource: &str, have: &mut Value, want: &Value) -> bool {
 
 /// One pass of the ClusterRole aggregation controller: each ClusterRole with an
 /// `aggregationRule` gets the rules of every ClusterRole its selectors match, in name order,
-/// each rule once.
-pub async fn aggregate(registry: &Registry) -> Result<(), Status> {
+/// each rule once. Whether it changed any.
+pub async fn aggregate(registry: &Registry) -> Result<bool, Status> {
+    let mut changed = false;
     let roles: Vec<Value> = registry
         .reader()
         .values(rbac::CLUSTER_ROLES)
@@ -765,13 +773,13 @@ pub async fn aggregate(registry: &Registry) -> Result<(), Status> {
             .update(&request("clusterroles", Some(name), updated))
             .await
         {
-            Ok(_) => {}
+            Ok(_) => changed = true,
             // Changed meanwhile: the next pass sees the change.
-            Err(s) if s.code == 409 => {}
+            Err(s) if s.code == 409 => changed = true,
             Err(s) => return Err(s),
         }
     }
-    Ok(())
+    Ok(changed)
 }
 
 /// Runs [`aggregate`] whenever a ClusterRole changes.

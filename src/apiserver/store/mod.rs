@@ -17,6 +17,7 @@
 
 mod backend;
 mod embedded;
+pub mod encryption;
 mod memory;
 mod state;
 mod watchers;
