@@ -385,3 +385,62 @@ async fn a_bootstrapped_kubelet_gets_a_nats_user_held_to_its_own_node() {
     unsafe { libc::kill(nats.id() as i32, libc::SIGTERM) };
     let _ = nats.wait();
 }
+
+/// `skiff up`'s own nats-server is never anonymous: every component and node has a user of
+/// its own (passwords made on first start, kept 0600 in the data dir), held to its subjects,
+/// and there is no monitoring port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skiff_up_runs_nats_with_a_user_per_component_and_none_anonymous() {
+    let up = tokio::task::spawn_blocking(|| SkiffUp::start(1))
+        .await
+        .unwrap();
+    let anonymous = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(up.nats_url.as_str())
+        .await;
+    let refused = anonymous.map(|_| ()).unwrap_err().to_string();
+    assert!(
+        refused.to_lowercase().contains("authorization"),
+        "an anonymous connection is refused: {refused}"
+    );
+    let users = std::fs::read_to_string(up.dir.path().join("nats-users.csv")).unwrap();
+    let password = |user: &str| {
+        users
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{user},")))
+            .unwrap_or_else(|| panic!("{user} in {users}"))
+            .to_string()
+    };
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["nats-users.csv", "nats-server.conf"] {
+        let mode = std::fs::metadata(up.dir.path().join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let conf = std::fs::read_to_string(up.dir.path().join("nats-server.conf")).unwrap();
+    assert!(!conf.contains("http:"), "no monitoring port: {conf}");
+
+    // The node's user may not read others' requests, nor answer into another's inbox.
+    let node = "system:node:skiff-node-1";
+    let (kubelet, errors) = connect_as(&up.nats_url, node, &password(node)).await;
+    let _sub = kubelet.subscribe("skiff.req.>").await.unwrap();
+    kubelet.flush().await.unwrap();
+    let e = violation(&errors, "a kubelet subscribing to every request").await;
+    assert!(e.to_lowercase().contains("permissions violation"), "{e}");
+    kubelet
+        .publish("_INBOX.system%3Akube-scheduler.x", "forged".into())
+        .await
+        .unwrap();
+    kubelet.flush().await.unwrap();
+    let e = violation(&errors, "a kubelet publishing into the scheduler's inbox").await;
+    assert!(e.to_lowercase().contains("permissions violation"), "{e}");
+    // A wrong password is nobody.
+    let wrong = async_nats::ConnectOptions::new()
+        .user_and_password(node.into(), "not-the-password".into())
+        .connect(up.nats_url.as_str())
+        .await;
+    assert!(wrong.is_err(), "a wrong password is refused");
+    drop(tokio::task::spawn_blocking(move || drop(up)));
+}

@@ -127,6 +127,9 @@ async fn connect(args: &Args) -> anyhow::Result<async_nats::Client> {
         .custom_inbox_prefix(TRACE_INBOX);
     if let Some(u) = &args.nats_user {
         o = o.user_and_password(u.clone(), args.nats_password.clone().unwrap_or_default());
+    } else if let Some(p) = crate::cmd::up::read_nats_users(&args.data_dir).get("trace") {
+        // `skiff up`'s own nats-server: its `trace` user, from the data dir.
+        o = o.user_and_password("trace".into(), p.clone());
     }
     let url = nats_url(args);
     o.connect(url.as_str())

@@ -62,9 +62,12 @@ const NATS_RESTART_MIN: Duration = Duration::from_millis(250);
 const NATS_RESTART_MAX: Duration = Duration::from_secs(10);
 
 impl NatsSupervisor {
-    /// Starts nats-server on `port` and waits until it listens.
-    fn start(port: u16, dir: &Path) -> anyhow::Result<NatsSupervisor> {
+    /// Starts nats-server on `port` with `config` (its users) and waits until it listens.
+    fn start(port: u16, dir: &Path, config: &str) -> anyhow::Result<NatsSupervisor> {
         let log_path = dir.join("nats-server.log");
+        let conf = log_path.with_file_name("nats-server.conf");
+        crate::files::write_private(&conf, config.as_bytes())
+            .with_context(|| format!("writing {}", conf.display()))?;
         let mut child = spawn_nats(port, &log_path)?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -175,13 +178,8 @@ fn spawn_nats(port: u16, log_path: &Path) -> anyhow::Result<Child> {
         .open(log_path)?;
     let parent = std::process::id() as libc::pid_t;
     let mut command = Command::new("nats-server");
-    // Its configuration sits beside its log: the message size every Skiff bus allows.
+    // Its configuration sits beside its log: users, permissions, the message size.
     let conf = log_path.with_file_name("nats-server.conf");
-    std::fs::write(
-        &conf,
-        format!("max_payload: {}\n", super::natsconf::MAX_PAYLOAD),
-    )
-    .with_context(|| format!("writing {}", conf.display()))?;
     command
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-c"])
         .arg(&conf)
@@ -256,26 +254,83 @@ const DEFAULT_NATS_PORT: u16 = 4222;
 
 use apiserver_cmd::ensure_tokens;
 
+/// The NATS users of the nats-server `skiff up` runs (`user,password` lines, 0600), for
+/// `skiff trace --data-dir` and restarts.
+pub const NATS_USERS_FILE: &str = "nats-users.csv";
+
+/// The password of each NATS user `skiff up` needs, made on first start and kept.
+fn ensure_nats_users(
+    data_dir: &Path,
+    users: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let path = data_dir.join(NATS_USERS_FILE);
+    let mut known = read_nats_users(data_dir);
+    let before = known.len();
+    for u in users {
+        known
+            .entry(u.clone())
+            .or_insert_with(|| uuid::Uuid::new_v4().simple().to_string());
+    }
+    if known.len() != before || !path.exists() {
+        let text: String = known.iter().map(|(u, p)| format!("{u},{p}\n")).collect();
+        crate::files::write_private(&path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(known)
+}
+
+/// The NATS users `skiff up` keeps in `data_dir` (none when it has not run there).
+pub fn read_nats_users(data_dir: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(data_dir.join(NATS_USERS_FILE))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(','))
+        .map(|(u, p)| (u.to_string(), p.to_string()))
+        .collect()
+}
+
+/// The NATS user a component of `skiff up` connects as.
+fn nats_user_of(identity: &str) -> &str {
+    match identity {
+        "system:kube-scheduler" => "scheduler",
+        "system:kube-controller-manager" => "controller-manager",
+        other => other,
+    }
+}
+
 /// Runs everything until SIGTERM or SIGINT.
 pub fn run(args: Args) -> anyhow::Result<()> {
     crate::files::private_dir(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     eprintln!("skiff up: data in {}", data_dir.display());
-    let (_nats, nats_url) = match &args.nats_url {
-        Some(url) => (None, url.clone()),
+    let nodes: Vec<String> = (1..=args.nodes)
+        .map(|i| format!("skiff-node-{i}"))
+        .collect();
+    // The nats-server it runs has a user per component and node (never anonymous), each
+    // held to its own subjects, and no monitoring port.
+    let (_nats, nats_url, nats_users) = match &args.nats_url {
+        Some(url) => (None, url.clone(), None),
         None => {
             let port = nats_port(args.nats_port)?;
+            let mut names: Vec<String> = ["apiserver", "scheduler", "controller-manager", "trace"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            names.extend(nodes.iter().map(|n| format!("system:node:{n}")));
+            let users = ensure_nats_users(&data_dir, &names)?;
+            let node_users: Vec<(String, String)> = nodes
+                .iter()
+                .map(|n| (n.clone(), users[&format!("system:node:{n}")].clone()))
+                .collect();
+            let config = super::natsconf::render_local(&users, &node_users);
             eprintln!("skiff up: starting nats-server on 127.0.0.1:{port}");
-            let child = NatsSupervisor::start(port, &data_dir)?;
-            (Some(child), format!("nats://127.0.0.1:{port}"))
+            let child = NatsSupervisor::start(port, &data_dir, &config)?;
+            (Some(child), format!("nats://127.0.0.1:{port}"), Some(users))
         }
     };
     std::fs::write(data_dir.join(NATS_URL_FILE), format!("{nats_url}\n"))
         .with_context(|| format!("writing {}", data_dir.join(NATS_URL_FILE).display()))?;
-    let nodes: Vec<String> = (1..=args.nodes)
-        .map(|i| format!("skiff-node-{i}"))
-        .collect();
     let mut users = vec![
         ("admin".to_string(), "system:masters"),
         // The components hold their bootstrap roles (`authz::policy`), not system:masters.
@@ -293,6 +348,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         https_bind: args.https_bind.clone(),
         // New pods tolerate a lost node as long as the node lifecycle controller waits.
         default_toleration_seconds: args.pod_eviction_timeout,
+        nats_user: nats_users.as_ref().map(|_| "apiserver".to_string()),
+        nats_password: nats_users.as_ref().map(|u| u["apiserver"].clone()),
         ..Default::default()
     };
     let tokens = ensure_tokens(&config.token_file(), &users)?;
@@ -308,6 +365,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let token = tokens.get(user).cloned().unwrap_or_default();
             let mut options = ClientOptions::new(&url, user, &token);
             options.retry = components::component_retry(user);
+            options.nats_user = nats_users.as_ref().map(|u| {
+                let name = nats_user_of(user);
+                (name.to_string(), u.get(name).cloned().unwrap_or_default())
+            });
             async move { ApiClient::connect(options).await }
         };
         let mut extras = Extras::default();
