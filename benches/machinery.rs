@@ -12,11 +12,15 @@
 //! 4. Authorization cost: GETs over NATS by a user RBAC authorizes (a RoleBinding to `view`,
 //!    among 1,000 Roles and 1,000 RoleBindings of other users) vs by a `system:masters` admin
 //!    (the privileged-group short cut): p50, p99 and the p50 ratio (target ≤ 1.1×).
+//! 5. NATS with TLS (the cluster CA's server certificate, verified by every client) vs
+//!    without, each a real `skiff apiserver` process with its embedded store: GET p50 over
+//!    NATS (target ≤ 1.15×) and durable creates by 64 concurrent writers, per second
+//!    (target ≥ 0.9×).
 //!
 //! The two sides alternate in blocks, so that both see the same machine. `cargo bench --bench
 //! machinery` (needs nats-server on PATH: `scripts/test` installs it); `SKIFF_BENCH_ROUNDS`
-//! sets the requests per side (default 3,000); `SKIFF_BENCH_ONLY=apply`, `=update`, `=crd` or
-//! `=rbac` runs one part.
+//! sets the requests per side (default 3,000); `SKIFF_BENCH_ONLY=apply`, `=update`, `=crd`,
+//! `=rbac` or `=tls` runs one part.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -513,6 +517,135 @@ async fn rbac_cost(rounds: usize) {
     println!();
 }
 
+/// An admin client of the API server behind `url`, over TLS when `ca` is given.
+async fn admin_at(url: &str, ca: Option<std::path::PathBuf>) -> ApiClient {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut o = skiff::client::ClientOptions::new(url, ADMIN.0, ADMIN.1);
+        o.nats_ca = ca.clone();
+        if let Ok(c) = ApiClient::connect(o).await {
+            if c.api("", "namespaces", None).get("default").await.is_ok() {
+                return c;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "API server at {url} did not answer"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Creates per second by `writers` concurrent writers, `per_writer` each.
+async fn create_rate(client: &ApiClient, tag: &str, writers: usize, per_writer: usize) -> f64 {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let c = client.clone();
+        let tag = tag.to_string();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_writer {
+                let req = named(
+                    "",
+                    "configmaps",
+                    None,
+                    Some(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": format!("{tag}-{w}-{i}")}, "data": {"k": "v"}})),
+                );
+                c.call_raw(Verb::Create, &req).await.expect("create");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (writers * per_writer) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// NATS with TLS vs without, through real API server processes.
+async fn tls_cost(rounds: usize) {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = skiff::apiserver::certs::Pki::ensure(pki_dir.path(), &[]).unwrap();
+    let (cert, key, ca) = (
+        pki.dir.join("server.crt"),
+        pki.dir.join("server.key"),
+        pki.dir.join("ca.crt"),
+    );
+    let plain_nats = NatsServer::start();
+    let tls_nats = NatsServer::start_with(&[
+        "--tls",
+        "--tlscert",
+        cert.to_str().unwrap(),
+        "--tlskey",
+        key.to_str().unwrap(),
+    ]);
+    let tls_url = format!("tls://127.0.0.1:{}", tls_nats.port);
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let _plain_api = ApiProcess::start(&plain_nats.url(), d1.path(), &[]);
+    let _tls_api = ApiProcess::start(
+        &tls_url,
+        d2.path(),
+        &["--nats-ca-file", ca.to_str().unwrap()],
+    );
+    let plain = admin_at(&plain_nats.url(), None).await;
+    let tls = admin_at(&tls_url, Some(ca.clone())).await;
+    for c in [&plain, &tls] {
+        let cm = named(
+            "",
+            "configmaps",
+            None,
+            Some(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared"}, "data": bench_data()}),
+            ),
+        );
+        c.call_raw(Verb::Create, &cm).await.expect("configmap");
+    }
+    let get = |_| named("", "configmaps", Some("shared".into()), None);
+    let (mut by_tls, mut by_plain) = (Vec::new(), Vec::new());
+    let mut done = 0;
+    while done < rounds {
+        let n = BLOCK.min(rounds - done);
+        by_plain.extend(timed(&plain, Verb::Get, n, done, get).await);
+        by_tls.extend(timed(&tls, Verb::Get, n, done, get).await);
+        done += n;
+    }
+    by_tls.sort();
+    by_plain.sort();
+    // Durable creates by 64 writers, alternating rounds so both see the same machine.
+    let (mut rate_tls, mut rate_plain) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        rate_plain.push(create_rate(&plain, &format!("p{round}"), 64, 20).await);
+        rate_tls.push(create_rate(&tls, &format!("t{round}"), 64, 20).await);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (rt, rp) = (median(&mut rate_tls), median(&mut rate_plain));
+    println!("## NATS with TLS vs without: real API server processes ({rounds} GETs each, 3 rounds of 64 writers × 20 creates)");
+    println!("| measure | TLS | plain (baseline) | ratio |");
+    println!("|---|---|---|---|");
+    for (label, p) in [("GET p50", 0.5), ("GET p99", 0.99)] {
+        let (a, b) = (percentile(&by_tls, p), percentile(&by_plain, p));
+        println!(
+            "| {label} | {:.0} µs | {:.0} µs | {:.2}×{} |",
+            micros(a),
+            micros(b),
+            micros(a) / micros(b),
+            if label == "GET p50" {
+                " (target ≤ 1.15×)"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "| durable creates, 64 writers (median of 3) | {rt:.0}/s | {rp:.0}/s | {:.2}× (target ≥ 0.9×) |",
+        rt / rp
+    );
+    println!();
+}
+
 fn main() {
     let rounds: usize = std::env::var("SKIFF_BENCH_ROUNDS")
         .ok()
@@ -536,6 +669,9 @@ fn main() {
         }
         if only.is_empty() || only == "rbac" {
             rbac_cost(rounds).await;
+        }
+        if only.is_empty() || only == "tls" {
+            tls_cost(rounds).await;
         }
     });
 }

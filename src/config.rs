@@ -44,6 +44,9 @@ pub struct ApiServerConfig {
     pub nats_user: Option<String>,
     /// NATS password.
     pub nats_password: Option<String>,
+    /// The CA of the NATS server's certificate: the API server connects with TLS and
+    /// verifies the server against it.
+    pub nats_ca_file: Option<PathBuf>,
     /// Where the store file, tokens and (later) certificates live.
     pub data_dir: PathBuf,
     /// `embedded` (a redb file in data_dir) or `memory`.
@@ -99,6 +102,7 @@ impl Default for ApiServerConfig {
             nats_url: "nats://127.0.0.1:4222".into(),
             nats_user: None,
             nats_password: None,
+            nats_ca_file: None,
             data_dir: PathBuf::from("/var/lib/skiff"),
             store: "embedded".into(),
             token_file: None,

@@ -12,6 +12,33 @@ use skiff::client::{ApiClient, ClientOptions};
 
 use common::*;
 
+/// [`connect_as`] over TLS, verifying the server against `ca`.
+async fn connect_as_tls(
+    url: &str,
+    user: &str,
+    password: &str,
+    ca: &std::path::Path,
+) -> (async_nats::Client, Arc<Mutex<Vec<String>>>) {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = errors.clone();
+    let client = async_nats::ConnectOptions::new()
+        .add_root_certificates(ca.to_path_buf())
+        .require_tls(true)
+        .user_and_password(user.into(), password.into())
+        .event_callback(move |event| {
+            let seen = seen.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    seen.lock().unwrap().push(e.to_string());
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .expect("connects with its own user over TLS");
+    (client, errors)
+}
+
 /// Server errors a connection was sent (permission violations arrive this way).
 async fn connect_as(
     url: &str,
@@ -112,12 +139,14 @@ async fn a_kubelet_is_refused_when_it_publishes_as_another_node() {
         "{e}"
     );
     // Had nats-server passed the refused message on, it would reach the spy before this
-    // sentinel, published afterwards by the API server's own connection.
-    api_side
+    // sentinel, published afterwards by n2's own user (the API server's may publish only to
+    // inboxes, node and trace subjects, never a request).
+    let (n2_side, _) = connect_as(&url, "system:node:n2", "pw-n2").await;
+    n2_side
         .publish("skiff.req.system%3Anode%3An2.sentinel", "s".into())
         .await
         .unwrap();
-    api_side.flush().await.unwrap();
+    n2_side.flush().await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut spy))
         .await
         .expect("the sentinel arrives")
@@ -386,15 +415,48 @@ async fn a_bootstrapped_kubelet_gets_a_nats_user_held_to_its_own_node() {
     let _ = nats.wait();
 }
 
-/// `skiff up`'s own nats-server is never anonymous: every component and node has a user of
-/// its own (passwords made on first start, kept 0600 in the data dir), held to its subjects,
-/// and there is no monitoring port.
+/// `skiff up`'s own nats-server is never anonymous and never plain: every link is TLS with
+/// the cluster CA's server certificate, every component and node has a user of its own
+/// (passwords made on first start, kept 0600 in the data dir), held to its subjects, and
+/// there is no monitoring port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skiff_up_runs_nats_with_a_user_per_component_and_none_anonymous() {
     let up = tokio::task::spawn_blocking(|| SkiffUp::start(1))
         .await
         .unwrap();
+    // Plain TCP is refused: every link is TLS, verified against the cluster CA.
+    let plain = up.nats_url.replace("tls://", "nats://");
+    let e = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(plain.as_str())
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    let e = e.to_lowercase();
+    assert!(
+        e.contains("tls") || e.contains("certificate"),
+        "a connection that cannot verify the server is refused: {e}"
+    );
+    // A server certificate from another CA is not trusted.
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = skiff::apiserver::certs::Pki::ensure(other.path(), &[]).unwrap();
+    let e = async_nats::ConnectOptions::new()
+        .add_root_certificates(other_ca.dir.join("ca.crt"))
+        .require_tls(true)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(up.nats_url.as_str())
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.to_lowercase().contains("certificate"),
+        "a server another CA does not vouch for is refused: {e}"
+    );
     let anonymous = async_nats::ConnectOptions::new()
+        .add_root_certificates(up.nats_ca())
+        .require_tls(true)
         .connection_timeout(Duration::from_secs(5))
         .connect(up.nats_url.as_str())
         .await;
@@ -424,7 +486,8 @@ async fn skiff_up_runs_nats_with_a_user_per_component_and_none_anonymous() {
 
     // The node's user may not read others' requests, nor answer into another's inbox.
     let node = "system:node:skiff-node-1";
-    let (kubelet, errors) = connect_as(&up.nats_url, node, &password(node)).await;
+    let (kubelet, errors) =
+        connect_as_tls(&up.nats_url, node, &password(node), &up.nats_ca()).await;
     let _sub = kubelet.subscribe("skiff.req.>").await.unwrap();
     kubelet.flush().await.unwrap();
     let e = violation(&errors, "a kubelet subscribing to every request").await;
@@ -438,6 +501,8 @@ async fn skiff_up_runs_nats_with_a_user_per_component_and_none_anonymous() {
     assert!(e.to_lowercase().contains("permissions violation"), "{e}");
     // A wrong password is nobody.
     let wrong = async_nats::ConnectOptions::new()
+        .add_root_certificates(up.nats_ca())
+        .require_tls(true)
         .user_and_password(node.into(), "not-the-password".into())
         .connect(up.nats_url.as_str())
         .await;

@@ -38,6 +38,9 @@ pub struct ClientOptions {
     pub token: String,
     /// NATS user credentials, when the server requires them.
     pub nats_user: Option<(String, String)>,
+    /// The CA that signed the NATS server's certificate: the connection then uses TLS and
+    /// verifies the server against it.
+    pub nats_ca: Option<std::path::PathBuf>,
     /// Request timeout.
     pub timeout: Duration,
     /// Silence after which a watch resumes (a few bookmark intervals).
@@ -54,6 +57,7 @@ impl ClientOptions {
             user: user.into(),
             token: token.into(),
             nats_user: None,
+            nats_ca: None,
             timeout: Duration::from_secs(10),
             watch_silence: Duration::from_secs(15),
             retry: RetryPolicy::default(),
@@ -119,6 +123,9 @@ impl ApiClient {
             .name(format!("skiff {}", options.user));
         if let Some((u, p)) = &options.nats_user {
             connect = connect.user_and_password(u.clone(), p.clone());
+        }
+        if let Some(ca) = &options.nats_ca {
+            connect = connect.add_root_certificates(ca.clone()).require_tls(true);
         }
         connect = connect.event_callback(nats_events(trace::component_of(&options.user)));
         let nats = connect

@@ -27,6 +27,9 @@ pub struct Args {
     /// NATS password.
     #[arg(long, env = env::NATS_PASSWORD, hide_env_values = true)]
     pub nats_password: Option<String>,
+    /// The CA of the NATS server's certificate: connect with TLS and verify it.
+    #[arg(long, env = "SKIFF_NATS_CA_FILE")]
+    pub nats_ca_file: Option<PathBuf>,
     /// Data directory (store file, tokens).
     #[arg(long, env = env::DATA_DIR)]
     pub data_dir: Option<PathBuf>,
@@ -103,6 +106,9 @@ impl Args {
         }
         if let Some(v) = &self.nats_password {
             c.nats_password = Some(v.clone());
+        }
+        if let Some(v) = &self.nats_ca_file {
+            c.nats_ca_file = Some(v.clone());
         }
         if let Some(v) = &self.data_dir {
             c.data_dir = v.clone();
@@ -342,6 +348,9 @@ where
             .event_callback(crate::client::nats_events("apiserver".into()));
         if let (Some(u), Some(p)) = (&config.nats_user, &config.nats_password) {
             connect = connect.user_and_password(u.clone(), p.clone());
+        }
+        if let Some(ca) = &config.nats_ca_file {
+            connect = connect.add_root_certificates(ca.clone()).require_tls(true);
         }
         // On the intake's thread: the socket is read and written off the request path.
         let nats = apiserver::intake::connect(connect.clone(), config.nats_url.clone())

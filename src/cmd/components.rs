@@ -34,6 +34,9 @@ pub struct Connection {
     #[arg(long, env = env::NATS_PASSWORD, hide_env_values = true)]
     #[serde(serialize_with = "redacted")]
     pub nats_password: Option<String>,
+    /// The CA of the NATS server's certificate: connect with TLS and verify it.
+    #[arg(long, env = "SKIFF_NATS_CA_FILE")]
+    pub nats_ca_file: Option<PathBuf>,
     /// Bearer token of this component's identity.
     #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
     #[serde(serialize_with = "redacted")]
@@ -323,6 +326,7 @@ async fn connect(c: &Connection, user: &str) -> anyhow::Result<ApiClient> {
     if let Some(u) = &c.nats_user {
         options.nats_user = Some((u.clone(), c.nats_password.clone().unwrap_or_default()));
     }
+    options.nats_ca = c.nats_ca_file.clone();
     ApiClient::connect(options)
         .await
         .with_context(|| format!("connecting to {} as {user}", c.nats_url))

@@ -102,11 +102,13 @@ pub fn render(nodes: &[(String, String)], shared_kubelet: bool, bootstrap: bool)
 
 /// The configuration `skiff up` runs its own nats-server with: the same users and subject
 /// permissions, every password written out (`passwords`: component user → password; node
-/// users carry theirs), no monitoring port, and no listen address (`skiff up` passes
-/// loopback and its port on the command line).
+/// users carry theirs), TLS with `tls` (certificate and key files: every client must use
+/// TLS), no monitoring port, and no listen address (`skiff up` passes loopback and its port
+/// on the command line).
 pub fn render_local(
     passwords: &std::collections::BTreeMap<String, String>,
     nodes: &[(String, String)],
+    tls: Option<(&std::path::Path, &std::path::Path)>,
 ) -> String {
     let mut all = users(nodes, false, false);
     for u in &mut all {
@@ -114,7 +116,15 @@ pub fn render_local(
             u.password = p.clone();
         }
     }
-    format_config(&all, false)
+    let mut out = format_config(&all, false);
+    if let Some((cert, key)) = tls {
+        out.push_str(&format!(
+            "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  timeout: 5\n}}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ));
+    }
+    out
 }
 
 /// Every user of a configuration.

@@ -132,6 +132,11 @@ async fn connect(args: &Args) -> anyhow::Result<async_nats::Client> {
         o = o.user_and_password("trace".into(), p.clone());
     }
     let url = nats_url(args);
+    let ca = args.data_dir.join("pki").join("ca.crt");
+    if url.starts_with("tls://") && ca.exists() {
+        // `skiff up`'s nats-server serves TLS with the cluster CA's certificate.
+        o = o.add_root_certificates(ca).require_tls(true);
+    }
     o.connect(url.as_str())
         .await
         .with_context(|| format!("connecting to {url}"))

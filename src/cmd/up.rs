@@ -323,14 +323,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .iter()
                 .map(|n| (n.clone(), users[&format!("system:node:{n}")].clone()))
                 .collect();
-            let config = super::natsconf::render_local(&users, &node_users);
-            eprintln!("skiff up: starting nats-server on 127.0.0.1:{port}");
+            // Its links use TLS with the cluster CA: the server certificate is the API
+            // server's (SANs 127.0.0.1, localhost, the host name), made here first.
+            let pki = crate::apiserver::certs::Pki::ensure(
+                &data_dir,
+                &ApiServerConfig::default().tls_sans,
+            )
+            .context("preparing certificates")?;
+            let (cert, key) = (pki.dir.join("server.crt"), pki.dir.join("server.key"));
+            let config = super::natsconf::render_local(&users, &node_users, Some((&cert, &key)));
+            eprintln!("skiff up: starting nats-server on 127.0.0.1:{port} (TLS)");
             let child = NatsSupervisor::start(port, &data_dir, &config)?;
-            (Some(child), format!("nats://127.0.0.1:{port}"), Some(users))
+            (Some(child), format!("tls://127.0.0.1:{port}"), Some(users))
         }
     };
     std::fs::write(data_dir.join(NATS_URL_FILE), format!("{nats_url}\n"))
         .with_context(|| format!("writing {}", data_dir.join(NATS_URL_FILE).display()))?;
+    let nats_ca = nats_users
+        .as_ref()
+        .map(|_| data_dir.join("pki").join("ca.crt"));
     let mut users = vec![
         ("admin".to_string(), "system:masters"),
         // The components hold their bootstrap roles (`authz::policy`), not system:masters.
@@ -350,6 +361,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         default_toleration_seconds: args.pod_eviction_timeout,
         nats_user: nats_users.as_ref().map(|_| "apiserver".to_string()),
         nats_password: nats_users.as_ref().map(|u| u["apiserver"].clone()),
+        nats_ca_file: nats_ca.clone(),
         ..Default::default()
     };
     let tokens = ensure_tokens(&config.token_file(), &users)?;
@@ -365,6 +377,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let token = tokens.get(user).cloned().unwrap_or_default();
             let mut options = ClientOptions::new(&url, user, &token);
             options.retry = components::component_retry(user);
+            options.nats_ca = nats_ca.clone();
             options.nats_user = nats_users.as_ref().map(|u| {
                 let name = nats_user_of(user);
                 (name.to_string(), u.get(name).cloned().unwrap_or_default())

@@ -518,7 +518,8 @@ impl SkiffUp {
             child,
             dir,
             cache: tempfile::tempdir().unwrap(),
-            nats_url: format!("nats://127.0.0.1:{nats_port}"),
+            // Its own nats-server serves TLS only (the cluster CA's certificate).
+            nats_url: format!("tls://127.0.0.1:{nats_port}"),
         };
         up.eventually(&format!("{nodes} Ready nodes"), 60, |u| {
             u.kubeconfig().exists()
@@ -533,6 +534,11 @@ impl SkiffUp {
 
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("kubeconfig")
+    }
+
+    /// The CA its nats-server's certificate is signed by.
+    pub fn nats_ca(&self) -> PathBuf {
+        self.dir.path().join("pki").join("ca.crt")
     }
 
     /// Runs kubectl against it.
