@@ -35,7 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The API server: the only owner of the store, serving requests over NATS.
-    Apiserver(apiserver::Args),
+    Apiserver(Box<apiserver::Args>),
     /// The scheduler: binds pods to nodes (leader-elected).
     Scheduler(components::SchedulerArgs),
     /// The controllers: ReplicaSet, Deployment, garbage collector, namespace, node lifecycle
