@@ -195,7 +195,9 @@ async fn compose_up_scales_kubelets_runs_a_deployment_and_comes_down_clean() {
             .map(|c| {
                 (
                     format!("SKIFF_NATS_{c}_PASSWORD"),
-                    uuid::Uuid::new_v4().simple().to_string(),
+                    // nats-server reads `$VARIABLE` values as config values: a password
+                    // must begin with a letter to be read as a string (8e3… is a number).
+                    format!("pw{}", uuid::Uuid::new_v4().simple()),
                 )
             }),
         )

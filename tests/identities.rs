@@ -12,6 +12,15 @@ use skiff::client::{ApiClient, ClientOptions};
 
 use common::*;
 
+/// Server errors a connection was sent (permission violations arrive this way).
+async fn connect_as(
+    url: &str,
+    user: &str,
+    password: &str,
+) -> (async_nats::Client, Arc<Mutex<Vec<String>>>) {
+    connect_with(url, user, password, None).await
+}
+
 /// [`connect_as`] over TLS, verifying the server against `ca`.
 async fn connect_as_tls(
     url: &str,
@@ -19,35 +28,24 @@ async fn connect_as_tls(
     password: &str,
     ca: &std::path::Path,
 ) -> (async_nats::Client, Arc<Mutex<Vec<String>>>) {
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let seen = errors.clone();
-    let client = async_nats::ConnectOptions::new()
-        .add_root_certificates(ca.to_path_buf())
-        .require_tls(true)
-        .user_and_password(user.into(), password.into())
-        .event_callback(move |event| {
-            let seen = seen.clone();
-            async move {
-                if let async_nats::Event::ServerError(e) = event {
-                    seen.lock().unwrap().push(e.to_string());
-                }
-            }
-        })
-        .connect(url)
-        .await
-        .expect("connects with its own user over TLS");
-    (client, errors)
+    connect_with(url, user, password, Some(ca)).await
 }
 
-/// Server errors a connection was sent (permission violations arrive this way).
-async fn connect_as(
+async fn connect_with(
     url: &str,
     user: &str,
     password: &str,
+    ca: Option<&std::path::Path>,
 ) -> (async_nats::Client, Arc<Mutex<Vec<String>>>) {
     let errors = Arc::new(Mutex::new(Vec::new()));
     let seen = errors.clone();
-    let client = async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(ca) = ca {
+        options = options
+            .add_root_certificates(ca.to_path_buf())
+            .require_tls(true);
+    }
+    let client = options
         .user_and_password(user.into(), password.into())
         .event_callback(move |event| {
             let seen = seen.clone();
