@@ -355,3 +355,69 @@ async fn watches_beyond_a_callers_quota_are_refused_and_others_still_answered() 
         }
     }
 }
+
+/// A call that takes longer than the request timeout (kube-apiserver's `--request-timeout`,
+/// 60 s; 50 ms here) answers 504 Timeout, and the server goes on answering; a watch is not a
+/// call that times out: it streams on past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_the_request_timeout_is_504_and_watches_are_not_cut() {
+    let cluster = Cluster::with(skiff::apiserver::ApiServerOptions {
+        request_timeout: Duration::from_millis(50),
+        ..Default::default()
+    });
+    let c = cluster.client().await;
+    let cms = c.api("", "configmaps", Some("default"));
+    // A watch read all along, counting what it sees, for far longer than 50 ms.
+    let added = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reader = {
+        let (mut watch, added) = (cms.watch(&Default::default()), added.clone());
+        tokio::spawn(async move {
+            while let Some(ev) = watch.next().await {
+                if ev.expect("no error").event_type == "ADDED" {
+                    added.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                if added.load(std::sync::atomic::Ordering::Relaxed) >= 1500 {
+                    break;
+                }
+            }
+            watch.resumes()
+        })
+    };
+    for i in 0..1500 {
+        cms.create(
+            &serde_json::json!({"metadata": {"name": format!("c{i}"), "labels": {"bulk": "y"}}}),
+        )
+        .await
+        .unwrap();
+    }
+    let bulk = skiff::api::wire::ListOptions {
+        label_selector: Some("bulk=y".into()),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let e = cms
+        .delete_collection(&bulk, &Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!((e.code, e.reason.as_str()), (504, "Timeout"), "{e}");
+    assert!(
+        e.message
+            .contains("did not complete within the allotted timeout"),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered at the timeout"
+    );
+    // The server still answers, and the watch opened before delivered every create
+    // without being cut and resumed.
+    c.api("", "namespaces", None)
+        .get("default")
+        .await
+        .expect("served");
+    let resumes = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the watch saw every create")
+        .unwrap();
+    assert_eq!(resumes, 0, "one watch, never cut and resumed");
+}

@@ -86,6 +86,10 @@ pub struct ApiServerOptions {
     pub max_requests_inflight: usize,
     /// Longest a call waits for a seat before it is refused with 429.
     pub max_queue_wait: Duration,
+    /// How long a call may take before its caller gets 504 (kube-apiserver's
+    /// `--request-timeout`, 60 s). Watches and followed logs are answered at once and stream
+    /// on outside it.
+    pub request_timeout: Duration,
     /// Whether plain writes record their field managers in `metadata.managedFields` (as kube
     /// always does; off only to measure what it costs). Apply records ownership either way.
     pub track_managed_fields: bool,
@@ -116,6 +120,7 @@ impl Default for ApiServerOptions {
             otlp_endpoint: None,
             max_requests_inflight: flowcontrol::DEFAULT_SEATS,
             max_queue_wait: flowcontrol::DEFAULT_MAX_WAIT,
+            request_timeout: Duration::from_secs(60),
             track_managed_fields: true,
             admission: kinds::Admission::default(),
             max_watches_per_user: watch::DEFAULT_WATCHES_PER_USER,
@@ -660,6 +665,8 @@ pub struct ApiHandle {
     flow: Arc<flowcontrol::FlowControl>,
     /// The kinds CRDs define, for discovery, OpenAPI and URL parsing.
     custom: Arc<custom::Custom>,
+    /// How long a call may take (`ApiServerOptions::request_timeout`).
+    request_timeout: Duration,
 }
 
 impl ApiHandle {
@@ -707,11 +714,16 @@ impl ApiHandle {
                 groups: vec!["system:unauthenticated".into()],
             });
         let seat = self.flow.admit(&user, call.verb, &call.request).await?;
-        let answer = self
-            .addr
-            .send(call)
-            .await
-            .unwrap_or_else(|e| Err(Status::unavailable(format!("api server: {e}"))));
+        // A call that has not answered in time is answered 504 (what it does goes on, as in
+        // kube-apiserver: a write may still land).
+        let answer = match tokio::time::timeout(self.request_timeout, self.addr.send(call)).await {
+            Ok(sent) => {
+                sent.unwrap_or_else(|e| Err(Status::unavailable(format!("api server: {e}"))))
+            }
+            Err(_) => Err(Status::timeout(
+                "Timeout: request did not complete within the allotted timeout",
+            )),
+        };
         drop(seat);
         answer
     }
@@ -850,6 +862,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         _ => Tracer::disabled("apiserver"),
     };
     let housekeeping = housekeeping(&registry, options.event_ttl);
+    let request_timeout = options.request_timeout;
     let addr = ApiServer {
         registry,
         auth: auth.clone(),
@@ -871,6 +884,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         watch_ids: Arc::new(AtomicU64::new(0)),
         flow,
         custom,
+        request_timeout,
     })
 }
 
