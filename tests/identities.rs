@@ -497,6 +497,70 @@ async fn skiff_up_runs_nats_with_a_user_per_component_and_none_anonymous() {
     kubelet.flush().await.unwrap();
     let e = violation(&errors, "a kubelet publishing into the scheduler's inbox").await;
     assert!(e.to_lowercase().contains("permissions violation"), "{e}");
+    // A span the kubelet sends claiming to be the API server's names its real publisher in
+    // the timeline; sending on the API server's span subject is refused outright.
+    let forged = skiff::trace::SpanRecord {
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        span_id: "00f067aa0ba902b7".into(),
+        name: "ApiServer/create".into(),
+        component: "apiserver".into(),
+        verb: Some("create".into()),
+        resource: Some("configmaps".into()),
+        namespace: Some("default".into()),
+        object: Some("forged".into()),
+        outcome: "201".into(),
+        start_unix_nanos: 1,
+        duration_nanos: 1,
+        ..Default::default()
+    };
+    let batch = rmp_serde::to_vec_named(&vec![forged]).unwrap();
+    kubelet
+        .publish(skiff::trace::spans_subject(node), batch.clone().into())
+        .await
+        .unwrap();
+    kubelet
+        .publish(skiff::trace::spans_subject("apiserver"), batch.into())
+        .await
+        .unwrap();
+    kubelet.flush().await.unwrap();
+    let e = violation(
+        &errors,
+        "a kubelet publishing on the API server's span subject",
+    )
+    .await;
+    assert!(e.to_lowercase().contains("permissions violation"), "{e}");
+    let dir = up.dir.path().to_path_buf();
+    let url = up.nats_url.clone();
+    let timeline = wait_for(
+        Duration::from_secs(20),
+        "the forged span in the timeline",
+        || {
+            let (dir, url) = (dir.clone(), url.clone());
+            async move {
+                let out = tokio::process::Command::new(skiff_bin())
+                    .args([
+                        "trace",
+                        "configmap/forged",
+                        "-n",
+                        "default",
+                        "--nats-url",
+                        &url,
+                    ])
+                    .arg("--data-dir")
+                    .arg(&dir)
+                    .output()
+                    .await
+                    .ok()?;
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                text.contains("ApiServer/create").then_some(text)
+            }
+        },
+    )
+    .await;
+    assert!(
+        timeline.contains("kubelet:skiff-node-1 (claimed apiserver)"),
+        "{timeline}"
+    );
     // A wrong password is nobody.
     let wrong = async_nats::ConnectOptions::new()
         .add_root_certificates(up.nats_ca())

@@ -857,7 +857,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
             let task =
                 rt.spawn(async move { Collector::new(capacity, otlp).serve(bus, gate).await });
             collector = Some(AbortOnDrop(task.abort_handle()));
-            Tracer::to_nats("apiserver", nats.clone())
+            Tracer::to_nats("apiserver", "apiserver", nats.clone())
         }
         _ => Tracer::disabled("apiserver"),
     };

@@ -147,7 +147,11 @@ impl ApiClient {
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         ApiClient {
             id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            tracer: Tracer::to_nats(&trace::component_of(&options.user), nats.clone()),
+            tracer: Tracer::to_nats(
+                &trace::component_of(&options.user),
+                &options.user,
+                nats.clone(),
+            ),
             nats,
             user: options.user.clone(),
             authorization: format!("Bearer {}", options.token),

@@ -18,7 +18,7 @@ use clap::Args as ClapArgs;
 
 use crate::api::subject::{self, APISERVER_INBOX, REQUEST_WILDCARD};
 use crate::cmd::trace::TRACE_INBOX;
-use crate::trace::{QUERY_SUBJECT, SPANS_SUBJECT};
+use crate::trace::{spans_subject, QUERY_SUBJECT, SPANS_WILDCARD};
 
 /// Flags of `skiff nats-config`.
 #[derive(Debug, Clone, ClapArgs)]
@@ -71,7 +71,7 @@ fn component(name: &str, identity: &str) -> User {
         password: format!("${}", password_env(name)),
         publish: vec![
             format!("skiff.req.{}.>", subject::escape(identity)),
-            SPANS_SUBJECT.into(),
+            spans_subject(identity),
         ],
         subscribe: vec![format!("{}.>", subject::inbox_prefix(identity))],
     }
@@ -86,7 +86,7 @@ fn node(name: &str, password: &str) -> User {
         publish: vec![
             format!("skiff.req.{}.>", subject::escape(&identity)),
             format!("{APISERVER_INBOX}.>"),
-            SPANS_SUBJECT.into(),
+            spans_subject(&identity),
         ],
         subscribe: vec![
             format!("{}.>", subject::inbox_prefix(&identity)),
@@ -155,7 +155,7 @@ fn users(nodes: &[(String, String)], shared_kubelet: bool, bootstrap: bool) -> V
             name: "trace".into(),
             password: format!("${}", password_env("trace")),
             publish: vec![QUERY_SUBJECT.into()],
-            subscribe: vec![SPANS_SUBJECT.into(), format!("{TRACE_INBOX}.>")],
+            subscribe: vec![SPANS_WILDCARD.into(), format!("{TRACE_INBOX}.>")],
         },
     ];
     if shared_kubelet {
@@ -165,7 +165,7 @@ fn users(nodes: &[(String, String)], shared_kubelet: bool, bootstrap: bool) -> V
             publish: vec![
                 "skiff.req.*.>".into(),
                 format!("{APISERVER_INBOX}.>"),
-                SPANS_SUBJECT.into(),
+                format!("{}.*", crate::trace::SPANS_SUBJECT),
             ],
             subscribe: vec!["_INBOX.*.>".into(), "skiff.node.*.>".into()],
         });

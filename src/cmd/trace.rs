@@ -23,7 +23,7 @@ use crate::api::subject::HEADER_TOKEN;
 use crate::apiserver::{Authenticator, ADMIN_GROUP};
 use crate::config::env;
 use crate::trace::collector::{TraceAnswer, TraceQuery};
-use crate::trace::{SpanRecord, QUERY_SUBJECT, SPANS_SUBJECT};
+use crate::trace::{SpanRecord, QUERY_SUBJECT, SPANS_WILDCARD};
 
 /// The inbox prefix `skiff trace` answers arrive on (the `trace` NATS user may read it).
 pub const TRACE_INBOX: &str = "_INBOX.skiff-trace";
@@ -335,7 +335,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 async fn follow(args: &Args, nats: async_nats::Client) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let mut sub = nats.subscribe(SPANS_SUBJECT).await?;
+    let mut sub = nats.subscribe(SPANS_WILDCARD).await?;
     nats.flush().await?;
     let json = args.output == "json";
     if !json {
@@ -358,9 +358,10 @@ async fn follow(args: &Args, nats: async_nats::Client) -> anyhow::Result<()> {
         let Some(msg) = next else {
             return Ok(());
         };
-        let Ok(batch) = rmp_serde::from_slice::<Vec<SpanRecord>>(&msg.payload) else {
+        let Ok(mut batch) = rmp_serde::from_slice::<Vec<SpanRecord>>(&msg.payload) else {
             continue;
         };
+        crate::trace::attribute(&mut batch, &msg.subject);
         let mut out = std::io::stdout().lock();
         for s in batch.iter().filter(|s| wanted(args, s)) {
             let line = if json {

@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::{SpanRecord, QUERY_SUBJECT, SPANS_SUBJECT};
+use super::{SpanRecord, QUERY_SUBJECT, SPANS_WILDCARD};
 use crate::api::subject::HEADER_TOKEN;
 
 /// Spans kept by default.
@@ -270,7 +270,7 @@ impl Collector {
 
     /// Subscribes to the spans on the bus and answers queries until the connection closes.
     pub async fn serve(self, nats: async_nats::Client, gate: Gate) {
-        let spans = match nats.subscribe(SPANS_SUBJECT).await {
+        let spans = match nats.subscribe(SPANS_WILDCARD).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "trace collector: cannot subscribe to spans");
@@ -289,7 +289,8 @@ impl Collector {
             let mut spans = spans;
             while let Some(msg) = spans.next().await {
                 // A malformed batch is dropped whole: spans are best effort.
-                if let Ok(batch) = rmp_serde::from_slice::<Vec<SpanRecord>>(&msg.payload) {
+                if let Ok(mut batch) = rmp_serde::from_slice::<Vec<SpanRecord>>(&msg.payload) {
+                    super::attribute(&mut batch, &msg.subject);
                     me.add(batch);
                 }
             }

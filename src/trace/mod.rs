@@ -26,6 +26,33 @@ use tokio::sync::mpsc;
 
 /// Where components publish their finished spans (MessagePack `Vec<SpanRecord>`).
 pub const SPANS_SUBJECT: &str = "skiff.trace.spans";
+
+/// Every publisher's span subject: a tracer publishes on `skiff.trace.spans.<identity>`
+/// ([`spans_subject`]), which NATS lets only that identity's user publish on, so a reader
+/// knows who sent each batch.
+pub const SPANS_WILDCARD: &str = "skiff.trace.spans.>";
+
+/// The subject `identity` publishes its spans on.
+pub fn spans_subject(identity: &str) -> String {
+    format!("{SPANS_SUBJECT}.{}", crate::api::subject::escape(identity))
+}
+
+/// Names the real publisher of a batch read on `subject`: a span whose component is not the
+/// publisher's (a kubelet claiming to be the API server) is shown as
+/// `<publisher's component> (claimed <component>)`.
+pub fn attribute(batch: &mut [SpanRecord], subject: &str) {
+    let publisher = subject
+        .strip_prefix(SPANS_SUBJECT)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(crate::api::subject::unescape)
+        .map(|identity| component_of(&identity))
+        .unwrap_or_else(|| "unknown".into());
+    for s in batch {
+        if s.component != publisher {
+            s.component = format!("{publisher} (claimed {})", s.component);
+        }
+    }
+}
 /// Where `skiff trace <kind>/<name>` asks the collector for an object's traces.
 pub const QUERY_SUBJECT: &str = "skiff.trace.query";
 
@@ -464,10 +491,12 @@ impl Tracer {
         }
     }
 
-    /// A tracer publishing `component`'s spans on `nats`. Its sender, which batches and
-    /// encodes, runs on the process's trace thread ([`runtime`]), off the component's own
-    /// threads; without that thread the tracer records nothing.
-    pub fn to_nats(component: &str, nats: async_nats::Client) -> Tracer {
+    /// A tracer publishing `component`'s spans on `nats`, on the span subject of
+    /// `identity` (the NATS connection's own). Its sender, which batches and encodes, runs on
+    /// the process's trace thread ([`runtime`]), off the component's own threads; without
+    /// that thread the tracer records nothing.
+    pub fn to_nats(component: &str, identity: &str, nats: async_nats::Client) -> Tracer {
+        let subject = spans_subject(identity);
         let Some(on) = runtime() else {
             return Tracer::disabled(component);
         };
@@ -498,7 +527,7 @@ impl Tracer {
                     }
                     let more = batch.len() == BATCH;
                     if let Ok(bytes) = encode_batch(&batch) {
-                        let _ = nats.publish(SPANS_SUBJECT, bytes.into()).await;
+                        let _ = nats.publish(subject.clone(), bytes.into()).await;
                     }
                     batch.clear();
                     if !more {
@@ -652,6 +681,25 @@ pub fn current() -> Option<(TraceContext, Tracer, Started)> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_batch_names_its_real_publisher() {
+        let span = |component: &str| SpanRecord {
+            component: component.into(),
+            ..Default::default()
+        };
+        let mut batch = vec![span("kubelet:n1"), span("apiserver")];
+        attribute(&mut batch, &spans_subject("system:node:n1"));
+        assert_eq!(batch[0].component, "kubelet:n1");
+        assert_eq!(batch[1].component, "kubelet:n1 (claimed apiserver)");
+        let mut own = vec![span("apiserver")];
+        attribute(&mut own, &spans_subject("apiserver"));
+        assert_eq!(own[0].component, "apiserver");
+        let mut bare = vec![span("scheduler")];
+        attribute(&mut bare, SPANS_SUBJECT);
+        assert_eq!(bare[0].component, "unknown (claimed scheduler)");
+    }
+
     use super::*;
 
     #[test]
