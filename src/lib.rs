@@ -7,14 +7,16 @@
 //!   selectors.
 //! - `apiserver`: the ApiServer actor (authentication, registry, watch streams), authorization
 //!   (`apiserver::authz`: the `Node,RBAC` chain, escalation checks, NodeRestriction, the
-//!   bootstrap policy and ClusterRole aggregation), the per-kind
+//!   bootstrap policy and ClusterRole aggregation), service account tokens
+//!   (`apiserver::serviceaccount`: TokenRequest and the JWTs it signs), the audit log
+//!   (`apiserver::audit`), the per-kind
 //!   strategies (`apiserver::kinds`: defaults, validation, update rules, delete hooks, Table
 //!   columns of each kind, one file per kind), validation (`apiserver::validation`), field
 //!   management and server-side apply (`apiserver::managed`), custom resources
 //!   (`apiserver::custom`: the kinds CRDs define, their schemas, CEL rules, strategies and
 //!   the loop that finishes a CRD's deletion), Event expiry (`apiserver::event_ttl`),
-//!   the Store actor it alone owns (`apiserver::store`, private, with its packed state and
-//!   watcher index), the NATS bridge (which also ends watches nobody listens to any more),
+//!   the Store actor it alone owns (`apiserver::store`, private, with its packed state,
+//!   watcher index and encryption at rest), the NATS bridge (which also ends watches nobody listens to any more),
 //!   `events.k8s.io` Events served as the core ones they are (`apiserver::events_v1`),
 //!   the intake (a thread that reads requests off the bus and refuses the late ones with
 //!   429), flow control (`apiserver::flowcontrol`: priority levels, fair queuing, 429) and
@@ -26,7 +28,7 @@
 //! - `scheduler`: the Scheduler actor (informers, node summaries, binding, leader election)
 //!   and its pure filter/score algorithm.
 //! - `controllers`: the controller-manager's actors (ReplicaSet, Deployment, garbage
-//!   collector, namespace, node lifecycle) and the pure Deployment rollout planner.
+//!   collector, namespace, node lifecycle, service accounts) and the pure Deployment rollout planner.
 //! - `kubelet`: the Kubelet actor (node registration, lease, pod workers, probes, logs) and the
 //!   container runtimes (`process`, `docker`, `fake`); `kubelet::hollow`, many simulated
 //!   nodes in one actor for scale runs.
