@@ -274,6 +274,13 @@ async fn compose_up_scales_kubelets_runs_a_deployment_and_comes_down_clean() {
         !users.contains(&"kubelet"),
         "no shared kubelet user: {users:?}"
     );
+    // Every link is TLS (nats-run's CA, which every service verifies the server with).
+    for c in connz["connections"].as_array().unwrap() {
+        assert!(
+            c["tls_version"].as_str().is_some_and(|v| !v.is_empty()),
+            "a connection without TLS: {c}"
+        );
+    }
 
     // Two schedulers and two controller-managers: each Lease is held by one of its replicas,
     // and exactly one replica of each says it leads.

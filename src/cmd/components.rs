@@ -251,6 +251,9 @@ async fn bootstrap_nats_user(c: &Connection, node: &str, root: &Path) -> anyhow:
     if let Some(u) = &c.nats_user {
         o = o.user_and_password(u.clone(), c.nats_password.clone().unwrap_or_default());
     }
+    if let Some(ca) = &c.nats_ca_file {
+        o = o.add_root_certificates(ca.clone()).require_tls(true);
+    }
     let nats = o
         .connect(c.nats_url.as_str())
         .await

@@ -299,7 +299,7 @@ impl NodeUsers {
             .iter()
             .map(|(n, p)| (n.clone(), p.clone()))
             .collect();
-        let config = render(&nodes, false, true);
+        let config = render(&nodes, false, true) + &tls_include(&self.config);
         let (file, path) = (self.file.clone(), self.config.clone());
         tokio::task::spawn_blocking(move || {
             write_atomically(&file, &csv)?;
@@ -423,6 +423,19 @@ pub async fn serve_bootstrap(
     }
 }
 
+/// The file beside a nats-server config that holds its `tls` block.
+const TLS_INCLUDE: &str = "tls.conf";
+
+/// The line including [`TLS_INCLUDE`] when `skiff nats-run --tls-dir` wrote one beside
+/// `config`, else nothing.
+fn tls_include(config: &std::path::Path) -> String {
+    if config.with_file_name(TLS_INCLUDE).exists() {
+        format!("include {TLS_INCLUDE:?}\n")
+    } else {
+        String::new()
+    }
+}
+
 /// Flags of `skiff nats-run`.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct RunArgs {
@@ -433,6 +446,18 @@ pub struct RunArgs {
     /// Where nats-server is.
     #[arg(long, default_value = "nats-server")]
     pub nats_server: String,
+    /// Serve TLS only, with a CA and server certificate kept in this directory (made on
+    /// first start; SANs from `--tls-san`): every client must verify it.
+    #[arg(long, env = "SKIFF_NATS_TLS_DIR")]
+    pub tls_dir: Option<std::path::PathBuf>,
+    /// Names the server certificate carries besides 127.0.0.1, localhost and the host name
+    /// (e.g. the compose service name `nats`).
+    #[arg(long = "tls-san", env = "SKIFF_NATS_TLS_SANS", value_delimiter = ',')]
+    pub tls_sans: Vec<String>,
+    /// Where to publish the CA certificate clients verify the server with (a volume the
+    /// other services mount read-only).
+    #[arg(long, env = "SKIFF_NATS_CA_OUT")]
+    pub ca_out: Option<std::path::PathBuf>,
     /// More nats-server flags (after `--`).
     #[arg(last = true)]
     pub extra: Vec<String>,
@@ -443,11 +468,41 @@ pub struct RunArgs {
 /// and exits with nats-server's status.
 pub fn run_nats(args: RunArgs) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    if !args.config.exists() {
+    // TLS lives in `tls.conf` beside the config, which the config includes: nats-server
+    // cannot reload a config whose TLS came from flags, and the API server, which rewrites
+    // the config (node users), keeps the include (see `tls_include`).
+    if let Some(dir) = &args.tls_dir {
+        let pki = crate::apiserver::certs::Pki::ensure(dir, &args.tls_sans)
+            .with_context(|| format!("preparing NATS certificates in {}", dir.display()))?;
+        if let Some(out) = &args.ca_out {
+            if let Some(parent) = out.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(out, &pki.ca_cert)
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
+        let tls = args.config.with_file_name(TLS_INCLUDE);
+        write_atomically(
+            &tls,
+            &format!(
+                "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  timeout: 5\n}}\n",
+                pki.dir.join("server.crt").display().to_string(),
+                pki.dir.join("server.key").display().to_string()
+            ),
+        )
+        .with_context(|| format!("writing {}", tls.display()))?;
+    }
+    let current = std::fs::read_to_string(&args.config).unwrap_or_default();
+    if current.is_empty() || (args.tls_dir.is_some() && !current.contains(TLS_INCLUDE)) {
         if let Some(dir) = args.config.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        write_atomically(&args.config, &render(&[], false, true))
+        let text = if current.is_empty() {
+            render(&[], false, true)
+        } else {
+            current
+        };
+        write_atomically(&args.config, &(text + &tls_include(&args.config)))
             .with_context(|| format!("writing {}", args.config.display()))?;
     }
     let mut child = std::process::Command::new(&args.nats_server)
