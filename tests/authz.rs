@@ -341,3 +341,80 @@ async fn nodes_read_only_what_their_pods_use_and_keep_off_their_taints() {
         .await
         .unwrap();
 }
+
+/// A kubelet records Events only about itself: its own Node or a pod bound to it, on both
+/// Event APIs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_records_events_only_about_itself_and_its_pods() {
+    let cluster = Cluster::start();
+    let admin = cluster.client().await;
+    let n1 = client_for(&cluster.nats.url(), "system:node:n1", "node1-token").await;
+    let pods = admin.api("", "pods", Some("default"));
+    for (name, node) in [("mine", "n1"), ("theirs", "n2")] {
+        pods.create(
+            &json!({"metadata": {"name": name}, "spec": {"nodeName": node,
+            "containers": [{"name": "c", "image": "busybox"}]}}),
+        )
+        .await
+        .unwrap();
+    }
+    let event = |name: &str, kind: &str, about: &str| {
+        let mut involved = json!({"kind": kind, "name": about, "apiVersion": "v1"});
+        if kind == "Pod" {
+            involved["namespace"] = json!("default");
+        }
+        json!({"metadata": {"name": name}, "involvedObject": involved,
+            "reason": "Checked", "message": "m", "type": "Normal",
+            "source": {"component": "kubelet", "host": "n1"}})
+    };
+    let events = n1.api("", "events", Some("default"));
+    events
+        .create(&event("e1", "Node", "n1"))
+        .await
+        .expect("about its Node");
+    events
+        .create(&event("e2", "Pod", "mine"))
+        .await
+        .expect("about its pod");
+    for (name, kind, about) in [
+        ("e3", "Node", "n2"),
+        ("e4", "Pod", "theirs"),
+        ("e5", "Secret", "s"),
+    ] {
+        let e = events.create(&event(name, kind, about)).await.unwrap_err();
+        assert_eq!(e.code, 403, "{kind} {about}: {e}");
+        assert!(
+            e.message.contains("may only record events about itself"),
+            "{e}"
+        );
+    }
+    // The same through events.k8s.io (`regarding`).
+    let v1 = n1.api("events.k8s.io", "events", Some("default"));
+    let e = v1
+        .create(
+            &json!({"metadata": {"name": "e6"}, "regarding": {"kind": "Node", "name": "n2"},
+            "reason": "Checked", "note": "m", "type": "Normal", "action": "Check",
+            "reportingController": "kubelet", "reportingInstance": "n1",
+            "eventTime": "2026-12-07T00:00:00.000000Z"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, 403, "{e}");
+    assert!(e.message.contains("may only record events about itself"), "{e}");
+    // Nothing refused was stored.
+    let stored = admin
+        .api("", "events", Some("default"))
+        .list(&ListOptions::default())
+        .await
+        .unwrap();
+    let names: Vec<&str> = stored
+        .items
+        .iter()
+        .map(|e| e["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"e1") && names.contains(&"e2"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| ["e3", "e4", "e5", "e6"].contains(n)),
+        "{names:?}"
+    );
+}

@@ -267,6 +267,12 @@ impl Authorizer {
                 let node = node::node_of(&user)?.to_string();
                 Arc::new(move |_, new, old| node::admit_node_write(&node, new, old))
             }
+            ("" | "events.k8s.io", "events") => {
+                let node = node::node_of(&user)?.to_string();
+                Arc::new(move |_, new, _| {
+                    node::admit_node_event(&node, new, |ns, pod| me.registry.pod_node(ns, pod))
+                })
+            }
             _ => return None,
         };
         Some(WriteGuard(check))

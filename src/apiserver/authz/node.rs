@@ -125,6 +125,38 @@ pub fn references(pod: &Value, kind: &str, name: &str) -> bool {
         })
 }
 
+/// A kubelet's Event must be about itself: its own Node, or a pod bound to it (the core
+/// form's `involvedObject`; `events.k8s.io` Events are checked in the core form they are
+/// stored as). `pod_node` says which node a pod is bound to.
+pub fn admit_node_event(
+    node: &str,
+    event: &Value,
+    pod_node: impl Fn(&str, &str) -> Option<String>,
+) -> Result<(), Status> {
+    let about = &event["involvedObject"];
+    let (kind, name) = (
+        about["kind"].as_str().unwrap_or(""),
+        about["name"].as_str().unwrap_or(""),
+    );
+    let namespace = about["namespace"].as_str().unwrap_or("");
+    let own = match kind {
+        "Node" => name == node,
+        "Pod" => pod_node(namespace, name).is_some_and(|n| n == node),
+        _ => false,
+    };
+    if own {
+        return Ok(());
+    }
+    Err(Status::forbidden(format!(
+        "node \"{node}\" may only record events about itself and its pods, not {kind} {}{name}",
+        if namespace.is_empty() {
+            String::new()
+        } else {
+            format!("{namespace}/")
+        }
+    )))
+}
+
 /// Label keys a kubelet may set on its Node inside the `kubernetes.io` namespaces (kube's
 /// `IsKubeletLabel`).
 const KUBELET_LABELS: &[&str] = &[
