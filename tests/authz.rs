@@ -400,7 +400,10 @@ async fn a_node_records_events_only_about_itself_and_its_pods() {
         .await
         .unwrap_err();
     assert_eq!(e.code, 403, "{e}");
-    assert!(e.message.contains("may only record events about itself"), "{e}");
+    assert!(
+        e.message.contains("may only record events about itself"),
+        "{e}"
+    );
     // Nothing refused was stored.
     let stored = admin
         .api("", "events", Some("default"))
