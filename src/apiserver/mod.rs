@@ -235,11 +235,11 @@ impl Handler<Call> for ApiServer {
             call.request.subresource.clone(),
         );
         let audit = self.audit.as_ref().and_then(|a| a.begin(&call));
-        let refuse = |s: Status, who: Option<&UserInfo>| {
+        // Answers from here, not from the future below: audited, spanned and counted.
+        let answered = |answer: Result<Reply, Status>, who: Option<&UserInfo>| {
             if let Some(a) = &audit {
-                a.finish(who, s.code);
+                a.finish(who, answer_code(verb, &answer));
             }
-            let answer = Err(s);
             done(
                 &tracer,
                 &span,
@@ -250,6 +250,7 @@ impl Handler<Call> for ApiServer {
             );
             Response::reply(answer)
         };
+        let refuse = |s: Status, who: Option<&UserInfo>| answered(Err(s), who);
         let user = match authenticate(&self.auth, &self.issuer, &self.authz, &call.credentials) {
             Ok(u) => u,
             Err(s) => return refuse(s, None),
@@ -275,15 +276,7 @@ impl Handler<Call> for ApiServer {
                 self.registry.get(&call.request)
             }
             .map(Reply::Object);
-            done(
-                &tracer,
-                &span,
-                verb,
-                &resource,
-                subresource.as_deref(),
-                &answer,
-            );
-            return Response::reply(answer);
+            return answered(answer, Some(&user));
         }
         if call.verb == Verb::Create
             && call.request.group.is_empty()
@@ -295,18 +288,7 @@ impl Handler<Call> for ApiServer {
                     .map(|b| Reply::Object(b.into()))
                     .map_err(|e| Status::internal(e.to_string()))
             });
-            if let Some(a) = &audit {
-                a.finish(Some(&user), answer_code(verb, &answer));
-            }
-            done(
-                &tracer,
-                &span,
-                verb,
-                &resource,
-                subresource.as_deref(),
-                &answer,
-            );
-            return Response::reply(answer);
+            return answered(answer, Some(&user));
         }
         let warnings = match field_validation(&self.registry, &call.request, call.verb) {
             Ok(w) => w,

@@ -23,7 +23,7 @@ use crate::api::status::Status;
 use crate::api::wire::{GuardFn, Request, Verb, WriteGuard};
 use rbac::{PolicyRule, Rbac, RoleKey};
 
-/// The API group of RBAC's kinds.
+/// The API group of RBAC's kinds, and of User and Group subjects.
 pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
 /// What one request asks to do, as authorizers see it.

@@ -30,47 +30,35 @@ pub(super) fn who_am_i(user: &UserInfo) -> Value {
 /// Answers an `authorization.k8s.io/v1` SelfSubjectAccessReview: the review with its status,
 /// from the authorizer chain requests go through (any verb: `escalate`, `bind`, `*` too).
 pub(super) fn can_i(api: &ApiHandle, user: &UserInfo, body: Value) -> HttpResponse {
-    let spec = &body["spec"];
-    let text = |v: &Value, k: &str| v[k].as_str().unwrap_or("").to_string();
-    let (verb, path);
-    let attrs = &spec["resourceAttributes"];
-    let resource = if attrs.is_object() {
-        Some([
-            text(attrs, "group"),
-            text(attrs, "resource"),
-            text(attrs, "subresource"),
-            text(attrs, "namespace"),
-            text(attrs, "name"),
-        ])
-    } else if spec["nonResourceAttributes"].is_object() {
-        None
+    fn field<'a>(v: &'a Value, k: &str) -> &'a str {
+        v[k].as_str().unwrap_or("")
+    }
+    let (attrs, na) = (
+        &body["spec"]["resourceAttributes"],
+        &body["spec"]["nonResourceAttributes"],
+    );
+    let decision = if attrs.is_object() {
+        api.authorizer().check(
+            user,
+            &Attributes {
+                verb: field(attrs, "verb"),
+                group: field(attrs, "group"),
+                resource: field(attrs, "resource"),
+                subresource: field(attrs, "subresource"),
+                namespace: field(attrs, "namespace"),
+                name: field(attrs, "name"),
+                path: None,
+            },
+        )
+    } else if na.is_object() {
+        api.authorizer().check(
+            user,
+            &Attributes::non_resource(field(na, "verb"), field(na, "path")),
+        )
     } else {
         return status_response(&Status::bad_request(
             "spec.resourceAttributes or spec.nonResourceAttributes is required",
         ));
-    };
-    let decision = match &resource {
-        Some([group, resource, subresource, namespace, name]) => {
-            verb = text(attrs, "verb");
-            api.authorizer().check(
-                user,
-                &Attributes {
-                    verb: &verb,
-                    group,
-                    resource,
-                    subresource,
-                    namespace,
-                    name,
-                    path: None,
-                },
-            )
-        }
-        None => {
-            let na = &spec["nonResourceAttributes"];
-            (verb, path) = (text(na, "verb"), text(na, "path"));
-            api.authorizer()
-                .check(user, &Attributes::non_resource(&verb, &path))
-        }
     };
     answer(body, decision.map_err(|s| s.message))
 }

@@ -9,11 +9,9 @@ use serde_json::{json, Value};
 use super::Strategy;
 use crate::api::meta;
 use crate::api::resource::ResourceInfo;
+use crate::apiserver::authz::RBAC_GROUP;
 use crate::apiserver::http::table::{self, col, s};
 use crate::apiserver::validation::*;
-
-/// The API group of roles, and of User and Group subjects.
-pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
 /// The `rolebindings` strategy.
 pub struct RoleBinding;
