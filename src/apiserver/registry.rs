@@ -170,26 +170,6 @@ impl Registry {
         )
     }
 
-    /// Whether a pod of `namespace` bound to `node` satisfies `uses` (a reference to a
-    /// Secret or ConfigMap): the node authorizer's graph, read from the Store's view.
-    pub(super) fn pod_on_node_uses(
-        &self,
-        node: &str,
-        namespace: &str,
-        uses: impl Fn(&Value) -> bool,
-    ) -> bool {
-        let Some(info) = resource::lookup("", "pods") else {
-            return false;
-        };
-        self.reader
-            .values(&info.list_prefix(Some(namespace)))
-            .iter()
-            .filter_map(|kv| decode(&kv.value).ok())
-            .any(|pod| {
-                pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node) && uses(&pod)
-            })
-    }
-
     /// `pods/<name>/log`: asks the kubelet of the pod's node over NATS; 503 when none answers.
     pub async fn log(
         &self,

@@ -116,6 +116,8 @@ pub fn forbidden(user: &UserInfo, a: &Attributes) -> Status {
 pub struct Authorizer {
     rbac: Rbac,
     registry: Registry,
+    /// What each node's pods use, for the node authorizer.
+    graph: node::Graph,
 }
 
 impl Authorizer {
@@ -124,6 +126,7 @@ impl Authorizer {
         Authorizer {
             rbac: Rbac::new(registry.reader().clone()),
             registry,
+            graph: node::Graph::default(),
         }
     }
 
@@ -144,7 +147,7 @@ impl Authorizer {
             return true;
         }
         if let Some(node) = node::node_of(user) {
-            if node::allows(node, a, req, &self.registry) {
+            if node::allows(node, a, req, &self.registry, &self.graph) {
                 return true;
             }
         }

@@ -4,6 +4,9 @@
 //! (never its taints, nor labels in the `kubernetes.io` namespaces outside the kubelet's
 //! set), its own Lease, Events, and its pods' status.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::Attributes;
@@ -40,8 +43,88 @@ fn selected_name(req: &Request) -> Option<String> {
     name
 }
 
+/// Which Secrets and ConfigMaps the pods bound to each node use, per namespace, read from the
+/// Store's view: a namespace's part is built when a node first asks about it, and all of it
+/// is dropped when a pod changes (the Store's epoch of the pods prefix moves). Between pod
+/// changes a kubelet's reads cost a lookup, not a scan of the namespace's pods on the
+/// ApiServer's thread.
+#[derive(Default)]
+pub struct Graph {
+    /// The pods prefix's epoch, and each namespace's uses built at it.
+    current: std::sync::Mutex<(u64, HashMap<String, Uses>)>,
+}
+
+/// One namespace's uses.
+type Uses = Arc<HashSet<Use>>;
+
+/// (node, plural, name): a pod bound to `node` uses that Secret or ConfigMap.
+type Use = (String, &'static str, String);
+
+impl Graph {
+    /// Whether a pod of `namespace` bound to `node` uses the `kind` (plural) `name`.
+    pub fn uses(
+        &self,
+        registry: &Registry,
+        node: &str,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+    ) -> bool {
+        let Some(info) = crate::api::resource::lookup("", "pods") else {
+            return false;
+        };
+        let reader = registry.reader();
+        let epoch = reader.epoch(&info.prefix());
+        let cached = {
+            let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            if cur.0 != epoch {
+                *cur = (epoch, HashMap::new());
+            }
+            cur.1.get(namespace).cloned()
+        };
+        let set = match cached {
+            Some(set) => set,
+            None => {
+                // Read after the epoch: what is read is at least as new as the epoch says.
+                let mut set = HashSet::new();
+                for kv in reader.values(&info.list_prefix(Some(namespace))) {
+                    let Ok(pod) = crate::api::codec::msgpack_to_value(&kv.value) else {
+                        continue;
+                    };
+                    let Some(on) = pod.pointer("/spec/nodeName").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    for plural in ["secrets", "configmaps"] {
+                        for used in used_names(&pod, plural) {
+                            set.insert((on.to_string(), plural, used));
+                        }
+                    }
+                }
+                let set = Arc::new(set);
+                let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+                if cur.0 == epoch {
+                    cur.1.insert(namespace.to_string(), set.clone());
+                }
+                set
+            }
+        };
+        let plural = if kind == "secrets" {
+            "secrets"
+        } else {
+            "configmaps"
+        };
+        set.contains(&(node.to_string(), plural, name.to_string()))
+    }
+}
+
 /// Whether the node authorizer allows `a` to `node`.
-pub fn allows(node: &str, a: &Attributes, req: Option<&Request>, registry: &Registry) -> bool {
+pub fn allows(
+    node: &str,
+    a: &Attributes,
+    req: Option<&Request>,
+    registry: &Registry,
+    graph: &Graph,
+) -> bool {
     if a.path.is_some() {
         return false;
     }
@@ -70,59 +153,54 @@ pub fn allows(node: &str, a: &Attributes, req: Option<&Request>, registry: &Regi
                 (_, Some(req)) => selected_name(req),
                 _ => None,
             };
-            name.filter(|n| !n.is_empty()).is_some_and(|name| {
-                registry.pod_on_node_uses(node, a.namespace, |pod| references(pod, kind, &name))
-            })
+            name.filter(|n| !n.is_empty())
+                .is_some_and(|name| graph.uses(registry, node, a.namespace, kind, &name))
         }
         _ => false,
     }
 }
 
-/// Whether `pod` names the Secret or ConfigMap (`kind` is the plural) `name`: in a volume,
-/// a projected source, an `env` or `envFrom` of any container, or (Secrets) an image pull
-/// secret.
-pub fn references(pod: &Value, kind: &str, name: &str) -> bool {
+/// The Secrets or ConfigMaps (`kind` is the plural) `pod` names: in a volume, a projected
+/// source, an `env` or `envFrom` of any container, or (Secrets) an image pull secret.
+pub fn used_names(pod: &Value, kind: &str) -> Vec<String> {
+    fn items(v: &Value) -> &[Value] {
+        v.as_array().map(Vec::as_slice).unwrap_or_default()
+    }
     let spec = &pod["spec"];
-    let is = |v: &Value| v.as_str() == Some(name);
     let (volume_key, volume_name, env_key, env_from_key) = match kind {
         "secrets" => ("secret", "secretName", "secretKeyRef", "secretRef"),
         _ => ("configMap", "name", "configMapKeyRef", "configMapRef"),
     };
-    let projected_key = if kind == "secrets" {
-        "secret"
-    } else {
-        "configMap"
-    };
-    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
-    for volume in list(&spec["volumes"]) {
-        if is(&volume[volume_key][volume_name]) {
-            return true;
-        }
-        if list(&volume["projected"]["sources"])
-            .iter()
-            .any(|s| is(&s[projected_key]["name"]))
-        {
-            return true;
+    let mut names: Vec<&Value> = Vec::new();
+    for volume in items(&spec["volumes"]) {
+        names.push(&volume[volume_key][volume_name]);
+        for source in items(&volume["projected"]["sources"]) {
+            names.push(&source[volume_key]["name"]);
         }
     }
-    if kind == "secrets"
-        && list(&spec["imagePullSecrets"])
-            .iter()
-            .any(|s| is(&s["name"]))
-    {
-        return true;
+    if kind == "secrets" {
+        names.extend(items(&spec["imagePullSecrets"]).iter().map(|s| &s["name"]));
     }
-    ["containers", "initContainers", "ephemeralContainers"]
-        .iter()
-        .flat_map(|k| list(&spec[*k]))
-        .any(|c| {
-            list(&c["env"])
-                .iter()
-                .any(|e| is(&e["valueFrom"][env_key]["name"]))
-                || list(&c["envFrom"])
+    for key in ["containers", "initContainers", "ephemeralContainers"] {
+        for c in items(&spec[key]) {
+            names.extend(
+                items(&c["env"])
                     .iter()
-                    .any(|e| is(&e[env_from_key]["name"]))
-        })
+                    .map(|e| &e["valueFrom"][env_key]["name"]),
+            );
+            names.extend(
+                items(&c["envFrom"])
+                    .iter()
+                    .map(|e| &e[env_from_key]["name"]),
+            );
+        }
+    }
+    names
+        .into_iter()
+        .filter_map(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// A kubelet's Event must be about itself: its own Node, or a pod bound to it (the core
@@ -257,10 +335,13 @@ mod tests {
             ("configmaps", "c1"),
             ("configmaps", "c2"),
         ] {
-            assert!(references(&pod, kind, name), "{kind}/{name}");
+            assert!(
+                used_names(&pod, kind).contains(&name.to_string()),
+                "{kind}/{name}"
+            );
         }
-        assert!(!references(&pod, "secrets", "c1"));
-        assert!(!references(&pod, "configmaps", "s1"));
+        assert!(!used_names(&pod, "secrets").contains(&"c1".to_string()));
+        assert!(!used_names(&pod, "configmaps").contains(&"s1".to_string()));
     }
 
     #[test]
