@@ -629,6 +629,7 @@ async fn scale(nodes: usize, fill: usize) {
             "bench",
             Default::default(),
             Default::default(),
+            None,
         );
         (hollow, scheduler, controllers)
     });

@@ -94,6 +94,9 @@ pub struct ApiServerConfig {
     /// The nats-server config this API server maintains (`skiff nats-run` reloads it): when
     /// set, kubelets holding a node-bootstrap token get a NATS user of their own here.
     pub nats_config: Option<PathBuf>,
+    /// Admission plugins turned off (kube-apiserver's `--disable-admission-plugins`): only
+    /// `ServiceAccount` may be, for an API server without a controller-manager.
+    pub disable_admission_plugins: Vec<String>,
 }
 
 impl Default for ApiServerConfig {
@@ -122,6 +125,7 @@ impl Default for ApiServerConfig {
             credentials_dir: None,
             otlp_endpoint: None,
             nats_config: None,
+            disable_admission_plugins: Vec::new(),
         }
     }
 }

@@ -17,6 +17,9 @@ use skiff::kubelet::{Kubelet, KubeletOptions};
 
 use common::*;
 
+/// The CA the controllers publish as `kube-root-ca.crt` here.
+const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB (test)\n-----END CERTIFICATE-----\n";
+
 fn fast() -> ElectionTimings {
     ElectionTimings {
         lease_duration: Duration::from_secs(2),
@@ -70,6 +73,7 @@ fn control_plane_with(
             "cm",
             fast(),
             lifecycle,
+            Some(TEST_CA.to_string()),
         )));
         keep
     })
@@ -365,6 +369,7 @@ async fn a_silent_node_goes_not_ready_and_its_pods_move() {
     let cluster = Cluster::with(skiff::apiserver::ApiServerOptions {
         admission: skiff::apiserver::kinds::Admission {
             toleration_seconds: 2,
+            ..Default::default()
         },
         ..Default::default()
     });
@@ -432,6 +437,63 @@ async fn a_silent_node_goes_not_ready_and_its_pods_move() {
                     .all(|p| p["status"]["phase"] == "Running" && p["spec"]["nodeName"] != "n3");
             ok.then_some(())
         }
+    })
+    .await;
+}
+
+/// Every namespace has the ServiceAccount `default` and the ConfigMap `kube-root-ca.crt`
+/// with the cluster CA: made when the namespace is, made again when deleted, and the CA put
+/// back when someone edits it (kube's service account and root CA publisher controllers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_namespace_keeps_its_default_account_and_the_root_ca() {
+    let cluster = Cluster::start();
+    let admin = cluster.client().await;
+    let _cp = control_plane(&cluster.nats.url());
+    admin
+        .api("", "namespaces", None)
+        .create(&json!({"metadata": {"name": "fresh"}}))
+        .await
+        .unwrap();
+    let cms = admin.api("", "configmaps", Some("fresh"));
+    let accounts = admin.api("", "serviceaccounts", Some("fresh"));
+    let ca = wait_for(
+        Duration::from_secs(20),
+        "kube-root-ca.crt in fresh",
+        || async { cms.get("kube-root-ca.crt").await.ok() },
+    )
+    .await;
+    assert_eq!(ca["data"]["ca.crt"], TEST_CA);
+    assert!(ca["metadata"]["annotations"]["kubernetes.io/description"]
+        .as_str()
+        .unwrap()
+        .contains("kube-apiserver"));
+    wait_for(
+        Duration::from_secs(20),
+        "default ServiceAccount",
+        || async { accounts.get("default").await.ok() },
+    )
+    .await;
+    // Edited: put back. Deleted: made again (both kinds).
+    let mut edited = ca.clone();
+    edited["data"]["ca.crt"] = json!("not the CA");
+    cms.update(&edited).await.unwrap();
+    wait_for(Duration::from_secs(20), "the CA restored", || async {
+        let now = cms.get("kube-root-ca.crt").await.ok()?;
+        (now["data"]["ca.crt"] == TEST_CA).then_some(())
+    })
+    .await;
+    let uid = ca["metadata"]["uid"].clone();
+    cms.delete("kube-root-ca.crt", &DeleteOptions::default())
+        .await
+        .unwrap();
+    accounts
+        .delete("default", &DeleteOptions::default())
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(20), "both made again", || async {
+        let cm = cms.get("kube-root-ca.crt").await.ok()?;
+        accounts.get("default").await.ok()?;
+        (cm["metadata"]["uid"] != uid && cm["data"]["ca.crt"] == TEST_CA).then_some(())
     })
     .await;
 }
@@ -588,6 +650,7 @@ async fn two_controller_managers_one_acts_and_the_standby_takes_over() {
                 identity,
                 fast(),
                 Default::default(),
+                None,
             )
         })
     };

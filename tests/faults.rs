@@ -106,6 +106,7 @@ fn start_components(url: &str) -> ActixThread {
             "fault",
             Default::default(),
             Default::default(),
+            None,
         )));
         keep
     })

@@ -25,14 +25,7 @@ fn python_kubernetes_client_round_trip() {
         assert!(Instant::now() < deadline, "no kubeconfig written");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let python = std::env::var("SKIFF_PYTHON").unwrap_or_else(|_| {
-        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python3");
-        if std::path::Path::new(venv).exists() {
-            venv.into()
-        } else {
-            "python3".into()
-        }
-    });
+    let python = python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/client_check.py");
     let out = Command::new(&python)
         .arg(script)

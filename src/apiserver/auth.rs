@@ -120,7 +120,7 @@ impl Authenticator {
 
     /// Who holds this token: 401 for no token or an unknown one.
     pub fn authenticate(&self, token: Option<&str>) -> Result<&UserInfo, Status> {
-        let token = token.map(|t| t.strip_prefix("Bearer ").unwrap_or(t).trim());
+        let token = token.map(bearer_token);
         match token {
             Some(t) if !t.is_empty() => self.tokens.get(t).ok_or_else(Status::unauthorized),
             _ => Err(Status::unauthorized()),
@@ -151,6 +151,16 @@ impl Authenticator {
     }
 }
 
+/// The token of a credential: an `Authorization` value `Bearer <token>` (the scheme in any
+/// case, as kube-apiserver reads it: the Python client sends `bearer`), or a bare token.
+pub fn bearer_token(credential: &str) -> &str {
+    let c = credential.trim();
+    match c.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => c[7..].trim(),
+        _ => c,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +172,9 @@ mod tests {
         )
         .unwrap();
         let u = a.authenticate(Some("Bearer t1")).unwrap();
+        // The scheme in any case (the Python client writes `bearer`).
+        assert_eq!(a.authenticate(Some("bearer t1")).unwrap().name, u.name);
+        assert_eq!(bearer_token("BEARER  t1 "), "t1");
         assert_eq!(u.name, "admin");
         assert_eq!(u.groups, vec!["system:masters", "ops"]);
         assert_eq!(a.authenticate(Some("t2")).unwrap().groups.len(), 0);

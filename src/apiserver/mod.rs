@@ -22,6 +22,7 @@ pub mod managed;
 pub mod openapi;
 pub mod patch;
 pub(crate) mod registry;
+pub mod sa_admission;
 pub mod serviceaccount;
 pub(crate) mod store;
 pub mod validation;
@@ -524,7 +525,7 @@ fn authenticate(
     let bearer = c
         .token
         .as_deref()
-        .map(|t| t.strip_prefix("Bearer ").unwrap_or(t).trim())
+        .map(auth::bearer_token)
         .filter(|t| !t.is_empty());
     let mut user = match (&c.certificate, bearer) {
         (Some(cert), None) => cert.clone(),

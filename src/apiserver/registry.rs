@@ -531,6 +531,15 @@ impl Registry {
         strategy.normalise(&mut obj)?;
         strategy.defaults(&mut obj);
         strategy.admit_create(&mut obj, &self.admission)?;
+        if self.admission.service_account && t.info.group.is_empty() && t.info.plural == "pods" {
+            let accounts = resource::lookup("", "serviceaccounts").expect("served");
+            let ns = ns.clone().unwrap_or_default();
+            let lookup = |name: &str| {
+                self.read(&accounts.key(Some(&ns), name))
+                    .and_then(|kv| decode(&kv.value).ok())
+            };
+            super::sa_admission::admit(&mut obj, lookup, random_suffix).await?;
+        }
         strategy.initial_status(&mut obj);
         dedup_owner_references(&mut obj);
         let name = meta::name(&obj).to_string();

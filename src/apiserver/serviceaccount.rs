@@ -142,6 +142,15 @@ impl Issuer {
             .object("serviceaccounts", namespace, name)
             .ok_or_else(|| Status::not_found("", "serviceaccounts", name))?;
         let body = req.body.clone().unwrap_or_else(|| json!({}));
+        // What the caller's guard checks (NodeRestriction: a kubelet's token is bound to a
+        // pod on its node), with the names the URL gives.
+        if let (Some(guard), Some(info)) = (&req.guard, resource::lookup("", "serviceaccounts")) {
+            let mut named = body.clone();
+            if named.is_object() {
+                named["metadata"] = json!({"name": name, "namespace": namespace});
+            }
+            guard.check(info, &named, None)?;
+        }
         let spec = &body["spec"];
         let seconds = spec["expirationSeconds"]
             .as_i64()

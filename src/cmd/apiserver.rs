@@ -86,6 +86,10 @@ pub struct Args {
     /// The nats-server config to add bootstrapped kubelets' users to (see `skiff nats-run`).
     #[arg(long, env = env::NATS_CONFIG)]
     pub nats_config: Option<PathBuf>,
+    /// Admission plugins to turn off (comma-separated; only `ServiceAccount` may be: for an
+    /// API server with no controller-manager making `default` ServiceAccounts).
+    #[arg(long, env = "SKIFF_DISABLE_ADMISSION_PLUGINS", value_delimiter = ',')]
+    pub disable_admission_plugins: Option<Vec<String>>,
     /// Write component tokens (scheduler, controller-manager, kubelet) into this directory.
     #[arg(long, env = env::CREDENTIALS_DIR)]
     pub credentials_dir: Option<PathBuf>,
@@ -160,6 +164,9 @@ impl Args {
         }
         if let Some(v) = &self.credentials_dir {
             c.credentials_dir = Some(v.clone());
+        }
+        if let Some(v) = &self.disable_admission_plugins {
+            c.disable_admission_plugins = v.clone();
         }
         if let Some(v) = &self.nats_config {
             c.nats_config = Some(v.clone());
@@ -321,6 +328,7 @@ where
         admission: apiserver::kinds::Admission {
             toleration_seconds: i64::try_from(config.default_toleration_seconds)
                 .unwrap_or(i64::MAX),
+            service_account: !disabled_plugins(&config.disable_admission_plugins)?,
         },
         ..Default::default()
     };
@@ -441,4 +449,19 @@ pub async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Whether `--disable-admission-plugins` turns the ServiceAccount plugin off; any other
+/// name is refused (the rest of Skiff's admission is not optional).
+fn disabled_plugins(names: &[String]) -> anyhow::Result<bool> {
+    let mut service_account = false;
+    for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        match name {
+            "ServiceAccount" => service_account = true,
+            other => anyhow::bail!(
+                "--disable-admission-plugins: {other:?} cannot be disabled (only \"ServiceAccount\" can)"
+            ),
+        }
+    }
+    Ok(service_account)
 }

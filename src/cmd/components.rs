@@ -129,6 +129,10 @@ pub struct ControllerManagerArgs {
     /// Seconds pods on an unreachable node are tolerated before eviction.
     #[arg(long, env = "SKIFF_POD_EVICTION_TIMEOUT", default_value_t = 300)]
     pub pod_eviction_timeout: u64,
+    /// The cluster CA (PEM) published in every namespace as ConfigMap `kube-root-ca.crt`,
+    /// for pods to verify the API server with (kube's `--root-ca-file`); none: not published.
+    #[arg(long, env = "SKIFF_ROOT_CA_FILE")]
+    pub root_ca_file: Option<PathBuf>,
 }
 
 impl ControllerManagerArgs {
@@ -177,6 +181,27 @@ pub struct KubeletArgs {
     /// container: the container's own address).
     #[arg(long, env = "SKIFF_NODE_IP", default_value = "127.0.0.1")]
     pub node_ip: String,
+    /// The API server's HTTPS `host:port` as pods reach it: their `KUBERNETES_SERVICE_HOST`
+    /// and `_PORT` (what in-cluster clients connect to); none: pods are not told.
+    #[arg(long, env = "SKIFF_APISERVER_ENDPOINT")]
+    pub apiserver_endpoint: Option<String>,
+}
+
+/// `host:port` → (host, port); a wildcard host (`0.0.0.0`, `[::]`) becomes loopback, where
+/// pods on the same machine reach a server listening on every address.
+pub fn endpoint(text: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .with_context(|| format!("{text:?} is not host:port"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("{text:?}: the port is not a number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = match host {
+        "" | "0.0.0.0" | "::" => "127.0.0.1",
+        h => h,
+    };
+    Ok((host.to_string(), port))
 }
 
 /// The local address the route to `nats_url` leaves from (no packet is sent: a UDP
@@ -348,15 +373,18 @@ pub struct ControllerSet {
     _gc: actix::Addr<controllers::gc::GarbageCollector>,
     _nodes: actix::Addr<controllers::nodelifecycle::NodeLifecycleController>,
     _namespaces: actix::Addr<controllers::namespace::NamespaceController>,
-    _service_accounts: actix::Addr<controllers::serviceaccount::ServiceAccountController>,
+    _service_accounts: actix::Addr<controllers::per_namespace::PerNamespaceController>,
+    _root_ca: Option<actix::Addr<controllers::per_namespace::PerNamespaceController>>,
 }
 
-/// Starts the controller-manager's actors (inside an actix System).
+/// Starts the controller-manager's actors (inside an actix System); `root_ca` (PEM) is
+/// published in every namespace when given.
 pub fn start_controllers(
     client: ApiClient,
     identity: &str,
     timings: ElectionTimings,
     nodes: controllers::nodelifecycle::NodeLifecycleOptions,
+    root_ca: Option<String>,
 ) -> ControllerSet {
     let (election, leading) = controllers::leader(&client, identity, timings);
     ControllerSet {
@@ -378,12 +406,17 @@ pub fn start_controllers(
             leading.clone(),
             nodes,
         )),
-        _service_accounts: actix::Actor::start(
-            controllers::serviceaccount::ServiceAccountController::new(
+        _service_accounts: actix::Actor::start(controllers::serviceaccount::controller(
+            client.clone(),
+            leading.clone(),
+        )),
+        _root_ca: root_ca.map(|pem| {
+            actix::Actor::start(controllers::rootca::controller(
                 client.clone(),
                 leading.clone(),
-            ),
-        ),
+                pem,
+            ))
+        }),
         _namespaces: actix::Actor::start(controllers::namespace::NamespaceController::new(
             client, leading,
         )),
@@ -503,12 +536,20 @@ pub fn run_controller_manager(args: ControllerManagerArgs) -> anyhow::Result<()>
         .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
     actix::System::new().block_on(async move {
         serve_metrics(&args.metrics_bind, "controller-manager");
+        let root_ca = match &args.root_ca_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --root-ca-file {}", path.display()))?,
+            ),
+            None => None,
+        };
         let client = connect(&args.connection, &args.user).await?;
         let _controllers = start_controllers(
             client,
             &identity,
             ElectionTimings::default(),
             args.lifecycle(),
+            root_ca,
         );
         tracing::info!(%identity, "skiff controller-manager ready");
         super::apiserver::wait_for_signal().await;
@@ -553,6 +594,14 @@ pub fn run_kubelet(mut args: KubeletArgs) -> anyhow::Result<()> {
         };
         let mut options = KubeletOptions::new(&node);
         options.node_ip = args.node_ip.clone();
+        options.api_endpoint = args
+            .apiserver_endpoint
+            .as_deref()
+            .map(endpoint)
+            .transpose()?;
+        if rt.name != "fake" {
+            options.volume_root = Some(args.root.join(&node).join("volumes"));
+        }
         let lease = args.node_lease_duration_seconds.max(1);
         options.lease_duration = Duration::from_secs(lease);
         options.lease_renew = Duration::from_millis(lease * 250);

@@ -366,7 +366,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let tokens = ensure_tokens(&config.token_file(), &users)?;
     let kubeconfig = data_dir.join("kubeconfig");
+    // The CA pods verify the API server with (ConfigMap `kube-root-ca.crt`).
+    let pki = crate::apiserver::certs::Pki::ensure(&data_dir, &config.tls_sans)
+        .context("preparing certificates")?;
+    let root_ca =
+        Some(std::fs::read_to_string(pki.dir.join("ca.crt")).context("reading the cluster CA")?);
     let runtime = args.runtime.clone();
+    let https_bind = args.https_bind.clone();
     let lifecycle = crate::controllers::nodelifecycle::NodeLifecycleOptions {
         grace: Duration::from_secs(args.node_monitor_grace_period),
         eviction_timeout: Duration::from_secs(args.pod_eviction_timeout),
@@ -393,6 +399,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "skiff-up",
             ElectionTimings::default(),
             lifecycle,
+            root_ca.clone(),
         );
         extras.keep.push(Box::new(controllers));
         for (i, node) in nodes.iter().enumerate() {
@@ -400,6 +407,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .await?;
             let client = connect(&format!("system:node:{node}")).await?;
             let mut options = KubeletOptions::new(node);
+            options.api_endpoint = Some(components::endpoint(&https_bind)?);
+            if rt.name != "fake" {
+                options.volume_root = Some(data_dir.join("pods").join(node).join("volumes"));
+            }
             // Each node's processes get their own loopback addresses: 127.<10+i>.x.y (docker
             // pods share the host's network: their address is the node's).
             if rt.name != "docker" {

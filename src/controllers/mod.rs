@@ -7,7 +7,9 @@ pub mod deployment_plan;
 pub mod gc;
 pub mod namespace;
 pub mod nodelifecycle;
+pub mod per_namespace;
 pub mod replicaset;
+pub mod rootca;
 pub mod serviceaccount;
 
 use std::collections::BTreeSet;

@@ -5,8 +5,9 @@
 pub mod hollow;
 pub mod pod;
 pub mod runtime;
+pub mod volumes;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,13 @@ pub struct KubeletOptions {
     /// Give each pod its own loopback address `127.<n>.x.y` (pods of one machine then do
     /// not collide on ports); None: pods use the node's address.
     pub pod_subnet: Option<u8>,
+    /// Where pods' volumes are written (kube's `<root-dir>/pods/<uid>/volumes`); None: pods
+    /// get no volumes (hollow nodes, which make thousands of pods and no files).
+    pub volume_root: Option<std::path::PathBuf>,
+    /// The API server's HTTPS address as pods reach it (`host`, `port`): their
+    /// `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT`, as the `kubernetes` Service
+    /// gives them in a cluster.
+    pub api_endpoint: Option<(String, u16)>,
 }
 
 impl KubeletOptions {
@@ -62,7 +70,34 @@ impl KubeletOptions {
                 110,
             ),
             pod_subnet: None,
+            volume_root: None,
+            api_endpoint: None,
         }
+    }
+
+    /// The variables of the `kubernetes` Service every container gets, pointing at the API
+    /// server (the docker-links style ones included, as the kubelet writes them).
+    pub fn service_env(&self) -> BTreeMap<String, String> {
+        let Some((host, port)) = &self.api_endpoint else {
+            return BTreeMap::new();
+        };
+        let url = format!("tcp://{host}:{port}");
+        [
+            ("KUBERNETES_SERVICE_HOST", host.clone()),
+            ("KUBERNETES_SERVICE_PORT", port.to_string()),
+            ("KUBERNETES_SERVICE_PORT_HTTPS", port.to_string()),
+            ("KUBERNETES_PORT", url.clone()),
+            (&*format!("KUBERNETES_PORT_{port}_TCP"), url),
+            (&*format!("KUBERNETES_PORT_{port}_TCP_PROTO"), "tcp".into()),
+            (
+                &*format!("KUBERNETES_PORT_{port}_TCP_PORT"),
+                port.to_string(),
+            ),
+            (&*format!("KUBERNETES_PORT_{port}_TCP_ADDR"), host.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 }
 
@@ -231,14 +266,14 @@ impl StreamHandler<Notification> for Kubelet {
             }
             None => self.options.node_ip.clone(),
         };
-        actix::spawn(pod::run(
-            api,
-            self.runtime.clone(),
-            rx,
-            self.options.node_ip.clone(),
+        let placement = pod::Placement {
+            host_ip: self.options.node_ip.clone(),
             pod_ip,
-            self.options.backoff,
-        ));
+            backoff: self.options.backoff,
+            volume_root: self.options.volume_root.clone(),
+            service_env: self.options.service_env(),
+        };
+        actix::spawn(pod::run(api, self.runtime.clone(), rx, placement));
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {}

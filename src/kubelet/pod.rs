@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::runtime::{ContainerId, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError};
+use super::volumes::PodVolumes;
 use crate::api::wire::{DeleteOptions, PatchType, Preconditions};
 use crate::client::Api;
 use crate::trace::{self, ObjectRef, Span};
@@ -237,8 +238,10 @@ fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
-/// The value of a downward-API field (`valueFrom.fieldRef.fieldPath`).
-fn field_ref(pod: &Value, path: &str, pod_ip: &str, host_ip: &str) -> String {
+/// The value of a downward-API field (`valueFrom.fieldRef.fieldPath`, or a `downwardAPI`
+/// volume item's): a whole `metadata.labels` or `metadata.annotations` is one `key="value"`
+/// line per entry, sorted, as the kubelet writes them.
+pub(crate) fn field_ref(pod: &Value, path: &str, pod_ip: &str, host_ip: &str) -> String {
     let s = |p: &str| {
         pod.pointer(p)
             .and_then(Value::as_str)
@@ -253,18 +256,35 @@ fn field_ref(pod: &Value, path: &str, pod_ip: &str, host_ip: &str) -> String {
         "spec.serviceAccountName" => s("/spec/serviceAccountName"),
         "status.podIP" => pod_ip.to_string(),
         "status.hostIP" => host_ip.to_string(),
-        p => match p
-            .strip_prefix("metadata.labels['")
-            .and_then(|r| r.strip_suffix("']"))
-        {
-            Some(k) => pod
-                .pointer("/metadata/labels")
-                .and_then(|l| l.get(k))
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            None => String::new(),
-        },
+        whole @ ("metadata.labels" | "metadata.annotations") => {
+            let map = pod.pointer(&format!("/{}", whole.replace('.', "/")));
+            let mut lines: Vec<String> = map
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={:?}", v.as_str().unwrap_or("")))
+                        .collect()
+                })
+                .unwrap_or_default();
+            lines.sort();
+            lines.join("\n")
+        }
+        p => {
+            let one = |map: &str| {
+                p.strip_prefix(&format!("metadata.{map}['"))
+                    .and_then(|r| r.strip_suffix("']"))
+                    .map(|k| {
+                        pod.pointer(&format!("/metadata/{map}"))
+                            .and_then(|l| l.get(k))
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string()
+                    })
+            };
+            one("labels")
+                .or_else(|| one("annotations"))
+                .unwrap_or_default()
+        }
     }
 }
 
@@ -305,7 +325,12 @@ pub fn expand(text: &str, env: &BTreeMap<String, String>) -> String {
 
 /// The containers of a pod spec, as (name, image, runtime spec), with env values resolved
 /// (literal values, downward-API field refs) and `$(VAR)` expanded in command and args.
-fn containers(pod: &Value, pod_ip: &str, host_ip: &str) -> Vec<(String, String, ContainerSpec)> {
+fn containers(
+    pod: &Value,
+    pod_ip: &str,
+    host_ip: &str,
+    service_env: &BTreeMap<String, String>,
+) -> Vec<(String, String, ContainerSpec)> {
     pod.pointer("/spec/containers")
         .and_then(Value::as_array)
         .map(|cs| {
@@ -321,7 +346,8 @@ fn containers(pod: &Value, pod_ip: &str, host_ip: &str) -> Vec<(String, String, 
                             })
                             .unwrap_or_default()
                     };
-                    let env: BTreeMap<String, String> = c
+                    let mut env = service_env.clone();
+                    let own: BTreeMap<String, String> = c
                         .get("env")
                         .and_then(Value::as_array)
                         .map(|e| {
@@ -343,6 +369,7 @@ fn containers(pod: &Value, pod_ip: &str, host_ip: &str) -> Vec<(String, String, 
                                 .collect()
                         })
                         .unwrap_or_default();
+                    env.extend(own);
                     let name = c
                         .get("name")
                         .and_then(Value::as_str)
@@ -362,6 +389,7 @@ fn containers(pod: &Value, pod_ip: &str, host_ip: &str) -> Vec<(String, String, 
                             .get("workingDir")
                             .and_then(Value::as_str)
                             .map(String::from),
+                        mounts: Vec::new(),
                     };
                     (name, image, spec)
                 })
@@ -387,15 +415,50 @@ fn runtime_operation(e: &RuntimeError) -> &'static str {
     }
 }
 
+/// Where and how one pod runs on this node.
+pub struct Placement {
+    /// The node's address.
+    pub host_ip: String,
+    /// The pod's address.
+    pub pod_ip: String,
+    /// Back-off of crashing containers.
+    pub backoff: Backoff,
+    /// Where the pod's volumes are written (`<dir>/<uid>/<volume>`); None: volumes are not
+    /// made (hollow nodes) and containers start without them.
+    pub volume_root: Option<std::path::PathBuf>,
+    /// Variables every container gets before its own `env` (`KUBERNETES_SERVICE_HOST`…).
+    pub service_env: BTreeMap<String, String>,
+}
+
 /// Runs one pod until it is deleted (or its worker is dropped).
 pub async fn run(
     pods: Api,
     runtime: Arc<dyn ContainerRuntime>,
     mut spec: watch::Receiver<Value>,
-    host_ip: String,
-    pod_ip: String,
-    backoff: Backoff,
+    placement: Placement,
 ) {
+    let Placement {
+        host_ip,
+        pod_ip,
+        backoff,
+        volume_root,
+        service_env,
+    } = placement;
+    let mut volumes = {
+        let pod = spec.borrow();
+        volume_root.as_deref().map(|root| {
+            PodVolumes::new(
+                root,
+                crate::api::meta::uid(&pod),
+                pods.client().clone(),
+                &pod_ip,
+                &host_ip,
+            )
+        })
+    };
+    // Containers start once every volume has been filled; the last failure, logged once.
+    let mut volumes_ready = volumes.is_none();
+    let mut mount_failure = String::new();
     let mut tracked: BTreeMap<String, Tracked> = BTreeMap::new();
     let mut last_status = Value::Null;
     let start_time = jiff::Timestamp::now()
@@ -424,7 +487,26 @@ pub async fn run(
             uid: uid.clone(),
             container: c.to_string(),
         };
-        let list = containers(&pod, &pod_ip, &host_ip);
+        let mut list = containers(&pod, &pod_ip, &host_ip, &service_env);
+        if let Some(v) = volumes.as_mut() {
+            if pod.pointer("/metadata/deletionTimestamp").is_none() {
+                match v.fill(&pod).await {
+                    Ok(()) => volumes_ready = true,
+                    Err(e) => {
+                        if e.to_string() != mount_failure {
+                            mount_failure = e.to_string();
+                            tracing::warn!(pod = %name, namespace = %ns, "FailedMount: {e}");
+                        }
+                    }
+                }
+            }
+            let raw = pod.pointer("/spec/containers").and_then(Value::as_array);
+            for (c, _, cspec) in list.iter_mut() {
+                if let Some(raw) = raw.and_then(|cs| cs.iter().find(|x| x["name"] == c.as_str())) {
+                    cspec.mounts = v.mounts(&pod, raw);
+                }
+            }
+        }
         // This version of the pod came from some write: the work it causes continues that
         // write's trace, and the status update that follows continues this work.
         let mut parent = trace::of(&pod);
@@ -479,7 +561,8 @@ pub async fn run(
             };
             let now = tokio::time::Instant::now();
             let mut waiting_reason: Option<(String, String)> = None;
-            let mut start = matches!(state, ContainerState::Unknown) && !t.started;
+            // Never started while its volumes are not there: ContainerCreating.
+            let mut start = matches!(state, ContainerState::Unknown) && !t.started && volumes_ready;
             if start && t.next_start.is_some_and(|at| now < at) {
                 // A failed start is backing off: ErrImagePull becomes ImagePullBackOff.
                 start = false;

@@ -192,6 +192,10 @@ impl InProcess {
         tokens: &str,
     ) -> InProcess {
         options.authenticator = Authenticator::parse(tokens).unwrap();
+        // No controller-manager makes `default` ServiceAccounts here: the API server runs
+        // without the ServiceAccount admission plugin, as kube-apiserver with
+        // `--disable-admission-plugins=ServiceAccount` (`skiff up` tests keep it on).
+        options.admission.service_account = false;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let url = nats_url.to_string();
@@ -350,6 +354,8 @@ impl ApiProcess {
             .arg(data_dir)
             .arg("--token-file")
             .arg(&tokens)
+            // No `default` ServiceAccounts unless a controller-manager runs (see InProcess).
+            .arg("--disable-admission-plugins=ServiceAccount")
             .args(extra)
             .env("SKIFF_LOG", "warn")
             .stdout(Stdio::null())
@@ -498,10 +504,16 @@ pub struct SkiffUp {
 impl SkiffUp {
     /// Starts it and waits until `nodes` nodes are Ready.
     pub fn start(nodes: usize) -> SkiffUp {
+        Self::start_with(nodes, &[])
+    }
+
+    /// The same with more flags (`--runtime docker`).
+    pub fn start_with(nodes: usize, extra: &[&str]) -> SkiffUp {
         let dir = tempfile::tempdir().unwrap();
         let (nats_port, https_port) = (free_port(), free_port());
         let child = Command::new(skiff_bin())
             .args(["up", "--nodes", &nodes.to_string()])
+            .args(extra)
             .args(["--nats-port", &nats_port.to_string()])
             .args([
                 "--https-bind",
@@ -738,4 +750,17 @@ pub fn monitoring_at(port: u16, path: &str) -> serde_json::Value {
     s.read_to_string(&mut answer).expect("monitoring answer");
     let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     serde_json::from_str(body).unwrap_or_else(|e| panic!("monitoring {path}: {e}: {answer}"))
+}
+
+/// The Python with the `kubernetes` client: `SKIFF_PYTHON`, else the test command's venv
+/// (`target/pyenv`), else `python3`.
+pub fn python() -> String {
+    std::env::var("SKIFF_PYTHON").unwrap_or_else(|_| {
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python3");
+        if std::path::Path::new(venv).exists() {
+            venv.into()
+        } else {
+            "python3".into()
+        }
+    })
 }

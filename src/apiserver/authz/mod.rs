@@ -270,6 +270,12 @@ impl Authorizer {
                 let node = node::node_of(&user)?.to_string();
                 Arc::new(move |_, new, old| node::admit_node_write(&node, new, old))
             }
+            ("", "serviceaccounts") if req.subresource.as_deref() == Some("token") => {
+                let node = node::node_of(&user)?.to_string();
+                Arc::new(move |_, new, _| {
+                    node::admit_node_token(&node, new, |ns, pod| me.registry.pod_node(ns, pod))
+                })
+            }
             ("" | "events.k8s.io", "events") => {
                 let node = node::node_of(&user)?.to_string();
                 Arc::new(move |_, new, _| {

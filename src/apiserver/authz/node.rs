@@ -94,7 +94,7 @@ impl Graph {
                     let Some(on) = pod.pointer("/spec/nodeName").and_then(Value::as_str) else {
                         continue;
                     };
-                    for plural in ["secrets", "configmaps"] {
+                    for plural in ["secrets", "configmaps", "serviceaccounts"] {
                         for used in used_names(&pod, plural) {
                             set.insert((on.to_string(), plural, used));
                         }
@@ -108,10 +108,10 @@ impl Graph {
                 set
             }
         };
-        let plural = if kind == "secrets" {
-            "secrets"
-        } else {
-            "configmaps"
+        let plural = match kind {
+            "secrets" => "secrets",
+            "serviceaccounts" => "serviceaccounts",
+            _ => "configmaps",
         };
         set.contains(&(node.to_string(), plural, name.to_string()))
     }
@@ -147,6 +147,11 @@ pub fn allows(
                 _ => false,
             }
         }
+        // A bound token for a ServiceAccount one of its pods runs as (NodeRestriction then
+        // checks the pod it is bound to: `admit_node_token`).
+        ("", "serviceaccounts", "token") => {
+            a.verb == "create" && graph.uses(registry, node, a.namespace, "serviceaccounts", a.name)
+        }
         ("", kind @ ("secrets" | "configmaps"), "") if read => {
             let name = match (a.verb, req) {
                 ("get", _) => Some(a.name.to_string()),
@@ -161,12 +166,20 @@ pub fn allows(
 }
 
 /// The Secrets or ConfigMaps (`kind` is the plural) `pod` names: in a volume, a projected
-/// source, an `env` or `envFrom` of any container, or (Secrets) an image pull secret.
+/// source, an `env` or `envFrom` of any container, or (Secrets) an image pull secret; for
+/// `serviceaccounts`, the one it runs as.
 pub fn used_names(pod: &Value, kind: &str) -> Vec<String> {
     fn items(v: &Value) -> &[Value] {
         v.as_array().map(Vec::as_slice).unwrap_or_default()
     }
     let spec = &pod["spec"];
+    if kind == "serviceaccounts" {
+        return spec["serviceAccountName"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .map(|n| vec![n.to_string()])
+            .unwrap_or_default();
+    }
     let (volume_key, volume_name, env_key, env_from_key) = match kind {
         "secrets" => ("secret", "secretName", "secretKeyRef", "secretRef"),
         _ => ("configMap", "name", "configMapKeyRef", "configMapRef"),
@@ -201,6 +214,40 @@ pub fn used_names(pod: &Value, kind: &str) -> Vec<String> {
         .filter(|n| !n.is_empty())
         .map(String::from)
         .collect()
+}
+
+/// NodeRestriction on a kubelet's TokenRequest: the token must be bound to a pod, and that
+/// pod to this node (kube's words).
+pub fn admit_node_token(
+    node: &str,
+    request: &Value,
+    pod_node: impl Fn(&str, &str) -> Option<String>,
+) -> Result<(), Status> {
+    let bound = &request["spec"]["boundObjectRef"];
+    let forbidden = |why: &str| {
+        Status::forbidden(format!(
+            "serviceaccounts \"{}\" is forbidden: {why}",
+            meta_name(request)
+        ))
+    };
+    if bound["kind"] != "Pod" {
+        return Err(forbidden("node requested token not bound to a pod"));
+    }
+    let namespace = request["metadata"]["namespace"].as_str().unwrap_or("");
+    let pod = bound["name"].as_str().unwrap_or("");
+    match pod_node(namespace, pod) {
+        Some(on) if on == node => Ok(()),
+        Some(_) => Err(forbidden(
+            "node requested token bound to a pod scheduled on a different node",
+        )),
+        None => Err(forbidden(
+            "node requested token bound to a pod that does not exist",
+        )),
+    }
+}
+
+fn meta_name(v: &Value) -> &str {
+    v["metadata"]["name"].as_str().unwrap_or("")
 }
 
 /// A kubelet's Event must be about itself: its own Node, or a pod bound to it (the core

@@ -463,7 +463,8 @@ fn cluster_roles() -> Vec<Role> {
         // Skiff's controller-manager runs every controller under one identity, so it holds
         // what kube gives its controllers' service accounts together: the garbage collector
         // and namespace controller reach every kind; the workload controllers create and
-        // update pods and ReplicaSets; node lifecycle taints nodes and evicts pods.
+        // update pods and ReplicaSets; node lifecycle taints nodes and evicts pods; the root
+        // CA publisher creates `kube-root-ca.crt` ConfigMaps.
         role(
             "system:skiff:controller-manager",
             vec![
@@ -480,7 +481,7 @@ fn cluster_roles() -> Vec<Role> {
                     &["*"],
                     &["*"],
                 ),
-                rule(&["create"], &[""], &["pods", "events"]),
+                rule(&["create"], &[""], &["pods", "events", "configmaps"]),
                 rule(
                     &["create"],
                     &["apps"],

@@ -140,12 +140,18 @@ pub struct Admission {
     /// node when it does not say (kube's `--default-not-ready-toleration-seconds` and
     /// `--default-unreachable-toleration-seconds`, 300 each).
     pub toleration_seconds: i64,
+    /// The ServiceAccount plugin (`apiserver::sa_admission`): a pod names an existing
+    /// ServiceAccount and gets its token mounted. On, as in kube-apiserver; off only for an
+    /// API server that runs without a controller-manager to make `default` ServiceAccounts
+    /// (`--disable-admission-plugins=ServiceAccount`).
+    pub service_account: bool,
 }
 
 impl Default for Admission {
     fn default() -> Self {
         Admission {
             toleration_seconds: 300,
+            service_account: true,
         }
     }
 }

@@ -1242,6 +1242,15 @@ fn create_body(
     } else {
         Value::Null
     };
+    // Each volume is a bind mount of the directory the kubelet filled (or the hostPath).
+    let binds: Vec<String> = spec
+        .mounts
+        .iter()
+        .map(|m| {
+            let mode = if m.read_only { ":ro" } else { "" };
+            format!("{}:{}{mode}", m.source.display(), m.path)
+        })
+        .collect();
     Ok(json!({
         "Image": spec.image,
         "Entrypoint": entrypoint,
@@ -1262,6 +1271,7 @@ fn create_body(
         "Tty": false,
         "HostConfig": {
             "NetworkMode": network,
+            "Binds": binds,
             "Init": true,
             "RestartPolicy": {"Name": "no"},
             // Readable by the logs API whatever the daemon's default, and bounded.

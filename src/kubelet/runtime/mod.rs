@@ -47,6 +47,20 @@ pub struct ContainerSpec {
     pub env: BTreeMap<String, String>,
     /// `workingDir`.
     pub working_dir: Option<String>,
+    /// The pod's volumes this container mounts (`kubelet::volumes` has made them).
+    pub mounts: Vec<Mount>,
+}
+
+/// One volume mount: a node path (a directory the kubelet filled, or a `hostPath`) shown
+/// at `path` inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// On the node.
+    pub source: PathBuf,
+    /// The container's `mountPath`.
+    pub path: String,
+    /// `readOnly`.
+    pub read_only: bool,
 }
 
 /// The state of a container as the runtime sees it.

@@ -46,6 +46,12 @@ pub const EXEC_TIMEOUT: Duration = Duration::from_secs(10);
 /// spec.
 pub const INHERITED_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
 
+/// The variable naming a container's root directory, in which each of its volumes appears
+/// at its `mountPath` (`$SKIFF_CONTAINER_ROOT/var/run/secrets/kubernetes.io/serviceaccount/
+/// token`): there is no filesystem isolation to mount them at the path itself. Read-only
+/// mounts are not enforced (the process runs as the kubelet's user).
+pub const ROOT_ENV: &str = "SKIFF_CONTAINER_ROOT";
+
 /// At most this much of an `exec`'s output is kept (the rest is read and dropped).
 const EXEC_OUTPUT_LIMIT: usize = 64 * 1024;
 
@@ -324,8 +330,12 @@ impl ContainerRuntime for ProcessRuntime {
                 format!("working dir {} is not a directory", working_dir.display()),
             ));
         }
+        let root = dir.join("root");
+        lay_out_mounts(&root, &spec.mounts).map_err(|why| RuntimeError::start(id, why))?;
+        let mut env = spec.env.clone();
+        env.insert(ROOT_ENV.into(), root.display().to_string());
         let launch = Launch {
-            env: environment(&spec.env).map_err(|why| RuntimeError::start(id, why))?,
+            env: environment(&env).map_err(|why| RuntimeError::start(id, why))?,
             working_dir,
         };
 
@@ -756,6 +766,34 @@ fn decode(status: ExitStatus) -> (i32, Option<i32>) {
 /// Kubernetes' wording of an exit.
 fn reason(exit_code: i32) -> String {
     if exit_code == 0 { "Completed" } else { "Error" }.to_string()
+}
+
+/// Lays out the container's root: each mount's `mountPath` (taken relative to `root`) is a
+/// symbolic link to its node directory, made afresh on every start.
+fn lay_out_mounts(root: &Path, mounts: &[super::Mount]) -> Result<(), String> {
+    if let Err(e) = std::fs::remove_dir_all(root) {
+        if e.kind() != io::ErrorKind::NotFound {
+            return Err(format!("clearing {}: {e}", root.display()));
+        }
+    }
+    std::fs::create_dir_all(root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    for m in mounts {
+        let rel = Path::new(m.path.trim_start_matches('/'));
+        let plain = rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !plain || rel.as_os_str().is_empty() {
+            return Err(format!("invalid mountPath {:?}", m.path));
+        }
+        let at = root.join(rel);
+        if let Some(parent) = at.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        std::os::unix::fs::symlink(&m.source, &at)
+            .map_err(|e| format!("mounting {} at {}: {e}", m.source.display(), m.path))?;
+    }
+    Ok(())
 }
 
 /// The kubelet's [`INHERITED_ENV`] overlaid with the spec's variables.
