@@ -203,3 +203,107 @@ async fn a_docker_kubelet_runs_real_containers_and_reports_missing_images() {
     )
     .await;
 }
+
+/// An image with the official Python `kubernetes` client: the Debian base plus the test
+/// command's venv packages (`target/pyenv`, the same Python minor as bookworm's), built here
+/// since nothing can be pulled.
+const PYTHON_IMAGE: &str = "skiff-test/python-kube:local";
+
+fn build_python_image() {
+    let lib = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/lib"));
+    let site = std::fs::read_dir(lib)
+        .expect("target/pyenv (the test command makes it)")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.join("kubernetes").is_dir())
+        .expect("the kubernetes client in target/pyenv");
+    let mut build = Command::new("docker")
+        .args(["build", "-q", "-t", PYTHON_IMAGE, "-f", "-"])
+        .arg(&site)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    build
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            format!("FROM {IMAGE}\nCOPY . /opt/python-kube\nENV PYTHONPATH=/opt/python-kube\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    assert!(
+        build.wait().unwrap().success(),
+        "docker build {PYTHON_IMAGE}"
+    );
+}
+
+/// In a real container, the official Python client's `load_incluster_config` finds what
+/// the pod was given at the well-known path (a bound token, the CA, the namespace) and
+/// `KUBERNETES_SERVICE_HOST`/`_PORT`, and lists pods with exactly its ServiceAccount's rights.
+#[test]
+fn a_container_uses_load_incluster_config_with_its_service_account() {
+    if !docker_present() {
+        skip(
+            "a_container_uses_load_incluster_config_with_its_service_account",
+            "no Docker Engine answers `docker info` here",
+        );
+        return;
+    }
+    let base = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/base-image"))
+        .status()
+        .unwrap();
+    assert!(base.success(), "scripts/base-image");
+    build_python_image();
+    let up = SkiffUp::start_with(1, &["--runtime", "docker"]);
+    up.ok(&["create", "namespace", "apps"]);
+    up.ok(&["create", "serviceaccount", "reader", "-n", "apps"]);
+    up.ok(&[
+        "create",
+        "role",
+        "pod-reader",
+        "--verb=list",
+        "--resource=pods",
+        "-n",
+        "apps",
+    ]);
+    up.ok(&[
+        "create",
+        "rolebinding",
+        "reader",
+        "--role=pod-reader",
+        "--serviceaccount=apps:reader",
+        "-n",
+        "apps",
+    ]);
+    let name = format!("incluster-{}", std::process::id());
+    let manifest = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "apps"},
+        "spec": {"serviceAccountName": "reader", "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": PYTHON_IMAGE,
+                "command": ["python3", "-c", include_str!("python/incluster_check.py")]}]}});
+    let file = up.dir.path().join("pod.json");
+    std::fs::write(&file, manifest.to_string()).unwrap();
+    up.ok(&["apply", "-f", file.to_str().unwrap()]);
+    let mut logs = String::new();
+    let done = std::time::Instant::now() + Duration::from_secs(90);
+    while !logs.contains("other-namespace:") {
+        assert!(
+            std::time::Instant::now() < done,
+            "no answer from the container: {logs}\n{}",
+            up.ok(&["get", "pod", &name, "-n", "apps", "-o", "yaml"])
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let out = up.run(&["logs", &name, "-n", "apps"]);
+        logs = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(logs.contains(&format!("pods: {name}")), "{logs}");
+    assert!(logs.contains("secrets: 403"), "{logs}");
+    assert!(logs.contains("other-namespace: 403"), "{logs}");
+    up.ok(&["delete", "pod", &name, "-n", "apps"]);
+}

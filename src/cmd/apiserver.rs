@@ -337,6 +337,13 @@ where
     } else {
         let pki =
             Pki::ensure(&config.data_dir, &config.tls_sans).context("preparing certificates")?;
+        // The controller-manager publishes the CA to pods (`kube-root-ca.crt`): it finds it
+        // beside its token.
+        if let Some(dir) = &config.credentials_dir {
+            let to = dir.join("controller-manager").join("ca.crt");
+            std::fs::copy(pki.dir.join("ca.crt"), &to)
+                .with_context(|| format!("writing {}", to.display()))?;
+        }
         let bind: std::net::SocketAddr = config.https_bind.parse()?;
         Some(apiserver::http::HttpOptions {
             bind,

@@ -133,9 +133,17 @@ impl Actor for PerNamespaceController {
         self.objects = objects.cache.clone();
         self.keep
             .push(forward(namespaces, addr.clone(), Seen::Change));
-        self.keep.push(forward(objects, addr, Seen::Change));
+        self.keep.push(forward(objects, addr.clone(), Seen::Change));
         // Writes that failed (the API server was away) are tried again.
         ctx.run_interval(Duration::from_secs(5), |_, ctx| ctx.notify(Seen::Tick));
+        // Namespaces seen before this replica led are acted on as soon as it does (pods of
+        // a fresh cluster wait for their `default` ServiceAccount).
+        let mut leading = self.leading.clone();
+        actix::spawn(async move {
+            while leading.changed().await.is_ok() {
+                addr.do_send(Seen::Tick);
+            }
+        });
     }
 }
 
