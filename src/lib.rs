@@ -8,7 +8,8 @@
 //! - `apiserver`: the ApiServer actor (authentication, registry, watch streams), authorization
 //!   (`apiserver::authz`: the `Node,RBAC` chain, escalation checks, NodeRestriction, the
 //!   bootstrap policy and ClusterRole aggregation), service account tokens
-//!   (`apiserver::serviceaccount`: TokenRequest and the JWTs it signs), the audit log
+//!   (`apiserver::serviceaccount`: TokenRequest and the JWTs it signs), the ServiceAccount
+//!   admission plugin (`apiserver::sa_admission`: the projected token volume), the audit log
 //!   (`apiserver::audit`), the per-kind
 //!   strategies (`apiserver::kinds`: defaults, validation, update rules, delete hooks, Table
 //!   columns of each kind, one file per kind), validation (`apiserver::validation`), field
@@ -28,8 +29,12 @@
 //! - `scheduler`: the Scheduler actor (informers, node summaries, binding, leader election)
 //!   and its pure filter/score algorithm.
 //! - `controllers`: the controller-manager's actors (ReplicaSet, Deployment, garbage
-//!   collector, namespace, node lifecycle, service accounts) and the pure Deployment rollout planner.
-//! - `kubelet`: the Kubelet actor (node registration, lease, pod workers, probes, logs) and the
+//!   collector, namespace, node lifecycle, and `controllers::per_namespace`: the `default`
+//!   ServiceAccount and the `kube-root-ca.crt` ConfigMap of every namespace) and the pure
+//!   Deployment rollout planner.
+//! - `kubelet`: the Kubelet actor (node registration, lease, pod workers, probes, logs), pod
+//!   volumes as files (`kubelet::volumes`: configMap, secret, downwardAPI, projected with
+//!   bound tokens, emptyDir, hostPath) and the
 //!   container runtimes (`process`, `docker`, `fake`); `kubelet::hollow`, many simulated
 //!   nodes in one actor for scale runs.
 //! - `files`: directories and files that hold secrets, owner-only from their first byte.
