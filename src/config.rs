@@ -97,6 +97,17 @@ pub struct ApiServerConfig {
     /// Admission plugins turned off (kube-apiserver's `--disable-admission-plugins`): only
     /// `ServiceAccount` may be, for an API server without a controller-manager.
     pub disable_admission_plugins: Vec<String>,
+    /// etcd client URLs when `store` is `etcd` (kube-apiserver's `--etcd-servers`).
+    pub etcd_servers: Vec<String>,
+    /// The CA etcd's certificate is verified with (`--etcd-cafile`).
+    pub etcd_cafile: Option<PathBuf>,
+    /// This API server's client certificate for etcd (`--etcd-certfile`).
+    pub etcd_certfile: Option<PathBuf>,
+    /// Its key (`--etcd-keyfile`).
+    pub etcd_keyfile: Option<PathBuf>,
+    /// Seconds between compactions of etcd's old revisions (kube-apiserver's
+    /// `--etcd-compaction-interval`, 5 minutes; 0: never).
+    pub etcd_compaction_interval_seconds: u64,
 }
 
 impl Default for ApiServerConfig {
@@ -126,6 +137,11 @@ impl Default for ApiServerConfig {
             otlp_endpoint: None,
             nats_config: None,
             disable_admission_plugins: Vec::new(),
+            etcd_servers: Vec::new(),
+            etcd_cafile: None,
+            etcd_certfile: None,
+            etcd_keyfile: None,
+            etcd_compaction_interval_seconds: 300,
         }
     }
 }
@@ -200,10 +216,16 @@ impl ApiServerConfig {
                 });
             }
         }
-        if !matches!(self.store.as_str(), "embedded" | "memory") {
+        if !matches!(self.store.as_str(), "embedded" | "memory" | "etcd") {
             return Err(ConfigError::Invalid {
                 key: "store",
-                why: format!("{:?}: want embedded or memory", self.store),
+                why: format!("{:?}: want embedded, memory or etcd", self.store),
+            });
+        }
+        if self.store == "etcd" && self.etcd_servers.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "etcd_servers",
+                why: "store etcd needs at least one server (--etcd-servers)".into(),
             });
         }
         if self.history == 0 {

@@ -1,7 +1,8 @@
 //! Acceptance tests of the spine against a real nats-server: CRUD for every kind, the error
 //! Statuses, optimistic concurrency, watches that resume, and the informer's relist.
 
-mod common;
+// Shared with tests/spine_etcd.rs, which runs this suite on etcd.
+pub(crate) mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

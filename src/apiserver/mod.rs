@@ -25,6 +25,7 @@ pub(crate) mod registry;
 pub mod sa_admission;
 pub mod serviceaccount;
 pub(crate) mod store;
+pub use store::etcd::EtcdOptions;
 pub mod validation;
 mod watch;
 
@@ -100,6 +101,9 @@ pub struct ApiServerOptions {
     pub max_watches_per_user: usize,
     /// How long an Event lives after its last change (kube-apiserver's `--event-ttl`).
     pub event_ttl: Duration,
+    /// Keep objects in etcd (the Store is then etcd's watch cache); None: the embedded store
+    /// in `data_dir`, or memory without one. `data_dir` still holds the API server's keys.
+    pub etcd: Option<EtcdOptions>,
 }
 
 impl Default for ApiServerOptions {
@@ -126,6 +130,7 @@ impl Default for ApiServerOptions {
             admission: kinds::Admission::default(),
             max_watches_per_user: watch::DEFAULT_WATCHES_PER_USER,
             event_ttl: event_ttl::DEFAULT_TTL,
+            etcd: None,
         }
     }
 }
@@ -768,23 +773,20 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         ),
         None => None,
     };
-    // Opening reads the whole file: off the actor thread.
-    let store = tokio::task::spawn_blocking(move || {
-        let backend: Box<dyn store::Backend> = match dir {
-            Some(d) => Box::new(
-                EmbeddedBackend::open_with(&d, checkpoint_bytes).map_err(|e| e.to_string())?,
-            ),
-            None => Box::new(MemoryBackend),
-        };
-        let backend: Box<dyn store::Backend> = match encryption {
-            Some(e) => Box::new(store::encryption::Encrypted::new(backend, e)),
-            None => backend,
-        };
-        Store::open(backend, config).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| StartError::Store(e.to_string()))?
-    .map_err(StartError::Store)?;
+    let store = match &options.etcd {
+        Some(etcd_options) => {
+            let etcd = store::etcd::Etcd::connect(etcd_options, encryption)
+                .await
+                .map_err(|e| StartError::Store(e.to_string()))?;
+            let loaded = etcd
+                .load()
+                .await
+                .map_err(|e| StartError::Store(e.to_string()))?;
+            tracing::info!(endpoints = ?etcd_options.endpoints, revision = loaded.revision, keys = loaded.kvs.len(), "store: etcd");
+            Store::on_etcd(etcd, loaded, config, etcd_options.compaction_interval)
+        }
+        None => open_local(dir, checkpoint_bytes, encryption, config).await?,
+    };
     let reader = store.reader();
     let store = store.start();
     let custom = Arc::new(custom::Custom::new(reader.clone()));
@@ -922,4 +924,30 @@ fn bus_manager(user: &str) -> String {
         return "kubelet".into();
     }
     user.strip_prefix("system:").unwrap_or(user).to_string()
+}
+
+/// The embedded store in `dir` (memory without one), opened off the actor thread: opening
+/// reads the whole file.
+async fn open_local(
+    dir: Option<PathBuf>,
+    checkpoint_bytes: u64,
+    encryption: Option<store::encryption::Encryption>,
+    config: StoreConfig,
+) -> Result<Store, StartError> {
+    tokio::task::spawn_blocking(move || {
+        let backend: Box<dyn store::Backend> = match dir {
+            Some(d) => Box::new(
+                EmbeddedBackend::open_with(&d, checkpoint_bytes).map_err(|e| e.to_string())?,
+            ),
+            None => Box::new(MemoryBackend),
+        };
+        let backend: Box<dyn store::Backend> = match encryption {
+            Some(e) => Box::new(store::encryption::Encrypted::new(backend, e)),
+            None => backend,
+        };
+        Store::open(backend, config).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| StartError::Store(e.to_string()))?
+    .map_err(StartError::Store)
 }

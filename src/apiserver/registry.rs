@@ -283,6 +283,7 @@ impl Registry {
             )),
             StoreError::Encode(e) => Status::internal(format!("encoding object: {e}")),
             StoreError::Backend(e) => Status::internal(e),
+            StoreError::Unavailable(e) => Status::unavailable(e),
         }
     }
 

@@ -33,7 +33,7 @@ pub struct Args {
     /// Data directory (store file, tokens).
     #[arg(long, env = env::DATA_DIR)]
     pub data_dir: Option<PathBuf>,
-    /// `embedded` or `memory`.
+    /// `embedded` (a file in the data dir), `memory`, or `etcd` (`--etcd-servers`).
     #[arg(long, env = env::STORE)]
     pub store: Option<String>,
     /// Token file (`token,user,uid,"group1,group2"`).
@@ -90,6 +90,26 @@ pub struct Args {
     /// API server with no controller-manager making `default` ServiceAccounts).
     #[arg(long, env = "SKIFF_DISABLE_ADMISSION_PLUGINS", value_delimiter = ',')]
     pub disable_admission_plugins: Option<Vec<String>>,
+    /// etcd client URLs (comma-separated) for `--store etcd`.
+    #[arg(
+        long,
+        alias = "etcd-endpoints",
+        env = "SKIFF_ETCD_SERVERS",
+        value_delimiter = ','
+    )]
+    pub etcd_servers: Option<Vec<String>>,
+    /// The CA etcd's serving certificate is verified with.
+    #[arg(long, env = "SKIFF_ETCD_CAFILE")]
+    pub etcd_cafile: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long, env = "SKIFF_ETCD_CERTFILE")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// Its key.
+    #[arg(long, env = "SKIFF_ETCD_KEYFILE")]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// Seconds between compactions of old etcd revisions (0: never).
+    #[arg(long, env = "SKIFF_ETCD_COMPACTION_INTERVAL")]
+    pub etcd_compaction_interval: Option<u64>,
     /// Write component tokens (scheduler, controller-manager, kubelet) into this directory.
     #[arg(long, env = env::CREDENTIALS_DIR)]
     pub credentials_dir: Option<PathBuf>,
@@ -167,6 +187,21 @@ impl Args {
         }
         if let Some(v) = &self.disable_admission_plugins {
             c.disable_admission_plugins = v.clone();
+        }
+        if let Some(v) = &self.etcd_servers {
+            c.etcd_servers = v.clone();
+        }
+        if let Some(v) = &self.etcd_cafile {
+            c.etcd_cafile = Some(v.clone());
+        }
+        if let Some(v) = &self.etcd_certfile {
+            c.etcd_certfile = Some(v.clone());
+        }
+        if let Some(v) = &self.etcd_keyfile {
+            c.etcd_keyfile = Some(v.clone());
+        }
+        if let Some(v) = self.etcd_compaction_interval {
+            c.etcd_compaction_interval_seconds = v;
         }
         if let Some(v) = &self.nats_config {
             c.nats_config = Some(v.clone());
@@ -266,7 +301,7 @@ fn encryption_config(config: &ApiServerConfig) -> anyhow::Result<Option<PathBuf>
     if let Some(p) = &config.encryption_provider_config {
         return Ok(Some(p.clone()));
     }
-    if config.store != "embedded" {
+    if config.store == "memory" {
         return Ok(None);
     }
     let path = config.data_dir.join("encryption-config.yaml");
@@ -315,7 +350,15 @@ where
     }
     let authenticator = Authenticator::from_file(&token_file)?;
     let options = apiserver::ApiServerOptions {
-        data_dir: (config.store == "embedded").then(|| config.data_dir.clone()),
+        // etcd keeps the objects; the data dir still holds the keys (tokens, signing key).
+        data_dir: (config.store != "memory").then(|| config.data_dir.clone()),
+        etcd: (config.store == "etcd").then(|| apiserver::EtcdOptions {
+            endpoints: config.etcd_servers.clone(),
+            ca_file: config.etcd_cafile.clone(),
+            cert_file: config.etcd_certfile.clone(),
+            key_file: config.etcd_keyfile.clone(),
+            compaction_interval: Duration::from_secs(config.etcd_compaction_interval_seconds),
+        }),
         authenticator,
         history: config.history,
         bookmark_interval: Duration::from_secs(config.bookmark_interval_seconds),

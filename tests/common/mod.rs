@@ -274,10 +274,22 @@ pub async fn write_until_watchers(
     n
 }
 
-/// A NATS server plus an in-process API server.
+/// A NATS server plus an in-process API server (and, for a suite run on etcd, the etcd
+/// server its Store is the cache of).
 pub struct Cluster {
     pub api: InProcess,
     pub nats: NatsServer,
+    pub etcd: Option<EtcdServer>,
+}
+
+/// Whether this test binary runs its suite with the Store on etcd: `tests/spine_etcd.rs`
+/// is the spine's suite again, so its binary's name says so (or `SKIFF_TEST_STORE=etcd`).
+pub fn store_on_etcd() -> bool {
+    std::env::var("SKIFF_TEST_STORE").is_ok_and(|s| s == "etcd")
+        || std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .is_some_and(|n| n.starts_with("spine_etcd"))
 }
 
 impl Cluster {
@@ -286,9 +298,7 @@ impl Cluster {
     }
 
     pub fn with(options: ApiServerOptions) -> Cluster {
-        let nats = NatsServer::start();
-        let api = InProcess::start(&nats.url(), options);
-        Cluster { api, nats }
+        Self::on(NatsServer::start(), options, TOKENS)
     }
 
     pub fn with_tokens(options: ApiServerOptions, tokens: &str) -> Cluster {
@@ -296,9 +306,13 @@ impl Cluster {
     }
 
     /// An API server on a nats-server the caller started.
-    pub fn on(nats: NatsServer, options: ApiServerOptions, tokens: &str) -> Cluster {
+    pub fn on(nats: NatsServer, mut options: ApiServerOptions, tokens: &str) -> Cluster {
+        let etcd = (store_on_etcd() && options.etcd.is_none()).then(EtcdServer::start);
+        if let Some(e) = &etcd {
+            options.etcd = Some(e.options());
+        }
         let api = InProcess::start_with_tokens(&nats.url(), options, tokens);
-        Cluster { api, nats }
+        Cluster { api, nats, etcd }
     }
 
     pub async fn client(&self) -> ApiClient {
@@ -763,4 +777,113 @@ pub fn python() -> String {
             "python3".into()
         }
     })
+}
+
+/// A one-member etcd (Debian's `etcd-server`, which the test command installs) on free
+/// ports, in a directory of its own; killed on drop.
+pub struct EtcdServer {
+    child: Child,
+    pub port: u16,
+    pub peer_port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl EtcdServer {
+    pub fn start() -> EtcdServer {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (port, peer_port) = (free_port(), free_port());
+            let client = format!("http://127.0.0.1:{port}");
+            let peer = format!("http://127.0.0.1:{peer_port}");
+            let child = Command::new("etcd")
+                .args(["--name", "s1", "--data-dir"])
+                .arg(dir.path().join("data"))
+                .args([
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                ])
+                .args(["--initial-cluster", &format!("s1={peer}")])
+                .stdout(Stdio::null())
+                .stderr(match std::env::var_os("SKIFF_ETCD_LOG") {
+                    Some(p) => std::fs::File::create(p)
+                        .map(Stdio::from)
+                        .unwrap_or_else(|_| Stdio::null()),
+                    None => Stdio::null(),
+                })
+                .spawn()
+                .expect("etcd on PATH (the test command installs etcd-server)");
+            let mut server = EtcdServer {
+                child,
+                port,
+                peer_port,
+                dir,
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                let healthy = Command::new("etcdctl")
+                    .args(["--endpoints", &client, "endpoint", "health"])
+                    .env("ETCDCTL_API", "3")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if healthy {
+                    return server;
+                }
+                if let Ok(Some(_)) = server.child.try_wait() {
+                    break; // a port taken meanwhile: try others
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        panic!("etcd did not start")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The API server's options for this etcd.
+    pub fn options(&self) -> skiff::apiserver::EtcdOptions {
+        skiff::apiserver::EtcdOptions {
+            endpoints: vec![self.url()],
+            ..Default::default()
+        }
+    }
+
+    /// `etcdctl get --prefix <prefix> --keys-only`: the keys etcd holds.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let out = Command::new("etcdctl")
+            .args([
+                "--endpoints",
+                &self.url(),
+                "get",
+                "--prefix",
+                "--keys-only",
+                prefix,
+            ])
+            .env("ETCDCTL_API", "3")
+            .output()
+            .expect("etcdctl");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -191,7 +191,7 @@ impl Encryption {
     }
 
     /// The value to store for `key`.
-    fn seal(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, BackendError> {
+    pub(super) fn seal(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, BackendError> {
         let Some((_, providers)) = self.rules.iter().find(|(p, _)| key.starts_with(p.as_str()))
         else {
             return Ok(value.to_vec());
@@ -221,7 +221,7 @@ impl Encryption {
     }
 
     /// The plain value of what was stored for `key`.
-    fn open(&self, key: &str, stored: &[u8]) -> Result<Vec<u8>, BackendError> {
+    pub(super) fn open(&self, key: &str, stored: &[u8]) -> Result<Vec<u8>, BackendError> {
         let Some(rest) = stored.strip_prefix(AESGCM_PREFIX.as_bytes()) else {
             return Ok(stored.to_vec());
         };

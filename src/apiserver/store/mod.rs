@@ -18,6 +18,7 @@
 mod backend;
 mod embedded;
 pub mod encryption;
+pub mod etcd;
 mod memory;
 mod state;
 mod watchers;
@@ -127,6 +128,9 @@ pub enum StoreError {
     /// The disk failed; nothing of the batch was committed.
     #[error("{0}")]
     Backend(String),
+    /// The store cannot be reached (etcd down or without quorum): nothing was written.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Produces the bytes to store once the revision is known, so the object can carry its own
@@ -218,6 +222,22 @@ pub struct Store {
     progress: tokio::sync::watch::Sender<Revision>,
     /// Commit counters.
     stats: StoreStats,
+    /// In etcd mode, the link to etcd: writes are etcd Txns and this Store is the cache its
+    /// watch feeds (see `etcd`).
+    etcd: Option<etcd::Etcd>,
+    /// etcd mode: writes etcd has answered, waiting until the cache reaches the revision of
+    /// the answer (a write is acknowledged with the cache's event for it; a refusal once the
+    /// cache shows the state it rests on).
+    parked: BTreeMap<Revision, Vec<Parked>>,
+    /// etcd mode: how often old revisions are compacted.
+    compaction: std::time::Duration,
+}
+
+/// A write etcd has answered, waiting for the cache to catch up.
+struct Parked {
+    key: String,
+    reply: Reply<KeyValue>,
+    refused: Option<StoreError>,
 }
 
 /// One batch for the writer thread.
@@ -267,7 +287,32 @@ impl Store {
             config,
             progress,
             stats: StoreStats::default(),
+            etcd: None,
+            parked: BTreeMap::new(),
+            compaction: std::time::Duration::ZERO,
         })
+    }
+
+    /// A Store that is the cache of etcd (`loaded` is what [`etcd::Etcd::load`] read):
+    /// writes go to etcd, reads and watches are served from memory as etcd's watch feeds
+    /// it. Old revisions are compacted every `compaction`.
+    pub fn on_etcd(
+        etcd: etcd::Etcd,
+        loaded: backend::Loaded,
+        config: StoreConfig,
+        compaction: std::time::Duration,
+    ) -> Self {
+        let mut store = Store::open(Box::new(memory::MemoryBackend), config)
+            .expect("the memory backend loads nothing");
+        *store.state.write().unwrap_or_else(|p| p.into_inner()) = State::of(loaded.kvs);
+        store.revision = loaded.revision;
+        store.assigned = loaded.revision;
+        store.compacted = loaded.revision;
+        store.progress.send_replace(loaded.revision);
+        store.backend = None;
+        store.etcd = Some(etcd);
+        store.compaction = compaction;
+        store
     }
 
     /// A cheap reader of the committed state, for the hot GET path: no actor round trip.
@@ -462,6 +507,16 @@ impl Actor for Store {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(etcd) = &self.etcd {
+            let addr = ctx.address();
+            let feed = etcd.clone().feed(self.revision, move |fed| {
+                addr.do_send(Feed(fed));
+                addr.connected()
+            });
+            etcd.spawn(feed);
+            etcd.spawn(etcd.clone().compact_every(self.compaction));
+            return;
+        }
         // The writer thread owns the backend: fsync never runs on an actor's thread.
         let Some(mut backend) = self.backend.take() else {
             return;
@@ -895,6 +950,9 @@ impl Handler<Create> for Store {
         let _span =
             tracing::debug_span!("handle", actor = "Store", message = "Create", key = %msg.key)
                 .entered();
+        if self.etcd.is_some() {
+            return self.send_to_etcd(ctx, msg.key, None, Some(msg.value));
+        }
         if self.latest(&msg.key).is_some() {
             return self.refuse(&msg.key, StoreError::AlreadyExists);
         }
@@ -909,6 +967,9 @@ impl Handler<Update> for Store {
         let _span =
             tracing::debug_span!("handle", actor = "Store", message = "Update", key = %msg.key)
                 .entered();
+        if self.etcd.is_some() {
+            return self.send_to_etcd(ctx, msg.key, Some(msg.expect), Some(msg.value));
+        }
         let prev = match self.latest(&msg.key) {
             None => return self.refuse(&msg.key, StoreError::NotFound),
             Some(kv) if kv.mod_revision != msg.expect => {
@@ -928,6 +989,10 @@ impl Handler<Delete> for Store {
         let _span =
             tracing::debug_span!("handle", actor = "Store", message = "Delete", key = %msg.key)
                 .entered();
+        if self.etcd.is_some() {
+            // The tombstone watchers see comes from etcd's event (the last value).
+            return self.send_to_etcd(ctx, msg.key, Some(msg.expect), None);
+        }
         let prev = match self.latest(&msg.key) {
             None => return self.refuse(&msg.key, StoreError::NotFound),
             Some(kv) if kv.mod_revision != msg.expect => {
@@ -963,6 +1028,209 @@ impl Handler<Delete> for Store {
             },
         );
         ack(rx)
+    }
+}
+
+impl Store {
+    /// etcd mode: sends a write to etcd (a create when `expect` is None, else an update with
+    /// a value or a delete without one) and parks its answer until the cache has caught up.
+    fn send_to_etcd<M>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        key: String,
+        expect: Option<Revision>,
+        value: Option<Encoder>,
+    ) -> MessageResult<M>
+    where
+        M: Message<Result = Ack>,
+    {
+        let Some(etcd) = self.etcd.clone() else {
+            return refused(StoreError::Backend("not an etcd store".into()));
+        };
+        // Stored with resourceVersion 0: the cache stamps etcd's revision on it.
+        let bytes = match value.map(|v| v(0)) {
+            None => None,
+            Some(Err(e)) => return refused(StoreError::Encode(e)),
+            Some(Ok(b)) if b.len() > self.config.max_value_bytes => {
+                return refused(StoreError::TooLarge {
+                    size: b.len(),
+                    limit: self.config.max_value_bytes,
+                })
+            }
+            Some(Ok(b)) => match etcd.sealed(&key, &b) {
+                Ok(sealed) => Some(sealed),
+                Err(e) => return refused(e),
+            },
+        };
+        let (tx, rx) = oneshot::channel();
+        let addr = ctx.address();
+        let task_etcd = etcd.clone();
+        etcd.spawn(async move {
+            let landed = match (expect, bytes) {
+                (None, Some(b)) => task_etcd.create(key.clone(), b).await,
+                (Some(e), Some(b)) => task_etcd.update(key.clone(), e, b).await,
+                (Some(e), None) => task_etcd.delete(key.clone(), e).await,
+                (None, None) => Err(StoreError::Encode("a create needs a value".into())),
+            };
+            addr.do_send(Answered {
+                key,
+                landed,
+                reply: tx,
+            });
+        });
+        ack(rx)
+    }
+
+    /// etcd mode: answers the parked writes the cache has now reached.
+    fn unpark(&mut self) {
+        let later = self.parked.split_off(&(self.revision + 1));
+        let ready = std::mem::replace(&mut self.parked, later);
+        for (rev, parked) in ready {
+            for p in parked {
+                self.answer(rev, p);
+            }
+        }
+    }
+
+    /// Answers a write etcd answered at `rev`, which the cache has reached.
+    fn answer(&self, rev: Revision, p: Parked) {
+        if let Some(e) = p.refused {
+            let _ = p.reply.send(Err(e));
+            return;
+        }
+        // The cache's event for it: the value with its revision stamped (a delete's last).
+        let i = self.history.partition_point(|e| e.revision() < rev);
+        let event = self
+            .history
+            .get(i)
+            .filter(|e| e.revision() == rev && e.kv.key == p.key);
+        let kv = match event {
+            Some(e) => Ok(e.kv.clone()),
+            None => self
+                .read_state()
+                .get(&p.key)
+                .filter(|kv| kv.mod_revision == rev)
+                .ok_or_else(|| {
+                    StoreError::Backend(format!(
+                        "the write at revision {rev} left the cache's window before it was answered"
+                    ))
+                }),
+        };
+        let _ = p.reply.send(kv);
+    }
+
+    /// etcd mode: applies what the watch brought — state, history, watchers — then answers
+    /// the writes it covers.
+    fn ingest(&mut self, changes: Vec<etcd::Change>, through: Revision) {
+        let m = store_metrics();
+        let mut events = Vec::with_capacity(changes.len());
+        {
+            let state = self.state.clone();
+            let mut state = state.write().unwrap_or_else(|p| p.into_inner());
+            for c in changes {
+                if c.kv.mod_revision <= self.revision {
+                    continue; // already seen (a resumed watch repeats nothing, but be sure)
+                }
+                let prev = state.get(&c.kv.key);
+                let kind = if c.deleted {
+                    state.remove(&c.kv.key);
+                    EventKind::Delete
+                } else {
+                    state.insert(c.kv.clone());
+                    EventKind::Put
+                };
+                self.revision = c.kv.mod_revision;
+                events.push(Arc::new(Event {
+                    kind,
+                    kv: c.kv,
+                    prev,
+                    decoded: Default::default(),
+                    trace: None,
+                }));
+            }
+        }
+        self.stats.writes += events.len() as u64;
+        m.writes.add(events.len() as u64);
+        for event in events {
+            self.notify(&event);
+            self.history.push_back(event);
+            while self.history.len() > self.config.history {
+                if let Some(old) = self.history.pop_front() {
+                    self.compacted = old.revision();
+                }
+            }
+        }
+        self.revision = self.revision.max(through);
+        self.assigned = self.revision;
+        m.revision.set(self.revision as f64);
+        self.progress.send_replace(self.revision);
+        self.unpark();
+    }
+}
+
+/// What etcd's watch brought (etcd mode).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Feed(etcd::Fed);
+
+impl Handler<Feed> for Store {
+    type Result = ();
+
+    fn handle(&mut self, Feed(fed): Feed, _: &mut Context<Self>) {
+        let _span = tracing::debug_span!("handle", actor = "Store", message = "Feed").entered();
+        match fed {
+            etcd::Fed::Changes(changes, through) => self.ingest(changes, through),
+            etcd::Fed::Reloaded(loaded) => {
+                // The watch fell behind etcd's compaction: the cache starts again from a
+                // fresh copy, and every watcher resumes (from a revision now too old: 410,
+                // then a relist), as kube's cacher does.
+                tracing::warn!(
+                    revision = loaded.revision,
+                    "etcd watch compacted away; cache reloaded"
+                );
+                *self.state.write().unwrap_or_else(|p| p.into_inner()) = State::of(loaded.kvs);
+                self.history.clear();
+                self.revision = self.revision.max(loaded.revision);
+                self.assigned = self.revision;
+                self.compacted = self.revision;
+                self.watchers = Default::default();
+                self.progress.send_replace(self.revision);
+                self.unpark();
+            }
+        }
+    }
+}
+
+/// etcd answered a write (etcd mode).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Answered {
+    key: String,
+    landed: Result<etcd::Landed, StoreError>,
+    reply: Reply<KeyValue>,
+}
+
+impl Handler<Answered> for Store {
+    type Result = ();
+
+    fn handle(&mut self, msg: Answered, _: &mut Context<Self>) {
+        let landed = match msg.landed {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = msg.reply.send(Err(e));
+                return;
+            }
+        };
+        let parked = Parked {
+            key: msg.key,
+            reply: msg.reply,
+            refused: landed.refused,
+        };
+        if landed.revision <= self.revision {
+            self.answer(landed.revision, parked);
+        } else {
+            self.parked.entry(landed.revision).or_default().push(parked);
+        }
     }
 }
 

@@ -1,0 +1,492 @@
+//! The Store's link to an etcd cluster (`--store etcd`): kube-apiserver's storage layer and
+//! the feed of its watch cache. In this mode etcd decides every revision: a create is a Txn
+//! on `create_revision == 0`, an update or delete a Txn on `mod_revision`, and the Store's
+//! memory — state, history, watchers — is a cache fed by one etcd watch over `/registry/`
+//! (with `prev_kv`). Keys are laid out as kube-apiserver lays them out, so
+//! `etcdctl get --prefix /registry/pods` shows what it shows there.
+//!
+//! Objects are stored with resourceVersion "0"; the cache stamps each with its
+//! `mod_revision` once, as it arrives (reads then cost nothing more). Encrypted resources are
+//! sealed before they leave and opened as they arrive.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+
+use super::backend::{BackendError, Loaded};
+use super::encryption::Encryption;
+use super::{KeyValue, Revision, StoreError};
+
+/// Everything the cache watches: every Kubernetes object.
+pub const PREFIX: &str = "/registry/";
+
+/// How to reach etcd (kube-apiserver's `--etcd-servers`, `--etcd-cafile`,
+/// `--etcd-certfile`, `--etcd-keyfile`).
+#[derive(Debug, Clone, Default)]
+pub struct EtcdOptions {
+    /// Client URLs (`http://127.0.0.1:2379`, `https://…` with TLS).
+    pub endpoints: Vec<String>,
+    /// The CA etcd's serving certificate is checked against.
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate and key etcd authenticates this API server by.
+    pub cert_file: Option<PathBuf>,
+    /// Its key.
+    pub key_file: Option<PathBuf>,
+    /// Old revisions are compacted this often (kube-apiserver: 5 minutes); zero: never.
+    pub compaction_interval: Duration,
+}
+
+/// A connection to etcd: cheap to clone. Its calls, its watch and the decoding of what the
+/// watch brings run on a side thread of their own (`rt::side_thread`), never on the
+/// ApiServer's.
+#[derive(Clone)]
+pub struct Etcd {
+    client: Client,
+    encryption: Option<Arc<Encryption>>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// How a write ended in etcd, and the revision the answer is good at: the cache must have
+/// reached it before the caller hears (a refusal from a newer state than the cache shows,
+/// answered at once, would be a read from the future).
+pub struct Landed {
+    /// etcd's revision when it answered.
+    pub revision: Revision,
+    /// None: written (at `revision`); else why not.
+    pub refused: Option<StoreError>,
+}
+
+/// One change as the cache takes it: the key's new value (for a delete, the last value) with
+/// the change's revision already stamped.
+pub struct Change {
+    /// Deleted (else put).
+    pub deleted: bool,
+    /// Key, value, revisions.
+    pub kv: KeyValue,
+}
+
+/// What the watch feeds the cache.
+pub enum Fed {
+    /// Changes in order, and the revision everything up to which has been delivered.
+    Changes(Vec<Change>, Revision),
+    /// The watch could not resume (its revision was compacted away): everything, afresh.
+    Reloaded(Loaded),
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("etcd: {e}"))
+}
+
+impl Etcd {
+    /// Connects to `options.endpoints` (with TLS when a CA or client certificate is given).
+    pub async fn connect(
+        options: &EtcdOptions,
+        encryption: Option<Encryption>,
+    ) -> Result<Etcd, BackendError> {
+        let bad = |what: String| BackendError(format!("etcd: {what}"));
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| bad(format!("reading {}: {e}", p.display())))
+        };
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(30))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if options.ca_file.is_some() || options.cert_file.is_some() {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &options.ca_file {
+                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+            }
+            match (&options.cert_file, &options.key_file) {
+                (Some(cert), Some(key)) => {
+                    tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(bad(
+                        "a client certificate needs its key, and a key its certificate".into(),
+                    ))
+                }
+            }
+            connect = connect.with_tls(tls);
+        }
+        if options.endpoints.is_empty() {
+            return Err(bad("no endpoints (--etcd-servers)".into()));
+        }
+        let runtime = crate::rt::side_thread("etcd").map_err(|e| bad(e.to_string()))?;
+        let endpoints = options.endpoints.clone();
+        let client = runtime
+            .spawn(async move { Client::connect(&endpoints, Some(connect)).await })
+            .await
+            .map_err(|e| bad(e.to_string()))?
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(Etcd {
+            client,
+            encryption: encryption.map(Arc::new),
+            runtime,
+        })
+    }
+
+    /// Runs `work` on the etcd thread.
+    pub fn spawn<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.runtime.spawn(work);
+    }
+
+    /// The value as the cache keeps it: opened, and carrying `revision` as its
+    /// resourceVersion.
+    fn cached(&self, key: &str, stored: &[u8], revision: Revision) -> Result<Bytes, String> {
+        let plain = match &self.encryption {
+            Some(e) => e.open(key, stored).map_err(|e| e.to_string())?,
+            None => stored.to_vec(),
+        };
+        stamp(&plain, revision)
+    }
+
+    /// The value as etcd keeps it (sealed where the configuration says).
+    pub fn sealed(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        match &self.encryption {
+            Some(e) => e
+                .seal(key, value)
+                .map_err(|e| StoreError::Encode(e.to_string())),
+            None => Ok(value.to_vec()),
+        }
+    }
+
+    /// Every key under [`PREFIX`] at one revision, in pages.
+    pub async fn load(&self) -> Result<Loaded, BackendError> {
+        let mut kv = self.client.kv_client();
+        let end = prefix_end(PREFIX);
+        let mut from = PREFIX.as_bytes().to_vec();
+        let mut revision = 0;
+        let mut kvs = Vec::new();
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(500);
+            if revision > 0 {
+                options = options.with_revision(revision as i64);
+            }
+            let resp = kv
+                .get(from.clone(), Some(options))
+                .await
+                .map_err(|e| BackendError(format!("etcd: listing {PREFIX}: {e}")))?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision()) as Revision;
+            }
+            for item in resp.kvs() {
+                let key = String::from_utf8_lossy(item.key()).into_owned();
+                let rev = item.mod_revision() as Revision;
+                let value = self
+                    .cached(&key, item.value(), rev)
+                    .map_err(|e| BackendError(format!("etcd: {key}: {e}")))?;
+                kvs.push(KeyValue {
+                    key,
+                    value,
+                    create_revision: item.create_revision() as Revision,
+                    mod_revision: rev,
+                });
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok(Loaded { revision, kvs })
+    }
+
+    /// Creates `key` unless it exists.
+    pub async fn create(&self, key: String, value: Vec<u8>) -> Result<Landed, StoreError> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), value, None)])
+            .or_else([TxnOp::get(key, None)]);
+        self.run(txn, |_| StoreError::AlreadyExists).await
+    }
+
+    /// Replaces `key` if it is still at `expect`.
+    pub async fn update(
+        &self,
+        key: String,
+        expect: Revision,
+        value: Vec<u8>,
+    ) -> Result<Landed, StoreError> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                expect as i64,
+            )])
+            .and_then([TxnOp::put(key.clone(), value, None)])
+            .or_else([TxnOp::get(key, None)]);
+        self.run(txn, cas_refusal).await
+    }
+
+    /// Deletes `key` if it is still at `expect`.
+    pub async fn delete(&self, key: String, expect: Revision) -> Result<Landed, StoreError> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                expect as i64,
+            )])
+            .and_then([TxnOp::delete(key.clone(), None)])
+            .or_else([TxnOp::get(key, None)]);
+        self.run(txn, cas_refusal).await
+    }
+
+    /// Runs a one-key Txn: written at the answer's revision, or refused as `refusal` says
+    /// from what the failure branch read (the key's current mod_revision, 0 when absent).
+    async fn run(
+        &self,
+        txn: Txn,
+        refusal: impl Fn(Option<Revision>) -> StoreError,
+    ) -> Result<Landed, StoreError> {
+        let resp = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(unavailable)?;
+        let revision = resp.header().map_or(0, |h| h.revision()) as Revision;
+        if resp.succeeded() {
+            return Ok(Landed {
+                revision,
+                refused: None,
+            });
+        }
+        let current = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => Some(g.kvs().first().map(|kv| kv.mod_revision() as Revision)),
+            _ => None,
+        });
+        Ok(Landed {
+            revision,
+            refused: Some(refusal(current.flatten())),
+        })
+    }
+
+    /// etcd's current revision (a cheap, linearizable read).
+    pub async fn current_revision(&self) -> Result<Revision, StoreError> {
+        let resp = self
+            .client
+            .kv_client()
+            .get(
+                PREFIX,
+                Some(GetOptions::new().with_count_only().with_limit(1)),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(resp.header().map_or(0, |h| h.revision()) as Revision)
+    }
+
+    /// Feeds the cache from `after` on until `feed` is gone: one watch over [`PREFIX`] with
+    /// `prev_kv`, resumed where it stopped when etcd goes away, reloaded whole when its
+    /// revision was compacted. Progress is asked for every second, so the cache's revision
+    /// follows etcd's even when nothing under the prefix changes.
+    pub async fn feed(self, mut after: Revision, feed: impl Fn(Fed) -> bool) {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.watch_from(after, &feed).await {
+                Ok(Resume::Stop) => return,
+                Ok(Resume::From(rev)) => {
+                    after = rev;
+                    pause = Duration::from_millis(100);
+                }
+                Ok(Resume::Reload) => match self.load().await {
+                    Ok(loaded) => {
+                        after = loaded.revision;
+                        if !feed(Fed::Reloaded(loaded)) {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reloading from etcd"),
+                },
+                Err((rev, e)) => {
+                    after = rev;
+                    tracing::warn!(error = %e, resume_after = after, "etcd watch lost; resuming");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn watch_from(
+        &self,
+        after: Revision,
+        feed: &impl Fn(Fed) -> bool,
+    ) -> Result<Resume, (Revision, String)> {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_prev_key()
+            .with_progress_notify()
+            .with_start_revision(after as i64 + 1);
+        let stream = self
+            .client
+            .watch_client()
+            .watch(PREFIX, Some(options))
+            .await
+            .map_err(|e| (after, e.to_string()))?;
+        let (mut requests, mut responses) = stream.split();
+        let mut seen = after;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let resp = tokio::select! {
+                r = responses.message() => r,
+                _ = tick.tick() => {
+                    requests.request_progress().await.map_err(|e| (seen, e.to_string()))?;
+                    continue;
+                }
+            };
+            let resp = match resp {
+                Ok(Some(r)) => r,
+                Ok(None) => return Err((seen, "the watch stream ended".into())),
+                Err(e) => return Err((seen, e.to_string())),
+            };
+            if resp.compact_revision() > 0 {
+                return Ok(Resume::Reload);
+            }
+            if resp.canceled() {
+                return Err((seen, format!("watch canceled: {}", resp.cancel_reason())));
+            }
+            let mut changes = Vec::with_capacity(resp.events().len());
+            for event in resp.events() {
+                let Some(kv) = event.kv() else { continue };
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let rev = kv.mod_revision() as Revision;
+                let deleted = event.event_type() == EventType::Delete;
+                // A delete's watchers see the last value, at the delete's revision.
+                let (stored, create) = match (deleted, event.prev_kv()) {
+                    (false, _) => (kv.value(), kv.create_revision()),
+                    (true, Some(prev)) => (prev.value(), prev.create_revision()),
+                    (true, None) => continue,
+                };
+                match self.cached(&key, stored, rev) {
+                    Ok(value) => changes.push(Change {
+                        deleted,
+                        kv: KeyValue {
+                            key,
+                            value,
+                            create_revision: create as Revision,
+                            mod_revision: rev,
+                        },
+                    }),
+                    Err(e) => {
+                        tracing::error!(%key, revision = rev, error = %e, "an etcd value the cache cannot read; skipped")
+                    }
+                }
+                seen = seen.max(rev);
+            }
+            // Every event up to the header's revision has been sent on this stream.
+            let header = resp.header().map_or(0, |h| h.revision()) as Revision;
+            let through = seen.max(header);
+            if changes.is_empty() && through == seen {
+                continue;
+            }
+            seen = through;
+            if !feed(Fed::Changes(changes, through)) {
+                return Ok(Resume::Stop);
+            }
+        }
+    }
+
+    /// Compacts every `interval`, up to the revision seen one interval before (kube-apiserver
+    /// does the same), so the history a watch can resume from always spans an interval.
+    pub async fn compact_every(self, interval: Duration) {
+        if interval.is_zero() {
+            return;
+        }
+        let mut previous = None;
+        loop {
+            tokio::time::sleep(interval).await;
+            let current = match self.current_revision().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "etcd compaction: reading the revision");
+                    continue;
+                }
+            };
+            if let Some(rev) = previous {
+                match self.client.kv_client().compact(rev as i64, None).await {
+                    Ok(_) => tracing::debug!(revision = rev, "compacted etcd"),
+                    // Another API server compacted as far already.
+                    Err(e) if e.to_string().contains("compacted") => {}
+                    Err(e) => tracing::warn!(error = %e, revision = rev, "etcd compaction"),
+                }
+            }
+            previous = Some(current);
+        }
+    }
+}
+
+/// Where a watch goes on.
+enum Resume {
+    /// The cache is gone.
+    Stop,
+    /// After this revision (the stream ended cleanly).
+    #[allow(dead_code)]
+    From(Revision),
+    /// From a fresh load.
+    Reload,
+}
+
+/// An update's or delete's refusal from the key's current state.
+fn cas_refusal(current: Option<Revision>) -> StoreError {
+    match current {
+        None => StoreError::NotFound,
+        Some(current) => StoreError::Conflict { current },
+    }
+}
+
+/// The first key after every key starting with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// `value` (a MessagePack object) with `metadata.resourceVersion` set to `revision`.
+fn stamp(value: &[u8], revision: Revision) -> Result<Bytes, String> {
+    let mut obj = crate::api::codec::msgpack_to_value(value).map_err(|e| e.to_string())?;
+    if let Some(md) = obj.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        md.insert(
+            "resourceVersion".into(),
+            serde_json::Value::String(revision.to_string()),
+        );
+    }
+    crate::api::codec::value_to_msgpack(&obj)
+        .map(Bytes::from)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_next_key() {
+        assert_eq!(prefix_end("/registry/"), b"/registry0".to_vec());
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
+    }
+
+    #[test]
+    fn stamping_sets_the_resource_version() {
+        let v = serde_json::json!({"metadata": {"name": "x", "resourceVersion": "0"}});
+        let bytes = crate::api::codec::value_to_msgpack(&v).unwrap();
+        let out = crate::api::codec::msgpack_to_value(&stamp(&bytes, 42).unwrap()).unwrap();
+        assert_eq!(out["metadata"]["resourceVersion"], "42");
+    }
+}
