@@ -655,9 +655,16 @@ pub struct ApiHandle {
     custom: Arc<custom::Custom>,
     /// How long a call may take (`ApiServerOptions::request_timeout`).
     request_timeout: Duration,
+    /// The Store's committed state, for its health (`/readyz`).
+    store: store::Reader,
 }
 
 impl ApiHandle {
+    /// Whether the store is reachable (`/readyz`, `/healthz`: etcd's watch is live).
+    pub fn store_ready(&self) -> bool {
+        self.store.healthy()
+    }
+
     /// Every served resource, built-in and custom.
     pub fn resources(&self) -> Vec<&'static crate::api::resource::ResourceInfo> {
         self.custom.resources()
@@ -788,6 +795,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         None => open_local(dir, checkpoint_bytes, encryption, config).await?,
     };
     let reader = store.reader();
+    let store_reader = reader.clone();
     let store = store.start();
     let custom = Arc::new(custom::Custom::new(reader.clone()));
     let registry = Registry::new(
@@ -870,6 +878,7 @@ pub async fn start(options: ApiServerOptions) -> Result<ApiHandle, StartError> {
         flow,
         custom,
         request_timeout,
+        store: store_reader,
     })
 }
 

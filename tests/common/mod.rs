@@ -793,58 +793,85 @@ impl EtcdServer {
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("tempdir");
             let (port, peer_port) = (free_port(), free_port());
-            let client = format!("http://127.0.0.1:{port}");
-            let peer = format!("http://127.0.0.1:{peer_port}");
-            let child = Command::new("etcd")
-                .args(["--name", "s1", "--data-dir"])
-                .arg(dir.path().join("data"))
-                .args([
-                    "--listen-client-urls",
-                    &client,
-                    "--advertise-client-urls",
-                    &client,
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &peer,
-                    "--initial-advertise-peer-urls",
-                    &peer,
-                ])
-                .args(["--initial-cluster", &format!("s1={peer}")])
-                .stdout(Stdio::null())
-                .stderr(match std::env::var_os("SKIFF_ETCD_LOG") {
-                    Some(p) => std::fs::File::create(p)
-                        .map(Stdio::from)
-                        .unwrap_or_else(|_| Stdio::null()),
-                    None => Stdio::null(),
-                })
-                .spawn()
-                .expect("etcd on PATH (the test command installs etcd-server)");
+            let child = Self::spawn(dir.path(), port, peer_port);
             let mut server = EtcdServer {
                 child,
                 port,
                 peer_port,
                 dir,
             };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                let healthy = Command::new("etcdctl")
-                    .args(["--endpoints", &client, "endpoint", "health"])
-                    .env("ETCDCTL_API", "3")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if healthy {
-                    return server;
-                }
-                if let Ok(Some(_)) = server.child.try_wait() {
-                    break; // a port taken meanwhile: try others
-                }
-                std::thread::sleep(Duration::from_millis(100));
+            if server.wait_healthy() {
+                return server;
             }
         }
         panic!("etcd did not start")
+    }
+
+    fn spawn(dir: &Path, port: u16, peer_port: u16) -> Child {
+        let client = format!("http://127.0.0.1:{port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        Command::new("etcd")
+            .args(["--name", "s1", "--data-dir"])
+            .arg(dir.join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("s1={peer}")])
+            .stdout(Stdio::null())
+            .stderr(match std::env::var_os("SKIFF_ETCD_LOG") {
+                Some(p) => std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+                None => Stdio::null(),
+            })
+            .spawn()
+            .expect("etcd on PATH (the test command installs etcd-server)")
+    }
+
+    /// Waits until it answers (false: it exited, a port taken meanwhile).
+    fn wait_healthy(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let healthy = Command::new("etcdctl")
+                .args(["--endpoints", &self.url(), "endpoint", "health"])
+                .env("ETCDCTL_API", "3")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if healthy {
+                return true;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same ports and data.
+    pub fn start_again(&mut self) {
+        self.child = Self::spawn(self.dir.path(), self.port, self.peer_port);
+        assert!(self.wait_healthy(), "etcd did not come back");
     }
 
     pub fn url(&self) -> String {

@@ -553,6 +553,46 @@ fn is_non_resource(path: &str) -> bool {
     )
 }
 
+/// `/healthz`, `/livez`, `/readyz` as kube-apiserver answers them: `ok`, or 500 naming the
+/// failed check; `?verbose` lists each check. The store (etcd) counts for readiness and
+/// health, not liveness (a restart would not bring etcd back).
+fn health(req: &HttpRequest, path: &str, store_ready: bool) -> HttpResponse {
+    let endpoint = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    let mut checks = vec![("ping", true)];
+    if endpoint != "livez" {
+        checks.push(("etcd", store_ready));
+    }
+    let passed = checks.iter().all(|(_, ok)| *ok);
+    let verbose = req
+        .query_string()
+        .split('&')
+        .any(|q| q == "verbose" || q.starts_with("verbose="));
+    let body = if verbose || !passed {
+        let mut lines: Vec<String> = checks
+            .iter()
+            .map(|(name, ok)| match ok {
+                true => format!("[+]{name} ok"),
+                false => format!("[-]{name} failed: reason withheld"),
+            })
+            .collect();
+        lines.push(format!(
+            "{endpoint} check {}",
+            if passed { "passed" } else { "failed" }
+        ));
+        lines.join("\n") + "\n"
+    } else {
+        "ok".to_string()
+    };
+    let code = if passed {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    HttpResponse::build(code)
+        .content_type("text/plain; charset=utf-8")
+        .body(body)
+}
+
 /// One request: discovery, health, or a resource call.
 async fn dispatch(
     req: HttpRequest,
@@ -567,9 +607,7 @@ async fn dispatch(
                 .iter()
                 .any(|h| p == *h || p.starts_with(&format!("{h}/"))) =>
         {
-            return HttpResponse::Ok()
-                .content_type("text/plain; charset=utf-8")
-                .body("ok")
+            return health(&req, p, state.api.store_ready());
         }
         _ => {}
     }

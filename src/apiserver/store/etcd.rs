@@ -10,6 +10,7 @@
 //! sealed before they leave and opened as they arrive.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,10 @@ use etcd_client::{
 use super::backend::{BackendError, Loaded};
 use super::encryption::Encryption;
 use super::{KeyValue, Revision, StoreError};
+
+/// How long one etcd call may take before the write is refused as unavailable (503), well
+/// inside the API server's own request timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything the cache watches: every Kubernetes object.
 pub const PREFIX: &str = "/registry/";
@@ -50,6 +55,8 @@ pub struct Etcd {
     client: Client,
     encryption: Option<Arc<Encryption>>,
     runtime: tokio::runtime::Handle,
+    /// Whether the cache's watch is live (`/readyz`).
+    healthy: Arc<AtomicBool>,
 }
 
 /// How a write ended in etcd, and the revision the answer is good at: the cache must have
@@ -95,7 +102,7 @@ impl Etcd {
         };
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(30))
+            .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
         if options.ca_file.is_some() || options.cert_file.is_some() {
             let mut tls = TlsOptions::new();
@@ -129,7 +136,13 @@ impl Etcd {
             client,
             encryption: encryption.map(Arc::new),
             runtime,
+            healthy: Arc::new(AtomicBool::new(true)),
         })
+    }
+
+    /// The flag that says whether the cache's watch is live.
+    pub fn health(&self) -> Arc<AtomicBool> {
+        self.healthy.clone()
     }
 
     /// Runs `work` on the etcd thread.
@@ -310,6 +323,7 @@ impl Etcd {
                     Err(e) => tracing::warn!(error = %e, "reloading from etcd"),
                 },
                 Err((rev, e)) => {
+                    self.healthy.store(false, Ordering::Relaxed);
                     after = rev;
                     tracing::warn!(error = %e, resume_after = after, "etcd watch lost; resuming");
                     tokio::time::sleep(pause).await;
@@ -347,7 +361,10 @@ impl Etcd {
                 }
             };
             let resp = match resp {
-                Ok(Some(r)) => r,
+                Ok(Some(r)) => {
+                    self.healthy.store(true, Ordering::Relaxed);
+                    r
+                }
                 Ok(None) => return Err((seen, "the watch stream ended".into())),
                 Err(e) => return Err((seen, e.to_string())),
             };

@@ -320,6 +320,10 @@ impl Store {
         Reader {
             state: self.state.clone(),
             progress: self.progress.subscribe(),
+            healthy: match &self.etcd {
+                Some(etcd) => etcd.health(),
+                None => Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            },
         }
     }
 
@@ -623,9 +627,15 @@ impl Handler<Persisted> for Store {
 pub struct Reader {
     state: Arc<RwLock<State>>,
     progress: tokio::sync::watch::Receiver<Revision>,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Reader {
+    /// Whether the store is reachable (etcd: its watch is live); a local store always is.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The committed value of a key.
     pub fn get(&self, key: &str) -> Option<KeyValue> {
         self.state
