@@ -271,7 +271,10 @@ impl Handler<Call> for ApiServer {
             Some((client, _)) => client.clone(),
             None => bus_manager(&user.name),
         };
-        if call.verb == Verb::Get && call.request.subresource.as_deref() != Some("log") {
+        if call.verb == Verb::Get
+            && call.request.subresource.as_deref() != Some("log")
+            && !self.registry.needs_catch_up(&call.request)
+        {
             // Reads come from the Store's view: answer inline, no future to spawn.
             let _span = tracing::debug_span!("ApiServer::Get", resource = %call.request.resource, user = %user.name).entered();
             let answer = if events_v1::is_events_v1(&call.request) {
@@ -331,7 +334,7 @@ impl Handler<Call> for ApiServer {
                             None => Reply::Text(text),
                         });
                     }
-                    Verb::Get => registry.get(req),
+                    Verb::Get => registry.get_consistent(req).await,
                     Verb::List => registry.list(req, call.max_bytes).await,
                     Verb::Create => registry.create(req).await,
                     Verb::Update => registry.update(req).await,

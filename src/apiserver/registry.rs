@@ -357,6 +357,32 @@ impl Registry {
         }
     }
 
+    /// Whether a GET must first catch up with etcd (no resourceVersion asked, on a store that
+    /// follows etcd): then it is not answered inline but by [`Registry::get_consistent`].
+    pub fn needs_catch_up(&self, req: &Request) -> bool {
+        self.reader.follows_etcd()
+            && req
+                .list
+                .resource_version
+                .as_deref()
+                .is_none_or(str::is_empty)
+    }
+
+    /// A GET that sees every write etcd acknowledged before it (whichever API server made
+    /// it), read from the cache once it has caught up.
+    pub async fn get_consistent(&self, req: &Request) -> Result<Bytes, Status> {
+        self.catch_up().await?;
+        self.get(req)
+    }
+
+    /// Waits until the cache has every write etcd has acknowledged (etcd mode).
+    async fn catch_up(&self) -> Result<(), Status> {
+        self.reader
+            .catch_up(FRESH_WAIT)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))
+    }
+
     /// LIST: one page, encoded as `<Kind>List` with the raw items spliced in.
     pub async fn list(&self, req: &Request, max_bytes: usize) -> Result<Bytes, Status> {
         let t = self.target(req)?;
@@ -385,6 +411,9 @@ impl Registry {
                 if opts.resource_version_match.as_deref() == Some("Exact") {
                     at = Some(rv);
                 }
+            } else if opts.resource_version.as_deref().is_none_or(str::is_empty) {
+                // The most recent state: everything etcd has acknowledged.
+                self.catch_up().await?;
             }
         }
         let prefix = t.info.list_prefix(t.namespace.as_deref());

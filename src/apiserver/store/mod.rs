@@ -324,6 +324,7 @@ impl Store {
                 Some(etcd) => etcd.health(),
                 None => Arc::new(std::sync::atomic::AtomicBool::new(true)),
             },
+            etcd: self.etcd.clone(),
         }
     }
 
@@ -628,9 +629,33 @@ pub struct Reader {
     state: Arc<RwLock<State>>,
     progress: tokio::sync::watch::Receiver<Revision>,
     healthy: Arc<std::sync::atomic::AtomicBool>,
+    /// etcd mode: the etcd this cache follows, for consistent reads.
+    etcd: Option<etcd::Etcd>,
 }
 
 impl Reader {
+    /// Whether reads without a resourceVersion must first catch up with etcd (several API
+    /// servers may write there; a local store sees every write itself).
+    pub fn follows_etcd(&self) -> bool {
+        self.etcd.is_some()
+    }
+
+    /// A consistent read from the cache (kube's KEP-2340): etcd's current revision, then a
+    /// wait (at most `limit`) until the cache has reached it. Without etcd, at once.
+    pub async fn catch_up(&self, limit: std::time::Duration) -> Result<(), StoreError> {
+        let Some(etcd) = &self.etcd else {
+            return Ok(());
+        };
+        let rev = etcd.current_revision().await?;
+        self.wait_for(rev, limit).await;
+        match self.revision() {
+            now if now >= rev => Ok(()),
+            now => Err(StoreError::Unavailable(format!(
+                "the watch cache is at revision {now}, behind etcd's {rev}"
+            ))),
+        }
+    }
+
     /// Whether the store is reachable (etcd: its watch is live); a local store always is.
     pub fn healthy(&self) -> bool {
         self.healthy.load(std::sync::atomic::Ordering::Relaxed)
