@@ -1428,6 +1428,10 @@ impl Registry {
         let filter = Filter::new(t.info, &req.list)?;
         let rv = meta::parse_revision(req.list.resource_version.as_deref().unwrap_or(""))
             .map_err(Status::bad_request)?;
+        if req.list.resource_version.as_deref().is_none_or(str::is_empty) {
+            // "Most recent" is what etcd has acknowledged, whichever API server wrote it.
+            self.catch_up().await?;
+        }
         let after = match req.list.send_initial_events {
             // Watch list: the current objects first (at least as fresh as the revision).
             Some(true) => {
