@@ -16,11 +16,14 @@
 //!    without, each a real `skiff apiserver` process with its embedded store: GET p50 over
 //!    NATS (target ≤ 1.15×) and durable creates by 64 concurrent writers, per second
 //!    (target ≥ 0.9×).
+//! 6. Durable creates by 64 writers through a `skiff apiserver --store etcd` vs bare etcd
+//!    Txn-CAS and Put at 64 clients with the same value size (target ≥ 0.8× Txn-CAS), and the
+//!    embedded store vs Skiff on etcd (target ≥ 5×).
 //!
 //! The two sides alternate in blocks, so that both see the same machine. `cargo bench --bench
 //! machinery` (needs nats-server on PATH: `scripts/test` installs it); `SKIFF_BENCH_ROUNDS`
 //! sets the requests per side (default 3,000); `SKIFF_BENCH_ONLY=apply`, `=update`, `=crd`,
-//! `=rbac` or `=tls` runs one part.
+//! `=rbac`, `=tls` or `=etcd` runs one part (etcd: Debian's etcd-server on PATH).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -655,6 +658,101 @@ async fn tls_cost(rounds: usize) {
     println!();
 }
 
+/// Durable creates by 64 writers through NATS and a real `skiff apiserver --store etcd`, next
+/// to the same etcd driven directly (a create as Txn-CAS on `create_revision == 0`, and a
+/// plain Put, 64 concurrent clients, the value size Skiff stores) and to an API server on its
+/// embedded store; rounds alternate which side goes first.
+async fn etcd_cost() {
+    let etcd = EtcdServer::start();
+    let (n1, n2) = (NatsServer::start(), NatsServer::start());
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let _on_etcd = ApiProcess::start(
+        &n1.url(),
+        d1.path(),
+        &["--store", "etcd", "--etcd-servers", &etcd.url()],
+    );
+    let _embedded = ApiProcess::start(&n2.url(), d2.path(), &[]);
+    let (skiff_etcd, embedded) = (admin_at(&n1.url(), None).await, admin_at(&n2.url(), None).await);
+    let bare = etcd_client::Client::connect([etcd.url()], None)
+        .await
+        .expect("etcd client");
+    // The size of what Skiff stores for one of the ConfigMaps.
+    create_rate(&skiff_etcd, "size", 1, 1).await;
+    let size = bare
+        .kv_client()
+        .get("/registry/configmaps/default/size-0-0", None)
+        .await
+        .unwrap()
+        .kvs()
+        .first()
+        .map_or(300, |kv| kv.value().len());
+    let (mut on_etcd, mut on_embedded, mut cas, mut put) = (vec![], vec![], vec![], vec![]);
+    for round in 0..CREATE_ROUNDS {
+        let order: [usize; 4] = if round % 2 == 0 { [0, 1, 2, 3] } else { [3, 2, 1, 0] };
+        for side in order {
+            let tag = format!("r{round}");
+            match side {
+                0 => on_etcd.push(create_rate(&skiff_etcd, &tag, 64, 30).await),
+                1 => on_embedded.push(create_rate(&embedded, &tag, 64, 30).await),
+                2 => cas.push(bare_rate(&bare, &format!("/bench/cas/{tag}"), size, true).await),
+                _ => put.push(bare_rate(&bare, &format!("/bench/put/{tag}"), size, false).await),
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (e, m, c, p) = (
+        median(&mut on_etcd),
+        median(&mut on_embedded),
+        median(&mut cas),
+        median(&mut put),
+    );
+    println!("## Skiff on etcd vs bare etcd (one member, {size}-byte values, 64 writers, median of {CREATE_ROUNDS} alternating rounds of 64 × 30)");
+    println!("| durable creates/s | rate | vs bare Txn-CAS |");
+    println!("|---|---|---|");
+    println!("| Skiff on etcd (NATS, API server, Txn-CAS) | {e:.0}/s | {:.2}× (target ≥ 0.8×) |", e / c);
+    println!("| bare etcd Txn-CAS (baseline) | {c:.0}/s | 1.00× |");
+    println!("| bare etcd Put | {p:.0}/s | {:.2}× |", p / c);
+    println!(
+        "| Skiff on its embedded store | {m:.0}/s | {:.2}× Skiff on etcd (target ≥ 5×) |",
+        m / e
+    );
+    println!();
+}
+
+/// Creates per second by 64 concurrent clients, 30 each, straight to etcd: a Txn that puts
+/// only if the key does not exist (`cas`), or a plain Put.
+async fn bare_rate(client: &etcd_client::Client, prefix: &str, size: usize, cas: bool) -> f64 {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..64 {
+        let mut kv = client.kv_client();
+        let prefix = prefix.to_string();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..30 {
+                let key = format!("{prefix}/{w}-{i}");
+                let value = vec![b'x'; size];
+                if cas {
+                    let txn = Txn::new()
+                        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(key.clone(), value, None)])
+                        .or_else([TxnOp::get(key, None)]);
+                    assert!(kv.txn(txn).await.expect("txn").succeeded());
+                } else {
+                    kv.put(key, value, None).await.expect("put");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (64 * 30) as f64 / start.elapsed().as_secs_f64()
+}
+
 fn main() {
     let rounds: usize = std::env::var("SKIFF_BENCH_ROUNDS")
         .ok()
@@ -681,6 +779,9 @@ fn main() {
         }
         if only.is_empty() || only == "tls" {
             tls_cost(rounds).await;
+        }
+        if only.is_empty() || only == "etcd" {
+            etcd_cost().await;
         }
     });
 }
