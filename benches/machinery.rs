@@ -672,7 +672,10 @@ async fn etcd_cost() {
         &["--store", "etcd", "--etcd-servers", &etcd.url()],
     );
     let _embedded = ApiProcess::start(&n2.url(), d2.path(), &[]);
-    let (skiff_etcd, embedded) = (admin_at(&n1.url(), None).await, admin_at(&n2.url(), None).await);
+    let (skiff_etcd, embedded) = (
+        admin_at(&n1.url(), None).await,
+        admin_at(&n2.url(), None).await,
+    );
     let bare = etcd_client::Client::connect([etcd.url()], None)
         .await
         .expect("etcd client");
@@ -688,7 +691,11 @@ async fn etcd_cost() {
         .map_or(300, |kv| kv.value().len());
     let (mut on_etcd, mut on_embedded, mut cas, mut put) = (vec![], vec![], vec![], vec![]);
     for round in 0..CREATE_ROUNDS {
-        let order: [usize; 4] = if round % 2 == 0 { [0, 1, 2, 3] } else { [3, 2, 1, 0] };
+        let order: [usize; 4] = if round % 2 == 0 {
+            [0, 1, 2, 3]
+        } else {
+            [3, 2, 1, 0]
+        };
         for side in order {
             let tag = format!("r{round}");
             match side {
@@ -712,7 +719,10 @@ async fn etcd_cost() {
     println!("## Skiff on etcd vs bare etcd (one member, {size}-byte values, 64 writers, median of {CREATE_ROUNDS} alternating rounds of 64 × 30)");
     println!("| durable creates/s | rate | vs bare Txn-CAS |");
     println!("|---|---|---|");
-    println!("| Skiff on etcd (NATS, API server, Txn-CAS) | {e:.0}/s | {:.2}× (target ≥ 0.8×) |", e / c);
+    println!(
+        "| Skiff on etcd (NATS, API server, Txn-CAS) | {e:.0}/s | {:.2}× (target ≥ 0.8×) |",
+        e / c
+    );
     println!("| bare etcd Txn-CAS (baseline) | {c:.0}/s | 1.00× |");
     println!("| bare etcd Put | {p:.0}/s | {:.2}× |", p / c);
     println!(

@@ -17,7 +17,8 @@
 //!   (`apiserver::custom`: the kinds CRDs define, their schemas, CEL rules, strategies and
 //!   the loop that finishes a CRD's deletion), Event expiry (`apiserver::event_ttl`),
 //!   the Store actor it alone owns (`apiserver::store`, private, with its packed state,
-//!   watcher index and encryption at rest), the NATS bridge (which also ends watches nobody listens to any more),
+//!   watcher index and encryption at rest; `store::etcd`: etcd as the store, the Store
+//!   then its watch cache), the NATS bridge (which also ends watches nobody listens to any more),
 //!   `events.k8s.io` Events served as the core ones they are (`apiserver::events_v1`),
 //!   the intake (a thread that reads requests off the bus and refuses the late ones with
 //!   429), flow control (`apiserver::flowcontrol`: priority levels, fair queuing, 429) and

@@ -50,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::ControllerManager(args) => cmd::components::run_controller_manager(args),
         Command::Kubelet(args) => cmd::components::run_kubelet(args),
         Command::Kubeconfig(args) => cmd::kubeconfig::run(args),
+        Command::Init(args) => cmd::init::run(args),
         Command::NatsConfig(args) => cmd::natsconf::run(args),
         Command::NatsRun(args) => cmd::natsconf::run_nats(args),
         Command::Trace(args) => cmd::trace::run(args),

@@ -33,10 +33,14 @@ pub async fn connect_on(
     options: async_nats::ConnectOptions,
     url: String,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let servers = crate::client::nats_servers(&url);
     let Some(rt) = on else {
-        return options.connect(url).await;
+        return options.connect(servers).await;
     };
-    match rt.spawn(async move { options.connect(url).await }).await {
+    match rt
+        .spawn(async move { options.connect(servers).await })
+        .await
+    {
         Ok(connected) => connected,
         Err(e) => Err(async_nats::ConnectError::with_source(
             async_nats::ConnectErrorKind::Io,

@@ -60,7 +60,8 @@ fn write(path: &Path, text: &str, secret: bool) -> Result<(), CertError> {
 
 impl Pki {
     /// Loads the PKI from `<data_dir>/pki`, creating what is missing. `sans` are added to the
-    /// serving certificate's names (it is re-issued when they change).
+    /// serving certificate's names (it is re-issued when it lacks one of them: API servers
+    /// sharing a directory that `skiff init` made with every replica's names keep it).
     pub fn ensure(data_dir: &Path, sans: &[String]) -> Result<Pki, CertError> {
         let dir = data_dir.join("pki");
         crate::files::private_dir(&dir).map_err(|source| CertError::Io {
@@ -102,7 +103,8 @@ impl Pki {
         let wanted = names.join(",");
         let (server_cert_path, server_key_path) = (dir.join("server.crt"), dir.join("server.key"));
         let current = std::fs::read_to_string(&names_path).unwrap_or_default();
-        if !server_cert_path.exists() || !server_key_path.exists() || current != wanted {
+        let covered = names.iter().all(|n| current.split(',').any(|c| c == n));
+        if !server_cert_path.exists() || !server_key_path.exists() || !covered {
             let ca = CaSigner::load(&dir)?;
             let key = KeyPair::generate()?;
             let mut params = CertificateParams::new(names.clone())?;

@@ -1428,7 +1428,12 @@ impl Registry {
         let filter = Filter::new(t.info, &req.list)?;
         let rv = meta::parse_revision(req.list.resource_version.as_deref().unwrap_or(""))
             .map_err(Status::bad_request)?;
-        if req.list.resource_version.as_deref().is_none_or(str::is_empty) {
+        if req
+            .list
+            .resource_version
+            .as_deref()
+            .is_none_or(str::is_empty)
+        {
             // "Most recent" is what etcd has acknowledged, whichever API server wrote it.
             self.catch_up().await?;
         }

@@ -94,29 +94,9 @@ impl Issuer {
     /// only when there is no data dir.
     pub fn open(data_dir: Option<&Path>, reader: store::Reader) -> Result<Self, KeyError> {
         let rng = ring::rand::SystemRandom::new();
-        let fresh = || {
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                .map(|d| d.as_ref().to_vec())
-                .map_err(|_| KeyError::Invalid("(generated)".into()))
-        };
         let pkcs8 = match data_dir {
-            None => fresh()?,
-            Some(dir) => {
-                let path = dir.join(KEY_FILE);
-                let io = |source| KeyError::Io {
-                    path: path.display().to_string(),
-                    source,
-                };
-                match std::fs::read(&path) {
-                    Ok(der) => der,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        let der = fresh()?;
-                        crate::files::write_private(&path, &der).map_err(io)?;
-                        der
-                    }
-                    Err(e) => return Err(io(e)),
-                }
-            }
+            None => fresh_key()?,
+            Some(dir) => ensure_key(dir)?,
         };
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
             .map_err(|_| KeyError::Invalid(KEY_FILE.into()))?;
@@ -319,6 +299,35 @@ impl Issuer {
 
 /// Whether a bearer token has a JWT's shape (three base64url parts): only those are
 /// checked against the service account key.
+/// A new P-256 signing key (PKCS#8).
+fn fresh_key() -> Result<Vec<u8>, KeyError> {
+    EcdsaKeyPair::generate_pkcs8(
+        &ECDSA_P256_SHA256_FIXED_SIGNING,
+        &ring::rand::SystemRandom::new(),
+    )
+    .map(|d| d.as_ref().to_vec())
+    .map_err(|_| KeyError::Invalid("(generated)".into()))
+}
+
+/// The signing key in `dir` (`sa-signing.key`, 0600), made there first if missing: API
+/// servers sharing a store must share it (`skiff init` makes it once).
+pub fn ensure_key(dir: &Path) -> Result<Vec<u8>, KeyError> {
+    let path = dir.join(KEY_FILE);
+    let io = |source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read(&path) {
+        Ok(der) => Ok(der),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let der = fresh_key()?;
+            crate::files::write_private(&path, &der).map_err(io)?;
+            Ok(der)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
 pub fn looks_like_jwt(token: &str) -> bool {
     token.starts_with("eyJ") && token.matches('.').count() == 2
 }

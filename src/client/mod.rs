@@ -65,6 +65,16 @@ impl ClientOptions {
     }
 }
 
+/// The servers of a NATS URL list (`nats://a:4222,nats://b:4222`: a cluster's members, any
+/// of which will do; the client moves to another when its server goes).
+pub fn nats_servers(url: &str) -> Vec<String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 /// A client of the API server. Cheap to clone: a NATS connection handle and a few strings.
 #[derive(Clone)]
 pub struct ApiClient {
@@ -129,7 +139,7 @@ impl ApiClient {
         }
         connect = connect.event_callback(nats_events(trace::component_of(&options.user)));
         let nats = connect
-            .connect(options.nats_url.as_str())
+            .connect(nats_servers(&options.nats_url))
             .await
             .map_err(|e| ConnectError {
                 url: options.nats_url.clone(),

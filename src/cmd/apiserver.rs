@@ -297,7 +297,7 @@ pub fn ensure_tokens(
 /// The EncryptionConfiguration the API server runs with: the one configured, else (for the
 /// embedded store) `<data-dir>/encryption-config.yaml`, written with a fresh key on first
 /// start, so Secrets never reach the disk in the clear.
-fn encryption_config(config: &ApiServerConfig) -> anyhow::Result<Option<PathBuf>> {
+pub(crate) fn encryption_config(config: &ApiServerConfig) -> anyhow::Result<Option<PathBuf>> {
     if let Some(p) = &config.encryption_provider_config {
         return Ok(Some(p.clone()));
     }

@@ -280,7 +280,7 @@ async fn bootstrap_nats_user(c: &Connection, node: &str, root: &Path) -> anyhow:
         o = o.add_root_certificates(ca.clone()).require_tls(true);
     }
     let nats = o
-        .connect(c.nats_url.as_str())
+        .connect(crate::client::nats_servers(&c.nats_url))
         .await
         .with_context(|| format!("connecting to {} to bootstrap", c.nats_url))?;
     let kept = root.join(format!("nats-node-{node}.password"));

@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod components;
+pub mod init;
 pub mod kubeconfig;
 pub mod natsconf;
 pub mod title;
@@ -43,6 +44,8 @@ pub enum Command {
     ControllerManager(components::ControllerManagerArgs),
     /// A node agent: runs the pods bound to its node.
     Kubelet(components::KubeletArgs),
+    /// Make the state several API servers share (CA, certificates, tokens, keys), once.
+    Init(init::Args),
     /// Print a kubeconfig for this cluster (admin token, or a new client certificate).
     Kubeconfig(kubeconfig::Args),
     /// Print a nats-server config giving each component its own user and permissions.

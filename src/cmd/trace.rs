@@ -137,7 +137,7 @@ async fn connect(args: &Args) -> anyhow::Result<async_nats::Client> {
         // `skiff up`'s nats-server serves TLS with the cluster CA's certificate.
         o = o.add_root_certificates(ca).require_tls(true);
     }
-    o.connect(url.as_str())
+    o.connect(crate::client::nats_servers(&url))
         .await
         .with_context(|| format!("connecting to {url}"))
 }

@@ -334,6 +334,8 @@ pub fn skiff_bin() -> PathBuf {
 /// A real `skiff apiserver` process.
 pub struct ApiProcess {
     pub child: Child,
+    /// Its HTTPS address (`127.0.0.1:<port>`).
+    pub https: String,
 }
 
 impl ApiProcess {
@@ -376,7 +378,13 @@ impl ApiProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("skiff apiserver starts");
-        ApiProcess { child }
+        let https = extra
+            .iter()
+            .position(|a| *a == "--https-bind")
+            .and_then(|i| extra.get(i + 1))
+            .map(|s| s.to_string())
+            .unwrap_or(https);
+        ApiProcess { child, https }
     }
 
     pub fn kill9(&mut self) {
@@ -912,5 +920,177 @@ impl Drop for EtcdServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// An etcd cluster of `n` members on free ports (`m0`…), started together.
+pub struct EtcdCluster {
+    pub members: Vec<Option<Child>>,
+    pub ports: Vec<(u16, u16)>,
+    pub dir: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    pub fn start(n: usize) -> EtcdCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect();
+        let members = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (port, peer))| {
+                let client = format!("http://127.0.0.1:{port}");
+                let peer = format!("http://127.0.0.1:{peer}");
+                Some(
+                    Command::new("etcd")
+                        .args(["--name", &format!("m{i}"), "--data-dir"])
+                        .arg(dir.path().join(format!("m{i}")))
+                        .args([
+                            "--listen-client-urls",
+                            &client,
+                            "--advertise-client-urls",
+                            &client,
+                        ])
+                        .args([
+                            "--listen-peer-urls",
+                            &peer,
+                            "--initial-advertise-peer-urls",
+                            &peer,
+                        ])
+                        .args(["--initial-cluster", &initial.join(",")])
+                        .args(["--initial-cluster-state", "new"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("etcd on PATH (the test command installs etcd-server)"),
+                )
+            })
+            .collect();
+        let cluster = EtcdCluster {
+            members,
+            ports,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let healthy = Command::new("etcdctl")
+                .args([
+                    "--endpoints",
+                    &cluster.endpoints().join(","),
+                    "endpoint",
+                    "health",
+                ])
+                .env("ETCDCTL_API", "3")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if healthy {
+                return cluster;
+            }
+            assert!(Instant::now() < deadline, "etcd cluster did not form");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Every member's client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|(p, _)| format!("http://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// SIGKILL member `i`.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill9(i);
+        }
+    }
+}
+
+/// Three (or `n`) nats-servers joined by routes into one cluster, on free ports.
+pub struct NatsCluster {
+    pub servers: Vec<Option<Child>>,
+    pub ports: Vec<u16>,
+}
+
+impl NatsCluster {
+    pub fn start(n: usize) -> NatsCluster {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, c)| format!("nats://127.0.0.1:{c}"))
+            .collect();
+        let servers = ports
+            .iter()
+            .map(|(p, c)| {
+                Some(
+                    Command::new("nats-server")
+                        .args(["-a", "127.0.0.1", "-p", &p.to_string()])
+                        .args(["--cluster_name", "skiff"])
+                        .args(["--cluster", &format!("nats://127.0.0.1:{c}")])
+                        .args(["--routes", &routes.join(",")])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("nats-server on PATH (the test command installs it)"),
+                )
+            })
+            .collect();
+        let cluster = NatsCluster {
+            servers,
+            ports: ports.iter().map(|(p, _)| *p).collect(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cluster
+            .ports
+            .iter()
+            .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        {
+            assert!(Instant::now() < deadline, "nats cluster did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Routes take a moment to form.
+        std::thread::sleep(Duration::from_millis(500));
+        cluster
+    }
+
+    /// Every server's URL, comma-separated (what components take).
+    pub fn url(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// SIGKILL server `i`.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.servers[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.servers.len() {
+            self.kill9(i);
+        }
     }
 }

@@ -57,13 +57,19 @@ pub struct Etcd {
     runtime: tokio::runtime::Handle,
     /// Whether the cache's watch is live (`/readyz`).
     healthy: Arc<AtomicBool>,
+    /// Whether this etcd's progress notifications can be trusted: before 3.4.31 and 3.5.13
+    /// one could arrive ahead of events not yet sent to a watcher still catching up (etcd
+    /// issue 15220; kube-apiserver makes the same check). Without them the cache advances on
+    /// events alone, which is right as long as only Skiff writes under `/registry/`.
+    progress_ok: bool,
 }
 
 /// How a write ended in etcd, and the revision the answer is good at: the cache must have
 /// reached it before the caller hears (a refusal from a newer state than the cache shows,
 /// answered at once, would be a read from the future).
 pub struct Landed {
-    /// etcd's revision when it answered.
+    /// A write: its revision. A refusal: the revision of the state it rests on (the key's
+    /// current mod_revision; etcd's revision when it answered for a key that is gone).
     pub revision: Revision,
     /// None: written (at `revision`); else why not.
     pub refused: Option<StoreError>,
@@ -132,11 +138,22 @@ impl Etcd {
             .await
             .map_err(|e| bad(e.to_string()))?
             .map_err(|e| bad(e.to_string()))?;
+        let mut maintenance = client.maintenance_client();
+        let version = runtime
+            .spawn(async move { maintenance.status().await.map(|s| s.version().to_string()) })
+            .await
+            .map_err(|e| bad(e.to_string()))?
+            .map_err(|e| bad(format!("reading its version: {e}")))?;
+        let progress_ok = progress_fixed(&version);
+        if !progress_ok {
+            tracing::warn!(%version, "etcd before 3.4.31/3.5.13: the cache ignores its progress notifications (etcd issue 15220) and follows events alone; keep /registry/ to Skiff");
+        }
         Ok(Etcd {
             client,
             encryption: encryption.map(Arc::new),
             runtime,
             healthy: Arc::new(AtomicBool::new(true)),
+            progress_ok,
         })
     }
 
@@ -276,13 +293,20 @@ impl Etcd {
                 refused: None,
             });
         }
-        let current = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => Some(g.kvs().first().map(|kv| kv.mod_revision() as Revision)),
-            _ => None,
-        });
+        let current = resp
+            .op_responses()
+            .into_iter()
+            .find_map(|r| match r {
+                TxnOpResponse::Get(g) => {
+                    Some(g.kvs().first().map(|kv| kv.mod_revision() as Revision))
+                }
+                _ => None,
+            })
+            .flatten();
         Ok(Landed {
-            revision,
-            refused: Some(refusal(current.flatten())),
+            // The key's version the refusal names is what the cache must show first.
+            revision: current.unwrap_or(revision),
+            refused: Some(refusal(current)),
         })
     }
 
@@ -355,7 +379,7 @@ impl Etcd {
         loop {
             let resp = tokio::select! {
                 r = responses.message() => r,
-                _ = tick.tick() => {
+                _ = tick.tick(), if self.progress_ok => {
                     requests.request_progress().await.map_err(|e| (seen, e.to_string()))?;
                     continue;
                 }
@@ -402,8 +426,12 @@ impl Etcd {
                 }
                 seen = seen.max(rev);
             }
-            // Every event up to the header's revision has been sent on this stream.
-            let header = resp.header().map_or(0, |h| h.revision()) as Revision;
+            // Every event up to the header's revision has been sent on this stream (where
+            // progress can be trusted).
+            let header = match self.progress_ok {
+                true => resp.header().map_or(0, |h| h.revision()) as Revision,
+                false => 0,
+            };
             let through = seen.max(header);
             if changes.is_empty() && through == seen {
                 continue;
@@ -441,6 +469,23 @@ impl Etcd {
             }
             previous = Some(current);
         }
+    }
+}
+
+/// Whether an etcd of `version` sends progress notifications only once every event up to
+/// them was sent (3.4.31+, 3.5.13+, 3.6+).
+fn progress_fixed(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor, patch) = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    match (major, minor) {
+        (3, 4) => patch >= 31,
+        (3, 5) => patch >= 13,
+        (3, m) => m >= 6,
+        (m, _) => m > 3,
     }
 }
 
@@ -492,6 +537,15 @@ fn stamp(value: &[u8], revision: Revision) -> Result<Bytes, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_is_trusted_from_the_fixed_releases() {
+        assert!(!progress_fixed("3.4.23"));
+        assert!(progress_fixed("3.4.31"));
+        assert!(!progress_fixed("3.5.12"));
+        assert!(progress_fixed("3.5.13"));
+        assert!(progress_fixed("3.6.0"));
+    }
 
     #[test]
     fn prefix_end_is_the_next_key() {

@@ -238,7 +238,13 @@ struct Parked {
     key: String,
     reply: Reply<KeyValue>,
     refused: Option<StoreError>,
+    since: std::time::Instant,
 }
+
+/// How long a refusal waits for the cache at most: one resting on a revision of no key under
+/// `/registry/` (a key already gone, with only foreign writes after it) has no event to wait
+/// for where etcd's progress notifications cannot be trusted.
+const REFUSAL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One batch for the writer thread.
 struct Batch {
@@ -520,6 +526,7 @@ impl Actor for Store {
             });
             etcd.spawn(feed);
             etcd.spawn(etcd.clone().compact_every(self.compaction));
+            ctx.run_interval(REFUSAL_WAIT / 4, |store, _| store.expire_refusals());
             return;
         }
         // The writer thread owns the backend: fsync never runs on an actor's thread.
@@ -1116,6 +1123,24 @@ impl Store {
         ack(rx)
     }
 
+    /// etcd mode: answers the refusals parked longer than [`REFUSAL_WAIT`].
+    fn expire_refusals(&mut self) {
+        let mut expired = Vec::new();
+        for parked in self.parked.values_mut() {
+            let (old, keep): (Vec<Parked>, Vec<Parked>) = std::mem::take(parked)
+                .into_iter()
+                .partition(|p| p.refused.is_some() && p.since.elapsed() > REFUSAL_WAIT);
+            *parked = keep;
+            expired.extend(old);
+        }
+        self.parked.retain(|_, v| !v.is_empty());
+        for p in expired {
+            if let Some(e) = p.refused {
+                let _ = p.reply.send(Err(e));
+            }
+        }
+    }
+
     /// etcd mode: answers the parked writes the cache has now reached.
     fn unpark(&mut self) {
         let later = self.parked.split_off(&(self.revision + 1));
@@ -1260,6 +1285,7 @@ impl Handler<Answered> for Store {
             key: msg.key,
             reply: msg.reply,
             refused: landed.refused,
+            since: std::time::Instant::now(),
         };
         if landed.revision <= self.revision {
             self.answer(landed.revision, parked);
