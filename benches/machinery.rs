@@ -730,6 +730,61 @@ async fn etcd_cost() {
         m / e
     );
     println!();
+
+    // Consistent GETs (no resourceVersion: the cache first catches up with etcd's revision)
+    // vs linearizable etcd ranges of the same object, one reader and 16 at once.
+    let get = |_| named("", "configmaps", Some("size-0-0".into()), None);
+    println!("## Consistent GET from the watch cache vs a linearizable etcd range (same object)");
+    println!(
+        "| readers | Skiff GET p50 | p99 | etcd range p50 | p99 | p50 ratio (target ≤ 0.5×) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for readers in [1usize, 16] {
+        let per = 2_000 / readers;
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            let mut tasks = Vec::new();
+            for _ in 0..readers {
+                let c = skiff_etcd.clone();
+                tasks.push(tokio::spawn(async move {
+                    timed(&c, Verb::Get, per / 2, 0, get).await
+                }));
+            }
+            for t in tasks {
+                ours.extend(t.await.unwrap());
+            }
+            let mut tasks = Vec::new();
+            for _ in 0..readers {
+                let mut kv = bare.kv_client();
+                tasks.push(tokio::spawn(async move {
+                    let mut times = Vec::with_capacity(per / 2);
+                    for _ in 0..per / 2 {
+                        let t = Instant::now();
+                        kv.get("/registry/configmaps/default/size-0-0", None)
+                            .await
+                            .expect("range");
+                        times.push(t.elapsed());
+                    }
+                    times
+                }));
+            }
+            for t in tasks {
+                theirs.extend(t.await.unwrap());
+            }
+        }
+        ours.sort();
+        theirs.sort();
+        let (a, b) = (percentile(&ours, 0.5), percentile(&theirs, 0.5));
+        println!(
+            "| {readers} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.2}× |",
+            micros(a),
+            micros(percentile(&ours, 0.99)),
+            micros(b),
+            micros(percentile(&theirs, 0.99)),
+            micros(a) / micros(b)
+        );
+    }
+    println!();
 }
 
 /// Creates per second by 64 concurrent clients, 30 each, straight to etcd: a Txn that puts

@@ -45,7 +45,7 @@
 //!   behind a component's tasks.
 //! - `trace`: W3C trace context on every hop, span records, the per-process tracer and the
 //!   API server's span collector (bounded buffer, timeline queries, OTLP export).
-//! - `cmd`: the subcommands of the `skiff` binary (components, `up`, `kubeconfig`,
+//! - `cmd`: the subcommands of the `skiff` binary (components, `up`, `init`, `kubeconfig`,
 //!   `nats-config`) and the process titles they set.
 
 // `Status` is the error of every API call and is deliberately the whole Kubernetes shape;

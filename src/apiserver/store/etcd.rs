@@ -62,7 +62,13 @@ pub struct Etcd {
     /// issue 15220; kube-apiserver makes the same check). Without them the cache advances on
     /// events alone, which is right as long as only Skiff writes under `/registry/`.
     progress_ok: bool,
+    /// Consistent reads asking for etcd's revision, answered together (see
+    /// [`Etcd::read_revision`]).
+    revisions: tokio::sync::mpsc::UnboundedSender<RevisionReply>,
 }
+
+/// Where a consistent read's revision goes.
+type RevisionReply = tokio::sync::oneshot::Sender<Result<Revision, StoreError>>;
 
 /// How a write ended in etcd, and the revision the answer is good at: the cache must have
 /// reached it before the caller hears (a refusal from a newer state than the cache shows,
@@ -148,13 +154,17 @@ impl Etcd {
         if !progress_ok {
             tracing::warn!(%version, "etcd before 3.4.31/3.5.13: the cache ignores its progress notifications (etcd issue 15220) and follows events alone; keep /registry/ to Skiff");
         }
-        Ok(Etcd {
+        let (revisions, asked) = tokio::sync::mpsc::unbounded_channel();
+        let etcd = Etcd {
             client,
             encryption: encryption.map(Arc::new),
             runtime,
             healthy: Arc::new(AtomicBool::new(true)),
             progress_ok,
-        })
+            revisions,
+        };
+        etcd.spawn(etcd.clone().answer_revisions(asked));
+        Ok(etcd)
     }
 
     /// The flag that says whether the cache's watch is live.
@@ -308,6 +318,35 @@ impl Etcd {
             revision: current.unwrap_or(revision),
             refused: Some(refusal(current)),
         })
+    }
+
+    /// etcd's current revision for a consistent read: the reads waiting together share one
+    /// request to etcd, started after every one of them asked (so each sees every write
+    /// acknowledged before it asked).
+    pub async fn read_revision(&self) -> Result<Revision, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.revisions
+            .send(tx)
+            .map_err(|_| unavailable("the revision reader stopped"))?;
+        rx.await
+            .unwrap_or_else(|_| Err(unavailable("the revision reader stopped")))
+    }
+
+    /// Answers the reads asking for etcd's revision: all those waiting, with one request.
+    async fn answer_revisions(
+        self,
+        mut asked: tokio::sync::mpsc::UnboundedReceiver<RevisionReply>,
+    ) {
+        while let Some(first) = asked.recv().await {
+            let mut waiting = vec![first];
+            while let Ok(more) = asked.try_recv() {
+                waiting.push(more);
+            }
+            let answer = self.current_revision().await;
+            for w in waiting {
+                let _ = w.send(answer.clone());
+            }
+        }
     }
 
     /// etcd's current revision (a cheap, linearizable read).
@@ -520,8 +559,30 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
     vec![0]
 }
 
-/// `value` (a MessagePack object) with `metadata.resourceVersion` set to `revision`.
+/// `value` (a MessagePack object) with `metadata.resourceVersion` set to `revision`. What
+/// the Store wrote holds `resourceVersion: "0"`: where that pair occurs exactly once it is
+/// spliced in place (a copy, no decode); otherwise the object is decoded and encoded again.
 fn stamp(value: &[u8], revision: Revision) -> Result<Bytes, String> {
+    // fixstr(15) "resourceVersion", then fixstr(1) "0".
+    const PAIR: &[u8] = b"\xafresourceVersion\xa10";
+    let mut at = value
+        .windows(PAIR.len())
+        .enumerate()
+        .filter(|(_, w)| *w == PAIR);
+    if let (Some((i, _)), None) = (at.next(), at.next()) {
+        let digits = revision.to_string();
+        let mut out = Vec::with_capacity(value.len() + digits.len());
+        out.extend_from_slice(&value[..i + PAIR.len() - 2]);
+        out.push(0xa0 | digits.len() as u8); // fixstr: at most 20 digits
+        out.extend_from_slice(digits.as_bytes());
+        out.extend_from_slice(&value[i + PAIR.len()..]);
+        return Ok(Bytes::from(out));
+    }
+    restamp(value, revision)
+}
+
+/// [`stamp`] the long way: decode, set, encode.
+fn restamp(value: &[u8], revision: Revision) -> Result<Bytes, String> {
     let mut obj = crate::api::codec::msgpack_to_value(value).map_err(|e| e.to_string())?;
     if let Some(md) = obj.get_mut("metadata").and_then(|m| m.as_object_mut()) {
         md.insert(
@@ -555,9 +616,23 @@ mod tests {
 
     #[test]
     fn stamping_sets_the_resource_version() {
-        let v = serde_json::json!({"metadata": {"name": "x", "resourceVersion": "0"}});
+        let v = serde_json::json!({"metadata": {"name": "x", "resourceVersion": "0"},
+            "data": {"k": "v"}});
         let bytes = crate::api::codec::value_to_msgpack(&v).unwrap();
         let out = crate::api::codec::msgpack_to_value(&stamp(&bytes, 42).unwrap()).unwrap();
         assert_eq!(out["metadata"]["resourceVersion"], "42");
+        assert_eq!(out["data"]["k"], "v");
+        // The splice and the long way agree, to the byte.
+        assert_eq!(
+            stamp(&bytes, 123456789).unwrap(),
+            restamp(&bytes, 123456789).unwrap()
+        );
+        // The same pair elsewhere too (a ConfigMap key): decoded, never guessed.
+        let v = serde_json::json!({"metadata": {"name": "x", "resourceVersion": "0"},
+            "data": {"resourceVersion": "0"}});
+        let bytes = crate::api::codec::value_to_msgpack(&v).unwrap();
+        let out = crate::api::codec::msgpack_to_value(&stamp(&bytes, 7).unwrap()).unwrap();
+        assert_eq!(out["metadata"]["resourceVersion"], "7");
+        assert_eq!(out["data"]["resourceVersion"], "0");
     }
 }

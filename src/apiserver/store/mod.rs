@@ -653,7 +653,7 @@ impl Reader {
         let Some(etcd) = &self.etcd else {
             return Ok(());
         };
-        let rev = etcd.current_revision().await?;
+        let rev = etcd.read_revision().await?;
         self.wait_for(rev, limit).await;
         match self.revision() {
             now if now >= rev => Ok(()),
