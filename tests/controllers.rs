@@ -41,40 +41,11 @@ fn control_plane_with(
 ) -> ActixThread {
     let url = url.to_string();
     ActixThread::start(move || async move {
-        let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
-        for i in nodes {
-            let node = format!("n{i}");
-            let client = client_for(
-                &url,
-                &format!("system:node:{node}"),
-                &format!("node{i}-token"),
-            )
-            .await;
-            keep.push(Box::new(actix::Actor::start(Kubelet::new(
-                KubeletOptions::new(&node),
-                client,
-                Arc::new(FakeRuntime::new("127.0.0.1".into())),
-            ))));
-        }
-        keep.push(Box::new(
-            start_scheduler(
-                client_for(&url, "system:kube-scheduler", "scheduler-token").await,
-                "s",
-            )
-            .await,
-        ));
-        keep.push(Box::new(start_controllers(
-            client_for(
-                &url,
-                "system:kube-controller-manager",
-                "controller-manager-token",
-            )
-            .await,
-            "cm",
-            fast(),
-            lifecycle,
-            Some(TEST_CA.to_string()),
-        )));
+        let mut keep = fake_kubelets(&url, nodes).await;
+        keep.extend(
+            scheduler_and_controllers(&url, "cp", fast(), lifecycle, Some(TEST_CA.to_string()))
+                .await,
+        );
         keep
     })
 }

@@ -130,7 +130,12 @@ async fn acknowledged_creates_survive_losing_an_api_server_and_an_etcd_member() 
             .args(["get", "--raw", "/api/v1/namespaces/default/configmaps"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        assert!(
+            out.status.success(),
+            "kubectl via {}: {}",
+            server.https,
+            String::from_utf8_lossy(&out.stderr)
+        );
         let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let names: BTreeSet<String> = list["items"]
             .as_array()

@@ -4,16 +4,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 use skiff::api::wire::ListOptions;
 use skiff::apiserver::ApiServerOptions;
 use skiff::client::leader::ElectionTimings;
-use skiff::cmd::components::{start_controllers, start_scheduler};
-use skiff::kubelet::runtime::fake::FakeRuntime;
-use skiff::kubelet::{Kubelet, KubeletOptions};
 
 use common::*;
 
@@ -24,44 +20,13 @@ async fn a_deployment_converges_while_a_nats_server_dies() {
     let _api = InProcess::start(&url, ApiServerOptions::default());
     let u = url.clone();
     let _control_plane = ActixThread::start(move || async move {
-        let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
-        for i in 1..=3 {
-            let node = format!("n{i}");
-            let client = client_for(
-                &u,
-                &format!("system:node:{node}"),
-                &format!("node{i}-token"),
-            )
-            .await;
-            keep.push(Box::new(actix::Actor::start(Kubelet::new(
-                KubeletOptions::new(&node),
-                client,
-                Arc::new(FakeRuntime::new("127.0.0.1".into())),
-            ))));
-        }
-        keep.push(Box::new(
-            start_scheduler(
-                client_for(&u, "system:kube-scheduler", "scheduler-token").await,
-                "s",
-            )
-            .await,
-        ));
-        keep.push(Box::new(start_controllers(
-            client_for(
-                &u,
-                "system:kube-controller-manager",
-                "controller-manager-token",
-            )
-            .await,
-            "cm",
-            ElectionTimings {
-                lease_duration: Duration::from_secs(4),
-                renew_deadline: Duration::from_secs(3),
-                retry_period: Duration::from_millis(500),
-            },
-            Default::default(),
-            None,
-        )));
+        let mut keep = fake_kubelets(&u, 1..=3).await;
+        let timings = ElectionTimings {
+            lease_duration: Duration::from_secs(4),
+            renew_deadline: Duration::from_secs(3),
+            retry_period: Duration::from_millis(500),
+        };
+        keep.extend(scheduler_and_controllers(&u, "cp", timings, Default::default(), None).await);
         keep
     });
     let admin = client_for(&url, ADMIN.0, ADMIN.1).await;

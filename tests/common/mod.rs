@@ -816,36 +816,25 @@ impl EtcdServer {
     }
 
     fn spawn(dir: &Path, port: u16, peer_port: u16) -> Child {
-        let client = format!("http://127.0.0.1:{port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
-        Command::new("etcd")
-            .args(["--name", "s1", "--data-dir"])
-            .arg(dir.join("data"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("s1={peer}")])
-            .stdout(Stdio::null())
-            .stderr(match std::env::var_os("SKIFF_ETCD_LOG") {
-                Some(p) => std::fs::File::options()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .map(Stdio::from)
-                    .unwrap_or_else(|_| Stdio::null()),
-                None => Stdio::null(),
-            })
-            .spawn()
-            .expect("etcd on PATH (the test command installs etcd-server)")
+        etcd_member(
+            "s1",
+            &dir.join("data"),
+            port,
+            peer_port,
+            &format!("s1={peer}"),
+        )
+        .stderr(match std::env::var_os("SKIFF_ETCD_LOG") {
+            Some(p) => std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+            None => Stdio::null(),
+        })
+        .spawn()
+        .expect("etcd on PATH (the test command installs etcd-server)")
     }
 
     /// Waits until it answers (false: it exited, a port taken meanwhile).
@@ -923,9 +912,60 @@ impl Drop for EtcdServer {
     }
 }
 
+/// `etcd` as member `name` of `initial_cluster`, its data in `data`, on loopback ports.
+fn etcd_member(
+    name: &str,
+    data: &Path,
+    port: u16,
+    peer_port: u16,
+    initial_cluster: &str,
+) -> Command {
+    let client = format!("http://127.0.0.1:{port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let mut c = Command::new("etcd");
+    c.args(["--name", name, "--data-dir"])
+        .arg(data)
+        .args([
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args(["--initial-cluster", initial_cluster])
+        .stdout(Stdio::null());
+    c
+}
+
+/// The processes of a cluster's members, each SIGKILLed on demand or on drop.
+pub struct Members(Vec<Option<Child>>);
+
+impl Members {
+    /// SIGKILL member `i`.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.0[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Members {
+    fn drop(&mut self) {
+        for i in 0..self.0.len() {
+            self.kill9(i);
+        }
+    }
+}
+
 /// An etcd cluster of `n` members on free ports (`m0`…), started together.
 pub struct EtcdCluster {
-    pub members: Vec<Option<Child>>,
+    pub members: Members,
     pub ports: Vec<(u16, u16)>,
     pub dir: tempfile::TempDir,
 }
@@ -943,35 +983,24 @@ impl EtcdCluster {
             .iter()
             .enumerate()
             .map(|(i, (port, peer))| {
-                let client = format!("http://127.0.0.1:{port}");
-                let peer = format!("http://127.0.0.1:{peer}");
-                Some(
-                    Command::new("etcd")
-                        .args(["--name", &format!("m{i}"), "--data-dir"])
-                        .arg(dir.path().join(format!("m{i}")))
-                        .args([
-                            "--listen-client-urls",
-                            &client,
-                            "--advertise-client-urls",
-                            &client,
-                        ])
-                        .args([
-                            "--listen-peer-urls",
-                            &peer,
-                            "--initial-advertise-peer-urls",
-                            &peer,
-                        ])
-                        .args(["--initial-cluster", &initial.join(",")])
-                        .args(["--initial-cluster-state", "new"])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .expect("etcd on PATH (the test command installs etcd-server)"),
+                etcd_member(
+                    &format!("m{i}"),
+                    &dir.path().join(format!("m{i}")),
+                    *port,
+                    *peer,
+                    &initial.join(","),
                 )
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()
             })
-            .collect();
+            .collect::<Vec<_>>();
+        assert!(
+            members.iter().all(Option::is_some),
+            "etcd on PATH (the test command installs etcd-server)"
+        );
         let cluster = EtcdCluster {
-            members,
+            members: Members(members),
             ports,
             dir,
         };
@@ -1007,24 +1036,13 @@ impl EtcdCluster {
 
     /// SIGKILL member `i`.
     pub fn kill9(&mut self, i: usize) {
-        if let Some(mut c) = self.members[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for EtcdCluster {
-    fn drop(&mut self) {
-        for i in 0..self.members.len() {
-            self.kill9(i);
-        }
+        self.members.kill9(i);
     }
 }
 
 /// Three (or `n`) nats-servers joined by routes into one cluster, on free ports.
 pub struct NatsCluster {
-    pub servers: Vec<Option<Child>>,
+    pub servers: Members,
     pub ports: Vec<u16>,
 }
 
@@ -1052,7 +1070,7 @@ impl NatsCluster {
             })
             .collect();
         let cluster = NatsCluster {
-            servers,
+            servers: Members(servers),
             ports: ports.iter().map(|(p, _)| *p).collect(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1080,17 +1098,60 @@ impl NatsCluster {
 
     /// SIGKILL server `i`.
     pub fn kill9(&mut self, i: usize) {
-        if let Some(mut c) = self.servers[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.servers.kill9(i);
     }
 }
 
-impl Drop for NatsCluster {
-    fn drop(&mut self) {
-        for i in 0..self.servers.len() {
-            self.kill9(i);
-        }
+/// Fake-runtime kubelets `n<i>` for each `i` in `nodes` (tokens `node<i>-token`).
+pub async fn fake_kubelets(
+    url: &str,
+    nodes: std::ops::RangeInclusive<usize>,
+) -> Vec<Box<dyn std::any::Any>> {
+    let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    for i in nodes {
+        let node = format!("n{i}");
+        let client = client_for(
+            url,
+            &format!("system:node:{node}"),
+            &format!("node{i}-token"),
+        )
+        .await;
+        keep.push(Box::new(actix::Actor::start(skiff::kubelet::Kubelet::new(
+            skiff::kubelet::KubeletOptions::new(&node),
+            client,
+            std::sync::Arc::new(skiff::kubelet::runtime::fake::FakeRuntime::new(
+                "127.0.0.1".into(),
+            )),
+        ))));
     }
+    keep
+}
+
+/// A scheduler and a controller-manager (replica `identity` of each), with their test tokens.
+pub async fn scheduler_and_controllers(
+    url: &str,
+    identity: &str,
+    timings: skiff::client::leader::ElectionTimings,
+    lifecycle: skiff::controllers::nodelifecycle::NodeLifecycleOptions,
+    root_ca: Option<String>,
+) -> Vec<Box<dyn std::any::Any>> {
+    use skiff::cmd::components::{start_controllers, start_scheduler};
+    let scheduler = start_scheduler(
+        client_for(url, "system:kube-scheduler", "scheduler-token").await,
+        identity,
+    )
+    .await;
+    let controllers = start_controllers(
+        client_for(
+            url,
+            "system:kube-controller-manager",
+            "controller-manager-token",
+        )
+        .await,
+        identity,
+        timings,
+        lifecycle,
+        root_ca,
+    );
+    vec![Box::new(scheduler), Box::new(controllers)]
 }

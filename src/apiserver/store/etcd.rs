@@ -349,18 +349,24 @@ impl Etcd {
         }
     }
 
-    /// etcd's current revision (a cheap, linearizable read).
+    /// etcd's current revision (a cheap, linearizable read). A read is safe to repeat: one
+    /// that met a member just gone is tried again (the client moves to another), three
+    /// times in all.
     pub async fn current_revision(&self) -> Result<Revision, StoreError> {
-        let resp = self
-            .client
-            .kv_client()
-            .get(
-                PREFIX,
-                Some(GetOptions::new().with_count_only().with_limit(1)),
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(resp.header().map_or(0, |h| h.revision()) as Revision)
+        let mut last = None;
+        for attempt in 0..3u64 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+            let options = GetOptions::new().with_count_only().with_limit(1);
+            match self.client.kv_client().get(PREFIX, Some(options)).await {
+                Ok(resp) => return Ok(resp.header().map_or(0, |h| h.revision()) as Revision),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(unavailable(
+            last.map_or_else(String::new, |e| e.to_string()),
+        ))
     }
 
     /// Feeds the cache from `after` on until `feed` is gone: one watch over [`PREFIX`] with
