@@ -497,10 +497,23 @@ fn service_account_tokens_carry_their_account_and_die_with_it() {
     let out = up.run(&["--token", &forged, "get", "pods", "-n", "apps"]);
     assert!(text(&out).contains("Unauthorized"), "{}", text(&out));
 
-    // Bound to a pod: valid while the pod is.
+    // Bound to a pod running as that account: valid while the pod is.
     up.ok(&[
         "run",
         "p",
+        "-n",
+        "apps",
+        "--image=busybox",
+        "--overrides",
+        r#"{"spec": {"serviceAccountName": "robot"}}"#,
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    // A pod running as another account cannot carry robot's token (kube: 400).
+    up.ok(&[
+        "run",
+        "q",
         "-n",
         "apps",
         "--image=busybox",
@@ -508,6 +521,19 @@ fn service_account_tokens_carry_their_account_and_die_with_it() {
         "sleep",
         "3600",
     ]);
+    refused(
+        &up,
+        &[
+            "create",
+            "token",
+            "robot",
+            "-n",
+            "apps",
+            "--bound-object-kind=Pod",
+            "--bound-object-name=q",
+        ],
+        "cannot bind token for serviceaccount \"robot\" to pod running with different serviceaccount name",
+    );
     let bound = up
         .ok(&[
             "create",

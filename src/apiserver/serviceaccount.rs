@@ -177,24 +177,44 @@ impl Issuer {
             },
             ..Default::default()
         };
+        // The body may name the account, but only as the URL does.
+        for (field, want) in [("name", name), ("namespace", namespace)] {
+            if let Some(given) = body["metadata"][field].as_str().filter(|g| !g.is_empty()) {
+                if given != want {
+                    return Err(invalid(
+                        &format!("metadata.{field}"),
+                        format!("{given:?}"),
+                        &format!("must match the service account {field} if specified"),
+                    ));
+                }
+            }
+        }
         let bound = &spec["boundObjectRef"];
         if bound.is_object() {
             let kind = bound["kind"].as_str().unwrap_or("");
-            let plural = match kind {
-                "Pod" => "pods",
-                "Secret" => "secrets",
+            let api_version = bound["apiVersion"].as_str().unwrap_or("");
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let plural = match (group, kind) {
+                ("", "Pod") => "pods",
+                ("", "Secret") => "secrets",
                 _ => {
-                    return Err(invalid(
-                        "spec.boundObjectRef.kind",
-                        format!("{kind:?}"),
-                        "supported values: \"Pod\", \"Secret\"",
-                    ))
+                    return Err(Status::bad_request(format!(
+                        "cannot bind token to object of type {group}/{version}, Kind={kind}"
+                    )))
                 }
             };
             let bound_name = bound["name"].as_str().unwrap_or("");
             let obj = self
                 .object(plural, namespace, bound_name)
                 .ok_or_else(|| Status::not_found("", plural, bound_name))?;
+            let runs_as = obj["spec"]["serviceAccountName"]
+                .as_str()
+                .unwrap_or("default");
+            if plural == "pods" && runs_as != name {
+                return Err(Status::bad_request(format!(
+                    "cannot bind token for serviceaccount {name:?} to pod running with different serviceaccount name."
+                )));
+            }
             let uid = meta::uid(&obj).to_string();
             if bound["uid"]
                 .as_str()
