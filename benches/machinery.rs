@@ -18,12 +18,14 @@
 //!    (target ≥ 0.9×).
 //! 6. Durable creates by 64 writers through a `skiff apiserver --store etcd` vs bare etcd
 //!    Txn-CAS and Put at 64 clients with the same value size (target ≥ 0.8× Txn-CAS), and the
-//!    embedded store vs Skiff on etcd (target ≥ 5×).
+//!    embedded store vs Skiff on etcd (target ≥ 5×); consistent GETs vs etcd ranges (target
+//!    ≤ 0.5×); 1,000 watches: etcd holds one, commit → delivery p99 ≤ 3× a bare NATS fan-out.
 //!
 //! The two sides alternate in blocks, so that both see the same machine. `cargo bench --bench
 //! machinery` (needs nats-server on PATH: `scripts/test` installs it); `SKIFF_BENCH_ROUNDS`
 //! sets the requests per side (default 3,000); `SKIFF_BENCH_ONLY=apply`, `=update`, `=crd`,
-//! `=rbac`, `=tls` or `=etcd` runs one part (etcd: Debian's etcd-server on PATH).
+//! `=rbac`, `=tls`, `=etcd` or `=etcd-watch` runs one part (etcd: Debian's etcd-server on
+//! PATH).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -787,6 +789,148 @@ async fn etcd_cost() {
     println!();
 }
 
+/// 1,000 watches of ConfigMaps on one API server on etcd: how many watches etcd holds (its
+/// `etcd_debugging_mvcc_watcher_total`), and commit → delivery of each event to every watch
+/// (the writer stamps the time in an annotation) next to a bare NATS publish to 1,000
+/// subscribers in the same run.
+async fn etcd_watchers() {
+    const WATCHES: usize = 1_000;
+    const EVENTS: usize = 100;
+    let etcd = EtcdServer::start();
+    let before = etcd_watchers_count(etcd.port);
+    let cluster = Cluster::with(ApiServerOptions {
+        etcd: Some(etcd.options()),
+        max_watches_per_user: 2 * WATCHES,
+        ..Default::default()
+    });
+    let admin = cluster.client().await;
+    let cms = admin.api("", "configmaps", Some("default"));
+    let now_micros = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let mut watchers = Vec::new();
+    for _ in 0..WATCHES {
+        let mut w = cms.watch(&skiff::api::wire::ListOptions {
+            resource_version: Some(
+                cms.list(&Default::default())
+                    .await
+                    .unwrap()
+                    .resource_version,
+            ),
+            ..Default::default()
+        });
+        let tx = tx.clone();
+        watchers.push(tokio::spawn(async move {
+            while let Some(Ok(ev)) = w.next().await {
+                if let Some(sent) = ev.object["metadata"]["annotations"]["sent"]
+                    .as_str()
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
+                    let _ = tx.send(now_micros().saturating_sub(sent));
+                }
+            }
+        }));
+    }
+    wait_for(Duration::from_secs(60), "every watch registered", || {
+        let h = cluster.api.handle.clone();
+        async move { (h.store_stats().await.ok()?.watchers >= WATCHES).then_some(()) }
+    })
+    .await;
+    let held = etcd_watchers_count(etcd.port) - before;
+    let mut ours = Vec::with_capacity(WATCHES * EVENTS);
+    for i in 0..EVENTS {
+        cms.create(&json!({"metadata": {"name": format!("w{i}"),
+            "annotations": {"sent": now_micros().to_string()}}}))
+            .await
+            .unwrap();
+        while ours.len() < (i + 1) * WATCHES {
+            let us = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("every watch gets the event")
+                .unwrap();
+            ours.push(Duration::from_micros(us));
+        }
+    }
+    for w in watchers {
+        w.abort();
+    }
+    // The baseline: the same fan-out as a bare NATS publish.
+    let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
+    let (btx, mut brx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let mut subs = Vec::new();
+    for _ in 0..WATCHES {
+        let mut sub = nats.subscribe("bench.fanout").await.unwrap();
+        let btx = btx.clone();
+        subs.push(tokio::spawn(async move {
+            use futures::StreamExt;
+            while let Some(m) = sub.next().await {
+                let sent: u64 = std::str::from_utf8(&m.payload).unwrap().parse().unwrap();
+                let _ = btx.send(now_micros().saturating_sub(sent));
+            }
+        }));
+    }
+    nats.flush().await.unwrap();
+    let mut bare = Vec::with_capacity(WATCHES * EVENTS);
+    for i in 0..EVENTS {
+        nats.publish("bench.fanout", now_micros().to_string().into())
+            .await
+            .unwrap();
+        while bare.len() < (i + 1) * WATCHES {
+            let us = tokio::time::timeout(Duration::from_secs(30), brx.recv())
+                .await
+                .expect("every subscriber gets the message")
+                .unwrap();
+            bare.push(Duration::from_micros(us));
+        }
+    }
+    for s in subs {
+        s.abort();
+    }
+    ours.sort();
+    bare.sort();
+    let (a, b) = (percentile(&ours, 0.99), percentile(&bare, 0.99));
+    println!(
+        "## {WATCHES} watches on one API server on etcd ({EVENTS} events, each to every watch)"
+    );
+    println!(
+        "| measure | Skiff watch | bare NATS pub → {WATCHES} subscribers (baseline) | ratio |"
+    );
+    println!("|---|---|---|---|");
+    println!("| watches etcd holds | {held} (target 1) | | |");
+    println!(
+        "| commit → delivery p50 | {:.0} µs | {:.0} µs | {:.2}× |",
+        micros(percentile(&ours, 0.5)),
+        micros(percentile(&bare, 0.5)),
+        micros(percentile(&ours, 0.5)) / micros(percentile(&bare, 0.5))
+    );
+    println!(
+        "| commit → delivery p99 | {:.0} µs | {:.0} µs | {:.2}× (target ≤ 3×) |",
+        micros(a),
+        micros(b),
+        micros(a) / micros(b)
+    );
+    println!();
+}
+
+/// etcd's count of watchers (its Prometheus `etcd_debugging_mvcc_watcher_total`).
+fn etcd_watchers_count(port: u16) -> i64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("etcd metrics");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.lines()
+        .find(|l| l.starts_with("etcd_debugging_mvcc_watcher_total "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(-1, |v| v as i64)
+}
+
 /// Creates per second by 64 concurrent clients, 30 each, straight to etcd: a Txn that puts
 /// only if the key does not exist (`cas`), or a plain Put.
 async fn bare_rate(client: &etcd_client::Client, prefix: &str, size: usize, cas: bool) -> f64 {
@@ -847,6 +991,9 @@ fn main() {
         }
         if only.is_empty() || only == "etcd" {
             etcd_cost().await;
+        }
+        if only.is_empty() || only == "etcd" || only == "etcd-watch" {
+            etcd_watchers().await;
         }
     });
 }
