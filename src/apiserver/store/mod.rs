@@ -231,6 +231,9 @@ pub struct Store {
     parked: BTreeMap<Revision, Vec<Parked>>,
     /// etcd mode: how often old revisions are compacted.
     compaction: std::time::Duration,
+    /// etcd mode: the `traceparent` of this API server's writes whose events have not come
+    /// back yet, by revision (a write's event is traced as the write was).
+    traces: HashMap<Revision, Arc<str>>,
 }
 
 /// A write etcd has answered, waiting for the cache to catch up.
@@ -296,6 +299,7 @@ impl Store {
             etcd: None,
             parked: BTreeMap::new(),
             compaction: std::time::Duration::ZERO,
+            traces: HashMap::new(),
         })
     }
 
@@ -993,7 +997,7 @@ impl Handler<Create> for Store {
             tracing::debug_span!("handle", actor = "Store", message = "Create", key = %msg.key)
                 .entered();
         if self.etcd.is_some() {
-            return self.send_to_etcd(ctx, msg.key, None, Some(msg.value));
+            return self.send_to_etcd(ctx, msg.key, None, Some(msg.value), msg.trace);
         }
         if self.latest(&msg.key).is_some() {
             return self.refuse(&msg.key, StoreError::AlreadyExists);
@@ -1010,7 +1014,7 @@ impl Handler<Update> for Store {
             tracing::debug_span!("handle", actor = "Store", message = "Update", key = %msg.key)
                 .entered();
         if self.etcd.is_some() {
-            return self.send_to_etcd(ctx, msg.key, Some(msg.expect), Some(msg.value));
+            return self.send_to_etcd(ctx, msg.key, Some(msg.expect), Some(msg.value), msg.trace);
         }
         let prev = match self.latest(&msg.key) {
             None => return self.refuse(&msg.key, StoreError::NotFound),
@@ -1033,7 +1037,7 @@ impl Handler<Delete> for Store {
                 .entered();
         if self.etcd.is_some() {
             // The tombstone watchers see comes from etcd's event (the last value).
-            return self.send_to_etcd(ctx, msg.key, Some(msg.expect), None);
+            return self.send_to_etcd(ctx, msg.key, Some(msg.expect), None, msg.trace);
         }
         let prev = match self.latest(&msg.key) {
             None => return self.refuse(&msg.key, StoreError::NotFound),
@@ -1082,6 +1086,7 @@ impl Store {
         key: String,
         expect: Option<Revision>,
         value: Option<Encoder>,
+        trace: Option<Arc<str>>,
     ) -> MessageResult<M>
     where
         M: Message<Result = Ack>,
@@ -1118,6 +1123,7 @@ impl Store {
                 key,
                 landed,
                 reply: tx,
+                trace,
             });
         });
         ack(rx)
@@ -1200,12 +1206,13 @@ impl Store {
                     EventKind::Put
                 };
                 self.revision = c.kv.mod_revision;
+                let trace = self.traces.remove(&c.kv.mod_revision);
                 events.push(Arc::new(Event {
                     kind,
                     kv: c.kv,
                     prev,
                     decoded: Default::default(),
-                    trace: None,
+                    trace,
                 }));
             }
         }
@@ -1254,6 +1261,7 @@ impl Handler<Feed> for Store {
                 self.assigned = self.revision;
                 self.compacted = self.revision;
                 self.watchers = Default::default();
+                self.traces.clear();
                 self.progress.send_replace(self.revision);
                 self.unpark();
             }
@@ -1268,6 +1276,8 @@ struct Answered {
     key: String,
     landed: Result<etcd::Landed, StoreError>,
     reply: Reply<KeyValue>,
+    /// The request's `traceparent`, for the event this write becomes.
+    trace: Option<Arc<str>>,
 }
 
 impl Handler<Answered> for Store {
@@ -1290,6 +1300,10 @@ impl Handler<Answered> for Store {
         if landed.revision <= self.revision {
             self.answer(landed.revision, parked);
         } else {
+            // Its event is still to come: it will carry the write's trace on.
+            if let (None, Some(trace)) = (&parked.refused, msg.trace) {
+                self.traces.insert(landed.revision, trace);
+            }
             self.parked.entry(landed.revision).or_default().push(parked);
         }
     }
