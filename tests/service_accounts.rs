@@ -231,3 +231,91 @@ fn automount_off_gives_no_token() {
         String::from_utf8_lossy(&u.run(&["logs", "q"]).stdout).contains("no-secrets")
     });
 }
+
+/// ConfigMap, Secret, downward-API and emptyDir volumes as files (process runtime: under
+/// `$SKIFF_CONTAINER_ROOT`): keys or chosen items, Secrets decoded, labels as kube writes
+/// them; an edited ConfigMap reaches the file; a missing ConfigMap holds the pod in
+/// ContainerCreating until it exists.
+#[test]
+fn configmap_secret_and_downward_volumes_are_files() {
+    let up = SkiffUp::start(1);
+    up.ok(&[
+        "create",
+        "configmap",
+        "app",
+        "--from-literal=mode=fast",
+        "--from-literal=level=3",
+    ]);
+    up.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=s3cret",
+    ]);
+    let script = r#"r=$SKIFF_CONTAINER_ROOT
+while true; do
+  echo "mode=$(cat $r/etc/app/mode) level=$(cat $r/etc/app/level 2>/dev/null || echo none) pick=$(cat $r/etc/pick/chosen) password=$(cat $r/etc/creds/password) labels=$(tr '\n' ' ' < $r/etc/info/labels) scratch=$(test -d $r/scratch && echo dir)"
+  sleep 1
+done"#;
+    let out = apply(
+        &up,
+        &json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "files", "namespace": "default", "labels": {"app": "files", "tier": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "i", "command": ["sh", "-c", script],
+                "volumeMounts": [
+                    {"name": "app", "mountPath": "/etc/app"},
+                    {"name": "pick", "mountPath": "/etc/pick"},
+                    {"name": "creds", "mountPath": "/etc/creds", "readOnly": true},
+                    {"name": "info", "mountPath": "/etc/info"},
+                    {"name": "scratch", "mountPath": "/scratch"}]}],
+                "volumes": [
+                    {"name": "app", "configMap": {"name": "app"}},
+                    {"name": "pick", "configMap": {"name": "app", "items": [{"key": "mode", "path": "chosen"}]}},
+                    {"name": "creds", "secret": {"secretName": "creds"}},
+                    {"name": "info", "downwardAPI": {"items": [{"path": "labels",
+                        "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+                    {"name": "scratch", "emptyDir": {}}]}}),
+    );
+    assert!(out.status.success(), "{out:?}");
+    up.eventually("the files' contents in the log", 60, |u| {
+        String::from_utf8_lossy(&u.run(&["logs", "files", "--tail=1"]).stdout).contains(
+            "mode=fast level=3 pick=fast password=s3cret labels=app=\"files\" tier=\"web\" scratch=dir",
+        )
+    });
+    // An edit reaches the file (the kubelet rewrites volumes every minute).
+    up.ok(&[
+        "patch",
+        "configmap",
+        "app",
+        "--type=merge",
+        "-p",
+        r#"{"data": {"mode": "slow"}}"#,
+    ]);
+    up.eventually("the edited ConfigMap in the file", 90, |u| {
+        String::from_utf8_lossy(&u.run(&["logs", "files", "--tail=1"]).stdout).contains("mode=slow")
+    });
+
+    // A volume of a ConfigMap that does not exist: ContainerCreating until it does.
+    let out = apply(
+        &up,
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "waits", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "i", "command": ["sleep", "3600"],
+                "volumeMounts": [{"name": "later", "mountPath": "/etc/later"}]}],
+                "volumes": [{"name": "later", "configMap": {"name": "later"}}]}}),
+    );
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let reason = up.ok(&[
+        "get",
+        "pod",
+        "waits",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
+    ]);
+    assert_eq!(reason, "ContainerCreating");
+    up.ok(&["create", "configmap", "later", "--from-literal=k=v"]);
+    up.eventually("the pod running once its ConfigMap exists", 60, |u| {
+        u.ok(&["get", "pod", "waits", "-o", "jsonpath={.status.phase}"]) == "Running"
+    });
+}

@@ -35,7 +35,7 @@ const DEFAULT_MODE: u32 = 0o644;
 type Files = BTreeMap<String, (Vec<u8>, u32)>;
 
 /// Why a volume could not be filled: kube's `FailedMount` message.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("MountVolume.SetUp failed for volume \"{volume}\" : {why}")]
 pub struct MountError {
     /// The volume.
@@ -51,6 +51,9 @@ pub struct PodVolumes {
     client: ApiClient,
     /// When the volumes are next written (now, until the first fill succeeds).
     next_fill: Option<Instant>,
+    /// Why the last fill failed, until one succeeds: what a check before the next is due
+    /// answers.
+    failure: Option<MountError>,
     /// Tokens by (volume, path): the token and when to renew it.
     tokens: HashMap<(String, String), (String, Instant)>,
     /// Files written last time, per volume (those no longer shown are removed).
@@ -67,6 +70,7 @@ impl PodVolumes {
             dir: root.join(uid),
             client,
             next_fill: None,
+            failure: None,
             tokens: HashMap::new(),
             written: HashMap::new(),
             pod_ip: pod_ip.into(),
@@ -80,10 +84,14 @@ impl PodVolumes {
         let now = Instant::now();
         let token_due = self.tokens.values().any(|(_, renew)| *renew <= now);
         if self.next_fill.is_some_and(|at| at > now) && !token_due {
-            return Ok(());
+            return match &self.failure {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
+            };
         }
         let result = self.fill_all(pod).await;
         self.next_fill = Some(now + if result.is_ok() { RESYNC } else { RETRY });
+        self.failure = result.as_ref().err().cloned();
         result
     }
 
