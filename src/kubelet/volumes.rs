@@ -368,8 +368,9 @@ impl PodVolumes {
                     .truncate(true)
                     .mode_private()
                     .open(&temp)?;
+                // No fsync: the kubelet writes every volume again after a restart, and this
+                // runs on the pod worker's thread.
                 f.write_all(content)?;
-                f.sync_all()?;
             }
             std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(*mode))?;
             std::fs::rename(&temp, &target)?;

@@ -841,14 +841,7 @@ impl EtcdServer {
     fn wait_healthy(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            let healthy = Command::new("etcdctl")
-                .args(["--endpoints", &self.url(), "endpoint", "health"])
-                .env("ETCDCTL_API", "3")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if healthy {
+            if etcd_healthy(&[self.url()]) {
                 return true;
             }
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -910,6 +903,17 @@ impl Drop for EtcdServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether every one of `endpoints` answers `etcdctl endpoint health`.
+fn etcd_healthy(endpoints: &[String]) -> bool {
+    Command::new("etcdctl")
+        .args(["--endpoints", &endpoints.join(","), "endpoint", "health"])
+        .env("ETCDCTL_API", "3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// `etcd` as member `name` of `initial_cluster`, its data in `data`, on loopback ports.
@@ -1006,19 +1010,7 @@ impl EtcdCluster {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let healthy = Command::new("etcdctl")
-                .args([
-                    "--endpoints",
-                    &cluster.endpoints().join(","),
-                    "endpoint",
-                    "health",
-                ])
-                .env("ETCDCTL_API", "3")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if healthy {
+            if etcd_healthy(&cluster.endpoints()) {
                 return cluster;
             }
             assert!(Instant::now() < deadline, "etcd cluster did not form");

@@ -371,17 +371,14 @@ impl Etcd {
 
     /// Feeds the cache from `after` on until `feed` is gone: one watch over [`PREFIX`] with
     /// `prev_kv`, resumed where it stopped when etcd goes away, reloaded whole when its
-    /// revision was compacted. Progress is asked for every second, so the cache's revision
-    /// follows etcd's even when nothing under the prefix changes.
+    /// revision was compacted. Where etcd's progress notifications can be trusted they are
+    /// asked for every second, so the cache's revision follows etcd's even when nothing under
+    /// the prefix changes; a watch that was lost backs off up to 5 s between attempts.
     pub async fn feed(self, mut after: Revision, feed: impl Fn(Fed) -> bool) {
         let mut pause = Duration::from_millis(100);
         loop {
             match self.watch_from(after, &feed).await {
                 Ok(Resume::Stop) => return,
-                Ok(Resume::From(rev)) => {
-                    after = rev;
-                    pause = Duration::from_millis(100);
-                }
                 Ok(Resume::Reload) => match self.load().await {
                     Ok(loaded) => {
                         after = loaded.revision;
@@ -392,7 +389,10 @@ impl Etcd {
                     Err(e) => tracing::warn!(error = %e, "reloading from etcd"),
                 },
                 Err((rev, e)) => {
-                    self.healthy.store(false, Ordering::Relaxed);
+                    // A watch that was live starts the back-off afresh.
+                    if self.healthy.swap(false, Ordering::Relaxed) {
+                        pause = Duration::from_millis(100);
+                    }
                     after = rev;
                     tracing::warn!(error = %e, resume_after = after, "etcd watch lost; resuming");
                     tokio::time::sleep(pause).await;
@@ -538,9 +538,6 @@ fn progress_fixed(version: &str) -> bool {
 enum Resume {
     /// The cache is gone.
     Stop,
-    /// After this revision (the stream ended cleanly).
-    #[allow(dead_code)]
-    From(Revision),
     /// From a fresh load.
     Reload,
 }
