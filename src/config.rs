@@ -29,6 +29,9 @@ pub mod env {
     pub const CREDENTIALS_DIR: &str = "SKIFF_CREDENTIALS_DIR";
     pub const OTLP_ENDPOINT: &str = "SKIFF_OTLP_ENDPOINT";
     pub const NATS_CONFIG: &str = "SKIFF_NATS_CONFIG";
+    pub const NATS_ROUTES: &str = "SKIFF_NATS_ROUTES";
+    pub const NATS_CLUSTER_NAME: &str = "SKIFF_NATS_CLUSTER_NAME";
+    pub const NATS_ROUTE_PASSWORD: &str = "SKIFF_NATS_ROUTE_PASSWORD";
 }
 
 /// The config file read when none is named and it exists.

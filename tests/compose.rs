@@ -6,151 +6,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use common::compose::*;
 use common::*;
-
-/// `docker compose` (v2) when the plugin is there, else `docker-compose` (v1).
-fn compose_cli() -> Vec<String> {
-    let v2 = Command::new("docker")
-        .args(["compose", "version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if v2 {
-        vec!["docker".into(), "compose".into()]
-    } else {
-        vec!["docker-compose".into()]
-    }
-}
-
-/// One compose project, taken down (with its volumes) on drop.
-struct Project {
-    cli: Vec<String>,
-    name: String,
-    env: Vec<(String, String)>,
-    repo: PathBuf,
-}
-
-impl Project {
-    fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new(&self.cli[0])
-            .args(&self.cli[1..])
-            .args(["-p", &self.name, "-f"])
-            .arg(self.repo.join("docker-compose.yml"))
-            .args(args)
-            .current_dir(&self.repo)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .expect("compose runs");
-        assert!(
-            out.status.success(),
-            "compose {args:?}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn logs(&self) -> String {
-        let out = Command::new(&self.cli[0])
-            .args(&self.cli[1..])
-            .args(["-p", &self.name, "logs", "--tail=30"])
-            .current_dir(&self.repo)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output();
-        out.map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default()
-    }
-
-    fn leftovers(&self) -> Vec<String> {
-        let label = format!("label=com.docker.compose.project={}", self.name);
-        let mut left = Vec::new();
-        for what in [
-            vec!["ps", "-aq"],
-            vec!["volume", "ls", "-q"],
-            vec!["network", "ls", "-q"],
-        ] {
-            let out = Command::new("docker")
-                .args(&what)
-                .args(["--filter", &label])
-                .output()
-                .unwrap();
-            left.extend(
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .map(|l| format!("{}: {l}", what[0])),
-            );
-        }
-        left
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.cli[0])
-            .args(&self.cli[1..])
-            .args(["-p", &self.name, "down", "-v", "--timeout", "5"])
-            .current_dir(&self.repo)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output();
-    }
-}
-
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
-    Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect("kubectl runs")
-}
-
-/// Node name → Ready condition status.
-fn nodes(kubeconfig: &Path) -> Vec<(String, String)> {
-    let out = kubectl(kubeconfig, &["get", "nodes", "-o", "json"]);
-    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    list["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|n| {
-                    let ready = n["status"]["conditions"]
-                        .as_array()
-                        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-                        .map(|c| c["status"].as_str().unwrap_or("").to_string())
-                        .unwrap_or_default();
-                    (
-                        n["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                        ready,
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-async fn ready_nodes(kubeconfig: &Path, n: usize) -> Vec<String> {
-    let kc = kubeconfig.to_path_buf();
-    wait_for(Duration::from_secs(90), &format!("{n} nodes Ready"), || {
-        let kc = kc.clone();
-        async move {
-            let ready: Vec<String> = nodes(&kc)
-                .into_iter()
-                .filter(|(_, r)| r == "True")
-                .map(|(n, _)| n)
-                .collect();
-            (ready.len() == n).then_some(ready)
-        }
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_up_scales_kubelets_runs_a_deployment_and_comes_down_clean() {
@@ -163,12 +26,7 @@ async fn compose_up_scales_kubelets_runs_a_deployment_and_comes_down_clean() {
     }
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let tag = format!("skiff:test-{}", std::process::id());
-    let image = Command::new(repo.join("scripts/image"))
-        .arg(skiff_bin())
-        .env("SKIFF_IMAGE", &tag)
-        .status()
-        .unwrap();
-    assert!(image.success(), "scripts/image");
+    build_image(&repo, &tag);
     let project = Project {
         cli: compose_cli(),
         name: format!("skiff-test-{}", std::process::id()),
@@ -183,26 +41,10 @@ async fn compose_up_scales_kubelets_runs_a_deployment_and_comes_down_clean() {
         ]
         .into_iter()
         // The compose file has no default passwords: each test run has its own.
-        .chain(
-            [
-                "APISERVER",
-                "SCHEDULER",
-                "CONTROLLER_MANAGER",
-                "KUBELET_BOOTSTRAP",
-                "TRACE",
-            ]
-            .iter()
-            .map(|c| {
-                (
-                    format!("SKIFF_NATS_{c}_PASSWORD"),
-                    // nats-server reads `$VARIABLE` values as config values: a password
-                    // must begin with a letter to be read as a string (8e3… is a number).
-                    format!("pw{}", uuid::Uuid::new_v4().simple()),
-                )
-            }),
-        )
+        .chain(nats_passwords())
         .collect(),
         repo: repo.clone(),
+        file: "docker-compose.yml",
     };
     project.run(&[
         "up",
@@ -217,33 +59,7 @@ async fn compose_up_scales_kubelets_runs_a_deployment_and_comes_down_clean() {
 
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("kubeconfig");
-    let text = wait_for(
-        Duration::from_secs(60),
-        "a kubeconfig from the apiserver",
-        || {
-            let p = &project;
-            async move {
-                let out = Command::new(&p.cli[0])
-                    .args(&p.cli[1..])
-                    .args([
-                        "-p",
-                        &p.name,
-                        "exec",
-                        "-T",
-                        "apiserver",
-                        "skiff",
-                        "kubeconfig",
-                    ])
-                    .current_dir(&p.repo)
-                    .envs(p.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                    .output()
-                    .ok()?;
-                out.status.success().then_some(out.stdout)
-            }
-        },
-    )
-    .await;
-    std::fs::write(&kc, text).unwrap();
+    kubeconfig(&project, "apiserver", &kc).await;
 
     let three = ready_nodes(&kc, 3).await;
     assert!(

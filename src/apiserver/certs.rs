@@ -51,21 +51,34 @@ fn write(path: &Path, text: &str, secret: bool) -> Result<(), CertError> {
         path: path.display().to_string(),
         source,
     };
-    if secret {
-        crate::files::write_private(path, text.as_bytes()).map_err(io)
-    } else {
-        std::fs::write(path, text).map_err(io)
+    // Replaced whole, by rename: another replica sharing the directory reads the old file or
+    // the new one, never half.
+    crate::files::write_private(path, text.as_bytes()).map_err(io)?;
+    #[cfg(unix)]
+    if !secret {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(io)?;
     }
+    Ok(())
 }
 
 impl Pki {
     /// Loads the PKI from `<data_dir>/pki`, creating what is missing. `sans` are added to the
     /// serving certificate's names (it is re-issued when it lacks one of them: API servers
     /// sharing a directory that `skiff init` made with every replica's names keep it).
+    /// The host name goes into a new certificate but does not make an existing one be
+    /// re-issued: scaled replicas each have their own and would take turns replacing it.
+    /// Everything happens under a lock on `pki/.lock`, so replicas (or nats-servers) that
+    /// start together on one volume make one CA and one serving pair, not several halves.
     pub fn ensure(data_dir: &Path, sans: &[String]) -> Result<Pki, CertError> {
         let dir = data_dir.join("pki");
         crate::files::private_dir(&dir).map_err(|source| CertError::Io {
             path: dir.display().to_string(),
+            source,
+        })?;
+        let lock_path = dir.join(".lock");
+        let _lock = crate::files::lock(&lock_path).map_err(|source| CertError::Io {
+            path: lock_path.display().to_string(),
             source,
         })?;
         let (ca_cert_path, ca_key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
@@ -87,23 +100,24 @@ impl Pki {
             write(&ca_key_path, &key.serialize_pem(), true)?;
         }
         let ca_cert = read(&ca_cert_path)?;
-        let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-        if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
-            let h = h.trim();
-            if !h.is_empty() {
-                names.push(h.to_string());
+        let mut required = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        for s in sans {
+            if !required.contains(s) {
+                required.push(s.clone());
             }
         }
-        for s in sans {
-            if !names.contains(s) {
-                names.push(s.clone());
+        let mut names = required.clone();
+        if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+            let h = h.trim().to_string();
+            if !h.is_empty() && !names.contains(&h) {
+                names.insert(2, h);
             }
         }
         let names_path = dir.join("server.names");
         let wanted = names.join(",");
         let (server_cert_path, server_key_path) = (dir.join("server.crt"), dir.join("server.key"));
         let current = std::fs::read_to_string(&names_path).unwrap_or_default();
-        let covered = names.iter().all(|n| current.split(',').any(|c| c == n));
+        let covered = required.iter().all(|n| current.split(',').any(|c| c == n));
         if !server_cert_path.exists() || !server_key_path.exists() || !covered {
             let ca = CaSigner::load(&dir)?;
             let key = KeyPair::generate()?;
@@ -222,6 +236,30 @@ pub fn kubeconfig(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_starting_together_share_one_ca_and_one_serving_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let sans = vec!["apiserver".to_string(), "kube".to_string()];
+        let made: Vec<Pki> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| Pki::ensure(dir.path(), &sans).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for p in &made[1..] {
+            assert_eq!(p.ca_cert, made[0].ca_cert);
+            assert_eq!(p.server_cert, made[0].server_cert);
+            assert_eq!(p.server_key, made[0].server_key);
+        }
+        // A replica asking for fewer names keeps the certificate.
+        let again = Pki::ensure(dir.path(), &["kube".to_string()]).unwrap();
+        assert_eq!(again.server_cert, made[0].server_cert);
+        // One asking for a name it lacks gets a new one, from the same CA.
+        let more = Pki::ensure(dir.path(), &["apiserver-4".to_string()]).unwrap();
+        assert_ne!(more.server_cert, made[0].server_cert);
+        assert_eq!(more.ca_cert, made[0].ca_cert);
+    }
 
     #[test]
     fn base64_matches_rfc4648() {

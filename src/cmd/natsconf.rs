@@ -35,6 +35,49 @@ pub struct Args {
     /// Add the `kubelet-bootstrap` user, which may only ask for a node user of its own.
     #[arg(long)]
     pub bootstrap: bool,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// The routes of one nats-server of a cluster (`skiff nats-config` prints the block,
+/// `skiff nats-run` keeps it in `cluster.conf` beside its config).
+#[derive(Debug, Clone, ClapArgs)]
+pub struct ClusterArgs {
+    /// The other servers of a NATS cluster (`host` or `host:port`, comma-separated; this
+    /// server's own name may be in the list): a `cluster` block with these routes.
+    #[arg(long = "routes", env = crate::config::env::NATS_ROUTES, value_delimiter = ',')]
+    pub routes: Vec<String>,
+    /// The cluster's name (the same on every server).
+    #[arg(long, env = crate::config::env::NATS_CLUSTER_NAME, default_value = "skiff")]
+    pub cluster_name: String,
+    /// The port routes connect to.
+    #[arg(long, default_value_t = 6222)]
+    pub cluster_port: u16,
+    /// The password routes log in with (the same on every server; required with
+    /// `--routes`; must be letters and digits).
+    #[arg(long, env = crate::config::env::NATS_ROUTE_PASSWORD, hide_env_values = true)]
+    pub route_password: Option<String>,
+}
+
+impl ClusterArgs {
+    /// The `cluster` block, or nothing without `--routes`.
+    pub fn block(&self) -> anyhow::Result<Option<String>> {
+        use anyhow::Context as _;
+        if self.routes.is_empty() {
+            return Ok(None);
+        }
+        let password = self
+            .route_password
+            .as_deref()
+            .filter(|p| p.len() >= 16 && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .context("--routes needs --route-password (or SKIFF_NATS_ROUTE_PASSWORD): 16 or more letters and digits")?;
+        Ok(Some(cluster_block(
+            &self.cluster_name,
+            self.cluster_port,
+            &self.routes,
+            password,
+        )))
+    }
 }
 
 /// The largest message nats-server takes (its default is 1 MB): a LIST page is as large as
@@ -233,6 +276,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         nodes.push((name.to_string(), password.to_string()));
     }
     print!("{}", render(&nodes, args.shared_kubelet, args.bootstrap));
+    if let Some(block) = args.cluster.block()? {
+        print!("{block}");
+    }
     Ok(())
 }
 
@@ -258,6 +304,9 @@ pub struct BootstrapAnswer {
     pub code: Option<u16>,
 }
 
+/// The queue group the API servers serve [`BOOTSTRAP_SUBJECT`] in.
+const BOOTSTRAP_QUEUE: &str = "skiff-apiserver-bootstrap";
+
 /// How many node users one bootstrap credential may have issued (a leaked credential cannot
 /// fill the NATS config).
 pub const MAX_BOOTSTRAPPED_NODES: usize = 5_000;
@@ -273,17 +322,35 @@ struct NodeUsers {
 impl NodeUsers {
     fn load(data_dir: &std::path::Path, config: &std::path::Path) -> NodeUsers {
         let file = data_dir.join("nats-nodes.csv");
-        let users = std::fs::read_to_string(&file)
+        let mut users = NodeUsers {
+            file,
+            config: config.to_path_buf(),
+            users: Default::default(),
+        };
+        users.reload();
+        users
+    }
+
+    /// Reads the users file again: API servers sharing a data directory each issue users,
+    /// so the file, read under [`NodeUsers::lock`], is the truth, not this copy.
+    fn reload(&mut self) {
+        self.users = std::fs::read_to_string(&self.file)
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.split_once(','))
             .map(|(n, p)| (n.to_string(), p.to_string()))
             .collect();
-        NodeUsers {
-            file,
-            config: config.to_path_buf(),
-            users,
-        }
+    }
+
+    /// Locks the users file against the other API servers on the same volume and reloads
+    /// it: a read-modify-write held until the guard drops, off the actor's thread.
+    async fn lock(&mut self) -> std::io::Result<std::fs::File> {
+        let path = self.file.with_extension("lock");
+        let guard = tokio::task::spawn_blocking(move || crate::files::lock(&path))
+            .await
+            .map_err(std::io::Error::other)??;
+        self.reload();
+        Ok(guard)
     }
 
     /// Writes both files (each replaced whole, by rename, so nats-server never reads half),
@@ -332,10 +399,18 @@ pub async fn serve_bootstrap(
 ) {
     use futures::StreamExt;
     let mut users = NodeUsers::load(&data_dir, &config);
-    if let Err(e) = users.save().await {
+    let written = match users.lock().await {
+        Ok(_guard) => users.save().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = written {
         tracing::warn!(path = %config.display(), error = %e, "cannot write the NATS config");
     }
-    let mut sub = match nats.subscribe(BOOTSTRAP_SUBJECT).await {
+    // One API server answers each bootstrap, whichever of the replicas NATS picks.
+    let mut sub = match nats
+        .queue_subscribe(BOOTSTRAP_SUBJECT, BOOTSTRAP_QUEUE.to_string())
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot serve node bootstrap");
@@ -377,6 +452,10 @@ pub async fn serve_bootstrap(
             if req.password.len() < 16 || !req.password.bytes().all(|b| b.is_ascii_alphanumeric()) {
                 return Err((400, "the password must be 16 or more letters and digits".into()));
             }
+            let _guard = users
+                .lock()
+                .await
+                .map_err(|e| (500, format!("locking the NATS users: {e}")))?;
             match users.users.get(&req.node) {
                 // The holder, restarted: nothing to change.
                 Some(p) if *p == req.password => return Ok(()),
@@ -426,14 +505,41 @@ pub async fn serve_bootstrap(
 /// The file beside a nats-server config that holds its `tls` block.
 const TLS_INCLUDE: &str = "tls.conf";
 
-/// The line including [`TLS_INCLUDE`] when `skiff nats-run --tls-dir` wrote one beside
-/// `config`, else nothing.
+/// The file beside a nats-server config that holds its `cluster` block (routes).
+const CLUSTER_INCLUDE: &str = "cluster.conf";
+
+/// The lines including [`TLS_INCLUDE`] and [`CLUSTER_INCLUDE`] when `skiff nats-run` wrote
+/// them beside `config`, else nothing: the API server rewrites the config and keeps both.
 fn tls_include(config: &std::path::Path) -> String {
-    if config.with_file_name(TLS_INCLUDE).exists() {
-        format!("include {TLS_INCLUDE:?}\n")
-    } else {
-        String::new()
-    }
+    [TLS_INCLUDE, CLUSTER_INCLUDE]
+        .iter()
+        .filter(|f| config.with_file_name(f).exists())
+        .map(|f| format!("include {f:?}\n"))
+        .collect()
+}
+
+/// The `cluster` block of one of several nats-servers that share a config: every server
+/// lists every route (its own is recognised and skipped), and a route must log in as
+/// `route` with `password`, so a client that reaches the cluster port cannot pose as a
+/// server and skip the users' subject permissions.
+fn cluster_block(name: &str, port: u16, routes: &[String], password: &str) -> String {
+    let urls: Vec<String> = routes
+        .iter()
+        .map(|r| {
+            let host = if r.contains(':') {
+                r.clone()
+            } else {
+                format!("{r}:{port}")
+            };
+            format!("{:?}", format!("nats-route://route:{password}@{host}"))
+        })
+        .collect();
+    // `no_advertise`: clients keep the names they were given (which the TLS certificate
+    // carries) rather than learn the servers' addresses from gossip.
+    format!(
+        "cluster {{\n  name: {name:?}\n  listen: \"0.0.0.0:{port}\"\n  no_advertise: true\n  authorization {{\n    user: \"route\"\n    password: {password:?}\n    timeout: 2\n  }}\n  routes: [{}]\n}}\n",
+        urls.join(", ")
+    )
 }
 
 /// Flags of `skiff nats-run`.
@@ -458,6 +564,8 @@ pub struct RunArgs {
     /// other services mount read-only).
     #[arg(long, env = "SKIFF_NATS_CA_OUT")]
     pub ca_out: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// More nats-server flags (after `--`).
     #[arg(last = true)]
     pub extra: Vec<String>,
@@ -492,8 +600,17 @@ pub fn run_nats(args: RunArgs) -> anyhow::Result<()> {
         )
         .with_context(|| format!("writing {}", tls.display()))?;
     }
+    // Several servers of one cluster may share the config's directory and start together.
+    let lock = crate::files::lock(&args.config.with_file_name(".nats-run.lock"))
+        .context("locking the NATS config")?;
+    if let Some(block) = args.cluster.block()? {
+        let cluster = args.config.with_file_name(CLUSTER_INCLUDE);
+        write_atomically(&cluster, &block)
+            .with_context(|| format!("writing {}", cluster.display()))?;
+    }
     let current = std::fs::read_to_string(&args.config).unwrap_or_default();
-    if current.is_empty() || (args.tls_dir.is_some() && !current.contains(TLS_INCLUDE)) {
+    let wanted = tls_include(&args.config);
+    if current.is_empty() || wanted.lines().any(|l| !current.contains(l)) {
         if let Some(dir) = args.config.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -501,10 +618,15 @@ pub fn run_nats(args: RunArgs) -> anyhow::Result<()> {
             render(&[], false, true)
         } else {
             current
+                .lines()
+                .filter(|l| !l.starts_with("include "))
+                .map(|l| format!("{l}\n"))
+                .collect()
         };
-        write_atomically(&args.config, &(text + &tls_include(&args.config)))
+        write_atomically(&args.config, &(text + &wanted))
             .with_context(|| format!("writing {}", args.config.display()))?;
     }
+    drop(lock);
     let mut child = std::process::Command::new(&args.nats_server)
         .arg("-c")
         .arg(&args.config)
@@ -546,6 +668,24 @@ pub fn run_nats(args: RunArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_block_lists_every_route_with_its_login() {
+        let block = cluster_block(
+            "skiff",
+            6222,
+            &["nats1".into(), "nats2:7222".into()],
+            "pw0123456789abcdef",
+        );
+        assert!(block.contains("name: \"skiff\""), "{block}");
+        assert!(block.contains("listen: \"0.0.0.0:6222\""), "{block}");
+        assert!(block.contains("no_advertise: true"), "{block}");
+        assert!(
+            block.contains("\"nats-route://route:pw0123456789abcdef@nats1:6222\", \"nats-route://route:pw0123456789abcdef@nats2:7222\""),
+            "{block}"
+        );
+        assert!(block.contains("user: \"route\""), "{block}");
+    }
 
     #[test]
     fn the_compose_config_is_this_commands_output() {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod compose;
 pub mod proxy;
 
 use skiff::apiserver::{self, ApiServerOptions, Authenticator};

@@ -291,9 +291,10 @@ impl Etcd {
         refusal: impl Fn(Option<Revision>) -> StoreError,
     ) -> Result<Landed, StoreError> {
         let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
+            .unsent_retried(|mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
             .await
             .map_err(unavailable)?;
         let revision = resp.header().map_or(0, |h| h.revision()) as Revision;
@@ -359,7 +360,13 @@ impl Etcd {
                 tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
             }
             let options = GetOptions::new().with_count_only().with_limit(1);
-            match self.client.kv_client().get(PREFIX, Some(options)).await {
+            let got = self
+                .unsent_retried(|mut kv| {
+                    let options = options.clone();
+                    async move { kv.get(PREFIX, Some(options)).await }
+                })
+                .await;
+            match got {
                 Ok(resp) => return Ok(resp.header().map_or(0, |h| h.revision()) as Revision),
                 Err(e) => last = Some(e),
             }
@@ -367,6 +374,29 @@ impl Etcd {
         Err(unavailable(
             last.map_or_else(String::new, |e| e.to_string()),
         ))
+    }
+
+    /// Runs `call` again, on whichever member the client picks next, while it fails before
+    /// the request left (see [`never_sent`]): the client spreads requests over every
+    /// endpoint, and one whose member is gone (its container killed, its name no longer
+    /// resolving) fails each request it is given once before the balancer passes it over.
+    /// A request that may have reached etcd is never repeated here: a Txn may have landed.
+    async fn unsent_retried<T, F, Fut>(&self, call: F) -> Result<T, etcd_client::Error>
+    where
+        F: Fn(etcd_client::KvClient) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        const ATTEMPTS: u32 = 10;
+        let mut attempt = 0;
+        loop {
+            match call(self.client.kv_client()).await {
+                Err(e) if attempt + 1 < ATTEMPTS && never_sent(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis((10 << attempt.min(4)) as u64)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Feeds the cache from `after` on until `feed` is gone: one watch over [`PREFIX`] with
@@ -543,6 +573,28 @@ enum Resume {
 }
 
 /// An update's or delete's refusal from the key's current state.
+/// Whether `e` failed before its request left this process: the channel to the member the
+/// client picked could not be opened (connection refused, a name that no longer resolves,
+/// a connect timeout). tonic reports these as `Unavailable` with a `ConnectError` as the
+/// source; anything else (a reset mid-request, a timeout) may have reached etcd.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return false;
+    };
+    // gRPC's UNAVAILABLE (tonic is etcd-client's, not a dependency of ours).
+    if status.code() as i32 != 14 {
+        return false;
+    }
+    let mut source = std::error::Error::source(status);
+    while let Some(s) = source {
+        if format!("{s:?}").starts_with("ConnectError") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 fn cas_refusal(current: Option<Revision>) -> StoreError {
     match current {
         None => StoreError::NotFound,
