@@ -32,9 +32,9 @@ use serde_json::json;
 use skiff::api::wire::ListOptions;
 use skiff::apiserver::ApiServerOptions;
 use skiff::client::{ApiClient, ClientOptions};
-use skiff::cmd::components::start_scheduler;
 use skiff::kubelet::runtime::fake::FakeRuntime;
 use skiff::kubelet::{Kubelet, KubeletOptions};
+use skiff::scheduler::run::start_scheduler;
 
 use common::*;
 
@@ -622,7 +622,7 @@ async fn scale(nodes: usize, fill: usize) {
             "bench",
         )
         .await;
-        let controllers = skiff::cmd::components::start_controllers(
+        let controllers = skiff::controllers::run::start_controllers(
             connect("system:kube-controller-manager", "cm-token")
                 .await
                 .unwrap(),

@@ -61,6 +61,7 @@ pub mod controllers;
 pub mod files;
 pub mod kubelet;
 pub mod metrics;
+pub mod process;
 pub mod rt;
 pub mod scheduler;
 pub mod trace;

@@ -31,18 +31,13 @@ fn main() -> std::process::ExitCode {
                 eprintln!("skiff apiserver: {e}");
                 return std::process::ExitCode::from(64);
             }
-            Ok(config) if args.print_config => {
-                match toml::to_string_pretty(&skiff::config::FileConfig { apiserver: config }) {
-                    Ok(s) => {
-                        print!("{s}");
-                        Ok(())
-                    }
-                    Err(e) => Err(e.into()),
-                }
-            }
+            Ok(config) if args.print_config => config
+                .render(&cmd::apiserver::SECTIONS, &cmd::apiserver::SECRETS)
+                .map(|s| print!("{s}"))
+                .map_err(Into::into),
             Ok(config) => {
                 cmd::title::set("skiff-apiserver", &[]);
-                cmd::apiserver::run(config)
+                skiff::apiserver::run::run(config)
             }
         },
         Command::Up(args) => cmd::up::run(args),
@@ -57,6 +52,11 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Bad configuration (a flag, variable or file value out of range): EX_USAGE.
+        Err(e) if e.downcast_ref::<skiff::config::ConfigError>().is_some() => {
+            eprintln!("skiff: {e:#}");
+            std::process::ExitCode::from(64)
+        }
         Err(e) => {
             eprintln!("skiff: {e:#}");
             std::process::ExitCode::FAILURE

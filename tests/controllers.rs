@@ -10,10 +10,11 @@ use serde_json::{json, Value};
 use skiff::api::wire::{DeleteOptions, ListOptions, PatchType};
 use skiff::client::leader::ElectionTimings;
 use skiff::client::Api;
-use skiff::cmd::components::{start_controllers, start_scheduler};
 use skiff::controllers::nodelifecycle::NodeLifecycleOptions;
+use skiff::controllers::run::start_controllers;
 use skiff::kubelet::runtime::fake::FakeRuntime;
 use skiff::kubelet::{Kubelet, KubeletOptions};
+use skiff::scheduler::run::start_scheduler;
 
 use common::*;
 

@@ -13,9 +13,10 @@ use serde_json::json;
 use skiff::api::wire::{ListOptions, PatchType};
 use skiff::apiserver::ApiServerOptions;
 use skiff::client::{ApiClient, ClientOptions, Informer};
-use skiff::cmd::components::{start_controllers, start_scheduler};
+use skiff::controllers::run::start_controllers;
 use skiff::kubelet::runtime::fake::FakeRuntime;
 use skiff::kubelet::{Kubelet, KubeletOptions};
+use skiff::scheduler::run::start_scheduler;
 
 use common::*;
 

@@ -22,6 +22,7 @@ pub mod managed;
 pub mod openapi;
 pub mod patch;
 pub(crate) mod registry;
+pub mod run;
 pub mod sa_admission;
 pub mod serviceaccount;
 pub(crate) mod store;

@@ -4,6 +4,7 @@
 //! Every failure comes back as a Kubernetes `Status`: the server's own, or one made here for
 //! transport faults (503 when no API server answers, 504 on a timeout).
 
+pub mod identity;
 mod informer;
 pub mod leader;
 pub mod retry;

@@ -39,9 +39,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..Default::default()
     };
     let token_file = config.token_file();
-    super::apiserver::ensure_token_file(&token_file)?;
+    crate::apiserver::run::ensure_token_file(&token_file)?;
     if let Some(dir) = &config.credentials_dir {
-        super::apiserver::write_component_credentials(&token_file, dir)?;
+        crate::apiserver::run::write_component_credentials(&token_file, dir)?;
     }
     let pki = Pki::ensure(&args.data_dir, &args.tls_san).context("preparing certificates")?;
     if let Some(dir) = &config.credentials_dir {
@@ -49,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::fs::copy(pki.dir.join("ca.crt"), &to)
             .with_context(|| format!("writing {}", to.display()))?;
     }
-    let encryption = super::apiserver::encryption_config(&config)?;
+    let encryption = crate::apiserver::run::encryption_config(&config)?;
     crate::apiserver::serviceaccount::ensure_key(&args.data_dir)
         .context("the service account signing key")?;
     println!("skiff init: cluster state in {}", args.data_dir.display());

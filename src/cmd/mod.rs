@@ -21,11 +21,11 @@ use clap::{Parser, Subcommand};
 )]
 pub struct Cli {
     /// Log filter (also RUST_LOG), e.g. `info,skiff=debug`.
-    #[arg(long, global = true, env = "SKIFF_LOG", default_value = "info")]
+    #[arg(long, global = true, env = crate::config::env::LOG, default_value = "info")]
     pub log: String,
     /// `text` (default) or `json`: one JSON object per line, with the request's span fields
     /// (among them `trace_id`). Tokens and passwords are never logged.
-    #[arg(long, global = true, env = "SKIFF_LOG_FORMAT", default_value = "text")]
+    #[arg(long, global = true, env = crate::config::env::LOG_FORMAT, default_value = "text")]
     pub log_format: String,
     /// The component to run.
     #[command(subcommand)]

@@ -102,8 +102,9 @@ struct User {
 
 /// The environment variable holding a component's NATS password.
 pub fn password_env(component: &str) -> String {
+    use crate::config::env::{NATS_PASSWORD_PREFIX, NATS_PASSWORD_SUFFIX};
     format!(
-        "SKIFF_NATS_{}_PASSWORD",
+        "{NATS_PASSWORD_PREFIX}{}{NATS_PASSWORD_SUFFIX}",
         component.to_ascii_uppercase().replace('-', "_")
     )
 }
@@ -547,22 +548,22 @@ fn cluster_block(name: &str, port: u16, routes: &[String], password: &str) -> St
 pub struct RunArgs {
     /// The config nats-server runs with; written (with no node users yet) if missing, and
     /// reloaded whenever it changes.
-    #[arg(long, env = "SKIFF_NATS_CONFIG")]
+    #[arg(long, env = crate::config::env::NATS_CONFIG)]
     pub config: std::path::PathBuf,
     /// Where nats-server is.
     #[arg(long, default_value = "nats-server")]
     pub nats_server: String,
     /// Serve TLS only, with a CA and server certificate kept in this directory (made on
     /// first start; SANs from `--tls-san`): every client must verify it.
-    #[arg(long, env = "SKIFF_NATS_TLS_DIR")]
+    #[arg(long, env = crate::config::env::NATS_TLS_DIR)]
     pub tls_dir: Option<std::path::PathBuf>,
     /// Names the server certificate carries besides 127.0.0.1, localhost and the host name
     /// (e.g. the compose service name `nats`).
-    #[arg(long = "tls-san", env = "SKIFF_NATS_TLS_SANS", value_delimiter = ',')]
+    #[arg(long = "tls-san", env = crate::config::env::NATS_TLS_SANS, value_delimiter = ',')]
     pub tls_sans: Vec<String>,
     /// Where to publish the CA certificate clients verify the server with (a volume the
     /// other services mount read-only).
-    #[arg(long, env = "SKIFF_NATS_CA_OUT")]
+    #[arg(long, env = crate::config::env::NATS_CA_OUT)]
     pub ca_out: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub cluster: ClusterArgs,

@@ -10,7 +10,7 @@ use std::ffi::CString;
 use std::os::unix::process::CommandExt;
 
 /// Marks a process that already carries its title.
-const MARK: &str = "SKIFF_TITLE";
+const MARK: &str = crate::config::env::TITLE;
 
 /// Gives this process the title `<component>: <details…>`; re-executes at most once. Returns
 /// only if the title is set or cannot be (the component then runs under its old title).
@@ -25,7 +25,8 @@ pub fn set(component: &str, details: &[&str]) {
     } else {
         format!("{component}: {}", details.join(" "))
     };
-    if std::env::var(MARK).is_ok_and(|t| t == title) || std::env::var_os("SKIFF_NO_TITLE").is_some()
+    if std::env::var(MARK).is_ok_and(|t| t == title)
+        || std::env::var_os(crate::config::env::NO_TITLE).is_some()
     {
         return;
     }

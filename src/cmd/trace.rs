@@ -63,10 +63,10 @@ pub struct Args {
     #[arg(long, env = env::NATS_PASSWORD, hide_env_values = true)]
     pub nats_password: Option<String>,
     /// Bearer token of a system:masters user (for timelines).
-    #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
+    #[arg(long, env = crate::config::env::TOKEN, hide_env_values = true)]
     pub token: Option<String>,
     /// A file holding that token.
-    #[arg(long, env = "SKIFF_TOKEN_PATH")]
+    #[arg(long, env = crate::config::env::TOKEN_PATH)]
     pub token_path: Option<PathBuf>,
     /// Where to find the admin token when none is given (`skiff up` uses `.skiff`).
     #[arg(long, env = env::DATA_DIR, default_value = ".skiff")]

@@ -10,21 +10,20 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::Args as ClapArgs;
 
-use super::apiserver::{self as apiserver_cmd, Extras};
-use super::components;
+use crate::apiserver::run::{self as apiserver_run, Extras};
 use crate::client::leader::ElectionTimings;
 use crate::client::{ApiClient, ClientOptions};
-use crate::config::ApiServerConfig;
+use crate::config::{ApiServerConfig, FileConfig, NatsConfig};
 use crate::kubelet::{Kubelet, KubeletOptions};
 
 /// Flags of `skiff up`.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct Args {
     /// Data directory: store, certificates, tokens, kubeconfig, pod logs.
-    #[arg(long, env = "SKIFF_DATA_DIR", default_value = ".skiff")]
+    #[arg(long, env = crate::config::env::DATA_DIR, default_value = ".skiff")]
     pub data_dir: PathBuf,
     /// Use this NATS server instead of starting one.
-    #[arg(long, env = "SKIFF_NATS_URL")]
+    #[arg(long, env = crate::config::env::NATS_URL)]
     pub nats_url: Option<String>,
     /// Port of the nats-server started here (default 4222; when that is taken, a free one,
     /// said on stderr). A port given here that is taken is refused.
@@ -252,7 +251,7 @@ pub const NATS_URL_FILE: &str = "nats-url";
 /// The nats-server port `skiff up` starts on unless told otherwise.
 const DEFAULT_NATS_PORT: u16 = 4222;
 
-use apiserver_cmd::ensure_tokens;
+use apiserver_run::ensure_tokens;
 
 /// The NATS users of the nats-server `skiff up` runs (`user,password` lines, 0600), for
 /// `skiff trace --data-dir` and restarts.
@@ -354,14 +353,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .map(|n| (format!("system:node:{n}"), "system:nodes")),
     );
     let config = ApiServerConfig {
-        nats_url: nats_url.clone(),
         data_dir: data_dir.clone(),
         https_bind: args.https_bind.clone(),
         // New pods tolerate a lost node as long as the node lifecycle controller waits.
         default_toleration_seconds: args.pod_eviction_timeout,
         nats_user: nats_users.as_ref().map(|_| "apiserver".to_string()),
         nats_password: nats_users.as_ref().map(|u| u["apiserver"].clone()),
-        nats_ca_file: nats_ca.clone(),
         ..Default::default()
     };
     let tokens = ensure_tokens(&config.token_file(), &users)?;
@@ -372,17 +369,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let root_ca =
         Some(std::fs::read_to_string(pki.dir.join("ca.crt")).context("reading the cluster CA")?);
     let runtime = args.runtime.clone();
+    // The docker runtime's Engine and pod network, as the config file's `[kubelet]` says.
+    let engine = crate::kubelet::run::Docker::of(&crate::config::load_file(None)?.kubelet);
     let https_bind = args.https_bind.clone();
     let lifecycle = crate::controllers::nodelifecycle::NodeLifecycleOptions {
         grace: Duration::from_secs(args.node_monitor_grace_period),
         eviction_timeout: Duration::from_secs(args.pod_eviction_timeout),
     };
     eprintln!("skiff up: API server (NATS {nats_url}, HTTPS {}), scheduler, controllers, {} {runtime} node(s)", args.https_bind, nodes.len());
-    apiserver_cmd::run_with(config, move |url| async move {
+    let tree = FileConfig {
+        nats: NatsConfig {
+            url: nats_url.clone(),
+            ca_file: nats_ca.clone(),
+        },
+        apiserver: config,
+        ..Default::default()
+    };
+    apiserver_run::run_with(tree, move |url| async move {
         let connect = |user: &str| {
             let token = tokens.get(user).cloned().unwrap_or_default();
             let mut options = ClientOptions::new(&url, user, &token);
-            options.retry = components::component_retry(user);
+            options.retry = crate::client::identity::component_retry(user);
             options.nats_ca = nats_ca.clone();
             options.nats_user = nats_users.as_ref().map(|u| {
                 let name = nats_user_of(user);
@@ -391,10 +398,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             async move { ApiClient::connect(options).await }
         };
         let mut extras = Extras::default();
-        let scheduler =
-            components::start_scheduler(connect("system:kube-scheduler").await?, "skiff-up").await;
+        let scheduler = crate::scheduler::run::start_scheduler(
+            connect("system:kube-scheduler").await?,
+            "skiff-up",
+        )
+        .await;
         extras.keep.push(Box::new(scheduler));
-        let controllers = components::start_controllers(
+        let controllers = crate::controllers::run::start_controllers(
             connect("system:kube-controller-manager").await?,
             "skiff-up",
             ElectionTimings::default(),
@@ -403,11 +413,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         extras.keep.push(Box::new(controllers));
         for (i, node) in nodes.iter().enumerate() {
-            let rt = components::runtime(&runtime, data_dir.join("pods").join(node), "127.0.0.1")
-                .await?;
+            let rt = crate::kubelet::run::runtime(
+                &runtime,
+                data_dir.join("pods").join(node),
+                "127.0.0.1",
+                &engine,
+            )
+            .await?;
             let client = connect(&format!("system:node:{node}")).await?;
             let mut options = KubeletOptions::new(node);
-            options.api_endpoint = Some(components::endpoint(&https_bind)?);
+            options.api_endpoint = Some(crate::kubelet::run::endpoint(&https_bind)?);
             if rt.name != "fake" {
                 options.volume_root = Some(data_dir.join("pods").join(node).join("volumes"));
             }

@@ -10,6 +10,7 @@ pub mod nodelifecycle;
 pub mod per_namespace;
 pub mod replicaset;
 pub mod rootca;
+pub mod run;
 pub mod serviceaccount;
 
 use std::collections::BTreeSet;

@@ -4,6 +4,7 @@
 
 pub mod hollow;
 pub mod pod;
+pub mod run;
 pub mod runtime;
 pub mod volumes;
 

@@ -5,6 +5,7 @@
 //! node or a pod changes. Several replicas may run; only the Lease holder schedules.
 
 pub mod algorithm;
+pub mod run;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;

@@ -62,7 +62,9 @@ static FROM_ENV: std::sync::Once = std::sync::Once::new();
 /// Whether spans are recorded (the context always travels).
 pub fn enabled() -> bool {
     FROM_ENV.call_once(|| {
-        if std::env::var("SKIFF_TRACE").is_ok_and(|v| v == "off" || v == "0" || v == "false") {
+        if std::env::var(crate::config::env::TRACE)
+            .is_ok_and(|v| v == "off" || v == "0" || v == "false")
+        {
             ENABLED.store(false, Ordering::Relaxed);
         }
     });

@@ -1128,7 +1128,8 @@ pub async fn scheduler_and_controllers(
     lifecycle: skiff::controllers::nodelifecycle::NodeLifecycleOptions,
     root_ca: Option<String>,
 ) -> Vec<Box<dyn std::any::Any>> {
-    use skiff::cmd::components::{start_controllers, start_scheduler};
+    use skiff::controllers::run::start_controllers;
+    use skiff::scheduler::run::start_scheduler;
     let scheduler = start_scheduler(
         client_for(url, "system:kube-scheduler", "scheduler-token").await,
         identity,

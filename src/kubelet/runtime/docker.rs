@@ -1575,7 +1575,7 @@ mod tests {
         if !socket.exists() {
             let why = format!("no Docker socket at {}", socket.display());
             eprintln!("SKIPPED {test}: {why}");
-            if let Some(log) = std::env::var_os("SKIFF_SKIP_LOG") {
+            if let Some(log) = std::env::var_os(crate::config::env::SKIP_LOG) {
                 use std::io::Write;
                 let mut f = std::fs::OpenOptions::new()
                     .create(true)

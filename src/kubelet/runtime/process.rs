@@ -50,7 +50,7 @@ pub const INHERITED_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
 /// at its `mountPath` (`$SKIFF_CONTAINER_ROOT/var/run/secrets/kubernetes.io/serviceaccount/
 /// token`): there is no filesystem isolation to mount them at the path itself. Read-only
 /// mounts are not enforced (the process runs as the kubelet's user).
-pub const ROOT_ENV: &str = "SKIFF_CONTAINER_ROOT";
+pub const ROOT_ENV: &str = crate::config::env::CONTAINER_ROOT;
 
 /// At most this much of an `exec`'s output is kept (the rest is read and dropped).
 const EXEC_OUTPUT_LIMIT: usize = 64 * 1024;

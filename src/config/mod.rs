@@ -1,38 +1,36 @@
-//! Configuration, layered: built-in defaults < the config file (`--config`, `SKIFF_CONFIG`, or
-//! `config/skiff.toml` when present) < `SKIFF_*` environment < flags. `--print-config` shows
-//! the result. Every environment key is a named constant here.
+//! Configuration, one tree for every component, layered: built-in defaults < the config file
+//! (`--config`, `SKIFF_CONFIG`, or `config/skiff.toml` when present) < `SKIFF_*` environment
+//! < flags. The file has a table per section — `[nats]` (every component), `[apiserver]`,
+//! `[etcd]` (the API server's store when `store = "etcd"`), `[scheduler]`,
+//! `[controller_manager]`, `[kubelet]` — and each component reads the sections it needs;
+//! `skiff <component> --print-config` prints those sections as it would run with them.
+//! Every default is defined once, in the section's `Default`; every environment variable is
+//! a named constant in [`env`].
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Environment keys.
-pub mod env {
-    pub const CONFIG: &str = "SKIFF_CONFIG";
-    pub const NATS_URL: &str = "SKIFF_NATS_URL";
-    pub const NATS_USER: &str = "SKIFF_NATS_USER";
-    pub const NATS_PASSWORD: &str = "SKIFF_NATS_PASSWORD";
-    pub const DATA_DIR: &str = "SKIFF_DATA_DIR";
-    pub const TOKEN_FILE: &str = "SKIFF_TOKEN_FILE";
-    pub const HISTORY: &str = "SKIFF_HISTORY";
-    pub const BOOKMARK_INTERVAL: &str = "SKIFF_BOOKMARK_INTERVAL_SECONDS";
-    pub const SHUTDOWN_GRACE: &str = "SKIFF_SHUTDOWN_GRACE_SECONDS";
-    pub const MAX_REQUESTS_INFLIGHT: &str = "SKIFF_MAX_REQUESTS_INFLIGHT";
-    pub const MAX_QUEUE_WAIT: &str = "SKIFF_MAX_QUEUE_WAIT_SECONDS";
-    pub const EVENT_TTL: &str = "SKIFF_EVENT_TTL_SECONDS";
-    pub const DEFAULT_TOLERATION_SECONDS: &str = "SKIFF_DEFAULT_TOLERATION_SECONDS";
-    pub const STORE: &str = "SKIFF_STORE";
-    pub const CHECKPOINT_BYTES: &str = "SKIFF_CHECKPOINT_BYTES";
-    pub const HTTPS_BIND: &str = "SKIFF_HTTPS_BIND";
-    pub const TLS_SANS: &str = "SKIFF_TLS_SANS";
-    pub const SERVER_URL: &str = "SKIFF_SERVER_URL";
-    pub const CREDENTIALS_DIR: &str = "SKIFF_CREDENTIALS_DIR";
-    pub const OTLP_ENDPOINT: &str = "SKIFF_OTLP_ENDPOINT";
-    pub const NATS_CONFIG: &str = "SKIFF_NATS_CONFIG";
-    pub const NATS_ROUTES: &str = "SKIFF_NATS_ROUTES";
-    pub const NATS_CLUSTER_NAME: &str = "SKIFF_NATS_CLUSTER_NAME";
-    pub const NATS_ROUTE_PASSWORD: &str = "SKIFF_NATS_ROUTE_PASSWORD";
+mod components;
+pub mod env;
+
+/// Lays a flag (or its `SKIFF_*` variable), when given, over the value from the file:
+/// `layer!(c.x, flag)` for plain values, `layer!(c.x, some flag)` for optional ones.
+macro_rules! layer {
+    ($to:expr, some $from:expr) => {
+        if let Some(v) = &$from {
+            $to = Some(v.clone());
+        }
+    };
+    ($to:expr, $from:expr) => {
+        if let Some(v) = &$from {
+            $to = v.clone();
+        }
+    };
 }
+pub(crate) use layer;
+
+pub use components::{ControllerManagerConfig, KubeletConfig, NatsConfig, SchedulerConfig};
 
 /// The config file read when none is named and it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "config/skiff.toml";
@@ -41,18 +39,14 @@ pub const DEFAULT_CONFIG_FILE: &str = "config/skiff.toml";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiServerConfig {
-    /// NATS server URL.
-    pub nats_url: String,
-    /// NATS user name, when the server requires one.
+    /// The API server's NATS user, when the server requires one (the URL and CA are
+    /// `[nats]`'s).
     pub nats_user: Option<String>,
-    /// NATS password.
+    /// Its password (better from `SKIFF_NATS_PASSWORD` than from the file).
     pub nats_password: Option<String>,
-    /// The CA of the NATS server's certificate: the API server connects with TLS and
-    /// verifies the server against it.
-    pub nats_ca_file: Option<PathBuf>,
     /// Where the store file, tokens and (later) certificates live.
     pub data_dir: PathBuf,
-    /// `embedded` (a redb file in data_dir) or `memory`.
+    /// `embedded` (a redb file in data_dir), `memory`, or `etcd` (the `[etcd]` section).
     pub store: String,
     /// Token file (`token,user,uid,"groups"`); default `<data_dir>/tokens.csv`, created with
     /// an admin token on first start.
@@ -100,26 +94,42 @@ pub struct ApiServerConfig {
     /// Admission plugins turned off (kube-apiserver's `--disable-admission-plugins`): only
     /// `ServiceAccount` may be, for an API server without a controller-manager.
     pub disable_admission_plugins: Vec<String>,
-    /// etcd client URLs when `store` is `etcd` (kube-apiserver's `--etcd-servers`).
-    pub etcd_servers: Vec<String>,
+}
+
+/// `[etcd]`: the API server's store when `[apiserver] store = "etcd"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Client URLs (kube-apiserver's `--etcd-servers`).
+    pub servers: Vec<String>,
     /// The CA etcd's certificate is verified with (`--etcd-cafile`).
-    pub etcd_cafile: Option<PathBuf>,
-    /// This API server's client certificate for etcd (`--etcd-certfile`).
-    pub etcd_certfile: Option<PathBuf>,
+    pub cafile: Option<PathBuf>,
+    /// The API server's client certificate for etcd (`--etcd-certfile`).
+    pub certfile: Option<PathBuf>,
     /// Its key (`--etcd-keyfile`).
-    pub etcd_keyfile: Option<PathBuf>,
-    /// Seconds between compactions of etcd's old revisions (kube-apiserver's
+    pub keyfile: Option<PathBuf>,
+    /// Seconds between compactions of old revisions (kube-apiserver's
     /// `--etcd-compaction-interval`, 5 minutes; 0: never).
-    pub etcd_compaction_interval_seconds: u64,
+    pub compaction_interval_seconds: u64,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            servers: Vec::new(),
+            cafile: None,
+            certfile: None,
+            keyfile: None,
+            compaction_interval_seconds: 300,
+        }
+    }
 }
 
 impl Default for ApiServerConfig {
     fn default() -> Self {
         ApiServerConfig {
-            nats_url: "nats://127.0.0.1:4222".into(),
             nats_user: None,
             nats_password: None,
-            nats_ca_file: None,
             data_dir: PathBuf::from("/var/lib/skiff"),
             store: "embedded".into(),
             token_file: None,
@@ -140,21 +150,67 @@ impl Default for ApiServerConfig {
             otlp_endpoint: None,
             nats_config: None,
             disable_admission_plugins: Vec::new(),
-            etcd_servers: Vec::new(),
-            etcd_cafile: None,
-            etcd_certfile: None,
-            etcd_keyfile: None,
-            etcd_compaction_interval_seconds: 300,
         }
     }
 }
 
-/// The whole config file: one table per component.
+/// The whole tree (and the config file): one table per section.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
+    /// `[nats]`: every component.
+    pub nats: NatsConfig,
     /// `[apiserver]`.
     pub apiserver: ApiServerConfig,
+    /// `[etcd]`: the API server's, with `store = "etcd"`.
+    pub etcd: EtcdConfig,
+    /// `[scheduler]`.
+    pub scheduler: SchedulerConfig,
+    /// `[controller_manager]`.
+    pub controller_manager: ControllerManagerConfig,
+    /// `[kubelet]`.
+    pub kubelet: KubeletConfig,
+}
+
+impl FileConfig {
+    /// Checks what `skiff apiserver` runs with.
+    pub fn validate_apiserver(&self) -> Result<(), ConfigError> {
+        self.apiserver.validate()?;
+        if self.apiserver.store == "etcd" && self.etcd.servers.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "etcd.servers",
+                why: "store etcd needs at least one server (--etcd-servers)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The named sections as TOML (`--print-config`): what a component runs with. `hide`
+    /// lists keys (in any section) whose values are shown as `<redacted>`.
+    pub fn render(&self, sections: &[&str], hide: &[&str]) -> Result<String, ConfigError> {
+        let bad = |e: String| ConfigError::Invalid {
+            key: "print-config",
+            why: e,
+        };
+        let value = toml::Value::try_from(self).map_err(|e| bad(e.to_string()))?;
+        let mut out = toml::Table::new();
+        if let toml::Value::Table(all) = value {
+            for (name, mut section) in all {
+                if !sections.contains(&name.as_str()) {
+                    continue;
+                }
+                if let toml::Value::Table(t) = &mut section {
+                    for key in hide {
+                        if let Some(v) = t.get_mut(*key) {
+                            *v = toml::Value::String("<redacted>".into());
+                        }
+                    }
+                }
+                out.insert(name, section);
+            }
+        }
+        toml::to_string_pretty(&out).map_err(|e| bad(e.to_string()))
+    }
 }
 
 /// Why configuration could not be loaded (the binary exits 64 on these).
@@ -225,12 +281,7 @@ impl ApiServerConfig {
                 why: format!("{:?}: want embedded, memory or etcd", self.store),
             });
         }
-        if self.store == "etcd" && self.etcd_servers.is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "etcd_servers",
-                why: "store etcd needs at least one server (--etcd-servers)".into(),
-            });
-        }
+
         if self.history == 0 {
             return Err(ConfigError::Invalid {
                 key: "history",
