@@ -1,172 +1,153 @@
-//! The Deployment controller actor: for each Deployment, the ReplicaSets it owns are handed to
-//! `deployment_plan::plan`, and the actions it returns (create a ReplicaSet, scale one, delete
-//! an old one, update status) are carried out through the API server. Rollouts advance as the
-//! ReplicaSets' status changes.
+//! The Deployment controller, on the controller runtime: for each Deployment, the
+//! ReplicaSets it controls (claimed with the controller-ref manager: matching orphans adopted,
+//! non-matching ones released) are handed to `deployment_plan::plan`, and the actions it
+//! returns (create a ReplicaSet, scale one, delete an old one, update status) are carried out
+//! through the API server. Rollouts advance as the ReplicaSets' status changes; a Deployment
+//! whose progress deadline is pending is requeued for that moment.
 
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures::future::LocalBoxFuture;
 use serde_json::{json, Value};
+use tokio::sync::watch;
 
-use super::deployment_plan::{current_revision, plan, Action, REVISION_ANNOTATION};
-use super::replicaset::forward;
-use super::{controller_of, key_of, record, Queue};
+use super::deployment_plan::{
+    current_revision, plan, progress_deadline_at, Action as Step, REVISION_ANNOTATION,
+};
+use super::runtime::refs::{adopt_patch, claim, release_patch};
+use super::runtime::{self, Action, Controller, ReconcileError, Reconciler};
+use super::{controller_of, key_of, record};
 use crate::api::meta;
+use crate::api::selector::LabelSelector;
 use crate::api::wire::{DeleteOptions, ListOptions, PatchType};
 use crate::client::{ApiClient, Cache, Informer, Notification};
 
 const COMPONENT: &str = "deployment-controller";
 
-/// The Deployment controller actor.
-pub struct DeploymentController {
+/// The Deployment controller's reconciler.
+#[derive(Clone)]
+pub struct Deployments {
     client: ApiClient,
-    leading: tokio::sync::watch::Receiver<bool>,
     deployments: Cache,
     replica_sets: Cache,
-    queue: Queue,
-    busy: bool,
-    keep: Vec<Informer>,
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-enum Seen {
-    Deployment(Notification),
-    ReplicaSet(Notification),
-    Tick,
-    Done,
-}
+/// The Deployment controller, running while `leading` is true.
+pub type DeploymentController = Controller<Deployments>;
 
-impl DeploymentController {
-    /// A controller acting while `leading` is true.
-    pub fn new(client: ApiClient, leading: tokio::sync::watch::Receiver<bool>) -> Self {
-        DeploymentController {
-            client,
-            leading,
-            deployments: Cache::default(),
-            replica_sets: Cache::default(),
-            queue: Queue::named("deployment"),
-            busy: false,
-            keep: Vec::new(),
-        }
-    }
-
-    fn kick(&mut self, ctx: &mut Context<Self>) {
-        if self.busy || self.queue.is_empty() || !*self.leading.borrow() {
-            return;
-        }
-        self.busy = true;
-        let keys = self.queue.take();
-        let (client, deployments, rss) = (
-            self.client.clone(),
-            self.deployments.clone(),
-            self.replica_sets.clone(),
-        );
+/// Starts the Deployment controller (inside an actix System).
+pub fn start(client: ApiClient, leading: watch::Receiver<bool>) -> Addr<DeploymentController> {
+    let d = Informer::start(
+        client.api("apps", "deployments", None),
+        ListOptions::default(),
+    );
+    let rs = Informer::start(
+        client.api("apps", "replicasets", None),
+        ListOptions::default(),
+    );
+    let reconciler = Deployments {
+        client,
+        deployments: d.cache.clone(),
+        replica_sets: rs.cache.clone(),
+    };
+    let deployments = reconciler.deployments.clone();
+    Controller::create(move |ctx| {
         let addr = ctx.address();
-        actix::spawn(async move {
-            for key in keys {
-                let (ns, name) = key.split_once('/').unwrap_or(("", key.as_str()));
-                if let Some(d) = deployments.get(ns, name) {
-                    reconcile(&client, &d, &rss).await;
-                }
-            }
-            addr.do_send(Seen::Done);
-        });
-    }
+        let mut c = Controller::new("deployment", reconciler, leading).workers(5);
+        c.keep(runtime::watch(d, addr.clone(), |n| match n {
+            Notification::Added(d) | Notification::Updated(_, d) => vec![key_of(d)],
+            _ => Vec::new(),
+        }));
+        c.keep(runtime::watch(rs, addr, move |n| rs_keys(&deployments, n)));
+        c
+    })
 }
 
-impl Actor for DeploymentController {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let addr = ctx.address();
-        let d = Informer::start(
-            self.client.api("apps", "deployments", None),
-            ListOptions::default(),
-        );
-        let rs = Informer::start(
-            self.client.api("apps", "replicasets", None),
-            ListOptions::default(),
-        );
-        self.deployments = d.cache.clone();
-        self.replica_sets = rs.cache.clone();
-        self.keep.push(forward(d, addr.clone(), Seen::Deployment));
-        self.keep.push(forward(rs, addr.clone(), Seen::ReplicaSet));
-        ctx.run_interval(Duration::from_secs(5), |_, ctx| ctx.notify(Seen::Tick));
-        let mut leading = self.leading.clone();
-        actix::spawn(async move {
-            while leading.changed().await.is_ok() {
-                addr.do_send(Seen::Tick);
-            }
-        });
-    }
-}
-
-impl Handler<Seen> for DeploymentController {
-    type Result = ();
-
-    fn handle(&mut self, seen: Seen, ctx: &mut Context<Self>) {
-        let _span = crate::trace::handler_span(
-            "DeploymentController",
-            "Seen",
-            match &seen {
-                Seen::Deployment(n) => n.object(),
-                Seen::ReplicaSet(n) => n.object(),
-                _ => None,
-            },
-        )
-        .entered();
-        match seen {
-            Seen::Deployment(Notification::Added(d) | Notification::Updated(_, d)) => {
-                self.queue.add(key_of(&d))
-            }
-            Seen::Deployment(_) => {}
-            Seen::ReplicaSet(
-                Notification::Added(rs) | Notification::Updated(_, rs) | Notification::Deleted(rs),
-            ) => {
-                if let Some(uid) = controller_of(&rs, "Deployment") {
-                    if let Some(d) = self
-                        .deployments
-                        .list()
-                        .into_iter()
-                        .find(|d| meta::uid(d) == uid)
-                    {
-                        self.queue.add(key_of(&d));
-                    }
-                }
-            }
-            Seen::ReplicaSet(_) => {}
-            Seen::Tick => {
-                for d in self.deployments.list() {
-                    self.queue.add(key_of(&d));
-                }
-            }
-            Seen::Done => self.busy = false,
-        }
-        self.kick(ctx);
-    }
-}
-
-/// One reconciliation of one Deployment.
-async fn reconcile(client: &ApiClient, d: &Value, rss: &Cache) {
-    if d.pointer("/metadata/deletionTimestamp").is_some() {
-        return;
-    }
-    let ns = meta::namespace(d).to_string();
-    let uid = meta::uid(d);
-    let owned: Vec<Value> = rss
-        .list()
+/// The Deployments a ReplicaSet notification concerns: its controller (and the one it had
+/// before, when released), or every Deployment of its namespace for an orphan (one may adopt
+/// it).
+fn rs_keys(deployments: &Cache, n: &Notification) -> Vec<String> {
+    let (rs, old) = match n {
+        Notification::Added(rs) | Notification::Deleted(rs) => (rs, None),
+        Notification::Updated(old, rs) => (rs, Some(old)),
+        Notification::Synced => return Vec::new(),
+    };
+    let owners: Vec<String> = [Some(rs), old]
         .into_iter()
-        .filter(|rs| {
-            meta::namespace(rs) == ns && controller_of(rs, "Deployment").as_deref() == Some(uid)
-        })
+        .flatten()
+        .filter_map(|o| controller_of(o, "Deployment"))
         .collect();
-    let now = jiff::Timestamp::now().as_second();
+    let ns = meta::namespace(rs);
+    let list = deployments.list_namespace(ns);
+    if owners.is_empty() {
+        if matches!(n, Notification::Deleted(_)) {
+            return Vec::new();
+        }
+        return list.iter().map(key_of).collect();
+    }
+    list.iter()
+        .filter(|d| owners.iter().any(|u| u == meta::uid(d)))
+        .map(key_of)
+        .collect()
+}
+
+impl Reconciler for Deployments {
+    fn reconcile(&self, key: String) -> LocalBoxFuture<'static, Result<Action, ReconcileError>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let (ns, name) = key.split_once('/').unwrap_or(("", key.as_str()));
+            match me.deployments.get(ns, name) {
+                Some(d) => reconcile(&me.client, &d, &me.replica_sets).await,
+                None => Ok(Action::AwaitChange),
+            }
+        })
+    }
+}
+
+/// One reconciliation of one Deployment: its ReplicaSets claimed (orphans that match its
+/// selector adopted, as after `kubectl delete deploy --cascade=orphan` and a re-create;
+/// those that no longer match released), then the plan carried out.
+async fn reconcile(client: &ApiClient, d: &Value, rss: &Cache) -> Result<Action, ReconcileError> {
+    let ns = meta::namespace(d).to_string();
+    let Ok(selector) =
+        LabelSelector::from_json(d.pointer("/spec/selector").unwrap_or(&Value::Null))
+    else {
+        return Ok(Action::AwaitChange);
+    };
     let rs_api = client.api("apps", "replicasets", Some(&ns));
+    let claimed = claim(d, &selector, rss.list_namespace(&ns));
+    let mut owned = claimed.owned;
+    for rs in &claimed.release {
+        if let Err(e) = rs_api
+            .patch(
+                meta::name(rs),
+                None,
+                PatchType::Merge,
+                &release_patch(d, rs),
+            )
+            .await
+        {
+            tracing::debug!(rs = %meta::name(rs), error = %e, "releasing a ReplicaSet");
+        }
+    }
+    for rs in &claimed.adopt {
+        match rs_api
+            .patch(meta::name(rs), None, PatchType::Merge, &adopt_patch(d, rs))
+            .await
+        {
+            Ok(adopted) => owned.push(adopted),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if d.pointer("/metadata/deletionTimestamp").is_some() {
+        return Ok(Action::AwaitChange);
+    }
+    let now = jiff::Timestamp::now().as_second();
     let d_api = client.api("apps", "deployments", Some(&ns));
     for action in plan(d, &owned, now) {
         let result = match &action {
-            Action::CreateReplicaSet(rs) => {
+            Step::CreateReplicaSet(rs) => {
                 let r = rs_api.create(rs).await.map(|_| ());
                 if r.is_ok() {
                     let msg = format!(
@@ -178,7 +159,7 @@ async fn reconcile(client: &ApiClient, d: &Value, rss: &Cache) {
                 }
                 r
             }
-            Action::Scale {
+            Step::Scale {
                 name,
                 replicas,
                 annotations,
@@ -201,11 +182,11 @@ async fn reconcile(client: &ApiClient, d: &Value, rss: &Cache) {
                 }
                 r
             }
-            Action::DeleteReplicaSet { name } => rs_api
+            Step::DeleteReplicaSet { name } => rs_api
                 .delete(name, &DeleteOptions::default())
                 .await
                 .map(|_| ()),
-            Action::UpdateStatus(status) => {
+            Step::UpdateStatus(status) => {
                 // The whole status, at the revision planned from (a stale one retries later).
                 let mut next = d.clone();
                 next["status"] = status.clone();
@@ -216,8 +197,7 @@ async fn reconcile(client: &ApiClient, d: &Value, rss: &Cache) {
             }
         };
         if let Err(e) = result {
-            tracing::debug!(deployment = %meta::name(d), error = %e, "deployment action failed; will retry");
-            return;
+            return Err(e.into());
         }
     }
     // The Deployment carries the revision of its current ReplicaSet, as Kubernetes' controller
@@ -230,11 +210,14 @@ async fn reconcile(client: &ApiClient, d: &Value, rss: &Cache) {
     if revision > 0 && annotation != Some(revision.to_string().as_str()) {
         let patch =
             json!({"metadata": {"annotations": {REVISION_ANNOTATION: revision.to_string()}}});
-        if let Err(e) = d_api
+        d_api
             .patch(meta::name(d), None, PatchType::Merge, &patch)
-            .await
-        {
-            tracing::debug!(deployment = %meta::name(d), error = %e, "revision annotation not written; will retry");
-        }
+            .await?;
     }
+    // Look again when the progress deadline passes, as kube's controller requeues a
+    // Deployment for it; everything else arrives as a change of it or its ReplicaSets.
+    Ok(match progress_deadline_at(d) {
+        Some(at) => Action::requeue(Duration::from_secs(at.saturating_sub(now).max(1) as u64)),
+        None => Action::AwaitChange,
+    })
 }

@@ -11,6 +11,7 @@ pub mod per_namespace;
 pub mod replicaset;
 pub mod rootca;
 pub mod run;
+pub mod runtime;
 pub mod serviceaccount;
 
 use std::collections::BTreeSet;
@@ -20,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::api::meta;
 use crate::client::leader::{elect, Election, ElectionTimings};
-use crate::client::ApiClient;
+use crate::client::{ApiClient, Informer, Notification};
 
 /// `namespace/name` of an object.
 pub fn key_of(obj: &Value) -> String {
@@ -122,4 +123,23 @@ pub fn leader(
     );
     let rx = election.is_leader.clone();
     (election, rx)
+}
+
+/// Subscribes an informer's notifications to an actor as messages.
+pub(crate) fn forward<A, M, F>(mut informer: Informer, addr: actix::Addr<A>, wrap: F) -> Informer
+where
+    A: actix::Actor<Context = actix::Context<A>> + actix::Handler<M>,
+    M: actix::Message<Result = ()> + Send + 'static,
+    F: Fn(Notification) -> M + 'static,
+{
+    let mut rx = std::mem::replace(
+        &mut informer.notifications,
+        tokio::sync::mpsc::unbounded_channel().1,
+    );
+    actix::spawn(async move {
+        while let Some(n) = rx.recv().await {
+            addr.do_send(wrap(n));
+        }
+    });
+    informer
 }

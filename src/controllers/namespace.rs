@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::{json, Value};
 
-use super::replicaset::forward;
+use super::forward;
 use crate::api::meta;
 use crate::api::resource::RESOURCES;
 use crate::api::wire::{DeleteOptions, ListOptions};

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde_json::{json, Value};
 
+use super::forward;
 use super::record;
-use super::replicaset::forward;
 use crate::api::meta;
 use crate::api::wire::{DeleteOptions, ListOptions, PatchType};
 use crate::client::{ApiClient, Cache, Informer, Notification};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::Value;
 
-use super::replicaset::forward;
+use super::forward;
 use crate::api::meta;
 use crate::api::wire::ListOptions;
 use crate::client::{ApiClient, Cache, Informer, Notification};

@@ -1,23 +1,34 @@
-//! The ReplicaSet controller: keeps `spec.replicas` pods matching each ReplicaSet's selector
-//! running, owned by it (adopting matching orphans), and reports status. Expectations (pods
-//! it asked for but has not seen yet) keep it from creating twice before its informer catches
-//! up.
+//! The ReplicaSet controller, on the controller runtime: keeps `spec.replicas` pods
+//! matching each ReplicaSet's selector running, owned by it (the controller-ref manager
+//! adopts matching orphans and releases pods relabelled out of the selector, which are then
+//! replaced), and reports status. Pods are created in slow-start batches (1, 2, 4, … as kube's
+//! controller does, at most [`BURST`] per sync) and deleted concurrently; expectations (pods
+//! asked for and not yet seen) keep it from acting twice before its informer catches up.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures::future::{join_all, LocalBoxFuture};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::{controller_of, key_of, record, Queue};
+use super::runtime::refs::{adopt_patch, claim, release_patch};
+use super::runtime::{self, Action, Controller, ReconcileError, Reconciler};
+use super::{controller_of, key_of, record};
 use crate::api::meta;
 use crate::api::selector::LabelSelector;
 use crate::api::wire::{DeleteOptions, ListOptions, PatchType};
 use crate::client::{ApiClient, Cache, Informer, Notification};
 
 const COMPONENT: &str = "replicaset-controller";
+
+/// At most this many pods created or deleted by one sync (kube's `burstReplicas`).
+pub const BURST: usize = 500;
+
+/// How long expectations hold before the controller acts anyway (a lost watch event).
+const EXPECTATIONS_TTL: Duration = Duration::from_secs(30);
 
 /// Creations and deletions asked for and not yet observed, per ReplicaSet uid.
 #[derive(Debug, Clone, Copy)]
@@ -29,198 +40,338 @@ struct Expect {
 
 type Expectations = Arc<Mutex<HashMap<String, Expect>>>;
 
-/// The ReplicaSet controller actor.
-pub struct ReplicaSetController {
+/// The ReplicaSet controller's reconciler.
+#[derive(Clone)]
+pub struct ReplicaSets {
     client: ApiClient,
-    leading: watch::Receiver<bool>,
     replica_sets: Cache,
     pods: Cache,
-    queue: Queue,
-    busy: bool,
     expectations: Expectations,
-    keep: Vec<Informer>,
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-enum Seen {
-    ReplicaSet(Notification),
-    Pod(Notification),
-    Tick,
-}
+/// The ReplicaSet controller, running while `leading` is true.
+pub type ReplicaSetController = Controller<ReplicaSets>;
 
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Done;
-
-impl ReplicaSetController {
-    /// A controller acting while `leading` is true.
-    pub fn new(client: ApiClient, leading: watch::Receiver<bool>) -> Self {
-        ReplicaSetController {
-            client,
-            leading,
-            replica_sets: Cache::default(),
-            pods: Cache::default(),
-            queue: Queue::named("replicaset"),
-            busy: false,
-            expectations: Arc::default(),
-            keep: Vec::new(),
-        }
-    }
-
-    fn owner_key(&self, pod: &Value) -> Option<String> {
-        let uid = controller_of(pod, "ReplicaSet")?;
-        self.replica_sets
-            .list()
-            .into_iter()
-            .find(|rs| meta::uid(rs) == uid)
-            .map(|rs| key_of(&rs))
-    }
-
-    fn kick(&mut self, ctx: &mut Context<Self>) {
-        if self.busy || self.queue.is_empty() || !*self.leading.borrow() {
-            return;
-        }
-        self.busy = true;
-        let keys = self.queue.take();
-        let (client, rss, pods, exp) = (
-            self.client.clone(),
-            self.replica_sets.clone(),
-            self.pods.clone(),
-            self.expectations.clone(),
-        );
-        let addr = ctx.address();
-        actix::spawn(async move {
-            for key in keys {
-                let (ns, name) = key.split_once('/').unwrap_or(("", key.as_str()));
-                if let Some(rs) = rss.get(ns, name) {
-                    reconcile(&client, &rs, &pods, &exp).await;
-                }
-            }
-            addr.do_send(Done);
-        });
-    }
-}
-
-/// Subscribes an informer's notifications to an actor as messages.
-pub(super) fn forward<A, M, F>(mut informer: Informer, addr: Addr<A>, wrap: F) -> Informer
-where
-    A: Actor<Context = Context<A>> + Handler<M>,
-    M: Message<Result = ()> + Send + 'static,
-    F: Fn(Notification) -> M + 'static,
-{
-    let mut rx = std::mem::replace(
-        &mut informer.notifications,
-        tokio::sync::mpsc::unbounded_channel().1,
+/// Starts the ReplicaSet controller (inside an actix System): its informers feed its queue.
+pub fn start(client: ApiClient, leading: watch::Receiver<bool>) -> Addr<ReplicaSetController> {
+    let rs = Informer::start(
+        client.api("apps", "replicasets", None),
+        ListOptions::default(),
     );
-    actix::spawn(async move {
-        while let Some(n) = rx.recv().await {
-            addr.do_send(wrap(n));
-        }
-    });
-    informer
-}
-
-impl Actor for ReplicaSetController {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
+    let pods = Informer::start(client.api("", "pods", None), ListOptions::default());
+    let reconciler = ReplicaSets {
+        client,
+        replica_sets: rs.cache.clone(),
+        pods: pods.cache.clone(),
+        expectations: Arc::default(),
+    };
+    let (rss, exp) = (
+        reconciler.replica_sets.clone(),
+        reconciler.expectations.clone(),
+    );
+    Controller::create(move |ctx| {
         let addr = ctx.address();
-        let rs = Informer::start(
-            self.client.api("apps", "replicasets", None),
-            ListOptions::default(),
-        );
-        let pods = Informer::start(self.client.api("", "pods", None), ListOptions::default());
-        self.replica_sets = rs.cache.clone();
-        self.pods = pods.cache.clone();
-        self.keep.push(forward(rs, addr.clone(), Seen::ReplicaSet));
-        self.keep.push(forward(pods, addr.clone(), Seen::Pod));
-        // Resync now and then (also picks up leadership changes and expired expectations).
-        ctx.run_interval(Duration::from_secs(5), |_, ctx| ctx.notify(Seen::Tick));
-        let mut leading = self.leading.clone();
-        actix::spawn(async move {
-            while leading.changed().await.is_ok() {
-                addr.do_send(Seen::Tick);
+        let mut c = Controller::new("replicaset", reconciler, leading).workers(5);
+        c.keep(runtime::watch(rs, addr.clone(), |n| match n {
+            Notification::Added(rs) | Notification::Updated(_, rs) | Notification::Deleted(rs) => {
+                vec![key_of(rs)]
             }
-        });
-    }
+            Notification::Synced => Vec::new(),
+        }));
+        c.keep(runtime::watch(pods, addr, move |n| pod_keys(&rss, &exp, n)));
+        c
+    })
 }
 
-impl Handler<Seen> for ReplicaSetController {
-    type Result = ();
-
-    fn handle(&mut self, seen: Seen, ctx: &mut Context<Self>) {
-        let _span = crate::trace::handler_span(
-            "ReplicaSetController",
-            "Seen",
-            match &seen {
-                Seen::ReplicaSet(n) => n.object(),
-                Seen::Pod(n) => n.object(),
-                _ => None,
-            },
-        )
-        .entered();
-        match seen {
-            Seen::ReplicaSet(Notification::Added(rs) | Notification::Updated(_, rs)) => {
-                self.queue.add(key_of(&rs))
-            }
-            Seen::ReplicaSet(_) => {}
-            Seen::Pod(n) => {
-                // (pod, observed an add, observed a delete)
-                let (pod, added, deleted) = match &n {
-                    Notification::Added(p) => (Some(p), true, false),
-                    Notification::Updated(old, p) => (
-                        Some(p),
-                        false,
-                        old.pointer("/metadata/deletionTimestamp").is_none()
-                            && p.pointer("/metadata/deletionTimestamp").is_some(),
-                    ),
-                    Notification::Deleted(p) => (Some(p), false, true),
-                    Notification::Synced => (None, false, false),
-                };
-                if let Some(pod) = pod {
-                    if let Some(uid) = controller_of(pod, "ReplicaSet") {
-                        if let Ok(mut exp) = self.expectations.lock() {
-                            if let Some(e) = exp.get_mut(&uid) {
-                                if added {
-                                    e.adds -= 1;
-                                }
-                                if deleted {
-                                    e.dels -= 1;
-                                }
-                            }
-                        }
-                    }
-                    match self.owner_key(pod) {
-                        Some(k) => self.queue.add(k),
-                        None => {
-                            // An orphan: any ReplicaSet of its namespace may adopt it.
-                            for rs in self.replica_sets.metas() {
-                                if rs.namespace == meta::namespace(pod) {
-                                    self.queue.add(format!("{}/{}", rs.namespace, rs.name));
-                                }
-                            }
-                        }
-                    }
+/// The ReplicaSets a pod notification concerns: its controller (whose expectations it
+/// meets), or, for an orphan, every ReplicaSet of its namespace (one may adopt it).
+fn pod_keys(rss: &Cache, exp: &Expectations, n: &Notification) -> Vec<String> {
+    let (pod, added, deleted) = match n {
+        Notification::Added(p) => (p, true, false),
+        Notification::Updated(old, p) => (
+            p,
+            false,
+            old.pointer("/metadata/deletionTimestamp").is_none()
+                && p.pointer("/metadata/deletionTimestamp").is_some(),
+        ),
+        Notification::Deleted(p) => (p, false, true),
+        Notification::Synced => return Vec::new(),
+    };
+    let mut keys = Vec::new();
+    let owners = [
+        controller_of(pod, "ReplicaSet"),
+        match n {
+            // Released or re-owned: the old controller looks again too.
+            Notification::Updated(old, _) => controller_of(old, "ReplicaSet"),
+            _ => None,
+        },
+    ];
+    for uid in owners.into_iter().flatten() {
+        if let Ok(mut exp) = exp.lock() {
+            if let Some(e) = exp.get_mut(&uid) {
+                if added {
+                    e.adds -= 1;
                 }
-            }
-            Seen::Tick => {
-                for rs in self.replica_sets.metas() {
-                    self.queue.add(format!("{}/{}", rs.namespace, rs.name));
+                if deleted {
+                    e.dels -= 1;
                 }
             }
         }
-        self.kick(ctx);
+        if let Some(rs) = rss.list().into_iter().find(|rs| meta::uid(rs) == uid) {
+            keys.push(key_of(&rs));
+        }
+    }
+    if keys.is_empty() && !deleted {
+        keys.extend(
+            rss.metas()
+                .into_iter()
+                .filter(|rs| rs.namespace == meta::namespace(pod))
+                .map(|rs| format!("{}/{}", rs.namespace, rs.name)),
+        );
+    }
+    keys
+}
+
+impl Reconciler for ReplicaSets {
+    fn reconcile(&self, key: String) -> LocalBoxFuture<'static, Result<Action, ReconcileError>> {
+        let me = self.clone();
+        Box::pin(async move { me.sync(&key).await })
     }
 }
 
-impl Handler<Done> for ReplicaSetController {
-    type Result = ();
+impl ReplicaSets {
+    /// One reconciliation of one ReplicaSet.
+    async fn sync(&self, key: &str) -> Result<Action, ReconcileError> {
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        let Some(rs) = self.replica_sets.get(ns, name) else {
+            return Ok(Action::AwaitChange);
+        };
+        let rs: Value = rs;
+        let (client, exp) = (&self.client, &self.expectations);
+        let uid = meta::uid(&rs).to_string();
+        let Ok(selector) =
+            LabelSelector::from_json(rs.pointer("/spec/selector").unwrap_or(&Value::Null))
+        else {
+            return Ok(Action::AwaitChange);
+        };
+        if selector.is_empty() {
+            return Ok(Action::AwaitChange);
+        }
+        let api = client.api("", "pods", Some(ns));
+        // Its own pods by the owner index; orphans of the namespace by their metadata,
+        // decoded only when they could be adopted.
+        let orphans = self
+            .pods
+            .metas()
+            .into_iter()
+            .filter(|m| m.namespace == ns && !m.deleting && !m.owners.iter().any(|o| o.controller))
+            .filter_map(|m| self.pods.get(&m.namespace, &m.name))
+            .filter(active);
+        let candidates: Vec<Value> = self
+            .pods
+            .owned_by(&uid)
+            .into_iter()
+            .chain(orphans)
+            .collect();
+        let claimed = claim(&rs, &selector, candidates);
+        let mut owned = claimed.owned;
+        for pod in &claimed.release {
+            // Released: it keeps running, no longer ours; a replacement follows below.
+            if let Err(e) = api
+                .patch(
+                    meta::name(pod),
+                    None,
+                    PatchType::Merge,
+                    &release_patch(&rs, pod),
+                )
+                .await
+            {
+                tracing::debug!(pod = %meta::name(pod), error = %e, "releasing a pod");
+            }
+        }
+        for pod in &claimed.adopt {
+            match api
+                .patch(
+                    meta::name(pod),
+                    None,
+                    PatchType::Merge,
+                    &adopt_patch(&rs, pod),
+                )
+                .await
+            {
+                Ok(p) => owned.push(p),
+                Err(e) => tracing::debug!(pod = %meta::name(pod), error = %e, "adopting a pod"),
+            }
+        }
+        if rs.pointer("/metadata/deletionTimestamp").is_some() {
+            return Ok(Action::AwaitChange);
+        }
+        let mut live: Vec<Value> = owned.into_iter().filter(active).collect();
+        let want = rs
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1)
+            .max(0);
+        let pending = {
+            let mut e = exp.lock().unwrap_or_else(|p| p.into_inner());
+            match e.get(&uid) {
+                Some(x) if (x.adds > 0 || x.dels > 0) && Instant::now() < x.until => {
+                    Some(x.until.saturating_duration_since(Instant::now()))
+                }
+                _ => {
+                    e.remove(&uid);
+                    None
+                }
+            }
+        };
+        let mut failure = None;
+        if pending.is_none() {
+            let diff = live.len() as i64 - want;
+            if diff < 0 {
+                let n = ((-diff) as usize).min(BURST);
+                let (created, failed) = self.create_pods(&rs, n).await;
+                live.extend(created);
+                failure = failed;
+            } else if diff > 0 {
+                live.sort_by_key(deletion_rank);
+                let doomed: Vec<Value> = live.drain(..(diff as usize).min(BURST)).collect();
+                set_expect(exp, &uid, 0, doomed.len() as i64);
+                let options = DeleteOptions::default();
+                let results = join_all(
+                    doomed
+                        .iter()
+                        .map(|pod| api.delete(meta::name(pod), &options)),
+                )
+                .await;
+                for (pod, r) in doomed.iter().zip(results) {
+                    match r {
+                        Ok(_) => {
+                            record(
+                                client,
+                                &rs,
+                                COMPONENT,
+                                "Normal",
+                                "SuccessfulDelete",
+                                &format!("Deleted pod: {}", meta::name(pod)),
+                            )
+                            .await
+                        }
+                        Err(e) => {
+                            lower_expect(exp, &uid, false);
+                            if e.code != 404 {
+                                failure = Some(ReconcileError::from(e));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.update_status(&rs, &live).await?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(match pending {
+            // A lost event must not stall it: look again when the expectations lapse.
+            Some(wait) => Action::requeue(wait),
+            None => Action::AwaitChange,
+        })
+    }
 
-    fn handle(&mut self, _: Done, ctx: &mut Context<Self>) {
-        let _span = crate::trace::handler_span("ReplicaSetController", "Done", None).entered();
-        self.busy = false;
-        self.kick(ctx);
+    /// Creates `n` pods from `rs`'s template in slow-start batches (1, 2, 4, …): a batch
+    /// with a failure ends the sync, so a quota or admission refusal costs one request,
+    /// not `n`. Returns the pods made and the first failure.
+    async fn create_pods(&self, rs: &Value, n: usize) -> (Vec<Value>, Option<ReconcileError>) {
+        let (client, exp) = (&self.client, &self.expectations);
+        let uid = meta::uid(rs).to_string();
+        let api = client.api("", "pods", Some(meta::namespace(rs)));
+        set_expect(exp, &uid, n as i64, 0);
+        let template = pod_from_template(rs);
+        let mut made = Vec::new();
+        let mut failure = None;
+        let (mut batch, mut asked) = (1, 0);
+        while asked < n && failure.is_none() {
+            let size = batch.min(n - asked);
+            asked += size;
+            let results = join_all((0..size).map(|_| api.create(&template))).await;
+            for r in results {
+                match r {
+                    Ok(p) => made.push(p),
+                    Err(e) => {
+                        lower_expect(exp, &uid, true);
+                        if failure.is_none() {
+                            record(
+                                client,
+                                rs,
+                                COMPONENT,
+                                "Warning",
+                                "FailedCreate",
+                                &format!("Error creating: {}", e.message),
+                            )
+                            .await;
+                            failure = Some(ReconcileError::from(e));
+                        }
+                    }
+                }
+            }
+            batch *= 2;
+        }
+        // Pods never asked for (the batches after a failure) are not expected either.
+        for _ in asked..n {
+            lower_expect(exp, &uid, true);
+        }
+        if !made.is_empty() {
+            record(
+                client,
+                rs,
+                COMPONENT,
+                "Normal",
+                "SuccessfulCreate",
+                &format!("Created {} pod(s)", made.len()),
+            )
+            .await;
+        }
+        (made, failure)
+    }
+
+    /// Writes the status `live` pods give, when it differs.
+    async fn update_status(&self, rs: &Value, live: &[Value]) -> Result<(), ReconcileError> {
+        let ready_n = live.iter().filter(|p| ready(p)).count() as i64;
+        let status = json!({
+            "replicas": live.len(),
+            "fullyLabeledReplicas": live.len(),
+            "readyReplicas": ready_n,
+            "availableReplicas": ready_n,
+            "observedGeneration": rs.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+        });
+        let current = rs.get("status").cloned().unwrap_or(json!({}));
+        let differs = [
+            "replicas",
+            "readyReplicas",
+            "availableReplicas",
+            "observedGeneration",
+            "fullyLabeledReplicas",
+        ]
+        .iter()
+        .any(|k| current.get(*k).unwrap_or(&json!(0)) != &status[*k]);
+        if differs {
+            let rss = self
+                .client
+                .api("apps", "replicasets", Some(meta::namespace(rs)));
+            match rss
+                .patch(
+                    meta::name(rs),
+                    Some("status"),
+                    PatchType::Merge,
+                    &json!({"status": status}),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -261,159 +412,6 @@ fn deletion_rank(pod: &Value) -> (u8, u8, u8, std::cmp::Reverse<String>) {
     )
 }
 
-/// One reconciliation of one ReplicaSet.
-async fn reconcile(client: &ApiClient, rs: &Value, pods: &Cache, exp: &Expectations) {
-    if rs.pointer("/metadata/deletionTimestamp").is_some() {
-        return;
-    }
-    let ns = meta::namespace(rs).to_string();
-    let uid = meta::uid(rs).to_string();
-    let Ok(selector) =
-        LabelSelector::from_json(rs.pointer("/spec/selector").unwrap_or(&Value::Null))
-    else {
-        return;
-    };
-    if selector.is_empty() {
-        return;
-    }
-    let api = client.api("", "pods", Some(&ns));
-    let mut owned = Vec::new();
-    // Its own pods by the owner index; orphans of the namespace by their metadata, decoded
-    // only when they could be adopted.
-    let orphans = pods
-        .metas()
-        .into_iter()
-        .filter(|m| m.namespace == ns && !m.deleting && !m.owners.iter().any(|o| o.controller))
-        .filter_map(|m| pods.get(&m.namespace, &m.name));
-    for pod in pods.owned_by(&uid).into_iter().chain(orphans) {
-        match controller_of(&pod, "ReplicaSet") {
-            Some(u) if u == uid => owned.push(pod),
-            None if selector.matches_object(&pod) && active(&pod) => {
-                // Adopt a matching orphan.
-                let mut refs = pod
-                    .pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                refs.push(owner_ref(rs));
-                let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": meta::resource_version(&pod)}});
-                if let Ok(p) = api
-                    .patch(meta::name(&pod), None, PatchType::Merge, &patch)
-                    .await
-                {
-                    owned.push(p);
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut live: Vec<Value> = owned.into_iter().filter(active).collect();
-    let want = rs
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1)
-        .max(0);
-    let settled = {
-        let mut e = exp.lock().unwrap_or_else(|p| p.into_inner());
-        match e.get(&uid) {
-            Some(x) if (x.adds > 0 || x.dels > 0) && Instant::now() < x.until => false,
-            _ => {
-                e.remove(&uid);
-                true
-            }
-        }
-    };
-    if settled {
-        let diff = live.len() as i64 - want;
-        if diff < 0 {
-            let n = -diff;
-            set_expect(exp, &uid, n, 0);
-            for _ in 0..n {
-                match api.create(&pod_from_template(rs)).await {
-                    Ok(p) => live.push(p),
-                    Err(e) => {
-                        tracing::warn!(rs = %meta::name(rs), error = %e, "creating a pod");
-                        lower_expect(exp, &uid, true);
-                        record(
-                            client,
-                            rs,
-                            COMPONENT,
-                            "Warning",
-                            "FailedCreate",
-                            &format!("Error creating: {}", e.message),
-                        )
-                        .await;
-                    }
-                }
-            }
-            record(
-                client,
-                rs,
-                COMPONENT,
-                "Normal",
-                "SuccessfulCreate",
-                &format!("Created {n} pod(s)"),
-            )
-            .await;
-        } else if diff > 0 {
-            live.sort_by_key(deletion_rank);
-            let doomed: Vec<Value> = live.drain(..diff as usize).collect();
-            set_expect(exp, &uid, 0, diff);
-            for pod in &doomed {
-                match api.delete(meta::name(pod), &DeleteOptions::default()).await {
-                    Ok(_) => {
-                        record(
-                            client,
-                            rs,
-                            COMPONENT,
-                            "Normal",
-                            "SuccessfulDelete",
-                            &format!("Deleted pod: {}", meta::name(pod)),
-                        )
-                        .await
-                    }
-                    Err(e) => {
-                        lower_expect(exp, &uid, false);
-                        tracing::debug!(pod = %meta::name(pod), error = %e, "deleting a surplus pod");
-                    }
-                }
-            }
-        }
-    }
-    let ready_n = live.iter().filter(|p| ready(p)).count() as i64;
-    let status = json!({
-        "replicas": live.len(),
-        "fullyLabeledReplicas": live.len(),
-        "readyReplicas": ready_n,
-        "availableReplicas": ready_n,
-        "observedGeneration": rs.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
-    });
-    let current = rs.get("status").cloned().unwrap_or(json!({}));
-    let differs = [
-        "replicas",
-        "readyReplicas",
-        "availableReplicas",
-        "observedGeneration",
-        "fullyLabeledReplicas",
-    ]
-    .iter()
-    .any(|k| current.get(*k).unwrap_or(&json!(0)) != &status[*k]);
-    if differs {
-        let rss = client.api("apps", "replicasets", Some(&ns));
-        if let Err(e) = rss
-            .patch(
-                meta::name(rs),
-                Some("status"),
-                PatchType::Merge,
-                &json!({"status": status}),
-            )
-            .await
-        {
-            tracing::debug!(rs = %meta::name(rs), error = %e, "status update");
-        }
-    }
-}
-
 fn set_expect(exp: &Expectations, uid: &str, adds: i64, dels: i64) {
     let mut e = exp.lock().unwrap_or_else(|p| p.into_inner());
     e.insert(
@@ -421,7 +419,7 @@ fn set_expect(exp: &Expectations, uid: &str, adds: i64, dels: i64) {
         Expect {
             adds,
             dels,
-            until: Instant::now() + Duration::from_secs(30),
+            until: Instant::now() + EXPECTATIONS_TTL,
         },
     );
 }
@@ -439,8 +437,7 @@ fn lower_expect(exp: &Expectations, uid: &str, add: bool) {
 
 /// The ownerReference a dependent of `owner` carries.
 pub fn owner_ref(owner: &Value) -> Value {
-    json!({"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta::name(owner),
-        "uid": meta::uid(owner), "controller": true, "blockOwnerDeletion": true})
+    super::runtime::refs::controller_ref(owner)
 }
 
 /// A new pod from a ReplicaSet's template.

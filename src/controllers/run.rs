@@ -46,14 +46,8 @@ pub fn start_controllers(
     let (election, leading) = controllers::leader(&client, identity, timings);
     ControllerSet {
         _election: election,
-        _replica_sets: actix::Actor::start(controllers::replicaset::ReplicaSetController::new(
-            client.clone(),
-            leading.clone(),
-        )),
-        _deployments: actix::Actor::start(controllers::deployment::DeploymentController::new(
-            client.clone(),
-            leading.clone(),
-        )),
+        _replica_sets: controllers::replicaset::start(client.clone(), leading.clone()),
+        _deployments: controllers::deployment::start(client.clone(), leading.clone()),
         _gc: actix::Actor::start(controllers::gc::GarbageCollector::new(
             client.clone(),
             leading.clone(),

@@ -1,0 +1,125 @@
+//! Controllers that behave as Kubernetes' do, checked with the real kubectl against a real
+//! `skiff up` (process runtime): a Deployment re-created after an orphaning delete adopts
+//! its ReplicaSet and its pods instead of starting over; a pod relabelled out of its
+//! ReplicaSet's selector is released (its controller reference removed) and replaced.
+
+mod common;
+
+use serde_json::Value;
+
+use common::SkiffUp;
+
+const DEPLOYMENT: &str = r#"{
+  "apiVersion": "apps/v1", "kind": "Deployment",
+  "metadata": {"name": "keep", "namespace": "default"},
+  "spec": {
+    "replicas": 2,
+    "selector": {"matchLabels": {"app": "keep"}},
+    "template": {
+      "metadata": {"labels": {"app": "keep"}},
+      "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}
+    }
+  }
+}"#;
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The live pods with label app=<app>: (name, controller uid).
+fn pods(up: &SkiffUp, app: &str) -> Vec<(String, Option<String>)> {
+    let list = json(&up.ok(&["get", "pods", "-l", &format!("app={app}"), "-o", "json"]));
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+        .map(|p| {
+            let controller = p
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .and_then(|rs| rs.iter().find(|r| r["controller"] == true))
+                .and_then(|r| r["uid"].as_str())
+                .map(String::from);
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                controller,
+            )
+        })
+        .collect()
+}
+
+fn apply(up: &SkiffUp, manifest: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("m.json");
+    std::fs::write(&f, manifest).unwrap();
+    up.ok(&["apply", "-f", f.to_str().unwrap()]);
+}
+
+#[test]
+fn a_deployment_recreated_after_an_orphaning_delete_adopts_its_replicaset_and_pods() {
+    let up = SkiffUp::start(2);
+    apply(&up, DEPLOYMENT);
+    up.ok(&["rollout", "status", "deployment/keep", "--timeout=60s"]);
+    let before = pods(&up, "keep");
+    assert_eq!(before.len(), 2, "{before:?}");
+    let rs = json(&up.ok(&["get", "rs", "-l", "app=keep", "-o", "json"]));
+    let rs_name = rs["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    up.ok(&["delete", "deployment", "keep", "--cascade=orphan"]);
+    up.eventually("the ReplicaSet orphaned", 30, |u| {
+        let rs = json(&u.ok(&["get", "rs", &rs_name, "-o", "json"]));
+        rs.pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .is_none_or(|r| r.is_empty())
+    });
+
+    apply(&up, DEPLOYMENT);
+    let out = up.run(&["rollout", "status", "deployment/keep", "--timeout=60s"]);
+    assert!(
+        out.status.success(),
+        "rollout after re-create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = json(&up.ok(&["get", "deployment", "keep", "-o", "json"]));
+    let uid = d["metadata"]["uid"].as_str().unwrap().to_string();
+    up.eventually("the ReplicaSet adopted", 30, |u| {
+        let rs = json(&u.ok(&["get", "rs", &rs_name, "-o", "json"]));
+        rs.pointer("/metadata/ownerReferences/0/uid")
+            .and_then(Value::as_str)
+            == Some(&uid)
+    });
+    // The same ReplicaSet, the same two pods: nothing started over.
+    let rss = json(&up.ok(&["get", "rs", "-l", "app=keep", "-o", "json"]));
+    assert_eq!(rss["items"].as_array().unwrap().len(), 1, "{rss}");
+    assert_eq!(d["status"]["readyReplicas"], 2, "{d}");
+    let mut after: Vec<String> = pods(&up, "keep").into_iter().map(|p| p.0).collect();
+    let mut before: Vec<String> = before.into_iter().map(|p| p.0).collect();
+    after.sort();
+    before.sort();
+    assert_eq!(after, before);
+}
+
+#[test]
+fn a_pod_relabelled_out_of_its_replicaset_is_released_and_replaced() {
+    let up = SkiffUp::start(2);
+    apply(&up, &DEPLOYMENT.replace("keep", "rel"));
+    up.ok(&["rollout", "status", "deployment/rel", "--timeout=60s"]);
+    let owned = pods(&up, "rel");
+    assert_eq!(owned.len(), 2, "{owned:?}");
+    let (victim, rs_uid) = owned[0].clone();
+    up.ok(&["label", "pod", &victim, "app=elsewhere", "--overwrite"]);
+    up.eventually("a replacement and the relabelled pod released", 60, |u| {
+        let now = pods(u, "rel");
+        let released = pods(u, "elsewhere");
+        now.len() == 2
+            && now.iter().all(|(n, c)| n != &victim && c == &rs_uid)
+            && released == vec![(victim.clone(), None)]
+    });
+    // Released, not deleted: it keeps running.
+    let pod = json(&up.ok(&["get", "pod", &victim, "-o", "json"]));
+    assert_eq!(pod["status"]["phase"], "Running", "{pod}");
+}
