@@ -12,13 +12,13 @@ use crate::client::ApiClient;
 /// The annotation kube's publisher sets.
 const DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
 
-/// The controller publishing `ca_pem`, acting while `leading` is true.
+/// Starts the controller publishing `ca_pem`, acting while `leading` is true.
 pub fn controller(
     client: ApiClient,
     leading: tokio::sync::watch::Receiver<bool>,
     ca_pem: String,
-) -> PerNamespaceController {
-    PerNamespaceController::new(
+) -> actix::Addr<PerNamespaceController> {
+    super::per_namespace::start(
         client,
         leading,
         Kept {

@@ -57,17 +57,9 @@ pub fn start_controllers(
             leading.clone(),
             nodes,
         )),
-        _service_accounts: actix::Actor::start(controllers::serviceaccount::controller(
-            client.clone(),
-            leading.clone(),
-        )),
-        _root_ca: root_ca.map(|pem| {
-            actix::Actor::start(controllers::rootca::controller(
-                client.clone(),
-                leading.clone(),
-                pem,
-            ))
-        }),
+        _service_accounts: controllers::serviceaccount::controller(client.clone(), leading.clone()),
+        _root_ca: root_ca
+            .map(|pem| controllers::rootca::controller(client.clone(), leading.clone(), pem)),
         _namespaces: actix::Actor::start(controllers::namespace::NamespaceController::new(
             client, leading,
         )),

@@ -9,12 +9,12 @@ use crate::client::ApiClient;
 /// The ServiceAccount every namespace has.
 pub const DEFAULT: &str = "default";
 
-/// The controller, acting while `leading` is true.
+/// Starts the controller, acting while `leading` is true.
 pub fn controller(
     client: ApiClient,
     leading: tokio::sync::watch::Receiver<bool>,
-) -> PerNamespaceController {
-    PerNamespaceController::new(
+) -> actix::Addr<PerNamespaceController> {
+    super::per_namespace::start(
         client,
         leading,
         Kept {
