@@ -123,3 +123,135 @@ fn a_pod_relabelled_out_of_its_replicaset_is_released_and_replaced() {
     let pod = json(&up.ok(&["get", "pod", &victim, "-o", "json"]));
     assert_eq!(pod["status"]["phase"], "Running", "{pod}");
 }
+
+fn configmap(name: &str, owner: Option<(&str, &str, &str, &str)>, finalizers: &[&str]) -> String {
+    let mut cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "default"}, "data": {"k": "v"}});
+    if let Some((api_version, kind, owner_name, uid)) = owner {
+        cm["metadata"]["ownerReferences"] = serde_json::json!([{"apiVersion": api_version,
+            "kind": kind, "name": owner_name, "uid": uid, "blockOwnerDeletion": true}]);
+    }
+    if !finalizers.is_empty() {
+        cm["metadata"]["finalizers"] = serde_json::json!(finalizers);
+    }
+    cm.to_string()
+}
+
+fn uid_of(up: &SkiffUp, kind: &str, name: &str) -> String {
+    up.ok(&["get", kind, name, "-o", "jsonpath={.metadata.uid}"])
+}
+
+fn exists(up: &SkiffUp, kind: &str, name: &str) -> bool {
+    up.run(&["get", kind, name]).status.success()
+}
+
+/// Any owner kind, any dependent kind: background, foreground and orphan propagation, and
+/// dependents whose owner never existed.
+#[test]
+fn the_garbage_collector_follows_owner_references_of_every_kind() {
+    let up = SkiffUp::start(1);
+
+    // Background: a ConfigMap owned by a ConfigMap goes with it; so does a Secret owned by
+    // a Pod.
+    apply(&up, &configmap("owner-a", None, &[]));
+    let a = uid_of(&up, "configmap", "owner-a");
+    apply(
+        &up,
+        &configmap("dep-a", Some(("v1", "ConfigMap", "owner-a", &a)), &[]),
+    );
+    up.ok(&["delete", "configmap", "owner-a"]);
+    up.eventually("dep-a collected", 30, |u| !exists(u, "configmap", "dep-a"));
+
+    // Never existed: collected too.
+    apply(
+        &up,
+        &configmap(
+            "dep-ghost",
+            Some((
+                "v1",
+                "ConfigMap",
+                "ghost",
+                "00000000-0000-0000-0000-000000000000",
+            )),
+            &[],
+        ),
+    );
+    up.eventually("dep-ghost collected", 30, |u| {
+        !exists(u, "configmap", "dep-ghost")
+    });
+
+    // A live owner keeps its dependent (the collector must not act on a lagging cache).
+    apply(&up, &configmap("owner-live", None, &[]));
+    let live = uid_of(&up, "configmap", "owner-live");
+    apply(
+        &up,
+        &configmap(
+            "dep-live",
+            Some(("v1", "ConfigMap", "owner-live", &live)),
+            &[],
+        ),
+    );
+
+    // Foreground: the owner waits, with the foregroundDeletion finalizer, while a blocking
+    // dependent (held here by a finalizer of its own) remains; then both go.
+    apply(&up, &configmap("owner-f", None, &[]));
+    let f = uid_of(&up, "configmap", "owner-f");
+    apply(
+        &up,
+        &configmap(
+            "dep-f",
+            Some(("v1", "ConfigMap", "owner-f", &f)),
+            &["example.com/hold"],
+        ),
+    );
+    up.ok(&[
+        "delete",
+        "configmap",
+        "owner-f",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
+    up.eventually("dep-f being deleted", 30, |u| {
+        let d = json(&u.ok(&["get", "configmap", "dep-f", "-o", "json"]));
+        d.pointer("/metadata/deletionTimestamp").is_some()
+    });
+    let owner = json(&up.ok(&["get", "configmap", "owner-f", "-o", "json"]));
+    assert!(
+        owner["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "foregroundDeletion")),
+        "the owner waits for its dependents: {owner}"
+    );
+    up.ok(&[
+        "patch",
+        "configmap",
+        "dep-f",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    up.eventually("owner-f gone after its dependent", 30, |u| {
+        !exists(u, "configmap", "dep-f") && !exists(u, "configmap", "owner-f")
+    });
+
+    // Orphan: the dependent stays, without its reference to the owner.
+    apply(&up, &configmap("owner-o", None, &[]));
+    let o = uid_of(&up, "configmap", "owner-o");
+    apply(
+        &up,
+        &configmap("dep-o", Some(("v1", "ConfigMap", "owner-o", &o)), &[]),
+    );
+    up.ok(&["delete", "configmap", "owner-o", "--cascade=orphan"]);
+    up.eventually("owner-o gone, dep-o released", 30, |u| {
+        !exists(u, "configmap", "owner-o")
+            && json(&u.ok(&["get", "configmap", "dep-o", "-o", "json"]))
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_none_or(|r| r.is_empty())
+    });
+
+    assert!(
+        exists(&up, "configmap", "dep-live"),
+        "a live owner's dependent kept"
+    );
+}

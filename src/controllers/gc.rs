@@ -1,272 +1,463 @@
-//! The garbage collector: deletes dependents whose owner is gone (background deletion),
-//! deletes dependents before their owner for `foregroundDeletion`, and releases dependents for
-//! `orphan`. It watches the kinds that own or are owned here: Deployments, ReplicaSets, Pods.
+//! The garbage collector, on the controller runtime, for every built-in kind (kube's
+//! `garbagecollector`): it watches every kind but Events (which kube's collector ignores
+//! too) and follows `ownerReferences` of any kind to any kind.
+//!
+//! - A dependent whose owners are all gone is deleted (Background; with its own `orphan` or
+//!   `foregroundDeletion` finalizer honoured), including one whose owner never existed; one
+//!   with a live owner besides gone ones only loses the references to the gone ones. An owner
+//!   missing from the cache is looked up live before anything is deleted, so informer lag
+//!   never collects a live object's dependents; owners of kinds it does not watch (custom
+//!   resources) count as alive.
+//! - An owner deleted with `propagationPolicy: Foreground` (finalizer `foregroundDeletion`):
+//!   its dependents are deleted first (in the foreground themselves when they own others), and
+//!   the finalizer goes when none with `blockOwnerDeletion: true` is left.
+//! - An owner deleted with `Orphan` (finalizer `orphan`): its dependents lose their reference
+//!   to it, then the finalizer goes.
+//!
+//! Keys are `<kind index>/<namespace>/<name>`; an owner's changes enqueue its dependents,
+//! a dependent's changes enqueue itself and its owners.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures::future::LocalBoxFuture;
 use serde_json::{json, Value};
+use tokio::sync::watch;
 
-use super::forward;
+use super::runtime::{self, Action, Controller, ReconcileError, Reconciler};
 use crate::api::meta;
-use crate::api::wire::{DeleteOptions, ListOptions, PatchType};
-use crate::client::{ApiClient, Cache, Informer, Meta, Notification};
+use crate::api::resource::{ResourceInfo, RESOURCES};
+use crate::api::wire::{DeleteOptions, ListOptions, PatchType, Preconditions};
+use crate::client::{ApiClient, Cache, Informer, Notification};
 
-/// (group, resource) of each kind the collector knows, by kind.
-const KINDS: &[(&str, &str, &str)] = &[
-    ("Deployment", "apps", "deployments"),
-    ("ReplicaSet", "apps", "replicasets"),
-    ("Pod", "", "pods"),
-];
+/// The finalizer of an owner whose dependents go first.
+pub const FOREGROUND: &str = "foregroundDeletion";
+/// The finalizer of an owner whose dependents stay, released.
+pub const ORPHAN: &str = "orphan";
 
-/// The garbage collector actor.
-pub struct GarbageCollector {
+/// How often an owner waiting on its dependents looks again (their changes also wake it).
+const WAITING: Duration = Duration::from_secs(1);
+
+/// The kinds the collector watches: every built-in kind but Events.
+fn watched() -> Vec<&'static ResourceInfo> {
+    RESOURCES.iter().filter(|r| r.plural != "events").collect()
+}
+
+/// The collector's reconciler: the caches of every watched kind.
+#[derive(Clone)]
+pub struct Collector {
     client: ApiClient,
-    leading: tokio::sync::watch::Receiver<bool>,
-    caches: Vec<(&'static str, Cache)>,
-    /// Owner uids seen deleted.
-    gone: HashSet<String>,
-    /// Owner uids found missing by the previous sweep (deleted after two sweeps, so informer
-    /// lag never collects a live object's dependents).
-    suspects: HashSet<String>,
-    busy: bool,
-    keep: Vec<Informer>,
+    kinds: Arc<Vec<(&'static ResourceInfo, Cache)>>,
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-enum Seen {
-    Change(Notification),
-    Sweep,
-    Done,
+/// The garbage collector, running while `leading` is true.
+pub type GarbageCollector = Controller<Collector>;
+
+fn key(kind: usize, obj: &Value) -> String {
+    format!("{kind}/{}/{}", meta::namespace(obj), meta::name(obj))
 }
 
-impl GarbageCollector {
-    /// A collector acting while `leading` is true.
-    pub fn new(client: ApiClient, leading: tokio::sync::watch::Receiver<bool>) -> Self {
-        GarbageCollector {
-            client,
-            leading,
-            caches: Vec::new(),
-            gone: HashSet::new(),
-            suspects: HashSet::new(),
-            busy: false,
-            keep: Vec::new(),
-        }
-    }
+fn deleting(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+}
 
-    fn sweep(&mut self, ctx: &mut Context<Self>) {
-        if self.busy || !*self.leading.borrow() {
-            return;
-        }
-        // Metadata only: nothing is decoded until there is work on it.
-        let objects: Vec<(&'static str, Arc<Meta>)> = self
-            .caches
+fn finalizers(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn owner_refs(obj: &Value) -> Vec<Value> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Starts the collector (inside an actix System).
+pub fn start(client: ApiClient, leading: watch::Receiver<bool>) -> Addr<GarbageCollector> {
+    let informers: Vec<(&'static ResourceInfo, Informer)> = watched()
+        .into_iter()
+        .map(|info| {
+            let api = client.api(info.group, info.plural, None);
+            (info, Informer::start(api, ListOptions::default()))
+        })
+        .collect();
+    let kinds: Arc<Vec<(&'static ResourceInfo, Cache)>> = Arc::new(
+        informers
             .iter()
-            .flat_map(|(kind, c)| c.metas().into_iter().map(move |m| (*kind, m)))
-            .collect();
-        let live: HashMap<&str, &Meta> = objects
+            .map(|(info, i)| (*info, i.cache.clone()))
+            .collect(),
+    );
+    let reconciler = Collector {
+        client,
+        kinds: kinds.clone(),
+    };
+    Controller::create(move |ctx| {
+        let addr = ctx.address();
+        let mut c = Controller::new("garbagecollector", reconciler, leading).workers(5);
+        for (idx, (_, informer)) in informers.into_iter().enumerate() {
+            let kinds = kinds.clone();
+            c.keep(runtime::watch(informer, addr.clone(), move |n| {
+                keys_for(&kinds, idx, n)
+            }));
+        }
+        c
+    })
+}
+
+/// What a notification about an object of kind `idx` puts in the queue.
+fn keys_for(kinds: &[(&'static ResourceInfo, Cache)], idx: usize, n: &Notification) -> Vec<String> {
+    let mut keys = Vec::new();
+    match n {
+        Notification::Synced => {
+            // Everything with owners (an owner may have gone while no one watched), and
+            // owners waiting on a finalizer.
+            for m in kinds[idx].1.metas() {
+                let waits =
+                    m.deleting && m.finalizers.iter().any(|f| f == FOREGROUND || f == ORPHAN);
+                if !m.owners.is_empty() || waits {
+                    keys.push(format!("{idx}/{}/{}", m.namespace, m.name));
+                }
+            }
+        }
+        Notification::Added(obj) | Notification::Updated(_, obj) | Notification::Deleted(obj) => {
+            let gone = matches!(n, Notification::Deleted(_));
+            if !gone && (!owner_refs(obj).is_empty() || deleting(obj)) {
+                keys.push(key(idx, obj));
+            }
+            // Its dependents, when it went or is going.
+            if gone || deleting(obj) {
+                for (k, (_, cache)) in kinds.iter().enumerate() {
+                    keys.extend(cache.owned_by(meta::uid(obj)).iter().map(|d| key(k, d)));
+                }
+            }
+            // Its owners, when they wait for their dependents.
+            for r in owner_refs(obj) {
+                if let Some((k, owner)) = find_owner(kinds, obj, &r) {
+                    if deleting(&owner) {
+                        keys.push(key(k, &owner));
+                    }
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// The cached owner `r` names (by kind, name and uid), with its kind's index.
+fn find_owner(
+    kinds: &[(&'static ResourceInfo, Cache)],
+    dependent: &Value,
+    r: &Value,
+) -> Option<(usize, Value)> {
+    let (idx, info) = owner_kind(kinds, r)?;
+    let ns = if info.namespaced {
+        meta::namespace(dependent)
+    } else {
+        ""
+    };
+    let owner = kinds[idx].1.get(ns, r["name"].as_str()?)?;
+    (meta::uid(&owner) == r["uid"].as_str()?).then_some((idx, owner))
+}
+
+/// The watched kind an ownerReference names.
+fn owner_kind(
+    kinds: &[(&'static ResourceInfo, Cache)],
+    r: &Value,
+) -> Option<(usize, &'static ResourceInfo)> {
+    let (api_version, kind) = (r["apiVersion"].as_str()?, r["kind"].as_str()?);
+    kinds
+        .iter()
+        .enumerate()
+        .find(|(_, (info, _))| info.kind == kind && info.api_version() == api_version)
+        .map(|(i, (info, _))| (i, *info))
+}
+
+/// What became of one owner.
+enum Owner {
+    /// Exists and is not waiting for its dependents.
+    Solid,
+    /// Being deleted in the foreground: waits for its dependents.
+    Waiting,
+    /// Gone (or never was).
+    Dangling,
+}
+
+impl Reconciler for Collector {
+    fn reconcile(&self, key: String) -> LocalBoxFuture<'static, Result<Action, ReconcileError>> {
+        let me = self.clone();
+        Box::pin(async move { me.sync(&key).await })
+    }
+}
+
+impl Collector {
+    async fn sync(&self, key: &str) -> Result<Action, ReconcileError> {
+        let mut parts = key.splitn(3, '/');
+        let (Some(idx), Some(ns), Some(name)) = (
+            parts.next().and_then(|i| i.parse::<usize>().ok()),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Ok(Action::AwaitChange);
+        };
+        let Some((info, cache)) = self.kinds.get(idx) else {
+            return Ok(Action::AwaitChange);
+        };
+        let Some(obj) = cache.get(ns, name) else {
+            return Ok(Action::AwaitChange);
+        };
+        if deleting(&obj) {
+            let f = finalizers(&obj);
+            if f.iter().any(|f| f == ORPHAN) {
+                return self.orphan_dependents(info, &obj).await;
+            }
+            if f.iter().any(|f| f == FOREGROUND) {
+                return self.delete_dependents_first(info, &obj).await;
+            }
+            return Ok(Action::AwaitChange);
+        }
+        self.check_owners(info, &obj).await
+    }
+
+    /// Every object, of any kind, with a reference to `uid`: (kind index, object).
+    fn dependents(&self, uid: &str) -> Vec<(usize, Value)> {
+        self.kinds
             .iter()
-            .map(|(_, m)| (m.uid.as_str(), m.as_ref()))
-            .collect();
-        let mut work: Vec<Work> = Vec::new();
-        let mut missing = HashSet::new();
-        let mut has_dependents = HashSet::new();
-        for (kind, obj) in &objects {
-            for r in &obj.owners {
-                has_dependents.insert(r.uid.as_str());
-                if !KINDS.iter().any(|(k, _, _)| r.kind == *k) {
-                    continue;
-                }
-                match live.get(r.uid.as_str()) {
-                    None => {
-                        if self.gone.contains(&r.uid) || self.suspects.contains(&r.uid) {
-                            work.push(Work::Delete(kind, obj.clone()));
-                        } else {
-                            missing.insert(r.uid.clone());
-                        }
-                    }
-                    Some(owner) if owner.deleting => {
-                        if owner.finalizers.iter().any(|f| f == "orphan") {
-                            work.push(Work::Release(kind, obj.clone(), r.uid.clone()));
-                        } else if owner.finalizers.iter().any(|f| f == "foregroundDeletion") {
-                            work.push(Work::Delete(kind, obj.clone()));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        // Owners waiting on a finalizer whose dependents are all handled.
-        for (kind, owner) in &objects {
-            if !owner.deleting || has_dependents.contains(owner.uid.as_str()) {
-                continue;
-            }
-            for f in ["orphan", "foregroundDeletion"] {
-                if owner.finalizers.iter().any(|x| x == f) {
-                    work.push(Work::Finish(kind, owner.clone(), f));
-                }
-            }
-        }
-        self.suspects = missing;
-        if work.is_empty() {
-            return;
-        }
-        self.busy = true;
-        let client = self.client.clone();
-        let caches = self.caches.clone();
-        let addr = ctx.address();
-        actix::spawn(async move {
-            for w in work {
-                w.run(&client, &caches).await;
-            }
-            addr.do_send(Seen::Done);
-        });
+            .enumerate()
+            .flat_map(|(k, (_, c))| c.owned_by(uid).into_iter().map(move |d| (k, d)))
+            .collect()
     }
-}
 
-enum Work {
-    /// Delete a dependent (its owner is gone or deleting in the foreground).
-    Delete(&'static str, Arc<Meta>),
-    /// Remove the ownerReference to this owner uid (orphaning).
-    Release(&'static str, Arc<Meta>, String),
-    /// Drop a finished finalizer from an owner.
-    Finish(&'static str, Arc<Meta>, &'static str),
-}
-
-fn api_for(client: &ApiClient, kind: &str, obj: &Meta) -> Option<crate::client::Api> {
-    let (_, group, resource) = KINDS.iter().find(|(k, _, _)| *k == kind)?;
-    Some(client.api(group, resource, Some(&obj.namespace)))
-}
-
-impl Work {
-    async fn run(self, client: &ApiClient, caches: &[(&'static str, Cache)]) {
-        match self {
-            Work::Delete(kind, obj) => {
-                if obj.deleting {
-                    return;
-                }
-                let Some(api) = api_for(client, kind, &obj) else {
-                    return;
-                };
-                let opts = DeleteOptions {
-                    propagation_policy: Some("Background".into()),
-                    preconditions: Some(crate::api::wire::Preconditions {
-                        uid: Some(obj.uid.clone()),
-                        resource_version: None,
-                    }),
-                    ..Default::default()
-                };
-                match api.delete(&obj.name, &opts).await {
-                    Ok(_) => tracing::info!(kind, name = %obj.name, "garbage collected"),
-                    Err(e) if e.code == 404 || e.code == 409 => {}
-                    Err(e) => {
-                        tracing::warn!(kind, name = %obj.name, error = %e, "collecting")
-                    }
-                }
-            }
-            Work::Release(kind, obj, owner) => {
-                let Some(api) = api_for(client, kind, &obj) else {
-                    return;
-                };
-                // The full references, from the cached object.
-                let Some(full) = caches
-                    .iter()
-                    .find(|(k, _)| *k == kind)
-                    .and_then(|(_, c)| c.get(&obj.namespace, &obj.name))
-                else {
-                    return;
-                };
-                let refs: Vec<Value> = full
-                    .pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter(|r| r["uid"] != owner.as_str())
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let refs = if refs.is_empty() {
-                    Value::Null
-                } else {
-                    json!(refs)
-                };
-                let _ = api
-                    .patch(
-                        &obj.name,
-                        None,
-                        PatchType::Merge,
-                        &json!({"metadata": {"ownerReferences": refs}}),
-                    )
-                    .await;
-            }
-            Work::Finish(kind, obj, finalizer) => {
-                let Some(api) = api_for(client, kind, &obj) else {
-                    return;
-                };
-                let rest: Vec<&String> =
-                    obj.finalizers.iter().filter(|f| *f != finalizer).collect();
-                let rest = if rest.is_empty() {
-                    Value::Null
-                } else {
-                    json!(rest)
-                };
-                let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": obj.resource_version}});
-                let _ = api.patch(&obj.name, None, PatchType::Merge, &patch).await;
-            }
-        }
-    }
-}
-
-impl Actor for GarbageCollector {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let addr = ctx.address();
-        for (kind, group, resource) in KINDS {
-            let informer = Informer::start(
-                self.client.api(group, resource, None),
-                ListOptions::default(),
-            );
-            self.caches.push((kind, informer.cache.clone()));
-            self.keep
-                .push(forward(informer, addr.clone(), Seen::Change));
-        }
-        ctx.run_interval(Duration::from_secs(2), |_, ctx| ctx.notify(Seen::Sweep));
-    }
-}
-
-impl Handler<Seen> for GarbageCollector {
-    type Result = ();
-
-    fn handle(&mut self, seen: Seen, ctx: &mut Context<Self>) {
-        let _span = crate::trace::handler_span(
-            "GarbageCollector",
-            "Seen",
-            match &seen {
-                Seen::Change(n) => n.object(),
-                _ => None,
-            },
+    fn api(&self, info: &ResourceInfo, obj: &Value) -> crate::client::Api {
+        let ns = meta::namespace(obj);
+        self.client.api(
+            info.group,
+            info.plural,
+            (info.namespaced && !ns.is_empty()).then_some(ns),
         )
-        .entered();
-        match seen {
-            Seen::Change(Notification::Deleted(owner)) => {
-                self.gone.insert(meta::uid(&owner).to_string());
-                self.sweep(ctx);
+    }
+
+    /// Deletes `obj` (at its uid) with `policy`; gone already is fine.
+    async fn delete(
+        &self,
+        info: &ResourceInfo,
+        obj: &Value,
+        policy: &str,
+    ) -> Result<(), ReconcileError> {
+        let opts = DeleteOptions {
+            propagation_policy: Some(policy.into()),
+            preconditions: Some(Preconditions {
+                uid: Some(meta::uid(obj).to_string()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match self.api(info, obj).delete(meta::name(obj), &opts).await {
+            Ok(_) => {
+                tracing::info!(kind = info.kind, namespace = %meta::namespace(obj), name = %meta::name(obj), policy, "garbage collected");
+                Ok(())
             }
-            Seen::Change(Notification::Updated(_, o))
-                if o.pointer("/metadata/deletionTimestamp").is_some() =>
-            {
-                self.sweep(ctx)
+            Err(e) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Patches `obj`'s ownerReferences to `refs` (at its resourceVersion).
+    async fn set_refs(
+        &self,
+        info: &ResourceInfo,
+        obj: &Value,
+        refs: Vec<Value>,
+    ) -> Result<(), ReconcileError> {
+        let refs = if refs.is_empty() {
+            Value::Null
+        } else {
+            json!(refs)
+        };
+        let patch = json!({"metadata": {"ownerReferences": refs,
+            "resourceVersion": meta::resource_version(obj)}});
+        match self
+            .api(info, obj)
+            .patch(meta::name(obj), None, PatchType::Merge, &patch)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes `finalizer` from `owner` (at its resourceVersion).
+    async fn finish(
+        &self,
+        info: &ResourceInfo,
+        owner: &Value,
+        finalizer: &str,
+    ) -> Result<Action, ReconcileError> {
+        let rest: Vec<String> = finalizers(owner)
+            .into_iter()
+            .filter(|f| f != finalizer)
+            .collect();
+        let rest = if rest.is_empty() {
+            Value::Null
+        } else {
+            json!(rest)
+        };
+        let patch = json!({"metadata": {"finalizers": rest,
+            "resourceVersion": meta::resource_version(owner)}});
+        match self
+            .api(info, owner)
+            .patch(meta::name(owner), None, PatchType::Merge, &patch)
+            .await
+        {
+            Ok(_) | Err(crate::api::Status { code: 404, .. }) => Ok(Action::AwaitChange),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `orphan`: every dependent loses its reference to the owner, then the finalizer goes.
+    async fn orphan_dependents(
+        &self,
+        info: &ResourceInfo,
+        owner: &Value,
+    ) -> Result<Action, ReconcileError> {
+        let uid = meta::uid(owner);
+        let dependents = self.dependents(uid);
+        for (k, d) in &dependents {
+            let refs: Vec<Value> = owner_refs(d)
+                .into_iter()
+                .filter(|r| r["uid"] != uid)
+                .collect();
+            self.set_refs(self.kinds[*k].0, d, refs).await?;
+        }
+        if dependents.is_empty() {
+            self.finish(info, owner, ORPHAN).await
+        } else {
+            // The released dependents' updates wake it; this is the fallback.
+            Ok(Action::requeue(WAITING))
+        }
+    }
+
+    /// `foregroundDeletion`: the dependents are deleted first; the finalizer goes when none
+    /// that blocks its owner's deletion is left.
+    async fn delete_dependents_first(
+        &self,
+        info: &ResourceInfo,
+        owner: &Value,
+    ) -> Result<Action, ReconcileError> {
+        let uid = meta::uid(owner);
+        let dependents = self.dependents(uid);
+        let mut blocking = 0;
+        for (k, d) in &dependents {
+            let blocks = owner_refs(d)
+                .iter()
+                .any(|r| r["uid"] == uid && r["blockOwnerDeletion"] == true);
+            if blocks {
+                blocking += 1;
             }
-            Seen::Change(_) => {}
-            Seen::Sweep => self.sweep(ctx),
-            Seen::Done => {
-                self.busy = false;
+            if !deleting(d) {
+                // In the foreground too when it owns others, so they go before it.
+                let policy = if self.dependents(meta::uid(d)).is_empty() {
+                    "Background"
+                } else {
+                    "Foreground"
+                };
+                self.delete(self.kinds[*k].0, d, policy).await?;
             }
         }
+        if blocking == 0 {
+            self.finish(info, owner, FOREGROUND).await
+        } else {
+            Ok(Action::requeue(WAITING))
+        }
+    }
+
+    /// What each owner of `obj` is: from the cache, else from a live read (the cache may lag:
+    /// never collect on its word alone). Owners of kinds not watched count as solid.
+    async fn owner_state(&self, obj: &Value, r: &Value) -> Result<Owner, ReconcileError> {
+        let Some((_, info)) = owner_kind(&self.kinds, r) else {
+            return Ok(Owner::Solid);
+        };
+        let state = |o: &Value| {
+            if deleting(o) && finalizers(o).iter().any(|f| f == FOREGROUND) {
+                Owner::Waiting
+            } else {
+                Owner::Solid
+            }
+        };
+        if let Some((_, owner)) = find_owner(&self.kinds, obj, r) {
+            return Ok(state(&owner));
+        }
+        let ns = meta::namespace(obj);
+        let api = self.client.api(
+            info.group,
+            info.plural,
+            (info.namespaced && !ns.is_empty()).then_some(ns),
+        );
+        match api.get(r["name"].as_str().unwrap_or_default()).await {
+            Ok(live) if meta::uid(&live) == r["uid"].as_str().unwrap_or_default() => {
+                Ok(state(&live))
+            }
+            Ok(_) => Ok(Owner::Dangling),
+            Err(e) if e.code == 404 => Ok(Owner::Dangling),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A dependent: deleted when no owner is left, or released from the gone (and the
+    /// foreground-deleting) ones while another still holds it.
+    async fn check_owners(
+        &self,
+        info: &ResourceInfo,
+        obj: &Value,
+    ) -> Result<Action, ReconcileError> {
+        let refs = owner_refs(obj);
+        if refs.is_empty() {
+            return Ok(Action::AwaitChange);
+        }
+        let (mut solid, mut waiting, mut dangling) = (0, Vec::new(), Vec::new());
+        for r in &refs {
+            match self.owner_state(obj, r).await? {
+                Owner::Solid => solid += 1,
+                Owner::Waiting => waiting.push(r["uid"].clone()),
+                Owner::Dangling => dangling.push(r["uid"].clone()),
+            }
+        }
+        if solid > 0 {
+            if !waiting.is_empty() || !dangling.is_empty() {
+                let keep: Vec<Value> = refs
+                    .into_iter()
+                    .filter(|r| !waiting.contains(&r["uid"]) && !dangling.contains(&r["uid"]))
+                    .collect();
+                self.set_refs(info, obj, keep).await?;
+            }
+            return Ok(Action::AwaitChange);
+        }
+        let policy = if !waiting.is_empty() {
+            if self.dependents(meta::uid(obj)).is_empty() {
+                "Background"
+            } else {
+                "Foreground"
+            }
+        } else {
+            let f = finalizers(obj);
+            if f.iter().any(|f| f == ORPHAN) {
+                "Orphan"
+            } else if f.iter().any(|f| f == FOREGROUND) {
+                "Foreground"
+            } else {
+                "Background"
+            }
+        };
+        self.delete(info, obj, policy).await?;
+        Ok(Action::AwaitChange)
     }
 }

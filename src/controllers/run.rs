@@ -48,10 +48,7 @@ pub fn start_controllers(
         _election: election,
         _replica_sets: controllers::replicaset::start(client.clone(), leading.clone()),
         _deployments: controllers::deployment::start(client.clone(), leading.clone()),
-        _gc: actix::Actor::start(controllers::gc::GarbageCollector::new(
-            client.clone(),
-            leading.clone(),
-        )),
+        _gc: controllers::gc::start(client.clone(), leading.clone()),
         _nodes: actix::Actor::start(controllers::nodelifecycle::NodeLifecycleController::new(
             client.clone(),
             leading.clone(),

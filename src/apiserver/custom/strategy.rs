@@ -192,6 +192,11 @@ impl CustomResource {
 }
 
 impl Strategy for CustomResource {
+    /// The garbage collector does not watch these: no finalizer it would have to remove.
+    fn owns_dependents(&self) -> bool {
+        false
+    }
+
     fn tracks_generation(&self) -> bool {
         true
     }

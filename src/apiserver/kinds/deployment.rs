@@ -50,10 +50,6 @@ impl Strategy for Deployment {
         validate::<apps::Deployment>(NameRule::Subdomain, info.namespaced, obj, old)
     }
 
-    fn owns_dependents(&self) -> bool {
-        true
-    }
-
     fn columns(&self) -> Vec<Value> {
         vec![
             table::name_column(),

@@ -14,6 +14,11 @@ use crate::apiserver::validation::*;
 pub struct Event;
 
 impl Strategy for Event {
+    /// The garbage collector does not watch these: no finalizer it would have to remove.
+    fn owns_dependents(&self) -> bool {
+        false
+    }
+
     fn validate(&self, info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         validate::<core::Event>(NameRule::PathSegment, info.namespaced, obj, old)
     }

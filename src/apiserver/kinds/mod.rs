@@ -106,9 +106,11 @@ pub trait Strategy: Send + Sync {
     }
 
     /// Whether deleting with `Orphan` or `Foreground` propagation adds the finalizer the
-    /// garbage collector honours: kinds that own dependents Skiff's collector follows.
+    /// garbage collector honours: every built-in kind the collector watches (all but
+    /// Events, which kube's collector ignores too, and custom resources, which Skiff's does
+    /// not watch yet: a finalizer there would never be removed).
     fn owns_dependents(&self) -> bool {
-        false
+        true
     }
 
     /// Table column definitions for `kubectl get`.

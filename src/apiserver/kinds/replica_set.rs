@@ -38,10 +38,6 @@ impl Strategy for ReplicaSet {
         validate::<apps::ReplicaSet>(NameRule::Subdomain, info.namespaced, obj, old)
     }
 
-    fn owns_dependents(&self) -> bool {
-        true
-    }
-
     fn columns(&self) -> Vec<Value> {
         vec![
             table::name_column(),
