@@ -255,3 +255,99 @@ fn the_garbage_collector_follows_owner_references_of_every_kind() {
         "a live owner's dependent kept"
     );
 }
+
+/// `env` from ConfigMap and Secret keys, `envFrom` with a prefix, a field and a resource,
+/// `$(VAR)` in a later value and in the command; a missing ConfigMap holds the container in
+/// CreateContainerConfigError until it exists.
+#[test]
+fn a_pod_reads_its_configmap_and_secret_from_env_and_files() {
+    let up = SkiffUp::start(1);
+    up.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=s3cret",
+    ]);
+    let pod = r#"{
+      "apiVersion": "v1", "kind": "Pod",
+      "metadata": {"name": "reader", "namespace": "default"},
+      "spec": {
+        "restartPolicy": "Never",
+        "containers": [{
+          "name": "c", "image": "busybox",
+          "command": ["sh", "-c", "echo greeting=$GREETING; echo password=$PASSWORD; echo from=$CFG_colour; echo pod=$POD; echo mem=$MEM_MI; echo both=$BOTH; echo arg=$(GREETING); echo file=$(cat $SKIFF_CONTAINER_ROOT/etc/cfg/greeting)"],
+          "resources": {"limits": {"memory": "64Mi"}},
+          "envFrom": [{"prefix": "CFG_", "configMapRef": {"name": "settings"}}],
+          "env": [
+            {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}},
+            {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "MEM_MI", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+            {"name": "BOTH", "value": "$(GREETING)-$(POD)"},
+            {"name": "ABSENT", "valueFrom": {"configMapKeyRef": {"name": "nowhere", "key": "k", "optional": true}}}
+          ],
+          "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}]
+        }],
+        "volumes": [{"name": "cfg", "configMap": {"name": "settings"}}]
+      }
+    }"#;
+    apply(&up, pod);
+    up.eventually(
+        "CreateContainerConfigError while the ConfigMap is missing",
+        30,
+        |u| {
+            let p = json(&u.ok(&["get", "pod", "reader", "-o", "json"]));
+            p.pointer("/status/containerStatuses/0/state/waiting/reason")
+                .and_then(Value::as_str)
+                .is_some_and(|r| r == "CreateContainerConfigError" || r == "ContainerCreating")
+                && p["status"]["phase"] == "Pending"
+        },
+    );
+    up.ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "--from-literal=greeting=hello",
+        "--from-literal=colour=blue",
+    ]);
+    up.eventually("the pod ran to completion", 60, |u| {
+        u.ok(&["get", "pod", "reader", "-o", "jsonpath={.status.phase}"]) == "Succeeded"
+    });
+    let logs = up.ok(&["logs", "reader"]);
+    for line in [
+        "greeting=hello",
+        "password=s3cret",
+        "from=blue",
+        "pod=reader",
+        "mem=64",
+        "both=hello-reader",
+        "arg=hello",
+        "file=hello",
+    ] {
+        assert!(logs.lines().any(|l| l == line), "{line} in:\n{logs}");
+    }
+}
+
+#[test]
+fn a_missing_configmap_key_is_create_container_config_error_with_the_kubelet_message() {
+    let up = SkiffUp::start(1);
+    up.ok(&["create", "configmap", "partial", "--from-literal=present=1"]);
+    let pod = r#"{
+      "apiVersion": "v1", "kind": "Pod",
+      "metadata": {"name": "lacking", "namespace": "default"},
+      "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"],
+        "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "partial", "key": "absent"}}}]}]}
+    }"#;
+    apply(&up, pod);
+    up.eventually("CreateContainerConfigError with kube's message", 30, |u| {
+        let p = json(&u.ok(&["get", "pod", "lacking", "-o", "json"]));
+        p.pointer("/status/containerStatuses/0/state/waiting")
+            .is_some_and(|w| {
+                w["reason"] == "CreateContainerConfigError"
+                    && w["message"] == "couldn't find key absent in ConfigMap default/partial"
+            })
+    });
+    let table = up.ok(&["get", "pod", "lacking"]);
+    assert!(table.contains("CreateContainerConfigError"), "{table}");
+}

@@ -2,6 +2,7 @@
 //! runs each through a pod worker on a `ContainerRuntime`; serves `kubectl logs` on its own
 //! NATS subject. It reaches the API server only through `ApiClient`.
 
+pub mod env;
 pub mod hollow;
 pub mod pod;
 pub mod run;
@@ -273,6 +274,10 @@ impl StreamHandler<Notification> for Kubelet {
             backoff: self.options.backoff,
             volume_root: self.options.volume_root.clone(),
             service_env: self.options.service_env(),
+            allocatable: env::Allocatable {
+                cpu: self.options.capacity.0,
+                memory: self.options.capacity.1,
+            },
         };
         actix::spawn(pod::run(api, self.runtime.clone(), rx, placement));
     }

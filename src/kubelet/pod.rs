@@ -428,6 +428,8 @@ pub struct Placement {
     pub volume_root: Option<std::path::PathBuf>,
     /// Variables every container gets before its own `env` (`KUBERNETES_SERVICE_HOST`…).
     pub service_env: BTreeMap<String, String>,
+    /// The node's allocatable resources (`resourceFieldRef` of an unset limit).
+    pub allocatable: super::env::Allocatable,
 }
 
 /// Runs one pod until it is deleted (or its worker is dropped).
@@ -443,6 +445,7 @@ pub async fn run(
         backoff,
         volume_root,
         service_env,
+        allocatable,
     } = placement;
     let mut volumes = {
         let pod = spec.borrow();
@@ -599,13 +602,64 @@ pub async fn run(
                     }
                 }
             }
+            // The environment is read when the container is created, as the kubelet does: a
+            // missing ConfigMap or Secret holds it in CreateContainerConfigError (retried with
+            // back-off) rather than starting it without.
+            let mut spec_now = cspec.clone();
+            if start {
+                let raw = pod
+                    .pointer("/spec/containers")
+                    .and_then(Value::as_array)
+                    .and_then(|cs| cs.iter().find(|x| x["name"] == c.as_str()))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let resolved = super::env::resolve(
+                    pods.client(),
+                    &pod,
+                    &raw,
+                    (&pod_ip, &host_ip),
+                    &service_env,
+                    allocatable,
+                )
+                .await;
+                match resolved {
+                    Ok(env) => {
+                        let args = |k: &str| -> Vec<String> {
+                            raw[k]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|s| s.as_str().map(|a| expand(a, &env)))
+                                .collect()
+                        };
+                        spec_now.command = args("command");
+                        spec_now.args = args("args");
+                        spec_now.env = env;
+                    }
+                    Err(message) => {
+                        start = false;
+                        let delay = backoff
+                            .base
+                            .saturating_mul(1 << t.start_failures.min(16))
+                            .min(backoff.max);
+                        t.start_failures += 1;
+                        t.next_start = Some(now + delay);
+                        let reason = "CreateContainerConfigError".to_string();
+                        if t.backing_off.as_ref().map(|b| &b.1) != Some(&message) {
+                            tracing::warn!(pod = %name, namespace = %ns, container = %c, "{reason}: {message}");
+                        }
+                        t.backing_off = Some((reason.clone(), message.clone()));
+                        waiting_reason = Some((reason, message));
+                    }
+                }
+            }
             if start {
                 let kubelet_span =
                     Span::start("Kubelet/start", parent).about("start", object.clone());
                 let runtime_span = Span::start("Runtime/start", Some(kubelet_span.ctx))
                     .message(tracer.component(), "runtime", &runtime.version())
                     .about("start", object.clone());
-                let started = runtime.start(&id(c), cspec).await;
+                let started = runtime.start(&id(c), &spec_now).await;
                 let outcome = match &started {
                     Ok(()) => "ok".to_string(),
                     Err(e) => e.to_string(),
