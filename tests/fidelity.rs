@@ -351,3 +351,80 @@ fn a_missing_configmap_key_is_create_container_config_error_with_the_kubelet_mes
     let table = up.ok(&["get", "pod", "lacking"]);
     assert!(table.contains("CreateContainerConfigError"), "{table}");
 }
+
+fn sleeper(name: &str, tolerations: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}", "namespace": "default"}},
+          "spec": {{"tolerations": {tolerations},
+            "containers": [{{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}}]}}}}"#
+    )
+}
+
+fn deleting_or_gone(up: &SkiffUp, pod: &str) -> bool {
+    let out = up.run(&["get", "pod", pod, "-o", "json"]);
+    !out.status.success()
+        || json(&String::from_utf8_lossy(&out.stdout))
+            .pointer("/metadata/deletionTimestamp")
+            .is_some()
+}
+
+/// A NoExecute taint evicts the pods that do not tolerate it at once, those that tolerate it
+/// for 5 s after 5 s, and leaves those that tolerate it for good; cordon taints the node
+/// unschedulable and uncordon takes the taint away.
+#[test]
+fn a_noexecute_taint_evicts_by_toleration_and_cordon_taints_the_node() {
+    let up = SkiffUp::start(1);
+    let node = "skiff-node-1";
+    apply(&up, &sleeper("untolerating", "[]"));
+    apply(
+        &up,
+        &sleeper(
+            "five",
+            r#"[{"key": "dedicated", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]"#,
+        ),
+    );
+    apply(
+        &up,
+        &sleeper("forever", r#"[{"key": "dedicated", "operator": "Exists"}]"#),
+    );
+    up.eventually("three pods Running", 60, |u| {
+        u.ok(&["get", "pods", "-o", "jsonpath={.items[*].status.phase}"])
+            .split_whitespace()
+            .filter(|p| *p == "Running")
+            .count()
+            == 3
+    });
+    let t0 = std::time::Instant::now();
+    up.ok(&["taint", "node", node, "dedicated=x:NoExecute"]);
+    up.eventually("the untolerating pod evicted", 20, |u| {
+        deleting_or_gone(u, "untolerating")
+    });
+    let mut five_at = None;
+    up.eventually("the pod tolerating 5 s evicted", 30, |u| {
+        let gone = deleting_or_gone(u, "five");
+        if gone && five_at.is_none() {
+            five_at = Some(t0.elapsed());
+        }
+        gone
+    });
+    let five_at = five_at.unwrap();
+    assert!(
+        five_at >= std::time::Duration::from_millis(4500),
+        "evicted {five_at:?} after the taint, before its 5 s"
+    );
+    assert!(
+        !deleting_or_gone(&up, "forever"),
+        "tolerating for good: stays"
+    );
+
+    up.ok(&["cordon", node]);
+    up.eventually("the unschedulable taint", 20, |u| {
+        u.ok(&["get", "node", node, "-o", "jsonpath={.spec.taints[*].key}"])
+            .contains("node.kubernetes.io/unschedulable")
+    });
+    up.ok(&["uncordon", node]);
+    up.eventually("the unschedulable taint gone", 20, |u| {
+        !u.ok(&["get", "node", node, "-o", "jsonpath={.spec.taints[*].key}"])
+            .contains("node.kubernetes.io/unschedulable")
+    });
+}

@@ -13,6 +13,7 @@ pub mod rootca;
 pub mod run;
 pub mod runtime;
 pub mod serviceaccount;
+pub mod taint;
 
 use std::collections::BTreeSet;
 

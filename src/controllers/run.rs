@@ -28,6 +28,7 @@ pub struct ControllerSet {
     _replica_sets: actix::Addr<controllers::replicaset::ReplicaSetController>,
     _deployments: actix::Addr<controllers::deployment::DeploymentController>,
     _gc: actix::Addr<controllers::gc::GarbageCollector>,
+    _taints: actix::Addr<controllers::taint::TaintController>,
     _nodes: actix::Addr<controllers::nodelifecycle::NodeLifecycleController>,
     _namespaces: actix::Addr<controllers::namespace::NamespaceController>,
     _service_accounts: actix::Addr<controllers::per_namespace::PerNamespaceController>,
@@ -49,6 +50,7 @@ pub fn start_controllers(
         _replica_sets: controllers::replicaset::start(client.clone(), leading.clone()),
         _deployments: controllers::deployment::start(client.clone(), leading.clone()),
         _gc: controllers::gc::start(client.clone(), leading.clone()),
+        _taints: controllers::taint::start(client.clone(), leading.clone()),
         _nodes: actix::Actor::start(controllers::nodelifecycle::NodeLifecycleController::new(
             client.clone(),
             leading.clone(),
