@@ -428,3 +428,53 @@ fn a_noexecute_taint_evicts_by_toleration_and_cordon_taints_the_node() {
             .contains("node.kubernetes.io/unschedulable")
     });
 }
+
+/// Three replicas that must not share a node, on two nodes: two run, one stays Pending
+/// with kube's FailedScheduling reason.
+#[test]
+fn required_anti_affinity_leaves_the_third_replica_pending() {
+    let up = SkiffUp::start(2);
+    let d = r#"{
+      "apiVersion": "apps/v1", "kind": "Deployment",
+      "metadata": {"name": "apart", "namespace": "default"},
+      "spec": {
+        "replicas": 3,
+        "selector": {"matchLabels": {"app": "apart"}},
+        "template": {
+          "metadata": {"labels": {"app": "apart"}},
+          "spec": {
+            "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+              {"labelSelector": {"matchLabels": {"app": "apart"}}, "topologyKey": "kubernetes.io/hostname"}]}},
+            "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]
+          }
+        }
+      }
+    }"#;
+    apply(&up, d);
+    up.eventually("2 Running on different nodes, 1 Pending", 60, |u| {
+        let list = json(&u.ok(&["get", "pods", "-l", "app=apart", "-o", "json"]));
+        let items = list["items"].as_array().unwrap().clone();
+        let running: Vec<&Value> = items
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .collect();
+        let pending = items
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Pending" && p["spec"]["nodeName"].is_null())
+            .count();
+        running.len() == 2
+            && running[0]["spec"]["nodeName"] != running[1]["spec"]["nodeName"]
+            && pending == 1
+    });
+    up.eventually("a FailedScheduling event naming the rule", 30, |u| {
+        u.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=FailedScheduling",
+            "-o",
+            "json",
+        ])
+        .contains("0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules.")
+    });
+}

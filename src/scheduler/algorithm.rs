@@ -40,6 +40,10 @@ const REASON_PORTS: &str = "node(s) didn't have free ports for the requested pod
 const REASON_TOO_MANY_PODS: &str = "Too many pods";
 const REASON_CPU: &str = "Insufficient cpu";
 const REASON_MEMORY: &str = "Insufficient memory";
+const REASON_POD_AFFINITY: &str = "node(s) didn't match pod affinity rules";
+const REASON_POD_ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";
+const REASON_EXISTING_ANTI_AFFINITY: &str =
+    "node(s) didn't satisfy existing pods anti-affinity rules";
 const PREEMPTION_NO_VICTIMS: &str = "No preemption victims found for incoming pod";
 const PREEMPTION_NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
 
@@ -664,7 +668,69 @@ pub struct PodSummary {
     pub tolerates_not_ready: bool,
     /// Whether spec.preemptionPolicy is Never.
     pub never_preempts: bool,
+    /// metadata.namespace and metadata.labels (what other pods' affinity terms select).
+    pub namespace: String,
+    /// metadata.labels.
+    pub labels: Map<String, Value>,
+    /// Required pod affinity terms (all must hold).
+    pub pod_affinity: Vec<AffinityTerm>,
+    /// Required pod anti-affinity terms (all must hold).
+    pub pod_anti_affinity: Vec<AffinityTerm>,
     owner_fingerprint: Option<u64>,
+}
+
+/// One required (anti-)affinity term: pods matching `selector` in `namespaces` (or in every
+/// namespace), counted per value of the nodes' `topology_key` label.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AffinityTerm {
+    /// labelSelector (a missing one selects nothing, as kube's).
+    pub selector: Option<crate::api::selector::LabelSelector>,
+    /// namespaces (the pod's own when neither they nor a namespaceSelector are given).
+    pub namespaces: Vec<String>,
+    /// `namespaceSelector: {}`: every namespace.
+    pub all_namespaces: bool,
+    /// topologyKey.
+    pub topology_key: String,
+}
+
+impl AffinityTerm {
+    fn parse_all(v: Option<&Value>, own_namespace: &str) -> Vec<AffinityTerm> {
+        v.and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                let selector = t
+                    .get("labelSelector")
+                    .filter(|s| !s.is_null())
+                    .and_then(|s| crate::api::selector::LabelSelector::from_json(s).ok());
+                let mut namespaces: Vec<String> = array_at(t, "namespaces")
+                    .iter()
+                    .filter_map(|n| n.as_str().map(String::from))
+                    .collect();
+                // An empty namespaceSelector selects every namespace; Skiff's scheduler does
+                // not resolve label-selected namespaces (treated as every namespace).
+                let all_namespaces = t.get("namespaceSelector").is_some_and(|n| n.is_object());
+                if namespaces.is_empty() && !all_namespaces {
+                    namespaces.push(own_namespace.to_string());
+                }
+                AffinityTerm {
+                    selector,
+                    namespaces,
+                    all_namespaces,
+                    topology_key: str_at(t, "topologyKey").to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether a pod of `namespace` with `labels` is one this term selects.
+    pub fn selects(&self, namespace: &str, labels: &Map<String, Value>) -> bool {
+        (self.all_namespaces || self.namespaces.iter().any(|n| n == namespace))
+            && self
+                .selector
+                .as_ref()
+                .is_some_and(|s| s.matches(Some(labels)))
+    }
 }
 
 impl PodSummary {
@@ -706,7 +772,26 @@ impl PodSummary {
             .filter(|n| !n.is_empty())
             .map(str::to_string);
         let owner = owner_key(pod);
+        let namespace = str_at(metadata(pod), "namespace").to_string();
+        let affinity_of = |kind: &str| {
+            AffinityTerm::parse_all(
+                s.get("affinity")
+                    .and_then(|a| a.get(kind))
+                    .and_then(|a| a.get("requiredDuringSchedulingIgnoredDuringExecution")),
+                &namespace,
+            )
+        };
+        let pod_affinity = affinity_of("podAffinity");
+        let pod_anti_affinity = affinity_of("podAntiAffinity");
         PodSummary {
+            labels: metadata(pod)
+                .get("labels")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+            namespace,
+            pod_affinity,
+            pod_anti_affinity,
             owner_fingerprint: owner.as_deref().map(fingerprint),
             requests: pod_requests(pod),
             non_zero_requests: pod_non_zero_requests(pod),
@@ -744,6 +829,10 @@ struct PodEntry {
     non_zero: Resources,
     ports: Vec<HostPort>,
     owner: Option<String>,
+    namespace: String,
+    labels: Map<String, Value>,
+    /// Its required anti-affinity terms (other pods must keep away from it).
+    anti: Vec<AffinityTerm>,
 }
 
 /// What the scheduler knows about one node, built once and updated incrementally as
@@ -775,6 +864,8 @@ pub struct NodeSummary {
     /// `owner_counts` by [`fingerprint`], scanned linearly on the hot path.
     owner_fingerprints: Vec<(u64, usize)>,
     anonymous: u64,
+    /// How many of its pods have required anti-affinity terms.
+    anti_affinity_pods: usize,
 }
 
 impl NodeSummary {
@@ -830,11 +921,30 @@ impl NodeSummary {
         if is_terminal(pod) {
             return;
         }
+        let meta = metadata(pod);
+        let namespace = str_at(meta, "namespace").to_string();
+        let anti = AffinityTerm::parse_all(
+            spec(pod)
+                .get("affinity")
+                .and_then(|a| a.get("podAntiAffinity"))
+                .and_then(|a| a.get("requiredDuringSchedulingIgnoredDuringExecution")),
+            &namespace,
+        );
+        if !anti.is_empty() {
+            self.anti_affinity_pods += 1;
+        }
         let entry = PodEntry {
             requests: pod_requests(pod),
             non_zero: pod_non_zero_requests(pod),
             ports: pod_host_ports(pod),
             owner: owner_key(pod),
+            labels: meta
+                .get("labels")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+            namespace,
+            anti,
         };
         self.requested = self.requested.plus(entry.requests);
         self.non_zero_requested = self.non_zero_requested.plus(entry.non_zero);
@@ -862,6 +972,9 @@ impl NodeSummary {
         let Some(entry) = self.pods.remove(key) else {
             return false;
         };
+        if !entry.anti.is_empty() {
+            self.anti_affinity_pods = self.anti_affinity_pods.saturating_sub(1);
+        }
         self.requested = self.requested.minus(entry.requests);
         self.non_zero_requested = self.non_zero_requested.minus(entry.non_zero);
         for port in &entry.ports {
@@ -931,10 +1044,13 @@ enum Failure {
     TooManyPods,
     InsufficientCpu,
     InsufficientMemory,
+    PodAffinity,
+    PodAntiAffinity,
+    ExistingAntiAffinity,
 }
 
 impl Failure {
-    const FIXED: usize = 8;
+    const FIXED: usize = 11;
 
     /// Slot for the reasons with a fixed message.
     fn slot(self) -> Option<usize> {
@@ -947,6 +1063,9 @@ impl Failure {
             Failure::TooManyPods => 5,
             Failure::InsufficientCpu => 6,
             Failure::InsufficientMemory => 7,
+            Failure::PodAffinity => 8,
+            Failure::PodAntiAffinity => 9,
+            Failure::ExistingAntiAffinity => 10,
             Failure::Taint(_) => return None,
         })
     }
@@ -961,6 +1080,9 @@ impl Failure {
             REASON_TOO_MANY_PODS,
             REASON_CPU,
             REASON_MEMORY,
+            REASON_POD_AFFINITY,
+            REASON_POD_ANTI_AFFINITY,
+            REASON_EXISTING_ANTI_AFFINITY,
         ]
         .get(slot)
         .copied()
@@ -976,6 +1098,8 @@ impl Failure {
                 | Failure::TooManyPods
                 | Failure::InsufficientCpu
                 | Failure::InsufficientMemory
+                | Failure::PodAntiAffinity
+                | Failure::ExistingAntiAffinity
         )
     }
 
@@ -1021,7 +1145,13 @@ fn untolerated_taint(pod: &PodSummary, node: &NodeSummary, skip_not_ready: bool)
 /// Runs the filters in Kubernetes' plugin order, pushing failures to `out`. With `all`
 /// false it stops after the first plugin that fails, as the Kubernetes framework does
 /// (its diagnosis only holds that plugin's reasons).
-fn check(pod: &PodSummary, node: &NodeSummary, all: bool, out: &mut Vec<Failure>) {
+fn check(
+    pod: &PodSummary,
+    node: &NodeSummary,
+    inter: Option<&InterPod>,
+    all: bool,
+    out: &mut Vec<Failure>,
+) {
     // NodeUnschedulable
     if node.unschedulable && !pod.tolerates_unschedulable {
         out.push(Failure::Unschedulable);
@@ -1080,13 +1210,124 @@ fn check(pod: &PodSummary, node: &NodeSummary, all: bool, out: &mut Vec<Failure>
     if want.memory > 0 && want.memory > allocatable.memory.saturating_sub(requested.memory) {
         out.push(Failure::InsufficientMemory);
     }
+    if !all && !out.is_empty() {
+        return;
+    }
+    // InterPodAffinity
+    if let Some(inter) = inter {
+        inter.check(pod, node, out);
+    }
+}
+
+/// What inter-pod (anti-)affinity needs to know about the whole cluster for one pod, computed
+/// once per decision (kube's InterPodAffinity PreFilter): per term, the topology values
+/// (of its key) of the nodes where a selected pod runs, and the domains existing pods'
+/// anti-affinity keeps this pod out of.
+pub struct InterPod {
+    /// For each required affinity term: the values its pods are in.
+    affinity: Vec<std::collections::HashSet<String>>,
+    /// Whether no pod at all matches the affinity terms and the pod matches them itself
+    /// (the first pod of a group that wants to be together may go anywhere).
+    affinity_self: bool,
+    /// For each required anti-affinity term: the values its pods are in.
+    anti: Vec<std::collections::HashSet<String>>,
+    /// (topology key, value) pairs where an existing pod's anti-affinity selects this pod.
+    existing: std::collections::HashSet<(String, String)>,
+}
+
+impl InterPod {
+    /// The state for `pod` over `nodes`; None when neither it nor any pod there has terms.
+    pub fn new(pod: &PodSummary, nodes: &[NodeSummary]) -> Option<InterPod> {
+        let any_existing = nodes.iter().any(|n| n.anti_affinity_pods > 0);
+        if pod.pod_affinity.is_empty() && pod.pod_anti_affinity.is_empty() && !any_existing {
+            return None;
+        }
+        let value = |n: &NodeSummary, key: &str| label(&n.labels, key).map(|v| v.into_owned());
+        let mut affinity = vec![std::collections::HashSet::new(); pod.pod_affinity.len()];
+        let mut anti = vec![std::collections::HashSet::new(); pod.pod_anti_affinity.len()];
+        let mut existing = std::collections::HashSet::new();
+        let mut affinity_matches = false;
+        for node in nodes {
+            for entry in node.pods.values() {
+                for (i, t) in pod.pod_affinity.iter().enumerate() {
+                    if t.selects(&entry.namespace, &entry.labels) {
+                        affinity_matches = true;
+                        if let Some(v) = value(node, &t.topology_key) {
+                            affinity[i].insert(v);
+                        }
+                    }
+                }
+                for (i, t) in pod.pod_anti_affinity.iter().enumerate() {
+                    if t.selects(&entry.namespace, &entry.labels) {
+                        if let Some(v) = value(node, &t.topology_key) {
+                            anti[i].insert(v);
+                        }
+                    }
+                }
+                for t in &entry.anti {
+                    if t.selects(&pod.namespace, &pod.labels) {
+                        if let Some(v) = value(node, &t.topology_key) {
+                            existing.insert((t.topology_key.clone(), v));
+                        }
+                    }
+                }
+            }
+        }
+        let affinity_self = !affinity_matches
+            && !pod.pod_affinity.is_empty()
+            && pod
+                .pod_affinity
+                .iter()
+                .all(|t| t.selects(&pod.namespace, &pod.labels));
+        Some(InterPod {
+            affinity,
+            affinity_self,
+            anti,
+            existing,
+        })
+    }
+
+    fn check(&self, pod: &PodSummary, node: &NodeSummary, out: &mut Vec<Failure>) {
+        let value = |key: &str| label(&node.labels, key);
+        if !self.affinity_self {
+            let ok = pod
+                .pod_affinity
+                .iter()
+                .zip(&self.affinity)
+                .all(|(t, values)| {
+                    value(&t.topology_key).is_some_and(|v| values.contains(v.as_ref()))
+                });
+            if !ok {
+                out.push(Failure::PodAffinity);
+                return;
+            }
+        }
+        let blocked = pod
+            .pod_anti_affinity
+            .iter()
+            .zip(&self.anti)
+            .any(|(t, values)| value(&t.topology_key).is_some_and(|v| values.contains(v.as_ref())));
+        if blocked {
+            out.push(Failure::PodAntiAffinity);
+            return;
+        }
+        if !self.existing.is_empty()
+            && self
+                .existing
+                .iter()
+                .any(|(key, v)| value(key).is_some_and(|nv| nv.as_ref() == v.as_str()))
+        {
+            out.push(Failure::ExistingAntiAffinity);
+        }
+    }
 }
 
 /// Runs every filter of a summarised pod against a summarised node. Returns Ok(()) or
 /// all the reasons that apply, in Kubernetes' plugin order.
 pub fn filter_summary(pod: &PodSummary, node: &NodeSummary) -> Result<(), Vec<Reason>> {
     let mut failures = Vec::new();
-    check(pod, node, true, &mut failures);
+    let inter = InterPod::new(pod, std::slice::from_ref(node));
+    check(pod, node, inter.as_ref(), true, &mut failures);
     if failures.is_empty() {
         Ok(())
     } else {
@@ -1344,6 +1585,7 @@ pub fn select_node(
     }
     let to_find = feasible_nodes_to_find(nodes.len());
     let first = *next_start % nodes.len();
+    let inter = InterPod::new(pod, nodes);
     let mut failures = Vec::with_capacity(4);
     let mut feasible: Vec<(usize, usize)> = Vec::with_capacity(to_find);
     let mut diagnosis: Option<Diagnosis<'_>> = None;
@@ -1360,7 +1602,7 @@ pub fn select_node(
         }
         filtered += 1;
         failures.clear();
-        check(pod, node, false, &mut failures);
+        check(pod, node, inter.as_ref(), false, &mut failures);
         if failures.is_empty() {
             let count = same_owner_summary(pod, node);
             owner_max = owner_max.max(count);
@@ -2128,5 +2370,89 @@ mod tests {
         assert!(summaries
             .iter()
             .all(|s| s.owner_counts.values().all(|c| *c <= 1)));
+    }
+
+    fn labelled(name: &str, app: &str, affinity: Value) -> Value {
+        json!({
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
+            "spec": {"affinity": affinity, "containers": [{"name": "c"}]}
+        })
+    }
+
+    fn anti(app: &str) -> Value {
+        json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": "kubernetes.io/hostname"}]}})
+    }
+
+    fn two_nodes() -> Vec<NodeSummary> {
+        vec![
+            NodeSummary::new(&node("n1", "4", "8Gi", "110")),
+            NodeSummary::new(&node("n2", "4", "8Gi", "110")),
+        ]
+    }
+
+    #[test]
+    fn required_anti_affinity_keeps_replicas_apart_and_reports_kube_s_reason() {
+        let mut nodes = two_nodes();
+        let first = labelled("web-1", "web", anti("web"));
+        let at = schedule_summaries(&first, &nodes, 0).unwrap();
+        nodes
+            .iter_mut()
+            .find(|n| n.name == at)
+            .unwrap()
+            .add_pod(&first);
+        let second = labelled("web-2", "web", anti("web"));
+        let at2 = schedule_summaries(&second, &nodes, 0).unwrap();
+        assert_ne!(at, at2, "the second replica goes to the other node");
+        nodes
+            .iter_mut()
+            .find(|n| n.name == at2)
+            .unwrap()
+            .add_pod(&second);
+        let third = labelled("web-3", "web", anti("web"));
+        assert_eq!(
+            schedule_summaries(&third, &nodes, 0).unwrap_err(),
+            "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules. \
+             preemption: 0/2 nodes are available: 2 No preemption victims found for incoming pod."
+        );
+        // Another app is not kept away.
+        assert!(schedule_summaries(&labelled("db", "db", json!({})), &nodes, 0).is_ok());
+    }
+
+    #[test]
+    fn an_existing_pod_s_anti_affinity_keeps_matching_pods_off_its_node() {
+        let mut nodes = two_nodes();
+        nodes[0].add_pod(&labelled("loner", "loner", anti("web")));
+        let web = labelled("web", "web", json!({}));
+        assert_eq!(schedule_summaries(&web, &nodes, 0).unwrap(), "n2");
+        nodes[1].add_pod(&labelled("loner-2", "loner", anti("web")));
+        let err = schedule_summaries(&web, &nodes, 0).unwrap_err();
+        assert!(
+            err.starts_with("0/2 nodes are available: 2 node(s) didn't satisfy existing pods anti-affinity rules."),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn required_affinity_follows_its_pods_and_waits_for_absent_ones() {
+        let mut nodes = two_nodes();
+        let with = |app: &str| {
+            json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": "kubernetes.io/hostname"}]}})
+        };
+        // Nothing runs with app=cache: a pod wanting to be near one waits.
+        let err =
+            schedule_summaries(&labelled("near", "web", with("cache")), &nodes, 0).unwrap_err();
+        assert!(
+            err.starts_with("0/2 nodes are available: 2 node(s) didn't match pod affinity rules."),
+            "{err}"
+        );
+        // The first pod of a group that wants to be together goes anywhere.
+        assert!(schedule_summaries(&labelled("self", "cache", with("cache")), &nodes, 0).is_ok());
+        nodes[1].add_pod(&labelled("cache-1", "cache", json!({})));
+        for i in 0..4 {
+            let p = labelled(&format!("near-{i}"), "web", with("cache"));
+            assert_eq!(schedule_summaries(&p, &nodes, i).unwrap(), "n2");
+        }
     }
 }
