@@ -478,3 +478,79 @@ fn required_anti_affinity_leaves_the_third_replica_pending() {
         .contains("0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules.")
     });
 }
+
+fn init_pod(name: &str, init_exit: u8, policy: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}", "namespace": "default"}},
+          "spec": {{"restartPolicy": "{policy}",
+            "initContainers": [
+              {{"name": "prepare", "image": "busybox", "command": ["sh", "-c", "echo preparing; echo ready > $SKIFF_CONTAINER_ROOT/work/flag"],
+               "volumeMounts": [{{"name": "work", "mountPath": "/work"}}]}},
+              {{"name": "check", "image": "busybox", "command": ["sh", "-c", "echo checking; exit {init_exit}"]}}
+            ],
+            "containers": [{{"name": "main", "image": "busybox",
+              "command": ["sh", "-c", "echo main saw $(cat $SKIFF_CONTAINER_ROOT/work/flag); sleep 3600"],
+              "volumeMounts": [{{"name": "work", "mountPath": "/work"}}]}}],
+            "volumes": [{{"name": "work", "emptyDir": {{}}}}]}}}}"#
+    )
+}
+
+/// Init containers run in order to success before the main container, which sees what they
+/// left in a shared volume; a failing one under restartPolicy Never fails the pod
+/// (Init:Error) and the main container never starts; under Always it is retried
+/// (Init:CrashLoopBackOff). `kubectl logs -c <init>` reads an init container's output.
+#[test]
+fn init_containers_run_in_order_and_a_failing_one_holds_the_pod() {
+    let up = SkiffUp::start(1);
+    apply(&up, &init_pod("inits", 0, "Always"));
+    up.eventually(
+        "the main container running after both init containers",
+        60,
+        |u| {
+            let p = json(&u.ok(&["get", "pod", "inits", "-o", "json"]));
+            p["status"]["phase"] == "Running"
+                && p.pointer("/status/initContainerStatuses/1/state/terminated/exitCode")
+                    == Some(&Value::from(0))
+        },
+    );
+    up.eventually("main saw the flag", 30, |u| {
+        u.ok(&["logs", "inits", "-c", "main"])
+            .contains("main saw ready")
+    });
+    assert!(up
+        .ok(&["logs", "inits", "-c", "prepare"])
+        .contains("preparing"));
+    let p = json(&up.ok(&["get", "pod", "inits", "-o", "json"]));
+    let initialized = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Initialized")
+        .unwrap()
+        .clone();
+    assert_eq!(initialized["status"], "True", "{p}");
+
+    apply(&up, &init_pod("init-fails", 1, "Never"));
+    up.eventually("Init:Error and Failed", 60, |u| {
+        let row = u.ok(&["get", "pod", "init-fails", "--no-headers"]);
+        row.contains("Init:Error")
+            && u.ok(&["get", "pod", "init-fails", "-o", "jsonpath={.status.phase}"]) == "Failed"
+    });
+    let p = json(&up.ok(&["get", "pod", "init-fails", "-o", "json"]));
+    assert_eq!(
+        p.pointer("/status/containerStatuses/0/state/waiting/reason"),
+        Some(&Value::from("PodInitializing")),
+        "the main container never started: {p}"
+    );
+    let err = up.run(&["logs", "init-fails", "-c", "main"]);
+    assert!(
+        !String::from_utf8_lossy(&err.stdout).contains("main saw"),
+        "main ran: {err:?}"
+    );
+
+    apply(&up, &init_pod("init-retries", 1, "Always"));
+    up.eventually("Init:CrashLoopBackOff", 60, |u| {
+        u.ok(&["get", "pod", "init-retries", "--no-headers"])
+            .contains("Init:CrashLoopBackOff")
+    });
+}

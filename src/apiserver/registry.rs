@@ -196,13 +196,16 @@ impl Registry {
             .ok_or_else(|| {
                 Status::bad_request(format!("pod {name} does not have a host assigned"))
             })?;
-        let containers: Vec<&str> = pod
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
-            .unwrap_or_default();
+        let names = |at: &str| -> Vec<&str> {
+            pod.pointer(at)
+                .and_then(Value::as_array)
+                .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
+                .unwrap_or_default()
+        };
+        let containers = names("/spec/containers");
+        let init = names("/spec/initContainers");
         let container = match req.container.as_deref().filter(|c| !c.is_empty()) {
-            Some(c) if containers.contains(&c) => c.to_string(),
+            Some(c) if containers.contains(&c) || init.contains(&c) => c.to_string(),
             Some(c) => {
                 return Err(Status::bad_request(format!(
                     "container {c} is not valid for pod {name}"
@@ -210,10 +213,15 @@ impl Registry {
             }
             None if containers.len() == 1 => containers[0].to_string(),
             None => {
+                let more = if init.is_empty() {
+                    String::new()
+                } else {
+                    format!(" or one of the init containers: [{}]", init.join(" "))
+                };
                 return Err(Status::bad_request(format!(
-                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    "a container name must be specified for pod {name}, choose one of: [{}]{more}",
                     containers.join(" ")
-                )))
+                )));
             }
         };
         let nats = self

@@ -327,11 +327,12 @@ pub fn expand(text: &str, env: &BTreeMap<String, String>) -> String {
 /// (literal values, downward-API field refs) and `$(VAR)` expanded in command and args.
 fn containers(
     pod: &Value,
+    at: &str,
     pod_ip: &str,
     host_ip: &str,
     service_env: &BTreeMap<String, String>,
 ) -> Vec<(String, String, ContainerSpec)> {
-    pod.pointer("/spec/containers")
+    pod.pointer(at)
         .and_then(Value::as_array)
         .map(|cs| {
             cs.iter()
@@ -397,6 +398,11 @@ fn containers(
         })
         .unwrap_or_default()
 }
+
+/// Where a pod's containers are in its spec.
+const MAIN: &str = "/spec/containers";
+/// Where its init containers are.
+const INIT: &str = "/spec/initContainers";
 
 /// The node a pod is bound to (the metrics' `node` label).
 fn host_node(pod: &Value) -> String {
@@ -490,7 +496,8 @@ pub async fn run(
             uid: uid.clone(),
             container: c.to_string(),
         };
-        let mut list = containers(&pod, &pod_ip, &host_ip, &service_env);
+        let mut list = containers(&pod, MAIN, &pod_ip, &host_ip, &service_env);
+        let mut init_list = containers(&pod, INIT, &pod_ip, &host_ip, &service_env);
         if let Some(v) = volumes.as_mut() {
             if pod.pointer("/metadata/deletionTimestamp").is_none() {
                 match v.fill(&pod).await {
@@ -503,10 +510,14 @@ pub async fn run(
                     }
                 }
             }
-            let raw = pod.pointer("/spec/containers").and_then(Value::as_array);
-            for (c, _, cspec) in list.iter_mut() {
-                if let Some(raw) = raw.and_then(|cs| cs.iter().find(|x| x["name"] == c.as_str())) {
-                    cspec.mounts = v.mounts(&pod, raw);
+            for (at, list) in [(MAIN, &mut list), (INIT, &mut init_list)] {
+                let raw = pod.pointer(at).and_then(Value::as_array);
+                for (c, _, cspec) in list.iter_mut() {
+                    if let Some(raw) =
+                        raw.and_then(|cs| cs.iter().find(|x| x["name"] == c.as_str()))
+                    {
+                        cspec.mounts = v.mounts(&pod, raw);
+                    }
                 }
             }
         }
@@ -524,7 +535,7 @@ pub async fn run(
                 .pointer("/metadata/deletionGracePeriodSeconds")
                 .and_then(Value::as_u64)
                 .unwrap_or(30);
-            for (c, _, _) in &list {
+            for (c, _, _) in init_list.iter().chain(&list) {
                 if let Err(e) = runtime.stop(&id(c), Duration::from_secs(grace)).await {
                     tracing::warn!(pod = %name, container = %c, error = %e, "stopping");
                 }
@@ -554,12 +565,45 @@ pub async fn run(
         let mut statuses = Vec::new();
         let (mut running, mut succeeded, mut failed, mut waiting) = (0, 0, 0, 0);
         let mut ready_n = 0;
-        for (c, image, cspec) in &list {
+        // Init containers run one at a time, in order, each to success, before any other
+        // container starts (kubectl shows Init:N/M, Init:Error, Init:CrashLoopBackOff).
+        let mut init_statuses: Vec<Value> = Vec::new();
+        let mut current_init = None;
+        for (i, (c, image, _)) in init_list.iter().enumerate() {
+            let state = runtime.state(&id(c)).await;
+            if let ContainerState::Exited {
+                exit_code: 0,
+                signal,
+                started_at,
+                finished_at,
+                reason,
+            } = &state
+            {
+                let restarts = tracked.get(c).map_or(0, |t| t.restarts);
+                init_statuses.push(json!({
+                    "name": c, "image": image, "imageID": format!("skiff://{image}"),
+                    "containerID": format!("skiff://{ns}_{name}_{c}"), "ready": true,
+                    "started": false, "restartCount": restarts, "lastState": {},
+                    "state": {"terminated": {"exitCode": 0, "signal": signal, "reason": reason,
+                        "startedAt": rfc3339(*started_at), "finishedAt": rfc3339(*finished_at)}}}));
+                continue;
+            }
+            current_init = Some(i);
+            break;
+        }
+        let initializing = current_init.is_some();
+        let mut init_failed = false;
+        let active: Vec<(bool, &(String, String, ContainerSpec))> = match current_init {
+            Some(i) => vec![(true, &init_list[i])],
+            None => list.iter().map(|x| (false, x)).collect(),
+        };
+        for (is_init, (c, image, cspec)) in active {
             let t = tracked.entry(c.clone()).or_default();
             let mut state = runtime.state(&id(c)).await;
-            let restartable = |exit: i32| match policy.as_str() {
-                "Never" => false,
-                "OnFailure" => exit != 0,
+            // An init container is restarted only after a failure (never under `Never`).
+            let restartable = |exit: i32| match (is_init, policy.as_str()) {
+                (_, "Never") => false,
+                (true, _) | (false, "OnFailure") => exit != 0,
                 _ => true,
             };
             let now = tokio::time::Instant::now();
@@ -608,7 +652,7 @@ pub async fn run(
             let mut spec_now = cspec.clone();
             if start {
                 let raw = pod
-                    .pointer("/spec/containers")
+                    .pointer(if is_init { INIT } else { MAIN })
                     .and_then(Value::as_array)
                     .and_then(|cs| cs.iter().find(|x| x["name"] == c.as_str()))
                     .cloned()
@@ -748,7 +792,7 @@ pub async fn run(
             };
             // Probes of the running instance: readiness gates Ready, liveness restarts.
             let raw = pod
-                .pointer("/spec/containers")
+                .pointer(if is_init { INIT } else { MAIN })
                 .and_then(Value::as_array)
                 .and_then(|cs| cs.iter().find(|x| x["name"] == c.as_str()))
                 .cloned()
@@ -795,10 +839,40 @@ pub async fn run(
             } else {
                 cs["lastState"] = json!({});
             }
-            statuses.push(cs);
+            if is_init {
+                // Failed for good (restartPolicy Never): the pod fails, the rest never run.
+                init_failed = status_state
+                    .pointer("/terminated/exitCode")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|code| code != 0);
+                cs["ready"] = json!(false);
+                init_statuses.push(cs);
+            } else {
+                statuses.push(cs);
+            }
+        }
+        if initializing {
+            let waiting_for_init = |c: &str, image: &str| {
+                json!({"name": c, "image": image, "imageID": "", "ready": false, "started": false,
+                    "restartCount": 0, "lastState": {},
+                    "state": {"waiting": {"reason": "PodInitializing"}}})
+            };
+            for (c, image, _) in init_list.iter().skip(init_statuses.len()) {
+                init_statuses.push(waiting_for_init(c, image));
+            }
+            statuses = list
+                .iter()
+                .map(|(c, image, _)| waiting_for_init(c, image))
+                .collect();
+            (running, succeeded, failed, ready_n) = (0, 0, 0, 0);
+            waiting = list.len();
         }
         let total = list.len();
-        let phase = if total > 0 && succeeded == total {
+        let phase = if init_failed {
+            "Failed"
+        } else if initializing {
+            "Pending"
+        } else if total > 0 && succeeded == total {
             "Succeeded"
         } else if failed > 0 && running == 0 && waiting == 0 {
             "Failed"
@@ -809,7 +883,7 @@ pub async fn run(
         };
         let all_ready = total > 0 && ready_n == total;
         let cond = |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }, "lastProbeTime": null});
-        let status = json!({
+        let mut status = json!({
             "phase": phase,
             "hostIP": host_ip,
             "hostIPs": [{"ip": host_ip}],
@@ -817,9 +891,12 @@ pub async fn run(
             "podIPs": [{"ip": pod_ip}],
             "startTime": start_time,
             "containerStatuses": statuses,
-            "conditions": [cond("PodScheduled", true), cond("Initialized", true),
+            "conditions": [cond("PodScheduled", true), cond("Initialized", !initializing),
                            cond("ContainersReady", all_ready), cond("Ready", all_ready)],
         });
+        if !init_list.is_empty() {
+            status["initContainerStatuses"] = json!(init_statuses);
+        }
         if status != last_status {
             let patch = json!({"status": status});
             match pods

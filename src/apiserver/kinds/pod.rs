@@ -209,6 +209,41 @@ fn pod_status(pod: &Value) -> String {
     if reason.is_empty() {
         reason = s(pod, "/status/phase").to_string();
     }
+    // An init container that has not succeeded names the state (kube's printPod):
+    // Init:Error, Init:CrashLoopBackOff, or Init:<done>/<all>.
+    let inits = pod
+        .pointer("/status/initContainerStatuses")
+        .and_then(Value::as_array);
+    let all_inits = pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    for (i, c) in inits.into_iter().flatten().enumerate() {
+        if c.pointer("/state/terminated/exitCode").and_then(Value::as_i64) == Some(0) {
+            continue;
+        }
+        let waiting = s(c, "/state/waiting/reason");
+        if c.pointer("/state/terminated").is_some() {
+            let why = s(c, "/state/terminated/reason");
+            return if !why.is_empty() {
+                format!("Init:{why}")
+            } else {
+                match c.pointer("/state/terminated/signal").and_then(Value::as_i64) {
+                    Some(sig) if sig != 0 => format!("Init:Signal:{sig}"),
+                    _ => format!(
+                        "Init:ExitCode:{}",
+                        c.pointer("/state/terminated/exitCode")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(0)
+                    ),
+                }
+            };
+        }
+        if !waiting.is_empty() && waiting != "PodInitializing" {
+            return format!("Init:{waiting}");
+        }
+        return format!("Init:{i}/{all_inits}");
+    }
     if let Some(cs) = pod
         .pointer("/status/containerStatuses")
         .and_then(Value::as_array)
