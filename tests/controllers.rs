@@ -750,3 +750,89 @@ async fn events_expire_after_the_event_ttl() {
         .await
         .is_ok());
 }
+
+/// PodGC: a pod bound to a node that does not exist is deleted once the quarantine passes
+/// (here 1 s; kube's 40 s); a pod on a node that exists is left alone; terminated pods
+/// beyond the threshold go, oldest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podgc_deletes_pods_of_vanished_nodes_and_terminated_pods_over_the_threshold() {
+    let cluster = Cluster::start();
+    let admin = cluster.client().await;
+    let url = cluster.nats.url();
+    let _gc = ActixThread::start(move || async move {
+        let client = client_for(
+            &url,
+            "system:kube-controller-manager",
+            "controller-manager-token",
+        )
+        .await;
+        let (tx, rx) = tokio::sync::watch::channel(true);
+        let gc = skiff::controllers::podgc::start_with(client, rx, Duration::from_secs(1), 2);
+        vec![Box::new(gc) as Box<dyn std::any::Any>, Box::new(tx)]
+    });
+    let nodes = admin.api("", "nodes", None);
+    nodes
+        .create(&json!({"metadata": {"name": "real"}}))
+        .await
+        .unwrap();
+    let pods = admin.api("", "pods", Some("default"));
+    for (name, node) in [("orphan", "ghost"), ("homed", "real")] {
+        pods.create(&json!({"metadata": {"name": name},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}}))
+            .await
+            .unwrap();
+    }
+    wait_for(
+        Duration::from_secs(20),
+        "the pod on a missing node deleted",
+        || {
+            let pods = pods.clone();
+            async move {
+                pods.get("orphan")
+                    .await
+                    .err()
+                    .filter(|e| e.code == 404)
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+    assert!(
+        pods.get("homed").await.is_ok(),
+        "a pod on a real node stays"
+    );
+
+    // Three terminated pods, threshold 2: the oldest goes.
+    for i in 0..3 {
+        let name = format!("done-{i}");
+        pods.create(&json!({"metadata": {"name": name},
+            "spec": {"nodeName": "real", "containers": [{"name": "c", "image": "i"}]}}))
+            .await
+            .unwrap();
+        pods.patch(
+            &name,
+            Some("status"),
+            PatchType::Merge,
+            &json!({"status": {"phase": "Succeeded"}}),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    wait_for(
+        Duration::from_secs(20),
+        "the oldest terminated pod deleted",
+        || {
+            let pods = pods.clone();
+            async move {
+                pods.get("done-0")
+                    .await
+                    .err()
+                    .filter(|e| e.code == 404)
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+    assert!(pods.get("done-1").await.is_ok() && pods.get("done-2").await.is_ok());
+}

@@ -554,3 +554,24 @@ fn init_containers_run_in_order_and_a_failing_one_holds_the_pod() {
             .contains("Init:CrashLoopBackOff")
     });
 }
+
+/// activeDeadlineSeconds: past it the kubelet stops the containers and the pod fails with
+/// DeadlineExceeded.
+#[test]
+fn a_pod_past_its_active_deadline_fails_with_deadline_exceeded() {
+    let up = SkiffUp::start(1);
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bounded", "namespace": "default"},
+      "spec": {"activeDeadlineSeconds": 3, "restartPolicy": "Always",
+        "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}}"#;
+    apply(&up, pod);
+    up.eventually("Failed with DeadlineExceeded", 30, |u| {
+        let p = json(&u.ok(&["get", "pod", "bounded", "-o", "json"]));
+        p["status"]["phase"] == "Failed" && p["status"]["reason"] == "DeadlineExceeded"
+    });
+    let p = json(&up.ok(&["get", "pod", "bounded", "-o", "json"]));
+    assert!(
+        p.pointer("/status/containerStatuses/0/state/terminated")
+            .is_some(),
+        "the container was stopped: {p}"
+    );
+}

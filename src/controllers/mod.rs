@@ -8,6 +8,7 @@ pub mod gc;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod per_namespace;
+pub mod podgc;
 pub mod replicaset;
 pub mod rootca;
 pub mod run;

@@ -29,6 +29,7 @@ pub struct ControllerSet {
     _deployments: actix::Addr<controllers::deployment::DeploymentController>,
     _gc: actix::Addr<controllers::gc::GarbageCollector>,
     _taints: actix::Addr<controllers::taint::TaintController>,
+    _pod_gc: actix::Addr<controllers::podgc::PodGcController>,
     _nodes: actix::Addr<controllers::nodelifecycle::NodeLifecycleController>,
     _namespaces: actix::Addr<controllers::namespace::NamespaceController>,
     _service_accounts: actix::Addr<controllers::per_namespace::PerNamespaceController>,
@@ -51,6 +52,7 @@ pub fn start_controllers(
         _deployments: controllers::deployment::start(client.clone(), leading.clone()),
         _gc: controllers::gc::start(client.clone(), leading.clone()),
         _taints: controllers::taint::start(client.clone(), leading.clone()),
+        _pod_gc: controllers::podgc::start(client.clone(), leading.clone()),
         _nodes: actix::Actor::start(controllers::nodelifecycle::NodeLifecycleController::new(
             client.clone(),
             leading.clone(),

@@ -473,6 +473,7 @@ pub async fn run(
     let start_time = jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
+    let started = tokio::time::Instant::now();
     loop {
         let pod = spec.borrow_and_update().clone();
         let ns = pod
@@ -556,6 +557,62 @@ pub async fn run(
                 Err(e) => tracing::warn!(pod = %name, error = %e, "final delete"),
             }
             return;
+        }
+        // activeDeadlineSeconds: past it, every container is stopped and the pod fails with
+        // DeadlineExceeded, as the kubelet's active deadline handler does.
+        let deadline = pod
+            .pointer("/spec/activeDeadlineSeconds")
+            .and_then(Value::as_u64)
+            .map(Duration::from_secs);
+        if deadline.is_some_and(|d| started.elapsed() >= d) {
+            let mut statuses = Vec::new();
+            for (c, image, _) in init_list.iter().chain(&list) {
+                if matches!(runtime.state(&id(c)).await, ContainerState::Running { .. }) {
+                    let _ = runtime.stop(&id(c), Duration::from_secs(0)).await;
+                }
+                let state = match runtime.state(&id(c)).await {
+                    ContainerState::Exited {
+                        exit_code,
+                        signal,
+                        started_at,
+                        finished_at,
+                        reason,
+                    } => {
+                        json!({"terminated": {"exitCode": exit_code, "signal": signal, "reason": reason,
+                        "startedAt": rfc3339(started_at), "finishedAt": rfc3339(finished_at)}})
+                    }
+                    _ => json!({"waiting": {"reason": "ContainerCreating"}}),
+                };
+                if list.iter().any(|(m, _, _)| m == c) {
+                    statuses.push(json!({"name": c, "image": image, "ready": false, "started": false,
+                        "restartCount": tracked.get(c).map_or(0, |t| t.restarts), "state": state, "lastState": {}}));
+                }
+            }
+            let status = json!({"phase": "Failed", "reason": "DeadlineExceeded",
+                "message": "Pod was active on the node longer than the specified deadline",
+                "containerStatuses": statuses});
+            if status != last_status {
+                match pods
+                    .patch(
+                        &name,
+                        Some("status"),
+                        PatchType::Merge,
+                        &json!({"status": status}),
+                    )
+                    .await
+                {
+                    Ok(_) => last_status = status,
+                    Err(e) if e.code == 404 => return,
+                    Err(e) => {
+                        tracing::debug!(pod = %name, error = %e, "status update failed; retrying")
+                    }
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), spec.changed()).await;
+            if spec.has_changed().is_err() {
+                return;
+            }
+            continue;
         }
         let policy = pod
             .pointer("/spec/restartPolicy")

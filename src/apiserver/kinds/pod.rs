@@ -219,7 +219,10 @@ fn pod_status(pod: &Value) -> String {
         .and_then(Value::as_array)
         .map_or(0, Vec::len);
     for (i, c) in inits.into_iter().flatten().enumerate() {
-        if c.pointer("/state/terminated/exitCode").and_then(Value::as_i64) == Some(0) {
+        if c.pointer("/state/terminated/exitCode")
+            .and_then(Value::as_i64)
+            == Some(0)
+        {
             continue;
         }
         let waiting = s(c, "/state/waiting/reason");
@@ -228,7 +231,10 @@ fn pod_status(pod: &Value) -> String {
             return if !why.is_empty() {
                 format!("Init:{why}")
             } else {
-                match c.pointer("/state/terminated/signal").and_then(Value::as_i64) {
+                match c
+                    .pointer("/state/terminated/signal")
+                    .and_then(Value::as_i64)
+                {
                     Some(sig) if sig != 0 => format!("Init:Signal:{sig}"),
                     _ => format!(
                         "Init:ExitCode:{}",
