@@ -350,6 +350,28 @@ fn a_missing_configmap_key_is_create_container_config_error_with_the_kubelet_mes
     });
     let table = up.ok(&["get", "pod", "lacking"]);
     assert!(table.contains("CreateContainerConfigError"), "{table}");
+    // The kubelet records it, once.
+    up.eventually("the kubelet's Failed event", 20, |u| {
+        u.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=lacking,reason=Failed",
+            "-o",
+            "json",
+        ])
+        .contains("Error: couldn't find key absent in ConfigMap default/partial")
+    });
+    let failed = json(&up.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=lacking,reason=Failed",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(failed["items"].as_array().unwrap().len(), 1, "{failed}");
+    assert_eq!(failed["items"][0]["source"]["component"], "kubelet");
 }
 
 fn sleeper(name: &str, tolerations: &str) -> String {
@@ -568,6 +590,21 @@ fn a_pod_past_its_active_deadline_fails_with_deadline_exceeded() {
         let p = json(&u.ok(&["get", "pod", "bounded", "-o", "json"]));
         p["status"]["phase"] == "Failed" && p["status"]["reason"] == "DeadlineExceeded"
     });
+    // The kubelet's Events of its start.
+    let events = up.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=bounded",
+        "-o",
+        "json",
+    ]);
+    for reason in ["Pulled", "Created", "Started"] {
+        assert!(
+            events.contains(&format!("\"reason\": \"{reason}\"")),
+            "{reason} in {events}"
+        );
+    }
     let p = json(&up.ok(&["get", "pod", "bounded", "-o", "json"]));
     assert!(
         p.pointer("/status/containerStatuses/0/state/terminated")

@@ -47,6 +47,9 @@ struct Tracked {
     /// crashes, and the waiting (reason, message) shown while backing off.
     start_failures: u32,
     backing_off: Option<(String, String)>,
+    /// The waiting reason last recorded as an Event (BackOff, Failed), so a state that lasts
+    /// is one Event, not one per pass.
+    evented: Option<String>,
 }
 
 /// Consecutive results of one probe of one container instance.
@@ -399,6 +402,33 @@ fn containers(
         .unwrap_or_default()
 }
 
+/// Records an Event about `pod` (and one of its containers) from this node's kubelet, as the
+/// kubelet's recorder does; best effort.
+async fn note(
+    pods: &Api,
+    pod: &Value,
+    container: Option<&str>,
+    kind: &str,
+    reason: &str,
+    message: &str,
+) {
+    let mut event = crate::controllers::event(pod, "kubelet", kind, reason, message);
+    event["involvedObject"]["apiVersion"] = json!("v1");
+    event["involvedObject"]["kind"] = json!("Pod");
+    if let Some(c) = container {
+        event["involvedObject"]["fieldPath"] = json!(format!("spec.containers{{{c}}}"));
+    }
+    let node = host_node(pod);
+    event["source"]["host"] = json!(node);
+    event["reportingInstance"] = json!(node);
+    let events = pods
+        .client()
+        .api("", "events", Some(crate::api::meta::namespace(pod)));
+    if let Err(e) = events.create(&event).await {
+        tracing::debug!(error = %e, reason, "recording an event");
+    }
+}
+
 /// Where a pod's containers are in its spec.
 const MAIN: &str = "/spec/containers";
 /// Where its init containers are.
@@ -507,6 +537,15 @@ pub async fn run(
                         if e.to_string() != mount_failure {
                             mount_failure = e.to_string();
                             tracing::warn!(pod = %name, namespace = %ns, "FailedMount: {e}");
+                            note(
+                                &pods,
+                                &pod,
+                                None,
+                                "Warning",
+                                "FailedMount",
+                                &format!("MountVolume.SetUp failed: {e}"),
+                            )
+                            .await;
                         }
                     }
                 }
@@ -537,6 +576,17 @@ pub async fn run(
                 .and_then(Value::as_u64)
                 .unwrap_or(30);
             for (c, _, _) in init_list.iter().chain(&list) {
+                if matches!(runtime.state(&id(c)).await, ContainerState::Running { .. }) {
+                    note(
+                        &pods,
+                        &pod,
+                        Some(c),
+                        "Normal",
+                        "Killing",
+                        &format!("Stopping container {c}"),
+                    )
+                    .await;
+                }
                 if let Err(e) = runtime.stop(&id(c), Duration::from_secs(grace)).await {
                     tracing::warn!(pod = %name, container = %c, error = %e, "stopping");
                 }
@@ -784,10 +834,38 @@ pub async fn run(
                 parent = Some(kubelet_span.ctx);
                 match started {
                     Ok(()) => {
+                        note(
+                            &pods,
+                            &pod,
+                            Some(c),
+                            "Normal",
+                            "Pulled",
+                            &format!("Container image \"{image}\" already present on machine"),
+                        )
+                        .await;
+                        note(
+                            &pods,
+                            &pod,
+                            Some(c),
+                            "Normal",
+                            "Created",
+                            &format!("Created container: {c}"),
+                        )
+                        .await;
+                        note(
+                            &pods,
+                            &pod,
+                            Some(c),
+                            "Normal",
+                            "Started",
+                            &format!("Started container {c}"),
+                        )
+                        .await;
                         t.started = true;
                         t.next_start = None;
                         t.start_failures = 0;
                         t.backing_off = None;
+                        t.evented = None;
                         state = runtime.state(&id(c)).await;
                     }
                     Err(e) => {
@@ -813,6 +891,23 @@ pub async fn run(
                         t.backing_off = Some((later.0.into(), later.1));
                         waiting_reason = Some((now_reason.into(), e.to_string()));
                     }
+                }
+            }
+            // A waiting state that begins is one Event (kube's BackOff and Failed).
+            if let Some((reason, message)) = &waiting_reason {
+                if t.evented.as_deref() != Some(reason.as_str()) {
+                    t.evented = Some(reason.clone());
+                    let (kind, event_reason, text) = match reason.as_str() {
+                        "CrashLoopBackOff" => ("Warning", "BackOff", message.clone()),
+                        "ImagePullBackOff" => ("Normal", "BackOff", message.clone()),
+                        "ErrImagePull" => (
+                            "Warning",
+                            "Failed",
+                            format!("Failed to pull image \"{image}\": {message}"),
+                        ),
+                        _ => ("Warning", "Failed", format!("Error: {message}")),
+                    };
+                    note(&pods, &pod, Some(c), kind, event_reason, &text).await;
                 }
             }
             let status_state = match (&state, &waiting_reason) {
@@ -869,6 +964,24 @@ pub async fn run(
                         .await
                     {
                         tracing::info!(pod = %name, container = %c, "liveness probe failed; restarting");
+                        note(
+                            &pods,
+                            &pod,
+                            Some(c),
+                            "Warning",
+                            "Unhealthy",
+                            "Liveness probe failed",
+                        )
+                        .await;
+                        note(
+                            &pods,
+                            &pod,
+                            Some(c),
+                            "Normal",
+                            "Killing",
+                            &format!("Container {c} failed liveness probe, will be restarted"),
+                        )
+                        .await;
                         let grace = pod
                             .pointer("/spec/terminationGracePeriodSeconds")
                             .and_then(Value::as_u64)
