@@ -16,8 +16,9 @@
 //!    latency on top, a LIST of every pod, Leases kept fresh.
 //!
 //! A figure that cannot be measured (no /proc, a stalled run) fails the benchmark; it is
-//! never printed as zero. `SKIFF_BENCH_ONLY=overload|fanout|algorithm|scheduler|startup|scale`
-//! runs one part; `SKIFF_BENCH_RUNS=10` repeats the 1,000-kubelet startup run;
+//! never printed as zero. `SKIFF_BENCH_ONLY=overload|fanout|algorithm|anti-affinity|scheduler|
+//! startup|scale|deployment` runs one part (`deployment`, a 1,000-replica Deployment on 1,000
+//! hollow nodes created and deleted, runs only when asked for); `SKIFF_BENCH_RUNS=10` repeats the 1,000-kubelet startup run;
 //! `SKIFF_BENCH_TRACING=off` switches span recording off.
 //! `cargo bench --bench workloads` (needs nats-server on PATH).
 
@@ -925,6 +926,134 @@ async fn startup_on(
     (p(0.5), p(0.99))
 }
 
+/// The scheduling algorithm with one required pod anti-affinity term per pod (each pod keeps
+/// off nodes running another pod of its ReplicaSet, topology key hostname): pods/s over
+/// `nodes` nodes.
+fn algorithm_anti_affinity(nodes: usize, pods: usize) -> f64 {
+    use skiff::scheduler::algorithm::{select_node, NodeSummary, PodSummary};
+    let per_node = (2 * pods).div_ceil(nodes).max(110);
+    let mut summaries: Vec<NodeSummary> = (0..nodes)
+        .map(|i| {
+            let r = json!({"cpu": (per_node / 10).max(16).to_string(),
+                "memory": format!("{}Mi", (per_node * 128).max(65_536)), "pods": per_node.to_string()});
+            NodeSummary::new(&json!({"metadata": {"name": format!("node-{i:05}"),
+                    "labels": {"kubernetes.io/hostname": format!("node-{i:05}")}},
+                "spec": {}, "status": {"allocatable": r, "capacity": r,
+                    "conditions": [{"type": "Ready", "status": "True"}]}}))
+        })
+        .collect();
+    // Groups of 2,000 pods: a group fits 5,000 nodes one pod per node.
+    let pods: Vec<serde_json::Value> = (0..pods)
+        .map(|i| {
+            let group = format!("g{}", i / 2_000);
+            json!({"metadata": {"name": format!("pod-{i}"), "namespace": "default", "labels": {"group": group}},
+                "spec": {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": {"matchLabels": {"group": group}}, "topologyKey": "kubernetes.io/hostname"}]}},
+                    "containers": [{"name": "c", "image": "i",
+                    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}})
+        })
+        .collect();
+    let start = Instant::now();
+    let mut next_start = 0;
+    for (i, p) in pods.iter().enumerate() {
+        let at = select_node(&PodSummary::new(p), &summaries, i, &mut next_start)
+            .unwrap_or_else(|why| panic!("pod {i} unschedulable: {why}"));
+        summaries[at].add_pod(p);
+    }
+    pods.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A Deployment of `replicas` on `nodes` hollow nodes with the scheduler and the
+/// controller-manager, embedded store: seconds from its create until every replica is Ready
+/// (its status), and from its delete until no pod is left.
+async fn deployment(nodes: usize, replicas: usize) -> (f64, f64) {
+    let tokens = format!(
+        "{}cm-token,system:kube-controller-manager,3,\"system:masters\"\n",
+        tokens(0)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::with_tokens(
+        ApiServerOptions {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        },
+        &tokens,
+    );
+    let admin = cluster.client().await;
+    let url = cluster.nats.url();
+    let _components = ActixThread::start(move || async move {
+        let connect =
+            |user: &str, token: &str| ApiClient::connect(ClientOptions::new(&url, user, token));
+        let hollow = actix::Actor::start(skiff::kubelet::hollow::HollowNodes::new(
+            skiff::kubelet::hollow::HollowOptions::new("h", nodes),
+            connect(ADMIN.0, ADMIN.1).await.unwrap(),
+        ));
+        let scheduler = start_scheduler(
+            connect("system:kube-scheduler", "scheduler-token")
+                .await
+                .unwrap(),
+            "bench",
+        )
+        .await;
+        let controllers = skiff::controllers::run::start_controllers(
+            connect("system:kube-controller-manager", "cm-token")
+                .await
+                .unwrap(),
+            "bench",
+            Default::default(),
+            Default::default(),
+            None,
+        );
+        (hollow, scheduler, controllers)
+    });
+    wait_for(Duration::from_secs(300), "hollow nodes registered", || {
+        let admin = admin.clone();
+        async move { (count_raw(&admin, "nodes").await? == nodes).then_some(()) }
+    })
+    .await;
+    // The controller-manager leads before the clock starts.
+    wait_for(Duration::from_secs(60), "a controller-manager leader", || {
+        let leases = admin.api("coordination.k8s.io", "leases", Some("kube-system"));
+        async move { leases.get("skiff-controller-manager").await.ok().map(|_| ()) }
+    })
+    .await;
+    let deployments = admin.api("apps", "deployments", Some("default"));
+    let t = Instant::now();
+    deployments
+        .create(&json!({"metadata": {"name": "big"}, "spec": {"replicas": replicas,
+            "selector": {"matchLabels": {"app": "big"}},
+            "template": {"metadata": {"labels": {"app": "big"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(600), "every replica Ready", || {
+        let d = deployments.clone();
+        async move {
+            let big = d.get("big").await.ok()?;
+            (big["status"]["readyReplicas"].as_u64() == Some(replicas as u64)).then_some(())
+        }
+    })
+    .await;
+    let ready = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    deployments
+        .delete(
+            "big",
+            &skiff::api::wire::DeleteOptions {
+                propagation_policy: Some("Background".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(600), "every pod gone", || {
+        let admin = admin.clone();
+        async move { (count_raw(&admin, "pods").await? == 0).then_some(()) }
+    })
+    .await;
+    (ready, t.elapsed().as_secs_f64())
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -967,6 +1096,16 @@ fn main() {
             let small = algorithm_throughput(100, pods);
             let large = algorithm_throughput(5_000, pods);
             println!("| scheduling algorithm alone, {pods} decisions | {large:.0} pods/s over 5,000 nodes | baseline {small:.0} pods/s over 100 nodes ({:.1}× slower) |", small / large);
+        }
+        if only.is_empty() || only == "anti-affinity" {
+            let plain = algorithm_throughput(5_000, pods);
+            let anti = algorithm_anti_affinity(5_000, pods);
+            println!("| scheduling algorithm, {pods} pods each with a required anti-affinity term | {anti:.0} pods/s over 5,000 nodes | baseline {plain:.0} pods/s without (target ≥ 500 pods/s) |");
+        }
+        if only == "deployment" {
+            let (small_ready, small_gone) = deployment(1_000, 10).await;
+            let (ready, gone) = deployment(1_000, 1_000).await;
+            println!("| a 1,000-replica Deployment on 1,000 hollow nodes, embedded store | all Ready in {ready:.2} s, all gone {gone:.2} s after its delete | baseline 10 replicas: {small_ready:.2} s / {small_gone:.2} s (target ≤ 3 s each) |");
         }
         if only.is_empty() || only == "scheduler" {
             let (_, one) = scheduler_throughput(1, pods).await;
