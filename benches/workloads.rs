@@ -1012,18 +1012,30 @@ async fn deployment(nodes: usize, replicas: usize) -> (f64, f64) {
     })
     .await;
     // The controller-manager leads before the clock starts.
-    wait_for(Duration::from_secs(60), "a controller-manager leader", || {
-        let leases = admin.api("coordination.k8s.io", "leases", Some("kube-system"));
-        async move { leases.get("skiff-controller-manager").await.ok().map(|_| ()) }
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "a controller-manager leader",
+        || {
+            let leases = admin.api("coordination.k8s.io", "leases", Some("kube-system"));
+            async move {
+                leases
+                    .get("skiff-controller-manager")
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        },
+    )
     .await;
     let deployments = admin.api("apps", "deployments", Some("default"));
     let t = Instant::now();
     deployments
-        .create(&json!({"metadata": {"name": "big"}, "spec": {"replicas": replicas,
+        .create(
+            &json!({"metadata": {"name": "big"}, "spec": {"replicas": replicas,
             "selector": {"matchLabels": {"app": "big"}},
             "template": {"metadata": {"labels": {"app": "big"}},
-                "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
+                "spec": {"containers": [{"name": "c", "image": "i"}]}}}}),
+        )
         .await
         .unwrap();
     wait_for(Duration::from_secs(600), "every replica Ready", || {

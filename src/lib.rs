@@ -21,23 +21,34 @@
 //!   then its watch cache), the NATS bridge (which also ends watches nobody listens to any more),
 //!   `events.k8s.io` Events served as the core ones they are (`apiserver::events_v1`),
 //!   the intake (a thread that reads requests off the bus and refuses the late ones with
-//!   429), flow control (`apiserver::flowcontrol`: priority levels, fair queuing, 429) and
+//!   429), `apiserver::run` (the API server process: its files, store, NATS and HTTPS), flow control (`apiserver::flowcontrol`: priority levels, fair queuing, 429) and
 //!   the HTTPS front (`apiserver::http`: REST, Tables, JSON and Kubernetes-protobuf bodies).
 //! - `client`: `ApiClient`, the one way every other component talks to the API server —
-//!   CRUD, resuming watches, shared informers (compact caches with indexes), and
-//!   `client::retry` (rate limit, retries with back-off and `Retry-After`).
-//! - `config`: the layered configuration (file, `SKIFF_*` environment, flags).
-//! - `scheduler`: the Scheduler actor (informers, node summaries, binding, leader election)
-//!   and its pure filter/score algorithm.
-//! - `controllers`: the controller-manager's actors (ReplicaSet, Deployment, garbage
-//!   collector, namespace, node lifecycle, and `controllers::per_namespace`: the `default`
-//!   ServiceAccount and the `kube-root-ca.crt` ConfigMap of every namespace) and the pure
-//!   Deployment rollout planner.
-//! - `kubelet`: the Kubelet actor (node registration, lease, pod workers, probes, logs), pod
-//!   volumes as files (`kubelet::volumes`: configMap, secret, downwardAPI, projected with
-//!   bound tokens, emptyDir, hostPath) and the
-//!   container runtimes (`process`, `docker`, `fake`); `kubelet::hollow`, many simulated
-//!   nodes in one actor for scale runs.
+//!   CRUD, resuming watches, shared informers (compact caches with indexes),
+//!   `client::retry` (rate limit, retries with back-off and `Retry-After`) and
+//!   `client::identity` (a component's credentials, connecting as it).
+//! - `config`: one configuration tree for every component (`[nats]`, `[apiserver]`,
+//!   `[etcd]`, `[scheduler]`, `[controller_manager]`, `[kubelet]`: file, `SKIFF_*`
+//!   environment — every name in `config::env` — and flags).
+//! - `scheduler`: the Scheduler actor (informers, node summaries, binding, leader election),
+//!   its pure filter/score algorithm (with inter-pod affinity and anti-affinity) and
+//!   `scheduler::run`, the process.
+//! - `controllers`: the controller runtime (`controllers::runtime`: the `Reconciler` trait,
+//!   the generic `Controller` actor over a deduplicating work queue with requeue-after,
+//!   back-off and leader gating, and the controller-ref manager) and the controllers on it
+//!   (ReplicaSet, Deployment, the garbage collector for every kind, the taint manager,
+//!   PodGC, `controllers::per_namespace`: the `default` ServiceAccount and the
+//!   `kube-root-ca.crt` ConfigMap of every namespace), the namespace and node lifecycle
+//!   controllers (still actors of their own), the pure Deployment rollout planner and
+//!   `controllers::run`, the controller-manager process.
+//! - `kubelet`: the Kubelet actor (node registration, lease, pod workers with init
+//!   containers, probes, active deadlines, Events, logs), container environments
+//!   (`kubelet::env`: envFrom, ConfigMap/Secret/field/resource references), pod volumes as
+//!   files (`kubelet::volumes`: configMap, secret, downwardAPI, projected with bound tokens,
+//!   emptyDir, hostPath), the container runtimes (`process`, `docker`, `fake`),
+//!   `kubelet::hollow` (many simulated nodes in one actor for scale runs) and
+//!   `kubelet::run`, the process (runtime choice, NATS bootstrap).
+//! - `process`: what every component process shares: host name, `/metrics`, stop signals.
 //! - `files`: directories and files that hold secrets, owner-only from their first byte.
 //! - `metrics`: the process-wide Prometheus registry every component updates and `/metrics`
 //!   renders.
@@ -45,8 +56,9 @@
 //!   behind a component's tasks.
 //! - `trace`: W3C trace context on every hop, span records, the per-process tracer and the
 //!   API server's span collector (bounded buffer, timeline queries, OTLP export).
-//! - `cmd`: the subcommands of the `skiff` binary (components, `up`, `init`, `kubeconfig`,
-//!   `nats-config`) and the process titles they set.
+//! - `cmd`: the command lines of the `skiff` binary (each component's flags laid over its
+//!   configuration sections; `up`, `init`, `kubeconfig`, `nats-config`, `nats-run`) and the
+//!   process titles they set; each component's process starts in its own module's `run`.
 
 // `Status` is the error of every API call and is deliberately the whole Kubernetes shape;
 // boxing it everywhere would cost more than the moves it saves.

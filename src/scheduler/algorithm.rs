@@ -723,6 +723,37 @@ impl AffinityTerm {
             .collect()
     }
 
+    /// The label index key answering this term alone, when it selects one label value in
+    /// one namespace (`matchLabels: {app: web}`, the common case).
+    fn index_key(&self) -> Option<String> {
+        use crate::api::selector::LabelOperator;
+        let sel = self.selector.as_ref()?;
+        match (
+            sel.requirements(),
+            self.namespaces.as_slice(),
+            self.all_namespaces,
+        ) {
+            ([r], [ns], false)
+                if matches!(r.operator(), LabelOperator::Equals | LabelOperator::In)
+                    && r.values().len() == 1 =>
+            {
+                Some(label_key(ns, r.key(), &r.values()[0]))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether one of `node`'s pods is selected by this term (`key`: its [`index_key`]).
+    fn selects_on(&self, node: &NodeSummary, key: Option<&str>) -> bool {
+        match key {
+            Some(k) => node.label_index.contains_key(k),
+            None => node
+                .pods
+                .values()
+                .any(|e| self.selects(&e.namespace, &e.labels)),
+        }
+    }
+
     /// Whether a pod of `namespace` with `labels` is one this term selects.
     pub fn selects(&self, namespace: &str, labels: &Map<String, Value>) -> bool {
         (self.all_namespaces || self.namespaces.iter().any(|n| n == namespace))
@@ -866,6 +897,16 @@ pub struct NodeSummary {
     anonymous: u64,
     /// How many of its pods have required anti-affinity terms.
     anti_affinity_pods: usize,
+    /// Its pods' labels, counted by [`label_key`] (namespace, key, value): a term selecting one
+    /// label value is answered per node with one lookup, not a scan of its pods.
+    label_index: HashMap<String, usize>,
+    /// Its pods' distinct required anti-affinity terms, with how many pods carry each.
+    anti_terms: Vec<(AffinityTerm, usize)>,
+}
+
+/// The [`NodeSummary`] label index key of a pod label.
+fn label_key(namespace: &str, key: &str, value: &str) -> String {
+    format!("{namespace}\u{0}{key}\u{0}{value}")
 }
 
 impl NodeSummary {
@@ -957,6 +998,18 @@ impl NodeSummary {
                 None => self.owner_fingerprints.push((fp, 1)),
             }
         }
+        for (k, v) in &entry.labels {
+            *self
+                .label_index
+                .entry(label_key(&entry.namespace, k, &text(v)))
+                .or_insert(0) += 1;
+        }
+        for t in &entry.anti {
+            match self.anti_terms.iter_mut().find(|(x, _)| x == t) {
+                Some(e) => e.1 += 1,
+                None => self.anti_terms.push((t.clone(), 1)),
+            }
+        }
         self.pods.insert(key, entry);
     }
 
@@ -974,6 +1027,23 @@ impl NodeSummary {
         };
         if !entry.anti.is_empty() {
             self.anti_affinity_pods = self.anti_affinity_pods.saturating_sub(1);
+        }
+        for (k, v) in &entry.labels {
+            let lk = label_key(&entry.namespace, k, &text(v));
+            if let Some(n) = self.label_index.get_mut(&lk) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.label_index.remove(&lk);
+                }
+            }
+        }
+        for t in &entry.anti {
+            if let Some(i) = self.anti_terms.iter().position(|(x, _)| x == t) {
+                self.anti_terms[i].1 = self.anti_terms[i].1.saturating_sub(1);
+                if self.anti_terms[i].1 == 0 {
+                    self.anti_terms.swap_remove(i);
+                }
+            }
         }
         self.requested = self.requested.minus(entry.requests);
         self.non_zero_requested = self.non_zero_requested.minus(entry.non_zero);
@@ -1231,8 +1301,8 @@ pub struct InterPod {
     affinity_self: bool,
     /// For each required anti-affinity term: the values its pods are in.
     anti: Vec<std::collections::HashSet<String>>,
-    /// (topology key, value) pairs where an existing pod's anti-affinity selects this pod.
-    existing: std::collections::HashSet<(String, String)>,
+    /// Per topology key, the values where an existing pod's anti-affinity selects this pod.
+    existing: HashMap<String, std::collections::HashSet<String>>,
 }
 
 impl InterPod {
@@ -1245,30 +1315,44 @@ impl InterPod {
         let value = |n: &NodeSummary, key: &str| label(&n.labels, key).map(|v| v.into_owned());
         let mut affinity = vec![std::collections::HashSet::new(); pod.pod_affinity.len()];
         let mut anti = vec![std::collections::HashSet::new(); pod.pod_anti_affinity.len()];
-        let mut existing = std::collections::HashSet::new();
+        let mut existing: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
         let mut affinity_matches = false;
+        let affinity_keys: Vec<Option<String>> = pod
+            .pod_affinity
+            .iter()
+            .map(AffinityTerm::index_key)
+            .collect();
+        let anti_keys: Vec<Option<String>> = pod
+            .pod_anti_affinity
+            .iter()
+            .map(AffinityTerm::index_key)
+            .collect();
         for node in nodes {
-            for entry in node.pods.values() {
-                for (i, t) in pod.pod_affinity.iter().enumerate() {
-                    if t.selects(&entry.namespace, &entry.labels) {
-                        affinity_matches = true;
-                        if let Some(v) = value(node, &t.topology_key) {
-                            affinity[i].insert(v);
-                        }
+            if node.pods.is_empty() {
+                continue;
+            }
+            for (i, t) in pod.pod_affinity.iter().enumerate() {
+                if t.selects_on(node, affinity_keys[i].as_deref()) {
+                    affinity_matches = true;
+                    if let Some(v) = value(node, &t.topology_key) {
+                        affinity[i].insert(v);
                     }
                 }
-                for (i, t) in pod.pod_anti_affinity.iter().enumerate() {
-                    if t.selects(&entry.namespace, &entry.labels) {
-                        if let Some(v) = value(node, &t.topology_key) {
-                            anti[i].insert(v);
-                        }
+            }
+            for (i, t) in pod.pod_anti_affinity.iter().enumerate() {
+                if t.selects_on(node, anti_keys[i].as_deref()) {
+                    if let Some(v) = value(node, &t.topology_key) {
+                        anti[i].insert(v);
                     }
                 }
-                for t in &entry.anti {
-                    if t.selects(&pod.namespace, &pod.labels) {
-                        if let Some(v) = value(node, &t.topology_key) {
-                            existing.insert((t.topology_key.clone(), v));
-                        }
+            }
+            for (t, _) in &node.anti_terms {
+                if t.selects(&pod.namespace, &pod.labels) {
+                    if let Some(v) = value(node, &t.topology_key) {
+                        existing
+                            .entry(t.topology_key.clone())
+                            .or_default()
+                            .insert(v);
                     }
                 }
             }
@@ -1311,11 +1395,10 @@ impl InterPod {
             out.push(Failure::PodAntiAffinity);
             return;
         }
-        if !self.existing.is_empty()
-            && self
-                .existing
-                .iter()
-                .any(|(key, v)| value(key).is_some_and(|nv| nv.as_ref() == v.as_str()))
+        if self
+            .existing
+            .iter()
+            .any(|(key, values)| value(key).is_some_and(|v| values.contains(v.as_ref())))
         {
             out.push(Failure::ExistingAntiAffinity);
         }
