@@ -7,71 +7,77 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures::future::LocalBoxFuture;
 use serde_json::{json, Value};
 
-use super::forward;
+use super::runtime::{self, Action, Controller, ReconcileError, Reconciler};
 use crate::api::meta;
 use crate::api::resource::RESOURCES;
 use crate::api::wire::{DeleteOptions, ListOptions};
 use crate::client::{ApiClient, Cache, Informer, Notification};
 
-/// The namespace controller actor.
-pub struct NamespaceController {
+/// The reconciler: one key per namespace.
+#[derive(Clone)]
+pub struct Namespaces {
+    client: ApiClient,
+    namespaces: Cache,
+}
+
+/// The namespace controller, running while `leading` is true.
+pub type NamespaceController = Controller<Namespaces>;
+
+/// How soon a namespace whose content is still going is looked at again.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// Starts it (inside an actix System).
+pub fn start(
     client: ApiClient,
     leading: tokio::sync::watch::Receiver<bool>,
-    namespaces: Cache,
-    busy: bool,
-    keep: Vec<Informer>,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-enum Seen {
-    Change(#[allow(dead_code)] Notification),
-    Tick,
-    Done,
-}
-
-impl NamespaceController {
-    /// A controller acting while `leading` is true.
-    pub fn new(client: ApiClient, leading: tokio::sync::watch::Receiver<bool>) -> Self {
-        NamespaceController {
-            client,
-            leading,
-            namespaces: Cache::default(),
-            busy: false,
-            keep: Vec::new(),
-        }
-    }
-
-    fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.busy || !*self.leading.borrow() {
-            return;
-        }
-        let terminating: Vec<Value> = self
-            .namespaces
-            .list()
-            .into_iter()
-            .filter(|n| n.pointer("/metadata/deletionTimestamp").is_some())
-            .collect();
-        if terminating.is_empty() {
-            return;
-        }
-        self.busy = true;
-        let client = self.client.clone();
+) -> Addr<NamespaceController> {
+    let informer = Informer::start(client.api("", "namespaces", None), ListOptions::default());
+    let reconciler = Namespaces {
+        client,
+        namespaces: informer.cache.clone(),
+    };
+    Controller::create(move |ctx| {
         let addr = ctx.address();
-        actix::spawn(async move {
-            for ns in terminating {
-                finalize(&client, &ns).await;
+        let mut c = Controller::new("namespace", reconciler, leading).workers(2);
+        c.keep(runtime::watch(informer, addr, |n| match n {
+            Notification::Added(ns) | Notification::Updated(_, ns)
+                if ns.pointer("/metadata/deletionTimestamp").is_some() =>
+            {
+                vec![meta::name(ns).to_string()]
             }
-            addr.do_send(Seen::Done);
-        });
+            _ => Vec::new(),
+        }));
+        c
+    })
+}
+
+impl Reconciler for Namespaces {
+    fn reconcile(&self, name: String) -> LocalBoxFuture<'static, Result<Action, ReconcileError>> {
+        let me = self.clone();
+        Box::pin(async move {
+            match me.namespaces.get("", &name) {
+                Some(ns) if ns.pointer("/metadata/deletionTimestamp").is_some() => {
+                    // Content still going (or finalizers pending): look again soon, as kube's
+                    // controller requeues a namespace it could not finish.
+                    if finalize(&me.client, &ns).await? {
+                        Ok(Action::AwaitChange)
+                    } else {
+                        Ok(Action::requeue(RECHECK))
+                    }
+                }
+                _ => Ok(Action::AwaitChange),
+            }
+        })
     }
 }
 
 /// Deletes the namespace's content and reports progress in the namespace's status
 /// conditions, as kube's namespace controller does; when it is empty, drops the finalizer.
-async fn finalize(client: &ApiClient, ns: &Value) {
+/// Whether it is done.
+async fn finalize(client: &ApiClient, ns: &Value) -> Result<bool, ReconcileError> {
     let name = meta::name(ns);
     let mut progress = Progress::default();
     let mut resources: Vec<(String, String)> = RESOURCES
@@ -116,7 +122,7 @@ async fn finalize(client: &ApiClient, ns: &Value) {
     }
     let ns = report(client, ns, &progress).await;
     if !progress.remaining.is_empty() || !progress.failed.is_empty() {
-        return;
+        return Ok(false);
     }
     let mut next = ns;
     next["spec"]["finalizers"] = json!([]);
@@ -125,8 +131,12 @@ async fn finalize(client: &ApiClient, ns: &Value) {
         .update_subresource(name, "finalize", &next)
         .await
     {
-        Ok(_) => tracing::info!(namespace = %name, "namespace emptied and finalized"),
-        Err(e) => tracing::debug!(namespace = %name, error = %e, "finalizing; will retry"),
+        Ok(_) => {
+            tracing::info!(namespace = %name, "namespace emptied and finalized");
+            Ok(true)
+        }
+        Err(e) if e.code == 404 => Ok(true),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -287,41 +297,6 @@ async fn report(client: &ApiClient, ns: &Value, p: &Progress) -> Value {
         Err(e) => {
             tracing::debug!(namespace = %meta::name(ns), error = %e, "namespace conditions; will retry");
             ns.clone()
-        }
-    }
-}
-
-impl Actor for NamespaceController {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let addr = ctx.address();
-        let informer = Informer::start(
-            self.client.api("", "namespaces", None),
-            ListOptions::default(),
-        );
-        self.namespaces = informer.cache.clone();
-        self.keep.push(forward(informer, addr, Seen::Change));
-        ctx.run_interval(Duration::from_secs(1), |_, ctx| ctx.notify(Seen::Tick));
-    }
-}
-
-impl Handler<Seen> for NamespaceController {
-    type Result = ();
-
-    fn handle(&mut self, seen: Seen, ctx: &mut Context<Self>) {
-        let _span = crate::trace::handler_span(
-            "NamespaceController",
-            "Seen",
-            match &seen {
-                Seen::Change(n) => n.object(),
-                _ => None,
-            },
-        )
-        .entered();
-        match seen {
-            Seen::Change(_) | Seen::Tick => self.tick(ctx),
-            Seen::Done => self.busy = false,
         }
     }
 }

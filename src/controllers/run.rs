@@ -61,9 +61,7 @@ pub fn start_controllers(
         _service_accounts: controllers::serviceaccount::controller(client.clone(), leading.clone()),
         _root_ca: root_ca
             .map(|pem| controllers::rootca::controller(client.clone(), leading.clone(), pem)),
-        _namespaces: actix::Actor::start(controllers::namespace::NamespaceController::new(
-            client, leading,
-        )),
+        _namespaces: controllers::namespace::start(client, leading),
     }
 }
 
