@@ -37,10 +37,9 @@
 //!   the generic `Controller` actor over a deduplicating work queue with requeue-after,
 //!   back-off and leader gating, and the controller-ref manager) and the controllers on it
 //!   (ReplicaSet, Deployment, the garbage collector for every kind, the taint manager,
-//!   PodGC, `controllers::per_namespace`: the `default` ServiceAccount and the
-//!   `kube-root-ca.crt` ConfigMap of every namespace), the namespace and node lifecycle
-//!   controllers (still actors of their own), the pure Deployment rollout planner and
-//!   `controllers::run`, the controller-manager process.
+//!   PodGC, namespace, node lifecycle, `controllers::per_namespace`: the `default`
+//!   ServiceAccount and the `kube-root-ca.crt` ConfigMap of every namespace), the pure
+//!   Deployment rollout planner and `controllers::run`, the controller-manager process.
 //! - `kubelet`: the Kubelet actor (node registration, lease, pod workers with init
 //!   containers, probes, active deadlines, Events, logs), container environments
 //!   (`kubelet::env`: envFrom, ConfigMap/Secret/field/resource references), pod volumes as

@@ -1,6 +1,7 @@
-//! The controller-manager: one actor per controller, each driven by informers and a queue of
-//! keys to reconcile, all gated by one leader election (Lease `skiff-controller-manager`).
-//! Controllers talk to the API server only through `ApiClient`.
+//! The controller-manager: every controller is a `runtime::Controller` running its
+//! `Reconciler` over a work queue that informers fill, all gated by one leader election
+//! (Lease `skiff-controller-manager`). Controllers talk to the API server only through
+//! `ApiClient`.
 
 pub mod deployment;
 pub mod deployment_plan;
@@ -16,14 +17,12 @@ pub mod runtime;
 pub mod serviceaccount;
 pub mod taint;
 
-use std::collections::BTreeSet;
-
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::api::meta;
 use crate::client::leader::{elect, Election, ElectionTimings};
-use crate::client::{ApiClient, Informer, Notification};
+use crate::client::ApiClient;
 
 /// `namespace/name` of an object.
 pub fn key_of(obj: &Value) -> String {
@@ -38,45 +37,6 @@ pub fn controller_of(obj: &Value, kind: &str) -> Option<String> {
         .find(|r| r["controller"] == true && r["kind"] == kind)
         .and_then(|r| r["uid"].as_str())
         .map(String::from)
-}
-
-/// A set of keys waiting for reconciliation (each at most once).
-pub struct Queue {
-    keys: BTreeSet<String>,
-    /// `workqueue_depth{name}`: keys waiting.
-    depth: crate::metrics::Gauge,
-}
-
-impl Queue {
-    /// An empty queue, reported as `workqueue_depth{name="<name>"}`.
-    pub fn named(name: &str) -> Self {
-        Queue {
-            keys: BTreeSet::new(),
-            depth: crate::metrics::gauge(
-                "workqueue_depth",
-                "Keys waiting in a controller's queue, by controller.",
-                &["name"],
-            )
-            .with(&[name]),
-        }
-    }
-
-    /// Adds a key.
-    pub fn add(&mut self, key: String) {
-        self.keys.insert(key);
-        self.depth.set(self.keys.len() as f64);
-    }
-
-    /// Takes every queued key.
-    pub fn take(&mut self) -> Vec<String> {
-        self.depth.set(0.0);
-        std::mem::take(&mut self.keys).into_iter().collect()
-    }
-
-    /// Nothing queued.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
 }
 
 /// An Event about `obj` from `component`.
@@ -125,23 +85,4 @@ pub fn leader(
     );
     let rx = election.is_leader.clone();
     (election, rx)
-}
-
-/// Subscribes an informer's notifications to an actor as messages.
-pub(crate) fn forward<A, M, F>(mut informer: Informer, addr: actix::Addr<A>, wrap: F) -> Informer
-where
-    A: actix::Actor<Context = actix::Context<A>> + actix::Handler<M>,
-    M: actix::Message<Result = ()> + Send + 'static,
-    F: Fn(Notification) -> M + 'static,
-{
-    let mut rx = std::mem::replace(
-        &mut informer.notifications,
-        tokio::sync::mpsc::unbounded_channel().1,
-    );
-    actix::spawn(async move {
-        while let Some(n) = rx.recv().await {
-            addr.do_send(wrap(n));
-        }
-    });
-    informer
 }

@@ -5,13 +5,15 @@
 //! renewing again loses the taints (its kubelet sets Ready itself).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures::future::LocalBoxFuture;
 use serde_json::{json, Value};
 
-use super::forward;
 use super::record;
+use super::runtime::{self, Action, Controller, ReconcileError, Reconciler};
 use crate::api::meta;
 use crate::api::wire::{DeleteOptions, ListOptions, PatchType};
 use crate::client::{ApiClient, Cache, Informer, Notification};
@@ -37,106 +39,154 @@ impl Default for NodeLifecycleOptions {
     }
 }
 
-/// The node lifecycle controller actor.
-pub struct NodeLifecycleController {
+/// The reconciler: one key per node.
+#[derive(Clone)]
+pub struct NodeLifecycle {
     client: ApiClient,
-    leading: tokio::sync::watch::Receiver<bool>,
     options: NodeLifecycleOptions,
     nodes: Cache,
     pods: Cache,
     /// Per node: the last renewTime seen and when (our clock) it last changed.
-    heartbeats: HashMap<String, (String, Instant)>,
+    heartbeats: Arc<Mutex<HashMap<String, (String, Instant)>>>,
     /// When this controller first saw each node tainted unreachable (our clock).
-    tainted_at: HashMap<String, Instant>,
-    /// Nodes carrying the unreachable taint, as last seen (kept from the node notifications
-    /// so that a tick decodes no node).
-    unreachable: std::collections::HashSet<String>,
-    busy: bool,
-    keep: Vec<Informer>,
+    tainted_at: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-enum Seen {
-    Lease(Notification),
-    Node(Notification),
-    Tick,
-    Done,
-}
+/// The node lifecycle controller, running while `leading` is true.
+pub type NodeLifecycleController = Controller<NodeLifecycle>;
 
-impl NodeLifecycleController {
-    /// A controller acting while `leading` is true.
-    pub fn new(
-        client: ApiClient,
-        leading: tokio::sync::watch::Receiver<bool>,
-        options: NodeLifecycleOptions,
-    ) -> Self {
-        NodeLifecycleController {
-            client,
-            leading,
-            options,
-            nodes: Cache::default(),
-            pods: Cache::default(),
-            heartbeats: HashMap::new(),
-            tainted_at: HashMap::new(),
-            unreachable: Default::default(),
-            busy: false,
-            keep: Vec::new(),
-        }
-    }
-
-    fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.busy || !*self.leading.borrow() {
-            return;
-        }
-        let now = Instant::now();
-        let mut work = Vec::new();
-        // Names and metadata only: a node is decoded when there is work on it.
-        for m in self.nodes.metas() {
-            let name = m.name.clone();
-            let seen = self
-                .heartbeats
-                .entry(name.clone())
-                .or_insert_with(|| (String::new(), now))
-                .1;
-            let stale = now.duration_since(seen) > self.options.grace;
-            let tainted = self.unreachable.contains(&name);
-            if stale != tainted {
-                let Some(node) = self.nodes.get("", &name) else {
-                    continue;
-                };
-                if stale {
-                    work.push(Work::MarkUnreachable(node));
-                } else {
-                    self.tainted_at.remove(&name);
-                    work.push(Work::Clear(node));
-                }
-            }
-            if stale && tainted {
-                let since = *self.tainted_at.entry(name.clone()).or_insert(now);
-                for pod in self.pods.on_node(&name) {
-                    if pod.pointer("/metadata/deletionTimestamp").is_some() {
-                        continue;
-                    }
-                    let toleration = tolerated_for(&pod).unwrap_or(self.options.eviction_timeout);
-                    if now.duration_since(since) >= toleration {
-                        work.push(Work::Evict(pod));
-                    }
-                }
-            }
-        }
-        if work.is_empty() {
-            return;
-        }
-        self.busy = true;
-        let client = self.client.clone();
+/// Starts it (inside an actix System). Lease renewals are followed while the replica stands
+/// by too, so a new leader judges staleness on what it has already seen.
+pub fn start(
+    client: ApiClient,
+    leading: tokio::sync::watch::Receiver<bool>,
+    options: NodeLifecycleOptions,
+) -> Addr<NodeLifecycleController> {
+    let nodes = Informer::start(client.api("", "nodes", None), ListOptions::default());
+    let mut pods = Informer::start(client.api("", "pods", None), ListOptions::default());
+    // Pods are read from the cache only: no notifications wanted.
+    pods.notifications.close();
+    let leases = Informer::start(
+        client.api("coordination.k8s.io", "leases", Some("kube-node-lease")),
+        ListOptions::default(),
+    );
+    let reconciler = NodeLifecycle {
+        client,
+        options,
+        nodes: nodes.cache.clone(),
+        pods: pods.cache.clone(),
+        heartbeats: Arc::default(),
+        tainted_at: Arc::default(),
+    };
+    let heartbeats = reconciler.heartbeats.clone();
+    Controller::create(move |ctx| {
         let addr = ctx.address();
-        actix::spawn(async move {
-            for w in work {
-                w.run(&client).await;
+        let mut c = Controller::new("nodelifecycle", reconciler, leading).workers(2);
+        c.keep(pods);
+        c.keep(runtime::watch(nodes, addr.clone(), |n| {
+            n.object()
+                .map(|node| vec![meta::name(node).to_string()])
+                .unwrap_or_default()
+        }));
+        c.keep(runtime::watch(leases, addr, move |n| match n {
+            Notification::Added(l) | Notification::Updated(_, l) => {
+                let renew = l
+                    .pointer("/spec/renewTime")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let name = meta::name(l).to_string();
+                let mut beats = heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+                let entry = beats
+                    .entry(name.clone())
+                    .or_insert_with(|| (String::new(), Instant::now()));
+                if entry.0 != renew {
+                    *entry = (renew, Instant::now());
+                    return vec![name];
+                }
+                Vec::new()
             }
-            addr.do_send(Seen::Done);
-        });
+            _ => Vec::new(),
+        }));
+        c
+    })
+}
+
+impl Reconciler for NodeLifecycle {
+    fn reconcile(&self, name: String) -> LocalBoxFuture<'static, Result<Action, ReconcileError>> {
+        let me = self.clone();
+        Box::pin(async move { Ok(me.sync(&name).await) })
+    }
+}
+
+impl NodeLifecycle {
+    /// Marks a node whose Lease went quiet for the grace period unreachable, clears a node
+    /// renewing again, and evicts the pods of an unreachable node whose toleration ran out;
+    /// then looks again when the next of those moments comes.
+    async fn sync(&self, name: &str) -> Action {
+        let Some(node) = self.nodes.get("", name) else {
+            self.heartbeats
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name);
+            self.tainted_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name);
+            return Action::AwaitChange;
+        };
+        let node: Value = node;
+        let now = Instant::now();
+        let seen = self
+            .heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_insert_with(|| (String::new(), now))
+            .1;
+        let quiet = now.duration_since(seen);
+        let stale = quiet > self.options.grace;
+        let tainted = taints(&node).iter().any(|t| t["key"] == UNREACHABLE);
+        if !stale {
+            if tainted {
+                self.tainted_at
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(name);
+                Work::Clear(node).run(&self.client).await;
+            }
+            // Look again when it would go stale without another renewal.
+            return Action::requeue(self.options.grace - quiet + Duration::from_millis(100));
+        }
+        if !tainted {
+            Work::MarkUnreachable(node).run(&self.client).await;
+        }
+        let since = *self
+            .tainted_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_insert(now);
+        let mut next: Option<Duration> = None;
+        for pod in self.pods.on_node(name) {
+            if pod.pointer("/metadata/deletionTimestamp").is_some() {
+                continue;
+            }
+            let toleration = tolerated_for(&pod).unwrap_or(self.options.eviction_timeout);
+            let waited = now.duration_since(since);
+            if waited >= toleration {
+                Work::Evict(pod).run(&self.client).await;
+            } else {
+                let left = toleration - waited;
+                next = Some(next.map_or(left, |n| n.min(left)));
+            }
+        }
+        // Pods arriving later, and the renewal that clears it, come as changes; a pod's
+        // toleration running out is a moment to come back for.
+        Action::requeue(
+            next.unwrap_or(Duration::from_secs(5))
+                .min(Duration::from_secs(5)),
+        )
     }
 }
 
@@ -247,77 +297,6 @@ impl Work {
                     .delete(meta::name(&pod), &DeleteOptions::default())
                     .await;
             }
-        }
-    }
-}
-
-impl Actor for NodeLifecycleController {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let addr = ctx.address();
-        let nodes = Informer::start(self.client.api("", "nodes", None), ListOptions::default());
-        let pods = Informer::start(self.client.api("", "pods", None), ListOptions::default());
-        let leases = Informer::start(
-            self.client
-                .api("coordination.k8s.io", "leases", Some("kube-node-lease")),
-            ListOptions::default(),
-        );
-        self.nodes = nodes.cache.clone();
-        self.pods = pods.cache.clone();
-        self.keep.push(forward(nodes, addr.clone(), Seen::Node));
-        // Pods are read from the cache only: no notifications wanted.
-        let mut pods = pods;
-        pods.notifications.close();
-        self.keep.push(pods);
-        self.keep.push(forward(leases, addr, Seen::Lease));
-        ctx.run_interval(Duration::from_millis(500), |_, ctx| ctx.notify(Seen::Tick));
-    }
-}
-
-impl Handler<Seen> for NodeLifecycleController {
-    type Result = ();
-
-    fn handle(&mut self, seen: Seen, ctx: &mut Context<Self>) {
-        let _span = crate::trace::handler_span(
-            "NodeLifecycleController",
-            "Seen",
-            match &seen {
-                Seen::Lease(n) => n.object(),
-                Seen::Node(n) => n.object(),
-                _ => None,
-            },
-        )
-        .entered();
-        match seen {
-            Seen::Lease(Notification::Added(l) | Notification::Updated(_, l)) => {
-                let renew = l
-                    .pointer("/spec/renewTime")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let entry = self
-                    .heartbeats
-                    .entry(meta::name(&l).to_string())
-                    .or_insert_with(|| (String::new(), Instant::now()));
-                if entry.0 != renew {
-                    *entry = (renew, Instant::now());
-                }
-            }
-            Seen::Node(Notification::Added(n) | Notification::Updated(_, n)) => {
-                let name = meta::name(&n).to_string();
-                if taints(&n).iter().any(|t| t["key"] == UNREACHABLE) {
-                    self.unreachable.insert(name);
-                } else {
-                    self.unreachable.remove(&name);
-                }
-            }
-            Seen::Node(Notification::Deleted(n)) => {
-                self.unreachable.remove(meta::name(&n));
-            }
-            Seen::Lease(_) | Seen::Node(_) => {}
-            Seen::Tick => self.tick(ctx),
-            Seen::Done => self.busy = false,
         }
     }
 }

@@ -53,11 +53,7 @@ pub fn start_controllers(
         _gc: controllers::gc::start(client.clone(), leading.clone()),
         _taints: controllers::taint::start(client.clone(), leading.clone()),
         _pod_gc: controllers::podgc::start(client.clone(), leading.clone()),
-        _nodes: actix::Actor::start(controllers::nodelifecycle::NodeLifecycleController::new(
-            client.clone(),
-            leading.clone(),
-            nodes,
-        )),
+        _nodes: controllers::nodelifecycle::start(client.clone(), leading.clone(), nodes),
         _service_accounts: controllers::serviceaccount::controller(client.clone(), leading.clone()),
         _root_ca: root_ca
             .map(|pem| controllers::rootca::controller(client.clone(), leading.clone(), pem)),
