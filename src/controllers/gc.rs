@@ -270,7 +270,31 @@ impl Collector {
         }
     }
 
-    /// Patches `obj`'s ownerReferences to `refs` (at its resourceVersion).
+    /// Merge-patches `obj`'s metadata with `fields` at its resourceVersion; gone is fine.
+    async fn patch_meta(
+        &self,
+        info: &ResourceInfo,
+        obj: &Value,
+        mut fields: serde_json::Map<String, Value>,
+    ) -> Result<(), ReconcileError> {
+        fields.insert("resourceVersion".into(), json!(meta::resource_version(obj)));
+        match self
+            .api(info, obj)
+            .patch(
+                meta::name(obj),
+                None,
+                PatchType::Merge,
+                &json!({"metadata": fields}),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sets `obj`'s ownerReferences to `refs`.
     async fn set_refs(
         &self,
         info: &ResourceInfo,
@@ -282,20 +306,12 @@ impl Collector {
         } else {
             json!(refs)
         };
-        let patch = json!({"metadata": {"ownerReferences": refs,
-            "resourceVersion": meta::resource_version(obj)}});
-        match self
-            .api(info, obj)
-            .patch(meta::name(obj), None, PatchType::Merge, &patch)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.code == 404 => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        let mut fields = serde_json::Map::new();
+        fields.insert("ownerReferences".into(), refs);
+        self.patch_meta(info, obj, fields).await
     }
 
-    /// Removes `finalizer` from `owner` (at its resourceVersion).
+    /// Removes `finalizer` from `owner`.
     async fn finish(
         &self,
         info: &ResourceInfo,
@@ -311,16 +327,10 @@ impl Collector {
         } else {
             json!(rest)
         };
-        let patch = json!({"metadata": {"finalizers": rest,
-            "resourceVersion": meta::resource_version(owner)}});
-        match self
-            .api(info, owner)
-            .patch(meta::name(owner), None, PatchType::Merge, &patch)
-            .await
-        {
-            Ok(_) | Err(crate::api::Status { code: 404, .. }) => Ok(Action::AwaitChange),
-            Err(e) => Err(e.into()),
-        }
+        let mut fields = serde_json::Map::new();
+        fields.insert("finalizers".into(), rest);
+        self.patch_meta(info, owner, fields).await?;
+        Ok(Action::AwaitChange)
     }
 
     /// `orphan`: every dependent loses its reference to the owner, then the finalizer goes.

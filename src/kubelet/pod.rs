@@ -402,6 +402,28 @@ fn containers(
         .unwrap_or_default()
 }
 
+/// Patches the pod's status when it differs from the last one written (`last`, updated on
+/// success); false when the pod is gone. A failure is retried on the worker's next pass.
+async fn report(pods: &Api, name: &str, status: Value, last: &mut Value) -> bool {
+    if status == *last {
+        return true;
+    }
+    match pods
+        .patch(
+            name,
+            Some("status"),
+            PatchType::Merge,
+            &json!({"status": status}),
+        )
+        .await
+    {
+        Ok(_) => *last = status,
+        Err(e) if e.code == 404 => return false,
+        Err(e) => tracing::debug!(pod = %name, error = %e, "status update failed; retrying"),
+    }
+    true
+}
+
 /// Records an Event about `pod` (and one of its containers) from this node's kubelet, as the
 /// kubelet's recorder does; best effort.
 async fn note(
@@ -641,22 +663,8 @@ pub async fn run(
             let status = json!({"phase": "Failed", "reason": "DeadlineExceeded",
                 "message": "Pod was active on the node longer than the specified deadline",
                 "containerStatuses": statuses});
-            if status != last_status {
-                match pods
-                    .patch(
-                        &name,
-                        Some("status"),
-                        PatchType::Merge,
-                        &json!({"status": status}),
-                    )
-                    .await
-                {
-                    Ok(_) => last_status = status,
-                    Err(e) if e.code == 404 => return,
-                    Err(e) => {
-                        tracing::debug!(pod = %name, error = %e, "status update failed; retrying")
-                    }
-                }
+            if !report(&pods.with_parent(None), &name, status, &mut last_status).await {
+                return;
             }
             let _ = tokio::time::timeout(Duration::from_secs(1), spec.changed()).await;
             if spec.has_changed().is_err() {
@@ -1067,19 +1075,8 @@ pub async fn run(
         if !init_list.is_empty() {
             status["initContainerStatuses"] = json!(init_statuses);
         }
-        if status != last_status {
-            let patch = json!({"status": status});
-            match pods
-                .with_parent(parent)
-                .patch(&name, Some("status"), PatchType::Merge, &patch)
-                .await
-            {
-                Ok(_) => last_status = status,
-                Err(e) if e.code == 404 => return,
-                Err(e) => {
-                    tracing::debug!(pod = %name, error = %e, "status update failed; retrying")
-                }
-            }
+        if !report(&pods.with_parent(parent), &name, status, &mut last_status).await {
+            return;
         }
         // Wake on a spec change, or poll the runtime.
         let _ = tokio::time::timeout(Duration::from_millis(300), spec.changed()).await;
