@@ -122,6 +122,46 @@ fn a_pod_relabelled_out_of_its_replicaset_is_released_and_replaced() {
     // Released, not deleted: it keeps running.
     let pod = json(&up.ok(&["get", "pod", &victim, "-o", "json"]));
     assert_eq!(pod["status"]["phase"], "Running", "{pod}");
+
+    // An annotation copied to the ReplicaSet is not a scaling Event.
+    let scaled = |u: &SkiffUp| {
+        json(&u.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=rel,reason=ScalingReplicaSet",
+            "-o",
+            "json",
+        ]))["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = scaled(&up);
+    for i in 0..3 {
+        up.ok(&[
+            "annotate",
+            "deployment",
+            "rel",
+            &format!("note=v{i}"),
+            "--overwrite",
+        ]);
+        up.eventually("the annotation on the ReplicaSet", 20, |u| {
+            u.ok(&[
+                "get",
+                "rs",
+                "-l",
+                "app=rel",
+                "-o",
+                "jsonpath={.items[0].metadata.annotations.note}",
+            ]) == format!("v{i}")
+        });
+    }
+    assert_eq!(
+        scaled(&up),
+        before,
+        "annotating emitted ScalingReplicaSet events"
+    );
 }
 
 fn configmap(name: &str, owner: Option<(&str, &str, &str, &str)>, finalizers: &[&str]) -> String {

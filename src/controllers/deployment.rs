@@ -172,11 +172,17 @@ async fn reconcile(client: &ApiClient, d: &Value, rss: &Cache) -> Result<Action,
                         .collect();
                     patch["metadata"] = json!({"annotations": a});
                 }
+                // Only a change of size is a scaling Event (annotations alone are not).
+                let before = owned
+                    .iter()
+                    .find(|rs| meta::name(rs) == name.as_str())
+                    .and_then(|rs| rs.pointer("/spec/replicas"))
+                    .and_then(Value::as_i64);
                 let r = rs_api
                     .patch(name, None, PatchType::Merge, &patch)
                     .await
                     .map(|_| ());
-                if r.is_ok() {
+                if r.is_ok() && before != Some(*replicas as i64) {
                     let msg = format!("Scaled replica set {name} to {replicas}");
                     record(client, d, COMPONENT, "Normal", "ScalingReplicaSet", &msg).await;
                 }
