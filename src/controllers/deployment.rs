@@ -182,7 +182,7 @@ async fn reconcile(client: &ApiClient, d: &Value, rss: &Cache) -> Result<Action,
                     .patch(name, None, PatchType::Merge, &patch)
                     .await
                     .map(|_| ());
-                if r.is_ok() && before != Some(*replicas as i64) {
+                if r.is_ok() && before != Some(*replicas) {
                     let msg = format!("Scaled replica set {name} to {replicas}");
                     record(client, d, COMPONENT, "Normal", "ScalingReplicaSet", &msg).await;
                 }
