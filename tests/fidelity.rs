@@ -591,6 +591,14 @@ fn init_containers_run_in_order_and_a_failing_one_holds_the_pod() {
         .unwrap()
         .clone();
     assert_eq!(initialized["status"], "True", "{p}");
+    for c in p["status"]["conditions"].as_array().unwrap() {
+        assert!(
+            c["lastTransitionTime"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z')),
+            "every condition has its transition time: {c}"
+        );
+    }
 
     apply(&up, &init_pod("init-fails", 1, "Never"));
     up.eventually("Init:Error and Failed", 60, |u| {
@@ -599,6 +607,26 @@ fn init_containers_run_in_order_and_a_failing_one_holds_the_pod() {
             && u.ok(&["get", "pod", "init-fails", "-o", "jsonpath={.status.phase}"]) == "Failed"
     });
     let p = json(&up.ok(&["get", "pod", "init-fails", "-o", "json"]));
+    let initialized = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Initialized")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            initialized["status"].as_str(),
+            initialized["reason"].as_str(),
+            initialized["message"].as_str()
+        ),
+        (
+            Some("False"),
+            Some("ContainersNotInitialized"),
+            Some("containers with incomplete status: [check]")
+        ),
+        "{p}"
+    );
     assert_eq!(
         p.pointer("/status/containerStatuses/0/state/waiting/reason"),
         Some(&Value::from("PodInitializing")),

@@ -522,6 +522,8 @@ pub async fn run(
     let mut mount_failure = String::new();
     let mut tracked: BTreeMap<String, Tracked> = BTreeMap::new();
     let mut last_status = Value::Null;
+    // Each pod condition's status and the time it took it.
+    let mut transitions: BTreeMap<&'static str, (bool, String)> = BTreeMap::new();
     let start_time = jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
@@ -1060,7 +1062,54 @@ pub async fn run(
             "Pending"
         };
         let all_ready = total > 0 && ready_n == total;
-        let cond = |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }, "lastProbeTime": null});
+        // Each condition keeps the time its status last changed, as the kubelet reports it;
+        // a False one says why, in kube's words.
+        let unready: Vec<&str> = statuses
+            .iter()
+            .filter(|c| c["ready"] != true)
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        let unfinished: Vec<&str> = init_statuses
+            .iter()
+            .filter(|c| c.pointer("/state/terminated/exitCode") != Some(&json!(0)))
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        let mut cond = |t: &'static str, ok: bool| {
+            let now = crate::api::meta::now();
+            let since = match transitions.get(t) {
+                Some((was, at)) if *was == ok => at.clone(),
+                _ => {
+                    transitions.insert(t, (ok, now.clone()));
+                    now
+                }
+            };
+            let mut c = json!({"type": t, "status": if ok { "True" } else { "False" },
+                "lastProbeTime": null, "lastTransitionTime": since});
+            if !ok {
+                let (reason, message) = match t {
+                    "Initialized" => (
+                        "ContainersNotInitialized",
+                        format!(
+                            "containers with incomplete status: [{}]",
+                            unfinished.join(" ")
+                        ),
+                    ),
+                    _ => (
+                        "ContainersNotReady",
+                        format!("containers with unready status: [{}]", unready.join(" ")),
+                    ),
+                };
+                c["reason"] = json!(reason);
+                c["message"] = json!(message);
+            }
+            c
+        };
+        let conditions = vec![
+            cond("PodScheduled", true),
+            cond("Initialized", !initializing),
+            cond("ContainersReady", all_ready),
+            cond("Ready", all_ready),
+        ];
         let mut status = json!({
             "phase": phase,
             "hostIP": host_ip,
@@ -1069,8 +1118,7 @@ pub async fn run(
             "podIPs": [{"ip": pod_ip}],
             "startTime": start_time,
             "containerStatuses": statuses,
-            "conditions": [cond("PodScheduled", true), cond("Initialized", !initializing),
-                           cond("ContainersReady", all_ready), cond("Ready", all_ready)],
+            "conditions": conditions,
         });
         if !init_list.is_empty() {
             status["initContainerStatuses"] = json!(init_statuses);
