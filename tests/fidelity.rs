@@ -680,3 +680,42 @@ fn a_pod_past_its_active_deadline_fails_with_deadline_exceeded() {
         "the container was stopped: {p}"
     );
 }
+
+/// minReadySeconds: a Ready pod counts as available only after it has been Ready that long.
+#[test]
+fn min_ready_seconds_delays_availability() {
+    let up = SkiffUp::start(1);
+    apply(
+        &up,
+        &DEPLOYMENT.replace("keep", "slow").replace(
+            r#""replicas": 2,"#,
+            r#""replicas": 1, "minReadySeconds": 4,"#,
+        ),
+    );
+    let rs_counts = |u: &SkiffUp| {
+        let rs = json(&u.ok(&["get", "rs", "-l", "app=slow", "-o", "json"]));
+        let s = &rs["items"][0]["status"];
+        (
+            s["readyReplicas"].as_i64().unwrap_or(0),
+            s["availableReplicas"].as_i64().unwrap_or(0),
+        )
+    };
+    let mut ready_at = None;
+    up.eventually("the pod Ready", 60, |u| {
+        let ready = rs_counts(u).0 == 1;
+        if ready {
+            ready_at = Some(std::time::Instant::now());
+        }
+        ready
+    });
+    assert_eq!(rs_counts(&up).1, 0, "available before minReadySeconds");
+    up.eventually("available after minReadySeconds", 30, |u| {
+        rs_counts(u).1 == 1
+    });
+    let waited = ready_at.unwrap().elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(2500),
+        "available {waited:?} after Ready"
+    );
+    up.ok(&["rollout", "status", "deployment/slow", "--timeout=30s"]);
+}

@@ -266,12 +266,13 @@ impl ReplicaSets {
                 }
             }
         }
-        self.update_status(&rs, &live).await?;
+        let available_in = self.update_status(&rs, &live).await?;
         if let Some(e) = failure {
             return Err(e);
         }
-        Ok(match pending {
-            // A lost event must not stall it: look again when the expectations lapse.
+        // A lost event must not stall it: look again when the expectations lapse; a Ready pod
+        // not yet available (minReadySeconds) is counted when its time comes.
+        Ok(match [pending, available_in].into_iter().flatten().min() {
             Some(wait) => Action::requeue(wait),
             None => Action::AwaitChange,
         })
@@ -334,13 +335,37 @@ impl ReplicaSets {
     }
 
     /// Writes the status `live` pods give, when it differs.
-    async fn update_status(&self, rs: &Value, live: &[Value]) -> Result<(), ReconcileError> {
+    /// Returns how long until the next Ready pod becomes available, if one is waiting.
+    async fn update_status(
+        &self,
+        rs: &Value,
+        live: &[Value],
+    ) -> Result<Option<Duration>, ReconcileError> {
         let ready_n = live.iter().filter(|p| ready(p)).count() as i64;
+        // Available: Ready for at least minReadySeconds (kube's podutil.IsPodAvailable).
+        let min_ready = rs
+            .pointer("/spec/minReadySeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            .max(0);
+        let now = jiff::Timestamp::now().as_second();
+        let mut available_n = 0i64;
+        let mut next: Option<Duration> = None;
+        for pod in live.iter().filter(|p| ready(p)) {
+            let since = ready_since(pod).unwrap_or(now);
+            let left = since + min_ready - now;
+            if min_ready == 0 || left <= 0 {
+                available_n += 1;
+            } else {
+                let d = Duration::from_secs(left as u64);
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        }
         let status = json!({
             "replicas": live.len(),
             "fullyLabeledReplicas": live.len(),
             "readyReplicas": ready_n,
-            "availableReplicas": ready_n,
+            "availableReplicas": available_n,
             "observedGeneration": rs.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
         });
         let current = rs.get("status").cloned().unwrap_or(json!({}));
@@ -371,7 +396,7 @@ impl ReplicaSets {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(())
+        Ok(next)
     }
 }
 
@@ -381,6 +406,19 @@ fn active(pod: &Value) -> bool {
             pod.pointer("/status/phase").and_then(Value::as_str),
             Some("Succeeded" | "Failed")
         )
+}
+
+/// When the pod's Ready condition last became True (unix seconds).
+fn ready_since(pod: &Value) -> Option<i64> {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|c| c["type"] == "Ready" && c["status"] == "True")?
+        .get("lastTransitionTime")?
+        .as_str()?
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_second())
 }
 
 fn ready(pod: &Value) -> bool {
