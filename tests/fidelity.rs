@@ -719,3 +719,50 @@ fn min_ready_seconds_delays_availability() {
     );
     up.ok(&["rollout", "status", "deployment/slow", "--timeout=30s"]);
 }
+
+/// `kubectl logs --previous` reads the instance before the current one, `--limit-bytes`
+/// cuts the answer, and options kube refuses are 422.
+#[test]
+fn logs_options_previous_limit_bytes_and_validation() {
+    let up = SkiffUp::start(1);
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "counter", "namespace": "default"},
+      "spec": {"containers": [{"name": "c", "image": "busybox",
+        "command": ["sh", "-c", "f=$SKIFF_CONTAINER_ROOT/work/n; n=$(cat $f 2>/dev/null || echo 0); n=$((n+1)); echo $n > $f; echo run $n; sleep 2; exit 1"],
+        "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
+        "volumes": [{"name": "work", "emptyDir": {}}]}}"#;
+    apply(&up, pod);
+    up.eventually("a restart", 60, |u| {
+        u.ok(&[
+            "get",
+            "pod",
+            "counter",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ])
+        .parse::<u32>()
+        .is_ok_and(|n| n >= 1)
+    });
+    up.eventually("the current and previous runs", 30, |u| {
+        let now = u.ok(&["logs", "counter"]);
+        let before = u.ok(&["logs", "counter", "--previous"]);
+        let n = |t: &str| {
+            t.trim()
+                .strip_prefix("run ")
+                .and_then(|n| n.parse::<u32>().ok())
+        };
+        matches!((n(&now), n(&before)), (Some(a), Some(b)) if a == b + 1)
+    });
+    let cut = up.ok(&["logs", "counter", "--limit-bytes=3"]);
+    assert_eq!(cut, "run", "{cut:?}");
+    let bad = up.run(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods/counter/log?tailLines=-1",
+    ]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "tailLines=-1 accepted");
+    assert!(
+        err.contains("tailLines: Invalid value: -1: must be greater than or equal to 0"),
+        "{err}"
+    );
+}

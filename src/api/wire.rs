@@ -367,6 +367,16 @@ pub struct Request {
     pub tail_lines: Option<i64>,
     /// Logs: keep streaming.
     pub follow: bool,
+    /// Logs: the previous instance's (`--previous`).
+    pub previous: bool,
+    /// Logs: at most this many bytes (`--limit-bytes`).
+    pub limit_bytes: Option<i64>,
+    /// Logs: `sinceSeconds` (validated; see `Registry::log`).
+    pub since_seconds: Option<i64>,
+    /// Logs: `sinceTime` (validated; see `Registry::log`).
+    pub since_time: Option<String>,
+    /// Logs: prefix each line with its time (`--timestamps`).
+    pub timestamps: bool,
     /// `fieldManager`: who owns the fields this write sets (required for apply).
     pub field_manager: Option<String>,
     /// `force`: an apply takes over fields other managers own instead of conflicting.

@@ -184,6 +184,7 @@ impl Registry {
             ));
         }
         let name = Self::name(req)?;
+        check_log_options(name, req)?;
         let ns = Self::namespace_of(&t)?.unwrap_or_default().to_string();
         let kv = self
             .read(&t.info.key(Some(&ns), name))
@@ -235,6 +236,8 @@ impl Registry {
             container,
             tail_lines: req.tail_lines,
             follow: req.follow,
+            previous: req.previous,
+            timestamps: req.timestamps,
             ..Default::default()
         };
         let mut ask = ask;
@@ -269,7 +272,11 @@ impl Registry {
                     return Err(codec::decode(&msg.payload)
                         .unwrap_or_else(|_| Status::internal("kubelet answered an error")));
                 }
-                Ok((msg.payload, follow))
+                let mut body = msg.payload;
+                if let Some(n) = req.limit_bytes {
+                    body.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+                }
+                Ok((body, follow))
             }
             _ => Err(Status::unavailable(format!(
                 "the kubelet of node \"{node}\" did not answer for the logs of pod {name}"
@@ -2012,6 +2019,44 @@ fn validate_without_managed_fields(
     };
     put(new, new_mf);
     errs
+}
+
+/// kube's PodLogOptions validation: 422 for a negative `tailLines`, a `limitBytes` or
+/// `sinceSeconds` under 1, or both `sinceSeconds` and `sinceTime`.
+fn check_log_options(name: &str, req: &Request) -> Result<(), Status> {
+    let mut causes = Vec::new();
+    let mut bad = |field: &str, value: String, message: &str| {
+        causes.push(crate::api::status::StatusCause {
+            reason: "FieldValueInvalid".into(),
+            field: field.into(),
+            message: format!("Invalid value: {value}: {message}"),
+        })
+    };
+    if let Some(n) = req.tail_lines.filter(|n| *n < 0) {
+        bad(
+            "tailLines",
+            n.to_string(),
+            "must be greater than or equal to 0",
+        );
+    }
+    if let Some(n) = req.limit_bytes.filter(|n| *n < 1) {
+        bad("limitBytes", n.to_string(), "must be greater than 0");
+    }
+    if let Some(n) = req.since_seconds.filter(|n| *n < 1) {
+        bad("sinceSeconds", n.to_string(), "must be greater than 0");
+    }
+    if req.since_seconds.is_some() && req.since_time.is_some() {
+        causes.push(crate::api::status::StatusCause {
+            reason: "FieldValueForbidden".into(),
+            field: "".into(),
+            message: "Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified"
+                .into(),
+        });
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(Status::invalid("", "PodLogOptions", name, causes))
 }
 
 /// Drops owner references that repeat an earlier one's uid, as kube-apiserver does since 1.20
