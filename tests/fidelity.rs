@@ -766,3 +766,54 @@ fn logs_options_previous_limit_bytes_and_validation() {
         "{err}"
     );
 }
+
+fn pinned(name: &str, app: &str, node: &str, cpu: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}", "namespace": "default", "labels": {{"app": "{app}"}}}},
+          "spec": {{"nodeName": "{node}", "containers": [{{"name": "c", "image": "busybox", "command": ["sleep", "3600"],
+            "resources": {{"requests": {{"cpu": "{cpu}"}}}}}}]}}}}"#
+    )
+}
+
+/// A DoNotSchedule topology spread constraint overrides what the scores prefer: with two
+/// `app=spread` pods on node 1 and a heavy pod on node 2, the scores would pick node 1, the
+/// constraint (maxSkew 1 per host) allows only node 2.
+#[test]
+fn topology_spread_do_not_schedule_is_a_filter() {
+    let up = SkiffUp::start(2);
+    apply(&up, &pinned("s-1", "spread", "skiff-node-1", "10m"));
+    apply(&up, &pinned("s-2", "spread", "skiff-node-1", "10m"));
+    apply(&up, &pinned("heavy", "other", "skiff-node-2", "1500m"));
+    let pod = |name: &str, constrained: bool| {
+        let spread = if constrained {
+            r#", "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "spread"}}}]"#
+        } else {
+            ""
+        };
+        format!(
+            // Another label besides app=spread: the scheduler's spreading score groups pods
+            // without a controller by all their labels, so it does not see the pinned ones.
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}", "namespace": "default", "labels": {{"app": "spread", "v": "{name}"}}}},
+              "spec": {{"containers": [{{"name": "c", "image": "busybox", "command": ["sleep", "3600"],
+                "resources": {{"requests": {{"cpu": "100m"}}}}}}]{spread}}}}}"#
+        )
+    };
+    let node_of =
+        |u: &SkiffUp, name: &str| u.ok(&["get", "pod", name, "-o", "jsonpath={.spec.nodeName}"]);
+    apply(&up, &pod("free", false));
+    up.eventually("the unconstrained pod scheduled", 30, |u| {
+        !node_of(u, "free").is_empty()
+    });
+    assert_eq!(
+        node_of(&up, "free"),
+        "skiff-node-1",
+        "the scores prefer node 1"
+    );
+    up.ok(&["delete", "pod", "free", "--grace-period=0", "--force"]);
+    apply(&up, &pod("spread", true));
+    up.eventually("the constrained pod scheduled", 30, |u| {
+        !node_of(u, "spread").is_empty()
+    });
+    assert_eq!(node_of(&up, "spread"), "skiff-node-2");
+}

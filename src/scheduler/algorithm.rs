@@ -44,6 +44,9 @@ const REASON_POD_AFFINITY: &str = "node(s) didn't match pod affinity rules";
 const REASON_POD_ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";
 const REASON_EXISTING_ANTI_AFFINITY: &str =
     "node(s) didn't satisfy existing pods anti-affinity rules";
+const REASON_SPREAD: &str = "node(s) didn't match pod topology spread constraints";
+const REASON_SPREAD_LABEL: &str =
+    "node(s) didn't match pod topology spread constraints (missing required label)";
 const PREEMPTION_NO_VICTIMS: &str = "No preemption victims found for incoming pod";
 const PREEMPTION_NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
 
@@ -676,7 +679,21 @@ pub struct PodSummary {
     pub pod_affinity: Vec<AffinityTerm>,
     /// Required pod anti-affinity terms (all must hold).
     pub pod_anti_affinity: Vec<AffinityTerm>,
+    /// `topologySpreadConstraints` with `whenUnsatisfiable: DoNotSchedule`.
+    pub spread: Vec<SpreadConstraint>,
     owner_fingerprint: Option<u64>,
+}
+
+/// One hard topology spread constraint: the pods its selector picks (in the pod's namespace)
+/// may differ by at most `max_skew` between the domains of `term.topology_key`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpreadConstraint {
+    /// The selection and the topology key (namespaces: the pod's own).
+    pub term: AffinityTerm,
+    /// maxSkew.
+    pub max_skew: i64,
+    /// minDomains: with fewer eligible domains, the global minimum counts as 0.
+    pub min_domains: Option<i64>,
 }
 
 /// One required (anti-)affinity term: pods matching `selector` in `namespaces` (or in every
@@ -814,6 +831,23 @@ impl PodSummary {
         };
         let pod_affinity = affinity_of("podAffinity");
         let pod_anti_affinity = affinity_of("podAntiAffinity");
+        let spread = array_at(s, "topologySpreadConstraints")
+            .iter()
+            .filter(|c| str_at(c, "whenUnsatisfiable") != "ScheduleAnyway")
+            .map(|c| SpreadConstraint {
+                term: AffinityTerm {
+                    selector: c
+                        .get("labelSelector")
+                        .filter(|s| !s.is_null())
+                        .and_then(|s| crate::api::selector::LabelSelector::from_json(s).ok()),
+                    namespaces: vec![namespace.clone()],
+                    all_namespaces: false,
+                    topology_key: str_at(c, "topologyKey").to_string(),
+                },
+                max_skew: c.get("maxSkew").and_then(Value::as_i64).unwrap_or(1).max(1),
+                min_domains: c.get("minDomains").and_then(Value::as_i64),
+            })
+            .collect();
         PodSummary {
             labels: metadata(pod)
                 .get("labels")
@@ -823,6 +857,7 @@ impl PodSummary {
             namespace,
             pod_affinity,
             pod_anti_affinity,
+            spread,
             owner_fingerprint: owner.as_deref().map(fingerprint),
             requests: pod_requests(pod),
             non_zero_requests: pod_non_zero_requests(pod),
@@ -1117,10 +1152,12 @@ enum Failure {
     PodAffinity,
     PodAntiAffinity,
     ExistingAntiAffinity,
+    Spread,
+    SpreadLabel,
 }
 
 impl Failure {
-    const FIXED: usize = 11;
+    const FIXED: usize = 13;
 
     /// Slot for the reasons with a fixed message.
     fn slot(self) -> Option<usize> {
@@ -1136,6 +1173,8 @@ impl Failure {
             Failure::PodAffinity => 8,
             Failure::PodAntiAffinity => 9,
             Failure::ExistingAntiAffinity => 10,
+            Failure::Spread => 11,
+            Failure::SpreadLabel => 12,
             Failure::Taint(_) => return None,
         })
     }
@@ -1153,6 +1192,8 @@ impl Failure {
             REASON_POD_AFFINITY,
             REASON_POD_ANTI_AFFINITY,
             REASON_EXISTING_ANTI_AFFINITY,
+            REASON_SPREAD,
+            REASON_SPREAD_LABEL,
         ]
         .get(slot)
         .copied()
@@ -1170,6 +1211,7 @@ impl Failure {
                 | Failure::InsufficientMemory
                 | Failure::PodAntiAffinity
                 | Failure::ExistingAntiAffinity
+                | Failure::Spread
         )
     }
 
@@ -1303,15 +1345,52 @@ pub struct InterPod {
     anti: Vec<std::collections::HashSet<String>>,
     /// Per topology key, the values where an existing pod's anti-affinity selects this pod.
     existing: HashMap<String, std::collections::HashSet<String>>,
+    /// Per spread constraint: selected pods per domain, the global minimum, and 1 when the
+    /// pod itself is selected.
+    spread: Vec<(HashMap<String, i64>, i64, i64)>,
 }
 
 impl InterPod {
     /// The state for `pod` over `nodes`; None when neither it nor any pod there has terms.
     pub fn new(pod: &PodSummary, nodes: &[NodeSummary]) -> Option<InterPod> {
         let any_existing = nodes.iter().any(|n| n.anti_affinity_pods > 0);
-        if pod.pod_affinity.is_empty() && pod.pod_anti_affinity.is_empty() && !any_existing {
+        if pod.pod_affinity.is_empty()
+            && pod.pod_anti_affinity.is_empty()
+            && pod.spread.is_empty()
+            && !any_existing
+        {
             return None;
         }
+        // Topology spread (kube's PodTopologySpread PreFilter): over the nodes the pod could
+        // go to by its node selection (nodeAffinityPolicy Honor) that carry the key.
+        let spread = pod
+            .spread
+            .iter()
+            .map(|c| {
+                let key = c.term.index_key();
+                let mut counts: HashMap<String, i64> = HashMap::new();
+                for node in nodes.iter().filter(|n| pod.matches_node_selection(n)) {
+                    let Some(domain) = label(&node.labels, &c.term.topology_key) else {
+                        continue;
+                    };
+                    let n = match &key {
+                        Some(k) => node.label_index.get(k).copied().unwrap_or(0) as i64,
+                        None => node
+                            .pods
+                            .values()
+                            .filter(|e| c.term.selects(&e.namespace, &e.labels))
+                            .count() as i64,
+                    };
+                    *counts.entry(domain.into_owned()).or_insert(0) += n;
+                }
+                let mut min = counts.values().copied().min().unwrap_or(0);
+                if c.min_domains.is_some_and(|m| (counts.len() as i64) < m) {
+                    min = 0;
+                }
+                let own = i64::from(c.term.selects(&pod.namespace, &pod.labels));
+                (counts, min, own)
+            })
+            .collect();
         let value = |n: &NodeSummary, key: &str| label(&n.labels, key).map(|v| v.into_owned());
         let mut affinity = vec![std::collections::HashSet::new(); pod.pod_affinity.len()];
         let mut anti = vec![std::collections::HashSet::new(); pod.pod_anti_affinity.len()];
@@ -1368,11 +1447,23 @@ impl InterPod {
             affinity_self,
             anti,
             existing,
+            spread,
         })
     }
 
     fn check(&self, pod: &PodSummary, node: &NodeSummary, out: &mut Vec<Failure>) {
         let value = |key: &str| label(&node.labels, key);
+        for (c, (counts, min, own)) in pod.spread.iter().zip(&self.spread) {
+            let Some(domain) = value(&c.term.topology_key) else {
+                out.push(Failure::SpreadLabel);
+                return;
+            };
+            let here = counts.get(domain.as_ref()).copied().unwrap_or(0);
+            if here + own - min > c.max_skew {
+                out.push(Failure::Spread);
+                return;
+            }
+        }
         if !self.affinity_self {
             let ok = pod
                 .pod_affinity
@@ -2537,5 +2628,57 @@ mod tests {
             let p = labelled(&format!("near-{i}"), "web", with("cache"));
             assert_eq!(schedule_summaries(&p, &nodes, i).unwrap(), "n2");
         }
+    }
+
+    #[test]
+    fn topology_spread_keeps_the_skew_and_needs_the_label() {
+        let zoned = |name: &str, zone: Option<&str>| {
+            let mut n = node(name, "4", "8Gi", "110");
+            if let Some(z) = zone {
+                n["metadata"]["labels"]["zone"] = json!(z);
+            }
+            NodeSummary::new(&n)
+        };
+        let spread = |app: &str, when: &str| {
+            json!({"metadata": {"name": "new", "namespace": "default", "labels": {"app": app}},
+                "spec": {"containers": [{"name": "c"}], "topologySpreadConstraints": [
+                    {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": when,
+                     "labelSelector": {"matchLabels": {"app": app}}}]}})
+        };
+        let mut nodes = vec![
+            zoned("a1", Some("a")),
+            zoned("a2", Some("a")),
+            zoned("b1", Some("b")),
+        ];
+        nodes[0].add_pod(&labelled("web-0", "web", json!({})));
+        // Zone a has one, b none: a second in a would make the skew 2.
+        for i in 0..5 {
+            assert_eq!(
+                schedule_summaries(&spread("web", "DoNotSchedule"), &nodes, i).unwrap(),
+                "b1"
+            );
+        }
+        // ScheduleAnyway does not filter.
+        let anywhere: std::collections::HashSet<String> = (0..6)
+            .map(|i| schedule_summaries(&spread("web", "ScheduleAnyway"), &nodes, i).unwrap())
+            .collect();
+        assert!(anywhere.len() > 1, "{anywhere:?}");
+        // Balanced again, either zone; a node without the key never.
+        nodes[2].add_pod(&labelled("web-1", "web", json!({})));
+        nodes.push(zoned("nolabel", None));
+        let err = schedule_summaries(&spread("web", "DoNotSchedule"), &nodes[3..], 0).unwrap_err();
+        assert!(
+            err.starts_with("0/1 nodes are available: 1 node(s) didn't match pod topology spread constraints (missing required label)."),
+            "{err}"
+        );
+        let picked = schedule_summaries(&spread("web", "DoNotSchedule"), &nodes, 0).unwrap();
+        assert_ne!(picked, "nolabel");
+        // Both zones full to the skew: with b at 1 and a at 1, a third goes anywhere but then
+        // a fourth must follow the lower zone.
+        nodes[1].add_pod(&labelled("web-2", "web", json!({})));
+        assert_eq!(
+            schedule_summaries(&spread("web", "DoNotSchedule"), &nodes, 0).unwrap(),
+            "b1"
+        );
     }
 }
