@@ -31,7 +31,8 @@
 //!   `[etcd]`, `[scheduler]`, `[controller_manager]`, `[kubelet]`: file, `SKIFF_*`
 //!   environment — every name in `config::env` — and flags).
 //! - `scheduler`: the Scheduler actor (informers, node summaries, binding, leader election),
-//!   its pure filter/score algorithm (with inter-pod affinity and anti-affinity) and
+//!   its pure filter/score algorithm (with inter-pod affinity and anti-affinity and
+//!   topology spread constraints) and
 //!   `scheduler::run`, the process.
 //! - `controllers`: the controller runtime (`controllers::runtime`: the `Reconciler` trait,
 //!   the generic `Controller` actor over a deduplicating work queue with requeue-after,
