@@ -335,22 +335,21 @@ impl NodeUsers {
     /// Reads the users file again: API servers sharing a data directory each issue users,
     /// so the file, read under [`NodeUsers::lock`], is the truth, not this copy.
     fn reload(&mut self) {
-        self.users = std::fs::read_to_string(&self.file)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_once(','))
-            .map(|(n, p)| (n.to_string(), p.to_string()))
-            .collect();
+        self.users = read_users(&self.file);
     }
 
     /// Locks the users file against the other API servers on the same volume and reloads
     /// it: a read-modify-write held until the guard drops, off the actor's thread.
     async fn lock(&mut self) -> std::io::Result<std::fs::File> {
-        let path = self.file.with_extension("lock");
-        let guard = tokio::task::spawn_blocking(move || crate::files::lock(&path))
-            .await
-            .map_err(std::io::Error::other)??;
-        self.reload();
+        let (lock, file) = (self.file.with_extension("lock"), self.file.clone());
+        // Waiting for the lock and reading the file both happen off the actor's thread.
+        let (guard, users) = tokio::task::spawn_blocking(move || {
+            let guard = crate::files::lock(&lock)?;
+            std::io::Result::Ok((guard, read_users(&file)))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        self.users = users;
         Ok(guard)
     }
 
@@ -376,6 +375,16 @@ impl NodeUsers {
         .await
         .map_err(std::io::Error::other)?
     }
+}
+
+/// The `node,password` lines of the node users file (none when it is missing).
+fn read_users(file: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(','))
+        .map(|(n, p)| (n.to_string(), p.to_string()))
+        .collect()
 }
 
 /// The NATS config and its password file are secrets: owner-only, replaced atomically.

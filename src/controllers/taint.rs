@@ -68,6 +68,14 @@ pub fn start(client: ApiClient, leading: watch::Receiver<bool>) -> Addr<TaintCon
             Notification::Added(node) | Notification::Updated(_, node) => {
                 let name = meta::name(node);
                 let mut keys = vec![format!("node/{name}")];
+                // Its pods only when its taints changed (a status update costs no pod).
+                let old = match n {
+                    Notification::Updated(old, _) => old.pointer("/spec/taints"),
+                    _ => None,
+                };
+                if old == node.pointer("/spec/taints") {
+                    return keys;
+                }
                 keys.extend(
                     pod_cache
                         .on_node(name)

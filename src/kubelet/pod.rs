@@ -235,6 +235,24 @@ async fn probe_if_due(
     }
 }
 
+/// The `terminated` state of an exited container, as containerStatuses carry it.
+fn terminated(state: &ContainerState) -> Option<Value> {
+    let ContainerState::Exited {
+        exit_code,
+        signal,
+        started_at,
+        finished_at,
+        reason,
+    } = state
+    else {
+        return None;
+    };
+    Some(
+        json!({"terminated": {"exitCode": exit_code, "signal": signal, "reason": reason,
+        "startedAt": rfc3339(*started_at), "finishedAt": rfc3339(*finished_at)}}),
+    )
+}
+
 fn rfc3339(t: SystemTime) -> String {
     jiff::Timestamp::try_from(t)
         .map(|ts| ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
@@ -644,19 +662,8 @@ pub async fn run(
                 if matches!(runtime.state(&id(c)).await, ContainerState::Running { .. }) {
                     let _ = runtime.stop(&id(c), Duration::from_secs(0)).await;
                 }
-                let state = match runtime.state(&id(c)).await {
-                    ContainerState::Exited {
-                        exit_code,
-                        signal,
-                        started_at,
-                        finished_at,
-                        reason,
-                    } => {
-                        json!({"terminated": {"exitCode": exit_code, "signal": signal, "reason": reason,
-                        "startedAt": rfc3339(started_at), "finishedAt": rfc3339(finished_at)}})
-                    }
-                    _ => json!({"waiting": {"reason": "ContainerCreating"}}),
-                };
+                let state = terminated(&runtime.state(&id(c)).await)
+                    .unwrap_or_else(|| json!({"waiting": {"reason": "ContainerCreating"}}));
                 if list.iter().any(|(m, _, _)| m == c) {
                     statuses.push(json!({"name": c, "image": image, "ready": false, "started": false,
                         "restartCount": tracked.get(c).map_or(0, |t| t.restarts), "state": state, "lastState": {}}));
@@ -688,21 +695,15 @@ pub async fn run(
         let mut current_init = None;
         for (i, (c, image, _)) in init_list.iter().enumerate() {
             let state = runtime.state(&id(c)).await;
-            if let ContainerState::Exited {
-                exit_code: 0,
-                signal,
-                started_at,
-                finished_at,
-                reason,
-            } = &state
+            if let (ContainerState::Exited { exit_code: 0, .. }, Some(done)) =
+                (&state, terminated(&state))
             {
                 let restarts = tracked.get(c).map_or(0, |t| t.restarts);
                 init_statuses.push(json!({
                     "name": c, "image": image, "imageID": format!("skiff://{image}"),
                     "containerID": format!("skiff://{ns}_{name}_{c}"), "ready": true,
                     "started": false, "restartCount": restarts, "lastState": {},
-                    "state": {"terminated": {"exitCode": 0, "signal": signal, "reason": reason,
-                        "startedAt": rfc3339(*started_at), "finishedAt": rfc3339(*finished_at)}}}));
+                    "state": done}));
                 continue;
             }
             current_init = Some(i);
@@ -732,16 +733,9 @@ pub async fn run(
                 start = false;
                 waiting_reason = t.backing_off.clone();
             }
-            if let ContainerState::Exited {
-                exit_code,
-                signal,
-                started_at,
-                finished_at,
-                reason,
-            } = &state
+            if let (ContainerState::Exited { exit_code, .. }, Some(term)) =
+                (&state, terminated(&state))
             {
-                let term = json!({"terminated": {"exitCode": exit_code, "signal": signal, "reason": reason,
-                    "startedAt": rfc3339(*started_at), "finishedAt": rfc3339(*finished_at)}});
                 if restartable(*exit_code) {
                     // A newly seen exit schedules the restart: base × 2^restarts, capped.
                     if t.last.as_ref() != Some(&term) {
@@ -929,23 +923,13 @@ pub async fn run(
                     running += 1;
                     json!({"running": {"startedAt": rfc3339(*started_at)}})
                 }
-                (
-                    ContainerState::Exited {
-                        exit_code,
-                        signal,
-                        started_at,
-                        finished_at,
-                        reason,
-                    },
-                    None,
-                ) => {
+                (ContainerState::Exited { exit_code, .. }, None) => {
                     if *exit_code == 0 {
                         succeeded += 1
                     } else {
                         failed += 1
                     }
-                    json!({"terminated": {"exitCode": exit_code, "signal": signal, "reason": reason,
-                        "startedAt": rfc3339(*started_at), "finishedAt": rfc3339(*finished_at)}})
+                    terminated(&state).unwrap_or_default()
                 }
                 (ContainerState::Unknown, None) => {
                     waiting += 1;
